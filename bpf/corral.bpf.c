@@ -1,0 +1,701 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * corral kernel side: per-agent exec / open / connect decisions.
+ *
+ * Backends in this one object (user space picks with autoload):
+ *   LSM        lsm/bprm_check_security, lsm/file_open, lsm/socket_connect  -> -EPERM
+ *   cgroup     cgroup/connect4/6 (+ sendmsg4/6 for unconnected UDP)         -> EPERM
+ *   tracepoint tp_btf/sched_process_exec (SIGKILL), tp_btf/sys_enter (open: report only)
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "corral.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EPERM 1
+#define SIGKILL 9
+#define AF_INET 2
+#define AF_INET6 10
+#define NSEC_PER_SEC 1000000000ULL
+
+#define PATH_KEY_BITS ((4 + CORRAL_PATH_MAX) * 8)
+#define NET_KEY_BITS ((4 + 4 + CORRAL_ADDR_LEN) * 8)
+
+/* A previous LSM program's verdict passes through; newer verifiers want [-4095, 0] proven. */
+static __always_inline int keep_ret(int ret)
+{
+	if (ret < -4095 || ret > 0)
+		return -EPERM;
+	return ret;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CORRAL_MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, struct corral_cgroup_val);
+} cgroup_agents SEC(".maps");
+
+/* Covers every cgroup that runs hooked syscalls, agents or not: sized for a busy node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct corral_resolved);
+} resolve_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CORRAL_MAX_AGENTS);
+	__type(key, __u32);
+	__type(value, struct corral_agent_cfg);
+} agent_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct corral_config);
+} settings SEC(".maps");
+
+/* Default sizes; user space resizes before load from its configuration. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_path_key);
+	__type(value, struct corral_allow_val);
+} exec_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_path_key);
+	__type(value, struct corral_allow_val);
+} open_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_net_key);
+	__type(value, struct corral_allow_val);
+} net_allow SEC(".maps");
+
+/* "Recently reported": bounds a flood of distinct novel objects to the rate limit below. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct corral_path_key);
+	__type(value, __u64);
+} seen_path SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct corral_net_key);
+	__type(value, __u64);
+} seen_net SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CORRAL_MAX_AGENTS * CORRAL_NDIMS);
+	__type(key, __u32);
+	__type(value, struct corral_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CORRAL_MAX_AGENTS);
+	__type(key, __u32);
+	__type(value, struct corral_rate);
+} rate SEC(".maps");
+
+/* 4 MiB = ~12k events of 336 bytes: a few seconds of a worst-case burst at the default rate limit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+/* Per-CPU scratch: the path key is 260 bytes, too big to build next to other locals on the stack. */
+struct scratch {
+	struct corral_path_key pkey;
+	struct corral_net_key nkey;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+/* What a hook found out about the current task before judging an object. */
+struct subject {
+	__u64 cgid;
+	struct corral_agent_cfg *cfg;
+	__u32 agent;
+	__u32 ppid;
+	__u8 dim;
+	__u8 mode;
+	__u8 flags;
+	__u8 backend;
+	__s32 err;
+};
+
+static __always_inline struct corral_config *get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&settings, &zero);
+}
+
+/* Deepest registered ancestor with CORRAL_CG_INHERIT; level 0 is the root. */
+static __always_inline __u32 walk_ancestors(__u32 *flags)
+{
+	__u32 agent = 0;
+
+	for (int level = 0; level < CORRAL_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		struct corral_cgroup_val *v;
+
+		if (!id)
+			break;
+		v = bpf_map_lookup_elem(&cgroup_agents, &id);
+		if (v && (v->flags & CORRAL_CG_INHERIT))
+			agent = v->agent;
+	}
+	if (agent)
+		*flags |= CORRAL_EF_INHERITED;
+	return agent;
+}
+
+/* cgroup id -> agent id (0: not an agent). One LRU lookup on the common path. */
+static __always_inline __u32 resolve_agent(__u64 cgid, __u8 *eflags)
+{
+	struct corral_config *conf = get_config();
+	struct corral_cgroup_val *direct;
+	struct corral_resolved *hit, res = {};
+
+	if (!conf)
+		return 0;
+	hit = bpf_map_lookup_elem(&resolve_cache, &cgid);
+	if (hit && hit->generation == conf->generation) {
+		*eflags |= hit->flags;
+		return hit->agent;
+	}
+	res.generation = conf->generation;
+	direct = bpf_map_lookup_elem(&cgroup_agents, &cgid);
+	if (direct)
+		res.agent = direct->agent;
+	else
+		res.agent = walk_ancestors(&res.flags);
+	bpf_map_update_elem(&resolve_cache, &cgid, &res, BPF_ANY);
+	*eflags |= res.flags;
+	return res.agent;
+}
+
+/* Fills s for the current task; false when it is not an agent or the dimension is OFF. */
+static __always_inline bool subject_init(struct subject *s, __u8 dim, __u8 backend)
+{
+	__u32 agent;
+
+	s->flags = 0;
+	s->err = 0;
+	s->ppid = 0;
+	s->dim = dim;
+	s->backend = backend;
+	s->cgid = bpf_get_current_cgroup_id();
+	agent = resolve_agent(s->cgid, &s->flags);
+	if (!agent || agent >= CORRAL_MAX_AGENTS)
+		return false;
+	s->cfg = bpf_map_lookup_elem(&agent_cfg, &agent);
+	if (!s->cfg || !s->cfg->active)
+		return false;
+	s->agent = agent;
+	s->mode = s->cfg->mode[dim];
+	return s->mode != CORRAL_MODE_OFF;
+}
+
+static __always_inline struct corral_counters *counters_of(struct subject *s)
+{
+	__u32 idx = s->agent * CORRAL_NDIMS + s->dim;
+
+	return bpf_map_lookup_elem(&counters, &idx);
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch_map, &zero);
+}
+
+/* true when the report may go out: not seen within the window, under the rate limit. */
+static __always_inline bool may_report(struct subject *s, struct corral_counters *c, void *seen_map,
+				       void *seen_key, __u64 now)
+{
+	struct corral_config *conf = get_config();
+	struct corral_rate *r;
+	__u64 *last;
+
+	if (!conf)
+		return false;
+	last = bpf_map_lookup_elem(seen_map, seen_key);
+	if (last && now - *last < conf->suppress_ns) {
+		if (c)
+			c->suppressed++;
+		return false;
+	}
+	bpf_map_update_elem(seen_map, seen_key, &now, BPF_ANY);
+	if (!s->cfg->rate_limit)
+		return true;
+	r = bpf_map_lookup_elem(&rate, &s->agent);
+	if (!r)
+		return true;
+	if (now - r->window_start >= NSEC_PER_SEC) {
+		r->window_start = now;
+		r->count = 0;
+	}
+	if (r->count >= s->cfg->rate_limit) {
+		if (c)
+			c->dropped++;
+		return false;
+	}
+	r->count++;
+	return true;
+}
+
+static __always_inline struct corral_event *event_start(struct subject *s, struct corral_counters *c,
+							  __u8 verdict, __u64 now)
+{
+	struct corral_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 pid_tgid;
+
+	if (!e) {
+		if (c)
+			c->dropped++;
+		return NULL;
+	}
+	pid_tgid = bpf_get_current_pid_tgid();
+	e->ts_ns = now;
+	e->cgroup_id = s->cgid;
+	e->agent = s->agent;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->ppid = s->ppid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->err = s->err;
+	e->dim = s->dim;
+	e->verdict = verdict;
+	e->mode = s->mode;
+	e->flags = s->flags;
+	e->backend = s->backend;
+	e->proto = 0;
+	e->family = 0;
+	e->port = 0;
+	e->reserved = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* Counts and picks the verdict for an object not found in the allow-list. */
+static __always_inline __u8 novel_verdict(struct subject *s, struct corral_counters *c, bool can_deny,
+					  bool kill)
+{
+	if (s->mode == CORRAL_MODE_OBSERVE) {
+		if (c)
+			c->novel++;
+		return CORRAL_VERDICT_ALLOWED;
+	}
+	if (s->mode == CORRAL_MODE_ENFORCE && can_deny) {
+		if (c)
+			c->denied++;
+		return kill ? CORRAL_VERDICT_KILLED : CORRAL_VERDICT_DENIED;
+	}
+	if (s->mode == CORRAL_MODE_ENFORCE)
+		s->flags |= CORRAL_EF_NOENFORCE;
+	if (c)
+		c->would_deny++;
+	return CORRAL_VERDICT_WOULD_DENY;
+}
+
+static __always_inline bool blocks(__u8 verdict)
+{
+	return verdict == CORRAL_VERDICT_DENIED || verdict == CORRAL_VERDICT_KILLED;
+}
+
+/* ---- paths (exec, open) ------------------------------------------------------------------- */
+
+static __always_inline void *path_map(__u8 dim)
+{
+	return dim == CORRAL_DIM_EXEC ? (void *)&exec_allow : (void *)&open_allow;
+}
+
+/*
+ * Judges sc->pkey.path (already filled, or s->flags has TOOLONG/UNRESOLVED). Returns the verdict;
+ * paths the kernel could not produce are never looked up: they fail closed in ENFORCE.
+ */
+static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bool can_deny, bool kill)
+{
+	struct corral_counters *c = counters_of(s);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct corral_event *e;
+	__u8 verdict;
+
+	sc->pkey.prefixlen = PATH_KEY_BITS;
+	sc->pkey.list = s->cfg->list[s->dim];
+	if (!(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)) &&
+	    bpf_map_lookup_elem(path_map(s->dim), &sc->pkey)) {
+		if (c)
+			c->allowed++;
+		return CORRAL_VERDICT_ALLOWED;
+	}
+	verdict = novel_verdict(s, c, can_deny, kill);
+	if (!may_report(s, c, &seen_path, &sc->pkey, now))
+		return verdict;
+	e = event_start(s, c, verdict, now);
+	if (!e)
+		return verdict;
+	bpf_probe_read_kernel(e->path, sizeof(e->path), sc->pkey.path);
+	bpf_ringbuf_submit(e, 0);
+	return verdict;
+}
+
+/* bpf_d_path into the scratch key; the tail is zeroed because the key is also hashed whole. */
+static __always_inline void resolve_d_path(struct subject *s, struct scratch *sc, struct path *p)
+{
+	long n;
+
+	__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
+	n = bpf_d_path(p, (char *)sc->pkey.path, sizeof(sc->pkey.path));
+	if (n < 0) {
+		s->err = n;
+		s->flags |= n == -36 /* ENAMETOOLONG */ ? CORRAL_EF_TOOLONG : CORRAL_EF_UNRESOLVED;
+		__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
+	}
+}
+
+static __always_inline void fill_ppid(struct subject *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	s->ppid = BPF_CORE_READ(task, real_parent, tgid);
+}
+
+/*
+ * Not lsm.s/: sleepable programs may not use LPM tries on 6.1-6.12 ("Sleepable programs can only
+ * use array, hash, ringbuf and local storage maps"). bpf_d_path stays allowed because the hooks are
+ * on the d_path allow-list whether or not the program sleeps.
+ */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
+{
+	struct subject s;
+	struct scratch *sc;
+
+	if (ret)
+		return keep_ret(ret);
+	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_LSM))
+		return 0;
+	sc = get_scratch();
+	if (!sc)
+		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
+	fill_ppid(&s);
+	resolve_d_path(&s, sc, (struct path *)&bprm->file->f_path);
+	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(corral_lsm_open, struct file *file, int ret)
+{
+	struct subject s;
+	struct scratch *sc;
+
+	if (ret)
+		return keep_ret(ret);
+	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_LSM))
+		return 0;
+	sc = get_scratch();
+	if (!sc)
+		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
+	fill_ppid(&s);
+	resolve_d_path(&s, sc, (struct path *)&file->f_path);
+	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
+}
+
+/* Reads a user or kernel string into the scratch key; TOOLONG when it does not fit. */
+static __always_inline void read_str_path(struct subject *s, struct scratch *sc, const char *src,
+					  bool user)
+{
+	char next = 0;
+	long n;
+
+	__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
+	if (user)
+		n = bpf_probe_read_user_str(sc->pkey.path, sizeof(sc->pkey.path), src);
+	else
+		n = bpf_probe_read_kernel_str(sc->pkey.path, sizeof(sc->pkey.path), src);
+	if (n < 0) {
+		s->err = n;
+		s->flags |= CORRAL_EF_UNRESOLVED;
+		return;
+	}
+	if (n == sizeof(sc->pkey.path)) {
+		if (user)
+			bpf_probe_read_user(&next, 1, src + sizeof(sc->pkey.path) - 1);
+		else
+			bpf_probe_read_kernel(&next, 1, src + sizeof(sc->pkey.path) - 1);
+		if (next) {
+			s->flags |= CORRAL_EF_TOOLONG;
+			s->err = -36;
+		}
+	}
+	if (sc->pkey.path[0] != '/')
+		s->flags |= CORRAL_EF_RELATIVE;
+}
+
+/*
+ * Fallback exec: runs after the new image is loaded and before it returns to user space, so a
+ * SIGKILL sent here means no instruction of the new program runs. Killed, not EPERM.
+ */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(corral_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct subject s;
+	struct scratch *sc;
+
+	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_TRACEPOINT))
+		return 0;
+	sc = get_scratch();
+	if (!sc) {
+		if (s.mode == CORRAL_MODE_ENFORCE)
+			bpf_send_signal(SIGKILL);
+		return 0;
+	}
+	fill_ppid(&s);
+	read_str_path(&s, sc, BPF_CORE_READ(bprm, filename), false);
+	if (blocks(judge_path(&s, sc, true, true)))
+		bpf_send_signal(SIGKILL);
+	return 0;
+}
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_OPEN 2
+#define NR_OPENAT 257
+#define NR_OPENAT2 437
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_OPEN -1
+#define NR_OPENAT 56
+#define NR_OPENAT2 437
+#else
+#error "corral: set __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
+#endif
+
+/* Fallback open: report only, the path as the process passed it. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(corral_tp_open, struct pt_regs *regs, long id)
+{
+	struct subject s;
+	struct scratch *sc;
+	const char *name;
+
+	if (id != NR_OPENAT && id != NR_OPENAT2 && id != NR_OPEN)
+		return 0;
+	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_TRACEPOINT))
+		return 0;
+	sc = get_scratch();
+	if (!sc)
+		return 0;
+	fill_ppid(&s);
+	if (id == NR_OPEN)
+		name = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	else
+		name = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	read_str_path(&s, sc, name, true);
+	judge_path(&s, sc, false, false);
+	return 0;
+}
+
+/* ---- network (connect) -------------------------------------------------------------------- */
+
+/* Looks up the destination with its port, then with port 0 (= any port). */
+static __always_inline bool net_allowed(struct corral_net_key *k)
+{
+	__u16 port = k->port;
+
+	if (bpf_map_lookup_elem(&net_allow, k))
+		return true;
+	k->port = 0;
+	if (bpf_map_lookup_elem(&net_allow, k)) {
+		k->port = port;
+		return true;
+	}
+	k->port = port;
+	return false;
+}
+
+/* Rewrites ::ffff:a.b.c.d into an IPv4 key. */
+static __always_inline void unmap_v4(struct subject *s, struct corral_net_key *k)
+{
+	__u32 *w = (__u32 *)k->addr;
+
+	if (k->family != AF_INET6 || w[0] || w[1] || w[2] != bpf_htonl(0x0000ffff))
+		return;
+	w[0] = w[3];
+	w[1] = 0;
+	w[2] = 0;
+	w[3] = 0;
+	k->family = AF_INET;
+	s->flags |= CORRAL_EF_V4MAPPED;
+}
+
+/* Judges sc->nkey (family, port, addr filled). */
+static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u8 proto)
+{
+	struct corral_counters *c = counters_of(s);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct corral_net_key *k = &sc->nkey;
+	struct corral_event *e;
+	__u8 verdict;
+
+	unmap_v4(s, k);
+	k->prefixlen = NET_KEY_BITS;
+	k->list = s->cfg->list[CORRAL_DIM_CONNECT];
+	k->zero = 0;
+	if (net_allowed(k)) {
+		if (c)
+			c->allowed++;
+		return CORRAL_VERDICT_ALLOWED;
+	}
+	verdict = novel_verdict(s, c, true, false);
+	if (!may_report(s, c, &seen_net, k, now))
+		return verdict;
+	e = event_start(s, c, verdict, now);
+	if (!e)
+		return verdict;
+	e->family = k->family;
+	e->proto = proto;
+	e->port = bpf_ntohs(k->port);
+	__builtin_memcpy(e->addr, k->addr, sizeof(e->addr));
+	e->path[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+	return verdict;
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	struct subject s;
+	struct scratch *sc;
+	__u16 family;
+	__u8 proto;
+
+	if (ret)
+		return keep_ret(ret);
+	family = BPF_CORE_READ(address, sa_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (!subject_init(&s, CORRAL_DIM_CONNECT, CORRAL_BACKEND_LSM))
+		return 0;
+	sc = get_scratch();
+	if (!sc)
+		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
+	fill_ppid(&s);
+	proto = BPF_CORE_READ(sock, sk, sk_protocol);
+	__builtin_memset(&sc->nkey, 0, sizeof(sc->nkey));
+	sc->nkey.family = family;
+	if (family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)address;
+
+		if (addrlen < (int)sizeof(struct sockaddr_in)) {
+			s.flags |= CORRAL_EF_UNRESOLVED;
+			s.err = -22;
+			return blocks(judge_net(&s, sc, proto)) ? -EPERM : 0;
+		}
+		sc->nkey.port = BPF_CORE_READ(in, sin_port);
+		bpf_probe_read_kernel(sc->nkey.addr, 4, &in->sin_addr);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)address;
+
+		if (addrlen < (int)sizeof(struct sockaddr_in6)) {
+			s.flags |= CORRAL_EF_UNRESOLVED;
+			s.err = -22;
+			return blocks(judge_net(&s, sc, proto)) ? -EPERM : 0;
+		}
+		sc->nkey.port = BPF_CORE_READ(in6, sin6_port);
+		bpf_probe_read_kernel(sc->nkey.addr, 16, &in6->sin6_addr);
+	}
+	return blocks(judge_net(&s, sc, proto)) ? -EPERM : 0;
+}
+
+/* cgroup sock_addr: 1 = allow, 0 = EPERM to the caller. No task access here: ppid stays 0. */
+static __always_inline int sock_addr4(struct bpf_sock_addr *ctx)
+{
+	struct subject s;
+	struct scratch *sc;
+
+	if (!subject_init(&s, CORRAL_DIM_CONNECT, CORRAL_BACKEND_CGROUP))
+		return 1;
+	sc = get_scratch();
+	if (!sc)
+		return s.mode == CORRAL_MODE_ENFORCE ? 0 : 1;
+	__builtin_memset(&sc->nkey, 0, sizeof(sc->nkey));
+	sc->nkey.family = AF_INET;
+	sc->nkey.port = (__u16)ctx->user_port;
+	*(__u32 *)sc->nkey.addr = ctx->user_ip4;
+	return blocks(judge_net(&s, sc, ctx->protocol)) ? 0 : 1;
+}
+
+static __always_inline int sock_addr6(struct bpf_sock_addr *ctx)
+{
+	struct subject s;
+	struct scratch *sc;
+	__u32 *a;
+
+	if (!subject_init(&s, CORRAL_DIM_CONNECT, CORRAL_BACKEND_CGROUP))
+		return 1;
+	sc = get_scratch();
+	if (!sc)
+		return s.mode == CORRAL_MODE_ENFORCE ? 0 : 1;
+	__builtin_memset(&sc->nkey, 0, sizeof(sc->nkey));
+	sc->nkey.family = AF_INET6;
+	sc->nkey.port = (__u16)ctx->user_port;
+	/* user_ip6 must be read one aligned 4-byte word at a time (ctx access rules). */
+	a = (__u32 *)sc->nkey.addr;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	return blocks(judge_net(&s, sc, ctx->protocol)) ? 0 : 1;
+}
+
+SEC("cgroup/connect4")
+int corral_cg_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr4(ctx);
+}
+
+SEC("cgroup/connect6")
+int corral_cg_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr6(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int corral_cg_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr4(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int corral_cg_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr6(ctx);
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * corral.h - the ONE definition of everything the BPF programs share with user space.
+ *
+ * Read by clang (kernel side, after vmlinux.h) and by cffi's cdef (corral/layout.py).
+ * So: plain declarations, enums and integer #defines only; no other preprocessor logic
+ * than the include guard, no includes, types spelled __u8/__u16/__u32/__u64/__s32.
+ */
+#ifndef CORRAL_H
+#define CORRAL_H
+
+#define CORRAL_ABI_VERSION 1
+
+/* Path buffer in the kernel, NUL included. 4 (list id) + 252 = 256 = LPM_DATA_SIZE_MAX. */
+#define CORRAL_PATH_MAX 252
+#define CORRAL_COMM_LEN 16
+#define CORRAL_ADDR_LEN 16
+
+/* kubelet's default max-pods is 110; 1024 agents leaves room for dense nodes. Ids start at 1. */
+#define CORRAL_MAX_AGENTS 1024
+/* cgroup ids registered (containers + pods); ~8 per agent. */
+#define CORRAL_MAX_CGROUPS 8192
+/* Ancestor walk bound: kubepods.slice/<qos>/<pod>/<container> is depth 4-5; systemd nests deeper. */
+#define CORRAL_MAX_CGROUP_DEPTH 16
+
+#define CORRAL_NDIMS 3
+
+enum corral_dim {
+	CORRAL_DIM_EXEC = 0,
+	CORRAL_DIM_OPEN = 1,
+	CORRAL_DIM_CONNECT = 2,
+};
+
+enum corral_mode {
+	CORRAL_MODE_OFF = 0,
+	CORRAL_MODE_OBSERVE = 1,
+	CORRAL_MODE_ALERT = 2,
+	CORRAL_MODE_ENFORCE = 3,
+};
+
+enum corral_verdict {
+	CORRAL_VERDICT_ALLOWED = 0,    /* OBSERVE: not in the baseline, allowed, reported */
+	CORRAL_VERDICT_WOULD_DENY = 1, /* ALERT (or ENFORCE where the backend cannot deny) */
+	CORRAL_VERDICT_DENIED = 2,     /* ENFORCE: -EPERM */
+	CORRAL_VERDICT_KILLED = 3,     /* ENFORCE on the fallback exec backend: SIGKILL */
+};
+
+enum corral_backend {
+	CORRAL_BACKEND_LSM = 1,
+	CORRAL_BACKEND_CGROUP = 2,     /* cgroup/connect*, cgroup/sendmsg* */
+	CORRAL_BACKEND_TRACEPOINT = 3, /* tp_btf: exec (kill) and open (observe only) */
+};
+
+enum corral_event_flag {
+	CORRAL_EF_TOOLONG = 1,     /* path longer than CORRAL_PATH_MAX: fails closed */
+	CORRAL_EF_UNRESOLVED = 2,  /* the kernel could not produce the path: fails closed */
+	CORRAL_EF_INHERITED = 4,   /* agent found through an ancestor cgroup */
+	CORRAL_EF_RELATIVE = 8,    /* path as the process gave it, not resolved (tracepoint backend) */
+	CORRAL_EF_NOENFORCE = 16,  /* ENFORCE asked, this backend can only report */
+	CORRAL_EF_V4MAPPED = 32,   /* IPv6 ::ffff:a.b.c.d, checked as IPv4 */
+};
+
+enum corral_cgroup_flag {
+	CORRAL_CG_INHERIT = 1,     /* descendants of this cgroup get its agent */
+};
+
+/* map cgroup_agents: cgroup id (the cgroup directory's inode) -> agent */
+struct corral_cgroup_val {
+	__u32 agent;
+	__u32 flags;
+};
+
+/* map agent_cfg: ARRAY indexed by agent id. Changing a mode is one write of this value. */
+struct corral_agent_cfg {
+	__u8 mode[CORRAL_NDIMS];
+	__u8 active;
+	/* allow-list ids per dimension; unique per (agent, dimension). Swapping a list is one write. */
+	__u32 list[CORRAL_NDIMS];
+	/* events per second per CPU reaching user space; 0 = unlimited */
+	__u32 rate_limit;
+};
+
+/* map settings: ARRAY of one */
+struct corral_config {
+	__u64 suppress_ns;  /* same (agent, dimension, object) reported at most once per window */
+	__u64 generation;   /* bumped on every cgroup_agents change: invalidates resolve_cache */
+};
+
+/* map resolve_cache: LRU cgroup id -> resolution (agent 0 = not an agent) */
+struct corral_resolved {
+	__u64 generation;
+	__u32 agent;
+	__u32 flags;
+};
+
+/*
+ * maps exec_allow, open_allow: LPM trie. Exact entry: the path and its NUL, prefixlen covering both.
+ * Directory entry: "dir/" without NUL, prefixlen covering it. Also the key of the seen_path LRU.
+ */
+struct corral_path_key {
+	__u32 prefixlen;
+	__u32 list;
+	__u8 path[CORRAL_PATH_MAX];
+};
+
+/*
+ * map net_allow: LPM trie. Data: list, family, zero, port (network order, 0 = any port),
+ * address (IPv4 in the first 4 bytes). Prefix entries stop inside addr. Also the seen_net key.
+ */
+struct corral_net_key {
+	__u32 prefixlen;
+	__u32 list;
+	__u8 family;
+	__u8 zero;
+	__u16 port;
+	__u8 addr[CORRAL_ADDR_LEN];
+};
+
+struct corral_allow_val {
+	__u32 flags;
+};
+
+/* map counters: PERCPU_ARRAY indexed by agent * CORRAL_NDIMS + dim */
+struct corral_counters {
+	__u64 allowed;     /* in the baseline */
+	__u64 novel;       /* OBSERVE: not in the baseline, allowed */
+	__u64 would_deny;  /* ALERT */
+	__u64 denied;      /* ENFORCE: denied or killed */
+	__u64 suppressed;  /* report skipped: seen within the window */
+	__u64 dropped;     /* report lost: rate limit or ring buffer full */
+};
+
+/* map rate: PERCPU_ARRAY indexed by agent */
+struct corral_rate {
+	__u64 window_start;
+	__u64 count;
+};
+
+/* ring buffer record */
+struct corral_event {
+	__u64 ts_ns;        /* bpf_ktime_get_boot_ns() */
+	__u64 cgroup_id;
+	__u32 agent;
+	__u32 pid;          /* tgid */
+	__u32 tid;
+	__u32 ppid;         /* 0 where the hook cannot see the task (cgroup programs) */
+	__u32 uid;
+	__s32 err;          /* kernel error while resolving the object, 0 if none */
+	__u8 dim;
+	__u8 verdict;
+	__u8 mode;
+	__u8 flags;
+	__u8 backend;
+	__u8 proto;         /* IPPROTO_* for connect */
+	__u16 family;       /* AF_INET / AF_INET6 for connect */
+	__u16 port;         /* host order */
+	__u16 reserved;
+	__u8 addr[CORRAL_ADDR_LEN];
+	char comm[CORRAL_COMM_LEN];
+	char path[CORRAL_PATH_MAX];
+};
+
+#endif /* CORRAL_H */

@@ -1,0 +1,339 @@
+"""The kernel side of corral as Python sees it: load corral.bpf.o, attach the chosen backends,
+and read/write its maps (cgroup -> agent, per-agent modes, allow-lists, counters).
+
+Every key and value is built from the structs in bpf/corral.h through corral.layout: there is
+no second description of a kernel layout here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bpfkit import BpfObject, Link, Map, RingBuffer
+
+from . import layout
+from .layout import DIMS, MODES, C
+
+log = structlog.get_logger("corral.kernel")
+
+LSM_PROGRAMS = {
+    "exec": "corral_lsm_exec",
+    "open": "corral_lsm_open",
+    "connect": "corral_lsm_connect",
+}
+TRACEPOINT_PROGRAMS = {"exec": "corral_tp_exec", "open": "corral_tp_open"}
+CGROUP_CONNECT = ("corral_cg_connect4", "corral_cg_connect6")
+CGROUP_SENDMSG = ("corral_cg_sendmsg4", "corral_cg_sendmsg6")
+
+COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
+
+
+def object_path(name: str = "corral.bpf.o") -> Path:
+    """The precompiled object shipped as package data (built by `make bpf`)."""
+    p = Path(str(resources.files("corral").joinpath("bpf", name)))
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"{p} is missing: build the BPF objects with `make bpf` (needs clang and libbpf-dev)"
+        )
+    return p
+
+
+def cgroup2_root() -> Path:
+    """Mount point of the cgroup v2 hierarchy (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return Path(parts[1])
+    raise RuntimeError("no cgroup v2 hierarchy is mounted: corral needs cgroup v2 (see README)")
+
+
+def cgroup_id(path: str | os.PathLike[str]) -> int:
+    """A cgroup v2 directory's id, as bpf_get_current_cgroup_id() returns it: its inode."""
+    return os.stat(path).st_ino
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Which program decides each dimension on this kernel, and whether it can deny."""
+
+    exec: str  # "lsm" | "tracepoint"
+    open: str  # "lsm" | "tracepoint"
+    connect: str  # "lsm" | "cgroup"
+
+    @classmethod
+    def choose(cls, lsm: bool) -> Backends:
+        if lsm:
+            return cls(exec="lsm", open="lsm", connect="lsm")
+        return cls(exec="tracepoint", open="tracepoint", connect="cgroup")
+
+    def of(self, dim: str) -> str:
+        return str(getattr(self, dim))
+
+    def enforcement(self, dim: str) -> str:
+        """What ENFORCE means for dim here: 'deny (EPERM)', 'kill (SIGKILL)' or 'observe only'."""
+        b = self.of(dim)
+        if b in ("lsm", "cgroup"):
+            return "deny"
+        if dim == "exec":
+            return "kill"
+        return "observe-only"
+
+
+@dataclass
+class AgentConfig:
+    """The kernel's view of one agent: modes and allow-list ids per dimension."""
+
+    modes: dict[str, str] = field(default_factory=lambda: dict.fromkeys(DIMS, "observe"))
+    lists: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMS, 0))
+    rate_limit: int = 0
+    active: bool = True
+
+
+def path_key(list_id: int, path: str | bytes, *, prefix: bool):
+    """The LPM key of an exact path (its bytes and NUL) or a directory prefix ("dir/")."""
+    raw = path.encode() if isinstance(path, str) else path
+    if b"\0" in raw:
+        raise ValueError("path contains a NUL byte")
+    if prefix and not raw.endswith(b"/"):
+        raw += b"/"
+    stored = raw if prefix else raw + b"\0"
+    if len(stored) > C.CORRAL_PATH_MAX:
+        raise ValueError(
+            f"path of {len(raw)} bytes does not fit the kernel buffer "
+            f"({C.CORRAL_PATH_MAX - 1} bytes); such paths always fail closed under enforce"
+        )
+    k = layout.new("struct corral_path_key")
+    k.prefixlen = 8 * (4 + len(stored))
+    k.list = list_id
+    layout.ffi().memmove(k.path, stored, len(stored))
+    return k
+
+
+def net_key(list_id: int, network: str, port: int = 0):
+    """The LPM key of an address or CIDR (IPv4 or IPv6) and a port (0 = any port)."""
+    net = ipaddress.ip_network(network, strict=False)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    k = layout.new("struct corral_net_key")
+    k.list = list_id
+    k.family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    k.port = socket.htons(port)
+    packed = net.network_address.packed
+    layout.ffi().memmove(k.addr, packed, len(packed))
+    k.prefixlen = 8 * 8 + net.prefixlen
+    return k
+
+
+def _allow_value() -> bytes:
+    return layout.to_bytes(layout.new("struct corral_allow_val"))
+
+
+class Kernel:
+    """Owns the loaded corral object: its maps, its links, its ring buffer."""
+
+    def __init__(
+        self,
+        backends: Backends,
+        *,
+        cgroup_root: Path | None = None,
+        obj_path: Path | None = None,
+        map_sizes: dict[str, int] | None = None,
+        suppress_ns: int = 60 * 1_000_000_000,
+    ) -> None:
+        self.backends = backends
+        self.cgroup_root = cgroup_root or cgroup2_root()
+        self._obj = BpfObject.open_file(str(obj_path or object_path()))
+        self._links: list[Link] = []
+        self._generation = 0
+        try:
+            self._select_programs()
+            for name, size in (map_sizes or {}).items():
+                self._obj.maps[name].set_max_entries(size)
+            self._obj.load()
+            self._configure(suppress_ns)
+            self._attach()
+        except BaseException:
+            self.close()
+            raise
+        log.info("bpf loaded", backends=backends.__dict__, cgroup_root=str(self.cgroup_root))
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _select_programs(self) -> None:
+        wanted = {LSM_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "lsm"}
+        wanted |= {TRACEPOINT_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "tracepoint"}
+        if self.backends.connect == "cgroup":
+            wanted |= set(CGROUP_CONNECT)
+        wanted |= set(CGROUP_SENDMSG)  # unconnected UDP has no LSM connect hook
+        for name, prog in self._obj.programs.items():
+            prog.autoload = name in wanted
+
+    def _attach(self) -> None:
+        for name, prog in self._obj.programs.items():
+            if not prog.autoload:
+                continue
+            if name.startswith("corral_cg_"):
+                self._links.append(prog.attach_cgroup(str(self.cgroup_root)))
+            else:
+                self._links.append(prog.attach())
+
+    def _configure(self, suppress_ns: int) -> None:
+        conf = layout.new("struct corral_config")
+        conf.suppress_ns = suppress_ns
+        conf.generation = self._generation
+        self.map("settings").update(_u32(0), layout.to_bytes(conf))
+
+    def close(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        self._obj.close()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map(self, name: str) -> Map:
+        return self._obj.maps[name]
+
+    @property
+    def programs(self) -> list[str]:
+        return [n for n, p in self._obj.programs.items() if p.autoload]
+
+    # ---- identity -------------------------------------------------------------------------
+
+    def register_cgroup(self, cgid: int, agent: int, *, inherit: bool = False) -> None:
+        _check_agent(agent)
+        v = layout.new("struct corral_cgroup_val")
+        v.agent = agent
+        v.flags = C.CORRAL_CG_INHERIT if inherit else 0
+        self.map("cgroup_agents").update(_u64(cgid), layout.to_bytes(v))
+        self._bump_generation()
+
+    def unregister_cgroup(self, cgid: int) -> bool:
+        gone = self.map("cgroup_agents").delete(_u64(cgid))
+        self._bump_generation()
+        return gone
+
+    def registered_cgroups(self) -> dict[int, tuple[int, bool]]:
+        out: dict[int, tuple[int, bool]] = {}
+        for k, v in self.map("cgroup_agents").items():
+            val = layout.from_bytes("struct corral_cgroup_val", v)
+            cgid = layout.ffi().cast("__u64 *", layout.ffi().from_buffer(k))[0]
+            out[int(cgid)] = (val.agent, bool(val.flags & C.CORRAL_CG_INHERIT))
+        return out
+
+    def _bump_generation(self) -> None:
+        """Invalidates every cached cgroup resolution in the kernel (one map write)."""
+        self._generation += 1
+        m = self.map("settings")
+        conf = layout.from_bytes("struct corral_config", m.lookup(_u32(0)) or b"")
+        conf.generation = self._generation
+        m.update(_u32(0), layout.to_bytes(conf))
+
+    # ---- agents ---------------------------------------------------------------------------
+
+    def set_agent(self, agent: int, cfg: AgentConfig) -> None:
+        """Writes the agent's modes and list ids: one map write, so a flip is atomic."""
+        _check_agent(agent)
+        v = layout.new("struct corral_agent_cfg")
+        for i, dim in enumerate(DIMS):
+            v.mode[i] = layout.mode_index(cfg.modes[dim])
+            v.list[i] = cfg.lists[dim]
+        v.rate_limit = cfg.rate_limit
+        v.active = 1 if cfg.active else 0
+        self.map("agent_cfg").update(_u32(agent), layout.to_bytes(v))
+
+    def get_agent(self, agent: int) -> AgentConfig:
+        _check_agent(agent)
+        raw = self.map("agent_cfg").lookup(_u32(agent))
+        v = layout.from_bytes("struct corral_agent_cfg", raw or b"")
+        return AgentConfig(
+            modes={d: MODES[v.mode[i]] for i, d in enumerate(DIMS)},
+            lists={d: int(v.list[i]) for i, d in enumerate(DIMS)},
+            rate_limit=int(v.rate_limit),
+            active=bool(v.active),
+        )
+
+    def clear_agent(self, agent: int) -> None:
+        _check_agent(agent)
+        self.map("agent_cfg").update(_u32(agent), bytes(layout.sizeof("struct corral_agent_cfg")))
+
+    # ---- allow-lists ----------------------------------------------------------------------
+
+    def allow_paths(self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()) -> int:
+        keys = [layout.to_bytes(path_key(list_id, p, prefix=False)) for p in exact]
+        keys += [layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes]
+        self._insert(self._path_map(dim), keys)
+        return len(keys)
+
+    def allow_net(self, list_id: int, entries: Iterable[tuple[str, int]]) -> int:
+        """entries: (address or CIDR, port or 0 for any port)."""
+        keys = [layout.to_bytes(net_key(list_id, a, p)) for a, p in entries]
+        self._insert(self.map("net_allow"), keys)
+        return len(keys)
+
+    def _insert(self, m: Map, keys: list[bytes]) -> None:
+        if keys:
+            m.update_batch(keys, [_allow_value()] * len(keys))
+
+    def clear_list(self, dim: str, list_id: int) -> int:
+        """Deletes every entry of one allow-list (after it has been swapped out)."""
+        m = self.map("net_allow") if dim == "connect" else self._path_map(dim)
+        doomed = [k for k in m.keys() if _list_of(m, k) == list_id]
+        for k in doomed:
+            m.delete(k)
+        return len(doomed)
+
+    def _path_map(self, dim: str) -> Map:
+        if dim not in ("exec", "open"):
+            raise ValueError(f"{dim!r} is not a path dimension")
+        return self.map(f"{dim}_allow")
+
+    # ---- counters and events --------------------------------------------------------------
+
+    def counters(self, agent: int) -> dict[str, dict[str, int]]:
+        """Per-dimension counters summed over CPUs."""
+        m = self.map("counters")
+        out: dict[str, dict[str, int]] = {}
+        for i, dim in enumerate(DIMS):
+            totals = dict.fromkeys(COUNTER_FIELDS, 0)
+            for raw in m.lookup_percpu(_u32(agent * len(DIMS) + i)) or []:
+                c = layout.from_bytes("struct corral_counters", raw)
+                for f in COUNTER_FIELDS:
+                    totals[f] += int(getattr(c, f))
+            out[dim] = totals
+        return out
+
+    def ring_buffer(self, callback: Any) -> RingBuffer:
+        return RingBuffer(self.map("events"), callback)
+
+
+def _check_agent(agent: int) -> None:
+    if not 1 <= agent < C.CORRAL_MAX_AGENTS:
+        raise ValueError(f"agent id {agent} out of range 1..{C.CORRAL_MAX_AGENTS - 1}")
+
+
+def _u32(v: int) -> bytes:
+    return bytes(layout.ffi().buffer(layout.ffi().new("__u32 *", v)))
+
+
+def _u64(v: int) -> bytes:
+    return bytes(layout.ffi().buffer(layout.ffi().new("__u64 *", v)))
+
+
+def _list_of(m: Map, key: bytes) -> int:
+    ctype = "struct corral_net_key" if m.name == "net_allow" else "struct corral_path_key"
+    return int(layout.from_bytes(ctype, key).list)

@@ -1,0 +1,123 @@
+"""Kernel/user-space layouts, derived from bpf/corral.h by cffi (ABI mode).
+
+corral.h is the one definition of every structure shared with the BPF programs. This module
+feeds it to cffi's cdef after dropping the include guard, so sizes, offsets, enum values and
+#define constants all come from the header itself.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import cffi
+
+_KERNEL_TYPES = """
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef int __s32;
+"""
+
+_GUARD = re.compile(r"^\s*#\s*(ifndef|endif|define\s+CORRAL_H\b)")
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+
+
+def header_path() -> Path:
+    """corral.h as installed with the package, or from the source tree during development."""
+    packaged = resources.files("corral").joinpath("bpf/corral.h")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "bpf" / "corral.h"
+
+
+def cdef_source(text: str) -> str:
+    """The header as cffi's cdef accepts it: comments and the include guard removed."""
+    text = _COMMENT.sub("", text)
+    lines = [ln for ln in text.splitlines() if not _GUARD.match(ln)]
+    return _KERNEL_TYPES + "\n".join(lines)
+
+
+@cache
+def ffi() -> cffi.FFI:
+    f = cffi.FFI()
+    f.cdef(cdef_source(header_path().read_text()))
+    return f
+
+
+class _Consts:
+    """Attribute access to the header's #defines and enum values (e.g. C.CORRAL_PATH_MAX)."""
+
+    def __getattr__(self, name: str) -> int:
+        lib = _lib()
+        return int(getattr(lib, name))
+
+
+@cache
+def _lib():  # type: ignore[no-untyped-def]
+    # ABI mode with no shared library: dlopen(None) gives constants only, which is all we use.
+    return ffi().dlopen(None)
+
+
+C = _Consts()
+
+def _enum_names(enum: str, prefix: str) -> tuple[str, ...]:
+    """Enum members in value order, named as users see them: CORRAL_VERDICT_WOULD_DENY -> would-deny."""
+    elements: dict[int, str] = ffi().typeof(enum).elements
+    return tuple(
+        elements[v].removeprefix(prefix).lower().replace("_", "-") for v in sorted(elements)
+    )
+
+
+DIMS = _enum_names("enum corral_dim", "CORRAL_DIM_")
+MODES = _enum_names("enum corral_mode", "CORRAL_MODE_")
+VERDICTS = _enum_names("enum corral_verdict", "CORRAL_VERDICT_")
+BACKENDS: dict[int, str] = {
+    v: n.removeprefix("CORRAL_BACKEND_").lower()
+    for v, n in ffi().typeof("enum corral_backend").elements.items()
+}
+EVENT_FLAGS: dict[int, str] = {
+    v: n.removeprefix("CORRAL_EF_").lower()
+    for v, n in ffi().typeof("enum corral_event_flag").elements.items()
+}
+
+
+def dim_index(name: str) -> int:
+    try:
+        return DIMS.index(name)
+    except ValueError:
+        raise ValueError(f"unknown dimension {name!r}: expected one of {', '.join(DIMS)}") from None
+
+
+def mode_index(name: str) -> int:
+    try:
+        return MODES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown mode {name!r}: expected one of {', '.join(MODES)}") from None
+
+
+def new(ctype: str):  # type: ignore[no-untyped-def]
+    """A zeroed instance of a header struct, e.g. new("struct corral_path_key")."""
+    return ffi().new(ctype + " *")
+
+
+def to_bytes(obj) -> bytes:  # type: ignore[no-untyped-def]
+    return bytes(ffi().buffer(obj))
+
+
+def from_bytes(ctype: str, data: bytes):  # type: ignore[no-untyped-def]
+    """A copy of data viewed as the header struct ctype."""
+    f = ffi()
+    size = f.sizeof(ctype)
+    if len(data) < size:
+        raise ValueError(f"{ctype}: need {size} bytes, got {len(data)}")
+    obj = f.new(ctype + " *")
+    f.memmove(obj, data, size)
+    return obj
+
+
+def sizeof(ctype: str) -> int:
+    return ffi().sizeof(ctype)
