@@ -56,5 +56,16 @@ bpf: $(BPF_OBJS)
 lint: venv
 	$(PY) -m ruff check daemon bindings tests
 
+# Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
+# Tests marked `lsm` need a kernel that loads BPF LSM programs: they run in test-vm instead.
+test-host: deps venv bpf
+	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel -m "not lsm"
+
+# VM suite: the kernel suite on Debian 6.1 and 6.12 kernels with lsm=...,bpf (QEMU, no KVM needed).
+test-vm: deps vm-deps venv bpf
+	$(PY) tests/vm/run_vm.py --python $(PY)
+
+test: lint test-host test-vm
+
 clean:
 	rm -rf $(BPF_OUT)/*.o $(BPF_OUT)/corral.h build dist *.egg-info .pytest_cache

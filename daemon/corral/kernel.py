@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-
 from bpfkit import BpfObject, Link, Map, RingBuffer
 
 from . import layout
@@ -273,7 +272,9 @@ class Kernel:
 
     # ---- allow-lists ----------------------------------------------------------------------
 
-    def allow_paths(self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()) -> int:
+    def allow_paths(
+        self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()
+    ) -> int:
         keys = [layout.to_bytes(path_key(list_id, p, prefix=False)) for p in exact]
         keys += [layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes]
         self._insert(self._path_map(dim), keys)
@@ -292,7 +293,7 @@ class Kernel:
     def clear_list(self, dim: str, list_id: int) -> int:
         """Deletes every entry of one allow-list (after it has been swapped out)."""
         m = self.map("net_allow") if dim == "connect" else self._path_map(dim)
-        doomed = [k for k in m.keys() if _list_of(m, k) == list_id]
+        doomed = [k for k in m if _list_of(m, k) == list_id]
         for k in doomed:
             m.delete(k)
         return len(doomed)

@@ -64,8 +64,9 @@ def _lib():  # type: ignore[no-untyped-def]
 
 C = _Consts()
 
+
 def _enum_names(enum: str, prefix: str) -> tuple[str, ...]:
-    """Enum members in value order, named as users see them: CORRAL_VERDICT_WOULD_DENY -> would-deny."""
+    """Enum members in value order, as users see them: CORRAL_VERDICT_WOULD_DENY -> would-deny."""
     elements: dict[int, str] = ffi().typeof(enum).elements
     return tuple(
         elements[v].removeprefix(prefix).lower().replace("_", "-") for v in sorted(elements)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-
 from bpfkit import BpfError, BpfObject, libbpf_version
 
 from .kernel import Backends, object_path
@@ -71,9 +70,7 @@ def _mount(source: str, target: Path, fstype: str) -> str | None:
 
 def _mounted(target: Path, fstype: str) -> bool:
     with open("/proc/self/mounts") as f:
-        return any(
-            len(p) > 2 and p[1] == str(target) and p[2] == fstype for p in map(str.split, f)
-        )
+        return any(len(p) > 2 and p[1] == str(target) and p[2] == fstype for p in map(str.split, f))
 
 
 def ensure_mount(target: Path, fstype: str) -> Check:
@@ -121,7 +118,10 @@ def try_program(kind: str, obj_path: Path | None = None) -> Check:
     """Loads one probe program on its own; the kernel's answer is the result."""
     name = PROBE_PROGRAMS[kind]
     try:
-        with _quiet_libbpf(), BpfObject.open_file(str(obj_path or object_path("probe.bpf.o"))) as obj:
+        with (
+            _quiet_libbpf(),
+            BpfObject.open_file(str(obj_path or object_path("probe.bpf.o"))) as obj,
+        ):
             for pname, prog in obj.programs.items():
                 prog.autoload = pname == name
             obj.load()
@@ -143,18 +143,27 @@ def capability_matrix(checks: dict[str, Check]) -> dict[str, dict[str, str]]:
             caps[dim] = {"mode": "enforce", "backend": "lsm", "how": "denied with EPERM"}
         return caps
     caps["exec"] = (
-        {"mode": "kill", "backend": "tracepoint",
-         "how": "killed with SIGKILL before the new image runs (not EPERM)"}
-        if tp else {"mode": "unavailable", "backend": "none", "how": "no exec hook loads"}
+        {
+            "mode": "kill",
+            "backend": "tracepoint",
+            "how": "killed with SIGKILL before the new image runs (not EPERM)",
+        }
+        if tp
+        else {"mode": "unavailable", "backend": "none", "how": "no exec hook loads"}
     )
     caps["open"] = (
-        {"mode": "observe-only", "backend": "tracepoint",
-         "how": "reported, never denied: needs BPF LSM to enforce"}
-        if tp else {"mode": "unavailable", "backend": "none", "how": "no open hook loads"}
+        {
+            "mode": "observe-only",
+            "backend": "tracepoint",
+            "how": "reported, never denied: needs BPF LSM to enforce",
+        }
+        if tp
+        else {"mode": "unavailable", "backend": "none", "how": "no open hook loads"}
     )
     caps["connect"] = (
         {"mode": "enforce", "backend": "cgroup", "how": "denied with EPERM (cgroup/connect4/6)"}
-        if cg else {"mode": "unavailable", "backend": "none", "how": "no connect hook loads"}
+        if cg
+        else {"mode": "unavailable", "backend": "none", "how": "no connect hook loads"}
     )
     return caps
 
@@ -162,8 +171,12 @@ def capability_matrix(checks: dict[str, Check]) -> dict[str, dict[str, str]]:
 def run_probe() -> ProbeResult:
     res = ProbeResult(kernel=platform.release(), arch=platform.machine(), libbpf=libbpf_version())
     c = res.checks
-    c["btf"] = Check(BTF_PATH.exists(), str(BTF_PATH) if BTF_PATH.exists() else
-                     "no /sys/kernel/btf/vmlinux: CO-RE needs a kernel built with CONFIG_DEBUG_INFO_BTF")
+    c["btf"] = Check(
+        BTF_PATH.exists(),
+        str(BTF_PATH)
+        if BTF_PATH.exists()
+        else "no /sys/kernel/btf/vmlinux: CO-RE needs a kernel built with CONFIG_DEBUG_INFO_BTF",
+    )
     c["cgroup2"] = _cgroup2()
     c["bpffs"] = ensure_mount(BPFFS, "bpf")
     c["securityfs"] = ensure_mount(SECURITYFS, "securityfs")
@@ -176,7 +189,11 @@ def run_probe() -> ProbeResult:
 
 
 def render_table(res: ProbeResult) -> str:
-    lines = [f"kernel {res.kernel} ({res.arch}), libbpf {res.libbpf}", "", "CHECK".ljust(26) + "RESULT"]
+    lines = [
+        f"kernel {res.kernel} ({res.arch}), libbpf {res.libbpf}",
+        "",
+        "CHECK".ljust(26) + "RESULT",
+    ]
     for name, chk in res.checks.items():
         lines.append(f"{name:<26}{'ok  ' if chk.ok else 'NO  '}{chk.detail}")
     lines += ["", f"{'DIMENSION':<12}{'ENFORCEMENT':<15}{'BACKEND':<12}HOW"]

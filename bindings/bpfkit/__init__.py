@@ -1,0 +1,43 @@
+"""bpfkit: a small typed ctypes binding over the system libbpf (>= 1.1).
+
+libbpf's own log output is routed to the stdlib logger ``"bpfkit"``.
+"""
+
+from .constants import (
+    BPF_ANY,
+    BPF_EXIST,
+    BPF_F_LOCK,
+    BPF_NOEXIST,
+    PERCPU_MAP_TYPES,
+    AttachType,
+    MapType,
+    ProgType,
+)
+from .errors import BpfError
+from .link import Link
+from .maps import Map, bpf_obj_get, num_possible_cpus
+from .object import BpfObject, Program
+from .probe import libbpf_version, probe_map_type, probe_prog_type
+from .ringbuf import RingBuffer
+
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_F_LOCK",
+    "BPF_NOEXIST",
+    "PERCPU_MAP_TYPES",
+    "AttachType",
+    "BpfError",
+    "BpfObject",
+    "Link",
+    "Map",
+    "MapType",
+    "ProgType",
+    "Program",
+    "RingBuffer",
+    "bpf_obj_get",
+    "libbpf_version",
+    "num_possible_cpus",
+    "probe_map_type",
+    "probe_prog_type",
+]

@@ -1,0 +1,97 @@
+"""BPF LSM backend: runs in the VM suite (kernels that load lsm/ programs)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from corral import layout, probe
+from corral.kernel import path_key
+
+from .conftest import Agent, Collector, connect_child, open_child
+
+pytestmark = pytest.mark.lsm
+
+
+def test_probe_says_all_three_enforce_via_lsm() -> None:
+    res = probe.run_probe()
+    for dim in ("exec", "open", "connect"):
+        assert res.capabilities[dim]["mode"] == "enforce", res.capabilities
+        assert res.capabilities[dim]["backend"] == "lsm"
+
+
+def test_open_enforce_denies_with_eperm(agent: Agent, workdir: Path) -> None:
+    ok, bad = workdir / "ok.txt", workdir / "secret.txt"
+    ok.write_text("x")
+    bad.write_text("y")
+    agent.kern.allow_paths("open", agent.lists["open"], [str(ok)])
+    agent.configure(open="enforce")
+    assert agent.run(open_child(ok)).value == "opened"
+    assert agent.run(open_child(bad)).error == errno.EPERM
+
+
+def test_open_directory_prefix(agent: Agent, workdir: Path) -> None:
+    data = workdir / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "f").write_text("1")
+    (workdir / "data-other").write_text("2")
+    agent.kern.allow_paths("open", agent.lists["open"], [], prefixes=[str(data)])
+    agent.configure(open="enforce")
+    assert agent.run(open_child(data / "sub" / "f")).value == "opened"
+    assert agent.run(open_child(workdir / "data-other")).error == errno.EPERM
+
+
+def test_open_overlong_path_fails_closed(agent: Agent, workdir: Path, collector: Collector) -> None:
+    deep = workdir
+    while len(str(deep)) < layout.C.CORRAL_PATH_MAX + 20:
+        deep = deep / ("d" * 40)
+    deep.mkdir(parents=True)
+    target = deep / "f"
+    target.write_text("x")
+    agent.kern.allow_paths("open", agent.lists["open"], [], prefixes=[str(workdir)])
+    agent.configure(open="enforce")
+    res = agent.run(open_child(target))
+    assert res.error == errno.EPERM
+    ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "open")
+    assert "toolong" in ev.flags and ev.verdict == "denied"
+
+
+def test_open_path_golden(agent: Agent, workdir: Path, collector: Collector) -> None:
+    """The kernel reports the resolved path Python computes, and finds Python's key for it."""
+    f = workdir / "golden.txt"
+    f.write_text("g")
+    link = workdir / "link.txt"
+    link.symlink_to(f)
+    agent.configure(open="observe")
+    res = agent.run(open_child(link))
+    ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "open")
+    assert ev.path == os.path.realpath(link) == str(f)
+    k = path_key(agent.lists["open"], ev.path, prefix=False)
+    agent.kern.allow_paths("open", agent.lists["open"], [os.path.realpath(link)])
+    k.prefixlen = 8 * (layout.sizeof("struct corral_path_key") - 4)
+    assert agent.kern.map("open_allow").lookup(layout.to_bytes(k)) is not None
+    agent.configure(open="enforce")
+    assert agent.run(open_child(link)).value == "opened"
+
+
+def test_exec_denied_is_eperm_not_kill(agent: Agent, collector: Collector) -> None:
+    agent.configure(exec="enforce")
+    res = agent.run(lambda: os.execv("/bin/true", ["/bin/true"]))
+    assert res.error == errno.EPERM and res.signal is None
+    ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "exec")
+    assert ev.verdict == "denied" and ev.backend == "lsm"
+    assert ev.path == os.path.realpath("/bin/true")
+
+
+def test_lsm_connect_reports_ppid(agent: Agent, collector: Collector) -> None:
+    agent.configure(connect="enforce")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = agent.run(connect_child(socket.AF_INET, "127.0.0.1", port))
+    assert res.error == errno.EPERM
+    ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "connect")
+    assert ev.ppid == os.getpid() and ev.backend == "lsm"

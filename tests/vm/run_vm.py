@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Runs the kernel suite inside QEMU (virtme-ng) on each Debian kernel with BPF LSM enabled.
+
+One VM boot per kernel, one pytest session inside it. The guest prints
+`vm-suite kernel=<uname -r> passed=<n> failed=<n> skipped=<n>`; this script collects those lines
+and fails unless every kernel ran with failed=0 and skipped=0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SUMMARY = re.compile(r"vm-suite kernel=(\S+) passed=(\d+) failed=(\d+) skipped=(\d+)")
+DEFAULT_KERNELS = ("6.1", "6.12")
+LSM_APPEND = "lsm=lockdown,capability,bpf"
+
+
+def find_kernel(series: str) -> str | None:
+    """The newest generic (not -cloud, not -rt) Debian kernel image of a series in /boot."""
+    pattern = re.compile(rf"vmlinuz-{re.escape(series)}[.\-][\w.+\-]*amd64$")
+    found = [p for p in glob.glob("/boot/vmlinuz-*") if pattern.search(p)]
+    found = [p for p in found if "-cloud-" not in p and "-rt-" not in p]
+    return sorted(found)[-1] if found else None
+
+
+def guest_command(python: str, pytest_args: list[str]) -> str:
+    args = " ".join(shlex.quote(a) for a in pytest_args)
+    return (
+        f"cd {shlex.quote(str(REPO))} && "
+        f"CORRAL_VM_SUITE=1 PYTHONDONTWRITEBYTECODE=1 {shlex.quote(python)} -m pytest "
+        f"tests/kernel -m 'not fallback' -p no:cacheprovider -q -rs {args}"
+    )
+
+
+def run_one(
+    kernel: str, python: str, pytest_args: list[str], timeout: int, logdir: Path
+) -> tuple[bool, str]:
+    venv_bin = str(Path(python).parent)
+    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
+    cmd = [
+        f"{venv_bin}/vng",
+        "--disable-kvm",
+        "--memory",
+        "2G",
+        "--cpus",
+        "2",
+        "--run",
+        kernel,
+        "--append",
+        LSM_APPEND,
+        "--",
+        guest_command(python, pytest_args),
+    ]
+    log = logdir / (Path(kernel).name + ".log")
+    started = time.monotonic()
+    print(f"== booting {kernel} under QEMU (TCG) ...", flush=True)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        out = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        out = (
+            (e.stdout or b"").decode(errors="replace")
+            if isinstance(e.stdout, bytes)
+            else (e.stdout or "")
+        )
+        out += f"\nTIMEOUT after {timeout}s"
+    log.write_text(out)
+    took = time.monotonic() - started
+    tail = "\n".join(out.strip().splitlines()[-60:])
+    print(tail, flush=True)
+    m = SUMMARY.search(out)
+    if not m:
+        return (
+            False,
+            f"kernel {kernel}: no vm-suite line (boot or pytest failed; log {log}, {took:.0f}s)",
+        )
+    line = m.group(0)
+    ok = int(m.group(3)) == 0 and int(m.group(4)) == 0 and int(m.group(2)) > 0
+    return ok, f"{line}  ({took:.0f}s)"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--python", default=sys.executable, help="interpreter of the venv to use in the guest"
+    )
+    ap.add_argument(
+        "--kernels", default=",".join(DEFAULT_KERNELS), help="kernel series, comma separated"
+    )
+    ap.add_argument("--timeout", type=int, default=1500, help="seconds per VM")
+    ap.add_argument("pytest_args", nargs="*")
+    a = ap.parse_args()
+    logdir = REPO / ".vm-results"
+    logdir.mkdir(exist_ok=True)
+    results: list[tuple[bool, str]] = []
+    for series in a.kernels.split(","):
+        kernel = find_kernel(series)
+        if not kernel:
+            results.append(
+                (False, f"kernel series {series}: no /boot/vmlinuz-{series}* — run `make vm-deps`")
+            )
+            continue
+        results.append(run_one(kernel, a.python, a.pytest_args, a.timeout, logdir))
+    print("\n== VM suite summary")
+    for ok, line in results:
+        print(("ok   " if ok else "FAIL ") + line)
+    return 0 if all(ok for ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
