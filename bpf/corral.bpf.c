@@ -126,6 +126,7 @@ struct {
 struct scratch {
 	struct corral_path_key pkey;
 	struct corral_net_key nkey;
+	__u8 tmp[CORRAL_PATH_MAX];
 };
 
 struct {
@@ -220,6 +221,16 @@ static __always_inline bool subject_init(struct subject *s, __u8 dim, __u8 backe
 	s->agent = agent;
 	s->mode = s->cfg->mode[dim];
 	return s->mode != CORRAL_MODE_OFF;
+}
+
+/* The verifier loses the bounds of s->dim once it is spilled: check it where it indexes. */
+static __always_inline __u32 list_of(struct subject *s)
+{
+	__u32 d = s->dim;
+
+	if (d >= CORRAL_NDIMS)
+		return 0;
+	return s->cfg->list[d];
 }
 
 static __always_inline struct corral_counters *counters_of(struct subject *s)
@@ -350,7 +361,7 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 	__u8 verdict;
 
 	sc->pkey.prefixlen = PATH_KEY_BITS;
-	sc->pkey.list = s->cfg->list[s->dim];
+	sc->pkey.list = list_of(s);
 	if (!(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)) &&
 	    bpf_map_lookup_elem(path_map(s->dim), &sc->pkey)) {
 		if (c)
@@ -368,6 +379,34 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 	return verdict;
 }
 
+/*
+ * "/proc/1234/status" becomes "/proc/STAR/status" with a literal '*' (the first component after
+ * /proc only): a process's own /proc entries are one baseline entry, not one per pid. Kernel and
+ * baseline both use the normalised form; the allow-list stays exact-or-prefix.
+ */
+static __always_inline void normalize_proc(struct scratch *sc)
+{
+	__u8 *p = sc->pkey.path;
+	int end = 7;
+
+	if (p[0] != '/' || p[1] != 'p' || p[2] != 'r' || p[3] != 'o' || p[4] != 'c' || p[5] != '/' ||
+	    p[6] < '0' || p[6] > '9')
+		return;
+	for (int i = 7; i < 17; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			break;
+		end = i + 1;
+	}
+	if (p[end & 31] != '/' && p[end & 31] != 0)
+		return;
+	/* constant sizes only: copy the tail out and back instead of shifting in place */
+	__builtin_memset(sc->tmp, 0, sizeof(sc->tmp));
+	if (bpf_probe_read_kernel_str(sc->tmp, CORRAL_PATH_MAX - 7, p + end) < 0)
+		return;
+	p[6] = '*';
+	bpf_probe_read_kernel(p + 7, CORRAL_PATH_MAX - 7, sc->tmp);
+}
+
 /* bpf_d_path into the scratch key; the tail is zeroed because the key is also hashed whole. */
 static __always_inline void resolve_d_path(struct subject *s, struct scratch *sc, struct path *p)
 {
@@ -379,7 +418,9 @@ static __always_inline void resolve_d_path(struct subject *s, struct scratch *sc
 		s->err = n;
 		s->flags |= n == -36 /* ENAMETOOLONG */ ? CORRAL_EF_TOOLONG : CORRAL_EF_UNRESOLVED;
 		__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
+		return;
 	}
+	normalize_proc(sc);
 }
 
 static __always_inline void fill_ppid(struct subject *s)
@@ -459,6 +500,7 @@ static __always_inline void read_str_path(struct subject *s, struct scratch *sc,
 	}
 	if (sc->pkey.path[0] != '/')
 		s->flags |= CORRAL_EF_RELATIVE;
+	normalize_proc(sc);
 }
 
 /*

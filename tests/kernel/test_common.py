@@ -256,3 +256,19 @@ def test_net_key_golden(network: str, port: int, kern) -> None:
         assert kern.map("net_allow").lookup(layout.to_bytes(k)) is not None
     finally:
         kern.clear_list("connect", lst)
+
+
+def test_proc_pid_paths_are_normalised(agent: Agent, collector: Collector) -> None:
+    """/proc/<pid>/x is reported (and looked up) as /proc/*/x: one entry for every pid."""
+    agent.configure(open="observe")
+
+    def read_own_stat() -> int:
+        with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+            f.read(1)
+        return os.getpid()
+
+    res = agent.run(read_own_stat)
+    ev = collector.wait(
+        lambda e: e.pid == res.pid and e.dimension == "open" and "stat" in (e.path or "")
+    )
+    assert ev.path == "/proc/*/stat"

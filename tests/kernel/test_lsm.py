@@ -95,3 +95,19 @@ def test_lsm_connect_reports_ppid(agent: Agent, collector: Collector) -> None:
     assert res.error == errno.EPERM
     ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "connect")
     assert ev.ppid == os.getpid() and ev.backend == "lsm"
+
+
+def test_proc_normalised_entry_enforced(agent: Agent) -> None:
+    agent.kern.allow_paths("open", agent.lists["open"], ["/proc/*/stat"])
+    agent.configure(open="enforce")
+
+    def read(name: str):
+        def body() -> str:
+            with open(f"/proc/{os.getpid()}/{name}", "rb") as f:
+                f.read(1)
+            return "opened"
+
+        return body
+
+    assert agent.run(read("stat")).value == "opened"
+    assert agent.run(read("environ")).error == errno.EPERM

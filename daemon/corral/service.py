@@ -1,0 +1,82 @@
+"""The contract between the admin API (api.py) and the daemon (daemon core, agents.py).
+
+The API only talks to a Controller; everything it returns is JSON-ready (dicts, lists, str, int,
+float, bool, None). Errors are the exceptions below, which the API maps to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+# An agent name: 1-4 segments joined by "/", e.g. "demo" or "prod/Deployment/chatbot/agent".
+# Segments: letters, digits, ".", "_", "-"; at most 253 characters each, 512 in all.
+AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}(/[A-Za-z0-9][A-Za-z0-9._-]{0,252}){0,3}$")
+AGENT_NAME_MAX = 512
+
+
+class ServiceError(Exception):
+    """Base: the message is shown to the user as is."""
+
+    status = 500
+
+
+class BadRequest(ServiceError):
+    status = 400
+
+
+class UnknownAgent(ServiceError):
+    status = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no agent named {name!r} (list them with `corralctl agents`)")
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+def validate_agent_name(name: str) -> str:
+    if len(name) > AGENT_NAME_MAX or not AGENT_NAME_RE.match(name):
+        raise BadRequest(
+            f"invalid agent name {name[:80]!r}: use 1-4 '/'-separated segments of letters, "
+            "digits, '.', '_' or '-' (at most 512 characters)"
+        )
+    return name
+
+
+class Controller(Protocol):
+    """What the admin API needs from the daemon."""
+
+    def status(self) -> dict[str, Any]:
+        """Probe matrix, node, agents count by mode, kubelet health, ring-buffer drops, version."""
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        """One summary per agent: name, modes per dimension, baseline sizes, counters, cgroups."""
+
+    def get_agent(self, name: str) -> dict[str, Any]:
+        """Full detail: modes, counters, baseline summary, history of transitions, workloads."""
+
+    def get_baseline(self, name: str) -> dict[str, Any]:
+        """The stored baseline: entries per dimension with first/last seen and hits."""
+
+    async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
+        """modes: {"exec"|"open"|"connect": "off"|"observe"|"alert"|"enforce"}; returns the agent."""
+
+    async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """Accept deviations into the baseline: all when entries is None, else the listed ones
+        ({"dimension": ..., "object": ...}). Returns {"accepted": n, ...}."""
+
+    async def reset(self, name: str) -> dict[str, Any]:
+        """Forget the baseline and relearn (modes go back to observe)."""
+
+    def recent_events(self, agent: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest events from the in-memory ring, oldest first."""
+
+    def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
+        """Live events (for `events?follow=1`), ends when the daemon stops."""
+
+    async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
+        """Move process pid (a child of caller_pid) into a fresh cgroup registered as agent name,
+        creating the agent if needed. Returns {"agent": name, "cgroup": path, "cgroup_id": id}."""
