@@ -7,6 +7,7 @@ no second description of a kernel layout here.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from bpfkit import BpfObject, Link, Map, RingBuffer
+from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer
 
 from . import layout
 from .layout import DIMS, MODES, C
@@ -138,7 +139,17 @@ def _allow_value() -> bytes:
 
 
 class Kernel:
-    """Owns the loaded corral object: its maps, its links, its ring buffer."""
+    """Owns corral's BPF state in this kernel: its maps, its links, its ring buffer.
+
+    Two ways in. Fresh: the object is loaded but nothing is attached until `activate()`, so the
+    caller fills the maps (cgroups, modes, allow-lists) first and an enforced agent is never
+    attached to empty lists. Adopted: with `pin_dir`, pins left by an earlier corrald of the same
+    object and backends are reused as they are: the kernel never stopped enforcing, and
+    `activate()` has nothing to attach.
+
+    Pins live under pin_dir/<fingerprint>/{maps,links}/. A different fingerprint (an upgrade, or
+    other backends) is replaced: the new links are attached before the old ones are removed.
+    """
 
     def __init__(
         self,
@@ -148,19 +159,31 @@ class Kernel:
         obj_path: Path | None = None,
         map_sizes: dict[str, int] | None = None,
         suppress_ns: int = 60 * 1_000_000_000,
+        pin_dir: Path | None = None,
     ) -> None:
         self.backends = backends
         self.cgroup_root = cgroup_root or cgroup2_root()
-        self._obj = BpfObject.open_file(str(obj_path or object_path()))
+        self.pin_dir = pin_dir
+        obj_path = obj_path or object_path()
+        self.fingerprint = _fingerprint(obj_path, backends, map_sizes or {})
+        self._obj: BpfObject | None = None
+        self._maps: dict[str, Map] = {}
         self._links: list[Link] = []
+        self._active = False
+        self.adopted = self._adopt()
+        if self.adopted:
+            self._generation = self._read_generation()
+            log.info("adopted pinned bpf state", pins=str(self._pins), backends=backends.__dict__)
+            return
         self._generation = 0
         try:
+            self._obj = BpfObject.open_file(str(obj_path))
             self._select_programs()
             for name, size in (map_sizes or {}).items():
                 self._obj.maps[name].set_max_entries(size)
             self._obj.load()
+            self._maps = dict(self._obj.maps)
             self._configure(suppress_ns)
-            self._attach()
         except BaseException:
             self.close()
             raise
@@ -168,23 +191,71 @@ class Kernel:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def _pins(self) -> Path:
+        assert self.pin_dir is not None
+        return self.pin_dir / self.fingerprint
+
+    def _adopt(self) -> bool:
+        if self.pin_dir is None or not (self._pins / "maps" / "settings").exists():
+            return False
+        try:
+            self._maps = {p.name: Map.open_pinned(p) for p in (self._pins / "maps").iterdir()}
+            self._links = [Link.open_pinned(p) for p in sorted((self._pins / "links").iterdir())]
+        except (OSError, BpfError) as e:
+            log.warning(
+                "pinned bpf state unusable, loading fresh", pins=str(self._pins), error=str(e)
+            )
+            self._close_handles()
+            return False
+        self._active = True
+        return True
+
     def _select_programs(self) -> None:
+        assert self._obj is not None
+        for name, prog in self._obj.programs.items():
+            prog.autoload = name in self.program_names()
+
+    def program_names(self) -> set[str]:
+        """The programs this backend choice runs."""
         wanted = {LSM_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "lsm"}
         wanted |= {TRACEPOINT_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "tracepoint"}
         if self.backends.connect == "cgroup":
             wanted |= set(CGROUP_CONNECT)
         wanted |= set(CGROUP_SENDMSG)  # unconnected UDP has no LSM connect hook
-        for name, prog in self._obj.programs.items():
-            prog.autoload = name in wanted
+        return wanted
 
-    def _attach(self) -> None:
+    def activate(self) -> None:
+        """Attaches the programs (after the maps are filled), pins, retires older pins."""
+        if self._active:
+            return
+        assert self._obj is not None
         for name, prog in self._obj.programs.items():
             if not prog.autoload:
                 continue
             if name.startswith("corral_cg_"):
-                self._links.append(prog.attach_cgroup(str(self.cgroup_root)))
+                link = prog.attach_cgroup(str(self.cgroup_root))
             else:
-                self._links.append(prog.attach())
+                link = prog.attach()
+            self._links.append(link)
+            if self.pin_dir is not None:
+                (self._pins / "links").mkdir(parents=True, exist_ok=True)
+                link.pin(self._pins / "links" / name)
+        if self.pin_dir is not None:
+            (self._pins / "maps").mkdir(parents=True, exist_ok=True)
+            for name, m in self._maps.items():
+                if not (self._pins / "maps" / name).exists():
+                    m.pin(self._pins / "maps" / name)
+            self._retire_stale_pins()
+        self._active = True
+        log.info("bpf attached", programs=sorted(self.programs), pinned=self.pin_dir is not None)
+
+    def _retire_stale_pins(self) -> None:
+        assert self.pin_dir is not None
+        for old in self.pin_dir.iterdir():
+            if old.name != self.fingerprint and old.is_dir():
+                log.info("removing bpf state of an earlier corrald", pins=str(old))
+                remove_pins(old)
 
     def _configure(self, suppress_ns: int) -> None:
         conf = layout.new("struct corral_config")
@@ -192,11 +263,27 @@ class Kernel:
         conf.generation = self._generation
         self.map("settings").update(_u32(0), layout.to_bytes(conf))
 
-    def close(self) -> None:
+    def _read_generation(self) -> int:
+        raw = self.map("settings").lookup(_u32(0)) or b""
+        return int(layout.from_bytes("struct corral_config", raw).generation)
+
+    def _close_handles(self) -> None:
         for link in self._links:
+            # Closes our fd only: a pinned link stays attached (the pin holds it), so the kernel
+            # keeps enforcing after we are gone; an unpinned one detaches.
             link.destroy()
         self._links.clear()
-        self._obj.close()
+        for m in self._maps.values():
+            if self._obj is None:
+                m.close()
+        self._maps.clear()
+
+    def close(self) -> None:
+        """Releases our handles. Pinned state stays in the kernel (see `remove_pins`)."""
+        self._close_handles()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
 
     def __enter__(self) -> Kernel:
         return self
@@ -205,10 +292,12 @@ class Kernel:
         self.close()
 
     def map(self, name: str) -> Map:
-        return self._obj.maps[name]
+        return self._maps[name]
 
     @property
     def programs(self) -> list[str]:
+        if self._obj is None:
+            return [p.name for p in (self._pins / "links").iterdir()] if self.adopted else []
         return [n for n, p in self._obj.programs.items() if p.autoload]
 
     # ---- identity -------------------------------------------------------------------------
@@ -320,6 +409,26 @@ class Kernel:
 
     def ring_buffer(self, callback: Any) -> RingBuffer:
         return RingBuffer(self.map("events"), callback)
+
+
+def remove_pins(pin_dir: Path) -> int:
+    """Unpins everything under one fingerprint dir (links first: programs detach once no fd
+    holds them) and removes the dir. Returns how many pins went."""
+    removed = 0
+    for sub in ("links", "maps"):
+        for p in sorted(pin_dir.glob(f"{sub}/*")):
+            p.unlink()
+            removed += 1
+        if (pin_dir / sub).is_dir():
+            (pin_dir / sub).rmdir()
+    pin_dir.rmdir()
+    return removed
+
+
+def _fingerprint(obj_path: Path, backends: Backends, map_sizes: dict[str, int]) -> str:
+    h = hashlib.sha256(obj_path.read_bytes())
+    h.update(repr((sorted(backends.__dict__.items()), sorted(map_sizes.items()))).encode())
+    return h.hexdigest()[:16]
 
 
 def _check_agent(agent: int) -> None:

@@ -79,6 +79,7 @@ class Collector:
 @pytest.fixture(scope="session")
 def kern(backends: Backends) -> Iterator[Kernel]:
     k = Kernel(backends, suppress_ns=SUPPRESS_NS)
+    k.activate()
     yield k
     k.close()
 
