@@ -127,6 +127,8 @@ struct scratch {
 	struct corral_path_key pkey;
 	struct corral_net_key nkey;
 	__u8 tmp[CORRAL_PATH_MAX];
+	/* unused: keeps struct corral_event in the object's BTF (a ring buffer cannot name it) */
+	struct corral_event event_btf;
 };
 
 struct {

@@ -12,7 +12,7 @@ from . import layout
 from .layout import BACKENDS, DIMS, EVENT_FLAGS, MODES, VERDICTS
 
 
-def _boot_offset_ns() -> int:
+def boot_offset_ns() -> int:
     """Wall-clock minus CLOCK_BOOTTIME, to turn bpf_ktime_get_boot_ns() into a timestamp."""
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
@@ -58,12 +58,12 @@ def _cstr(buf: Any) -> str:
     return layout.ffi().string(buf).decode("utf-8", "surrogateescape")
 
 
-def decode(data: bytes, boot_offset_ns: int | None = None) -> Event:
+def decode(data: bytes, offset_ns: int | None = None) -> Event:
     """One ring-buffer record -> Event. Raises ValueError on a short record."""
     e = layout.from_bytes("struct corral_event", data)
     dim = DIMS[e.dim] if e.dim < len(DIMS) else f"dim{e.dim}"
     flags = tuple(name for bit, name in sorted(EVENT_FLAGS.items()) if e.flags & bit)
-    offset = _boot_offset_ns() if boot_offset_ns is None else boot_offset_ns
+    offset = boot_offset_ns() if offset_ns is None else offset_ns
     common: dict[str, Any] = {
         "ts_ns": int(e.ts_ns) + offset,
         "cgroup_id": int(e.cgroup_id),

@@ -1,0 +1,97 @@
+"""corral.h is the one layout: cffi's view of it must match what clang put in the object's BTF."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from corral import events, kernel, layout
+from corral.layout import C
+
+STRUCTS = [
+    "corral_cgroup_val",
+    "corral_agent_cfg",
+    "corral_config",
+    "corral_resolved",
+    "corral_path_key",
+    "corral_net_key",
+    "corral_allow_val",
+    "corral_counters",
+    "corral_rate",
+    "corral_event",
+]
+
+
+@pytest.fixture(scope="module")
+def btf_structs() -> dict[str, dict]:
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    obj = kernel.object_path()
+    out = subprocess.run(
+        [bpftool, "-j", "btf", "dump", "file", str(obj)], check=True, capture_output=True, text=True
+    ).stdout
+    types = json.loads(out)["types"]
+    return {t["name"]: t for t in types if t.get("kind") == "STRUCT" and t.get("name")}
+
+
+@pytest.mark.parametrize("name", STRUCTS)
+def test_struct_matches_object_btf(name: str, btf_structs: dict[str, dict]) -> None:
+    ffi = layout.ffi()
+    bt = btf_structs[name]
+    assert ffi.sizeof(f"struct {name}") == bt["size"]
+    for m in bt["members"]:
+        assert ffi.offsetof(f"struct {name}", m["name"]) * 8 == m["bits_offset"], m["name"]
+
+
+def test_enum_names_come_from_the_header() -> None:
+    assert layout.DIMS == ("exec", "open", "connect")
+    assert layout.MODES == ("off", "observe", "alert", "enforce")
+    assert layout.VERDICTS == ("allowed", "would-deny", "denied", "killed")
+    assert C.CORRAL_NDIMS == len(layout.DIMS)
+
+
+def test_path_key_exact_and_prefix() -> None:
+    k = kernel.path_key(7, "/usr/bin/python3", prefix=False)
+    assert k.list == 7
+    assert k.prefixlen == 8 * (4 + len("/usr/bin/python3") + 1)  # NUL included
+    p = kernel.path_key(7, "/srv/data", prefix=True)
+    assert bytes(layout.ffi().buffer(p.path))[:10] == b"/srv/data/"
+    assert p.prefixlen == 8 * (4 + 10)  # no NUL: everything beneath matches
+
+
+def test_path_key_too_long_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        kernel.path_key(1, "/" + "a" * (C.CORRAL_PATH_MAX - 1), prefix=False)
+    kernel.path_key(1, "/" + "a" * (C.CORRAL_PATH_MAX - 2), prefix=False)  # 251 bytes fit
+
+
+def test_net_key_v4_v6_and_port_order() -> None:
+    k = kernel.net_key(3, "10.0.0.0/8", 443)
+    assert k.family == socket.AF_INET and k.port == socket.htons(443)
+    assert k.prefixlen == 64 + 8
+    assert bytes(layout.ffi().buffer(k.addr))[:4] == bytes([10, 0, 0, 0])
+    k6 = kernel.net_key(3, "2001:db8::1", 0)
+    assert k6.family == socket.AF_INET6 and k6.prefixlen == 64 + 128
+    with pytest.raises(ValueError):
+        kernel.net_key(3, "10.0.0.1", 70000)
+
+
+def test_event_decode_round_trip() -> None:
+    e = layout.new("struct corral_event")
+    e.agent, e.pid, e.dim, e.verdict, e.mode = 5, 42, C.CORRAL_DIM_CONNECT, 2, 3
+    e.family, e.port, e.proto, e.backend = socket.AF_INET6, 8443, 6, C.CORRAL_BACKEND_LSM
+    e.flags = C.CORRAL_EF_INHERITED | C.CORRAL_EF_V4MAPPED
+    layout.ffi().memmove(e.addr, socket.inet_pton(socket.AF_INET6, "2001:db8::7"), 16)
+    layout.ffi().memmove(e.comm, b"agent", 5)
+    ev = events.decode(layout.to_bytes(e), offset_ns=0)
+    assert ev.object == "[2001:db8::7]:8443"
+    assert (ev.verdict, ev.mode, ev.backend, ev.comm) == ("denied", "enforce", "lsm", "agent")
+    assert ev.flags == ("inherited", "v4mapped")
+
+
+def test_short_record_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        events.decode(b"\0" * 10)
