@@ -11,10 +11,11 @@ BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
 SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
 
-.PHONY: help deps vm-deps venv bpf vmlinux test test-host test-vm lint clean
+.PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean
 
 help:
 	@echo "make deps      install the system packages corral needs to build (Debian/Ubuntu, root)"
+	@echo "make run       build everything and start corrald in the foreground (local mode, root)"
 	@echo "make bpf       build the CO-RE BPF objects into $(BPF_OUT)/"
 	@echo "make test      the whole suite: lint, unit, host kernel tests, VM (BPF LSM) tests"
 	@echo "make test-host host suite only (this machine's kernel)"
@@ -53,13 +54,17 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/corral.h bpf/vmlinux.h
 
 bpf: $(BPF_OBJS)
 
+# corrald in the foreground, local mode; admin socket /run/corral/corral.sock (use .venv/bin/corralctl).
+run: deps venv bpf
+	$(abspath $(VENV))/bin/corrald --config config/corral.yaml
+
 lint: venv
 	$(PY) -m ruff check daemon bindings tests
 
 # Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
 # Tests marked `lsm` need a kernel that loads BPF LSM programs: they run in test-vm instead.
 test-host: deps venv bpf
-	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel -m "not lsm"
+	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon -m "not lsm"
 
 # VM suite: the kernel suite on Debian 6.1 and 6.12 kernels with lsm=...,bpf (QEMU, no KVM needed).
 test-vm: deps vm-deps venv bpf

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from bpfkit import BpfError, BpfObject
 
 

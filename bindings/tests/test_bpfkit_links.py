@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bpfkit import BpfError, BpfObject, Link
 
 CHILD = """

@@ -8,8 +8,9 @@ import os
 import struct
 from pathlib import Path
 
-import bpfkit
 import pytest
+
+import bpfkit
 from bpfkit import BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, BpfError, BpfObject, Map, MapType
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import bpfkit
 import pytest
+
+import bpfkit
 from bpfkit import AttachType, BpfError, BpfObject, MapType, ProgType
 
 PROGRAMS = {"trace_sys_enter", "trace_sys_exit", "deny_connect4"}

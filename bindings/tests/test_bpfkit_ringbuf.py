@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from bpfkit import BpfObject, RingBuffer
 
 EVENT = struct.Struct("<IIQ")  # struct event {u32 tgid; u32 pad; u64 syscall_id;}

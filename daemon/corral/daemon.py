@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
+from pathlib import Path
 
+import structlog
+
+from . import config as config_mod
 from . import logs
 
+log = structlog.get_logger("corral.daemon")
+
 DESCRIPTION = """\
-corrald fences AI agents in at the kernel level: it learns each agent's exec, file-open and
-connect behaviour, then moves it from observe to alert to enforce, per agent and per dimension.
+corrald fences AI agents in at the kernel level. It learns each agent's exec, file-open and
+connect behaviour from what the kernel reports, then moves the agent, per dimension, from
+observe (learn, allow) to alert (allow, report deviations) to enforce (the kernel denies
+deviations). No sidecar, no restart of the agent.
 
 commands:
+  run        (default) start the daemon in the foreground
   probe      report what this kernel can enforce (BTF, cgroup v2, bpffs, BPF LSM, ...)
+  cleanup    remove everything corrald pinned in bpffs: enforcement stops
+"""
+
+EPILOG = """\
+examples:
+  corrald                                   local mode, defaults, socket /run/corral/corral.sock
+  corrald --config /etc/corral/corral.yaml  as the systemd unit and the DaemonSet run it
+  corrald probe -o json                     what is enforced here, machine-readable
+  corrald cleanup                           after uninstalling: detach all programs
+
+signals: SIGTERM/SIGINT stop the daemon (pinned programs keep enforcing; a restart adopts them),
+SIGHUP reloads the configuration file.
+
+exit codes: 0 clean stop; 1 runtime error; 2 usage or configuration error; 3 (probe) some
+dimension has no working hook on this kernel.
 """
 
 
@@ -21,11 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="corrald",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
+    p.add_argument("--config", metavar="FILE", help="YAML configuration (see config/corral.yaml)")
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="baselines and agents (default /var/lib/corral)"
+    )
+    p.add_argument(
+        "--socket", metavar="PATH", help="admin API socket (default /run/corral/corral.sock)"
+    )
+    p.add_argument(
+        "--pin-dir", metavar="DIR", help="bpffs directory for pins (default /sys/fs/bpf/corral)"
+    )
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="start the daemon (the default)")
     probe = sub.add_parser(
         "probe",
         help="report kernel features and which backend enforces each dimension",
@@ -34,27 +72,107 @@ def _parser() -> argparse.ArgumentParser:
         "(tracepoint + SIGKILL) or observe only. Mounts bpffs and securityfs if missing.",
     )
     probe.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    sub.add_parser(
+        "cleanup",
+        help="unpin corrald's programs and maps (enforcement stops)",
+        description="Remove every pin under the pin directory. Programs detach and "
+        "enforcement stops. Baselines in the state directory are kept.",
+    )
     return p
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    cfg = config_mod.load(args.config)
+    for flag, attr in (
+        ("state_dir", "state_dir"),
+        ("socket", "socket"),
+        ("pin_dir", "pin_dir"),
+        ("log_level", "log_level"),
+        ("log_format", "log_format"),
+    ):
+        value = getattr(args, flag, None)
+        if value:
+            setattr(cfg, attr, value)
+    return cfg
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from .probe import render_table, run_probe
 
     res = run_probe()
-    if args.output == "json":
-        print(json.dumps(res.to_dict(), indent=2))
-    else:
-        print(render_table(res))
+    print(json.dumps(res.to_dict(), indent=2) if args.output == "json" else render_table(res))
     return 0 if all(c["mode"] != "unavailable" for c in res.capabilities.values()) else 3
+
+
+def cmd_cleanup(cfg: config_mod.Config) -> int:
+    from .kernel import remove_pins
+
+    root = Path(cfg.pin_dir)
+    if not root.is_dir():
+        print(f"nothing pinned at {root}")
+        return 0
+    total = sum(remove_pins(d) for d in list(root.iterdir()) if d.is_dir())
+    root.rmdir()
+    print(f"removed {total} pins under {root}; corral no longer enforces on this node")
+    return 0
+
+
+async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
+    from .api import start_api
+    from .node import Corral
+
+    node = Corral(cfg)
+    await node.start()
+    api = await start_api(
+        node, cfg.socket, group=cfg.socket_group or None, max_body=cfg.max_request_bytes
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(node, config_path))
+    log.info("admin API listening", socket=cfg.socket)
+    await stop.wait()
+    log.info("stopping")
+    await api.close()
+    await node.stop()
+    return 0
+
+
+def _reload(node: object, config_path: str | None) -> None:
+    """SIGHUP: settings that apply live (logging, defaults, promotion, learning, events)."""
+    try:
+        new = config_mod.load(config_path)
+    except config_mod.ConfigError as e:
+        log.error("reload failed; keeping the running configuration", error=str(e))
+        return
+    cfg = node.cfg  # type: ignore[attr-defined]
+    for section in ("defaults", "promotion", "learning", "events"):
+        setattr(cfg, section, getattr(new, section))
+    cfg.log_level = new.log_level
+    logs.setup(cfg.log_level, cfg.log_format)
+    log.info("configuration reloaded", path=config_path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.setup(args.log_level, args.log_format)
+    try:
+        cfg = load_config(args)
+    except config_mod.ConfigError as e:
+        print(f"corrald: {e}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_level, cfg.log_format)
     if args.command == "probe":
         return cmd_probe(args)
-    _parser().print_help(sys.stderr)
-    return 2
+    if args.command == "cleanup":
+        return cmd_cleanup(cfg)
+    try:
+        return asyncio.run(serve(cfg, args.config))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:
+        log.exception("corrald failed", error=str(e))
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer
 
 from . import layout
@@ -101,7 +102,7 @@ class AgentConfig:
 
 def path_key(list_id: int, path: str | bytes, *, prefix: bool):
     """The LPM key of an exact path (its bytes and NUL) or a directory prefix ("dir/")."""
-    raw = path.encode() if isinstance(path, str) else path
+    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
     if b"\0" in raw:
         raise ValueError("path contains a NUL byte")
     if prefix and not raw.endswith(b"/"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from bpfkit import BpfError, BpfObject, libbpf_version
 
 from .kernel import Backends, object_path

@@ -12,7 +12,9 @@ from typing import Any, Protocol
 
 # An agent name: 1-4 segments joined by "/", e.g. "demo" or "prod/Deployment/chatbot/agent".
 # Segments: letters, digits, ".", "_", "-"; at most 253 characters each, 512 in all.
-AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}(/[A-Za-z0-9][A-Za-z0-9._-]{0,252}){0,3}$")
+AGENT_NAME_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}(/[A-Za-z0-9][A-Za-z0-9._-]{0,252}){0,3}$"
+)
 AGENT_NAME_MAX = 512
 
 
@@ -62,7 +64,7 @@ class Controller(Protocol):
         """The stored baseline: entries per dimension with first/last seen and hits."""
 
     async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
-        """modes: {"exec"|"open"|"connect": "off"|"observe"|"alert"|"enforce"}; returns the agent."""
+        """modes: {"exec"|"open"|"connect": "off"|"observe"|"alert"|"enforce"} -> the agent."""
 
     async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
         """Accept deviations into the baseline: all when entries is None, else the listed ones

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from corral import events, kernel, probe
 from corral.kernel import AgentConfig, Backends, Kernel
 

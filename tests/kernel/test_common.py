@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from corral import layout
 
 from .conftest import Agent, Collector, connect_child, exec_child, free_port, run_in_cgroup

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+
 from corral import probe
 
 from .conftest import Agent, Collector, exec_child, open_child

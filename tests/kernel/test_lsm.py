@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from corral import layout, probe
 from corral.kernel import path_key
 

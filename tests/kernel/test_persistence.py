@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from corral import kernel
 from corral.kernel import AgentConfig, Backends, Kernel, remove_pins
 

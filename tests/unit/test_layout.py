@@ -50,7 +50,7 @@ def test_enum_names_come_from_the_header() -> None:
     assert layout.DIMS == ("exec", "open", "connect")
     assert layout.MODES == ("off", "observe", "alert", "enforce")
     assert layout.VERDICTS == ("allowed", "would-deny", "denied", "killed")
-    assert C.CORRAL_NDIMS == len(layout.DIMS)
+    assert len(layout.DIMS) == C.CORRAL_NDIMS
 
 
 def test_path_key_exact_and_prefix() -> None:

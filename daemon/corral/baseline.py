@@ -1,0 +1,1092 @@
+"""Per-agent baselines: what an agent was seen doing, in the form the kernel allow-lists take.
+
+A baseline holds, per dimension, the objects an agent used while it was learning (plus entries
+an operator accepted or imported), each with first/last seen, hits and source. It is shaped
+like the kernel's LPM tries so that ``kernel_entries()`` is a plain copy, and ``contains()``
+answers exactly what the kernel would answer.
+
+Paths (exec, open)
+    An entry is EXACT (the path) or a DIRECTORY PREFIX ("dir/" covers everything beneath it,
+    but not "dir" itself nor the sibling "dir-other"). No globs. ``normalise_path`` applies the
+    kernel's one rewrite: "/proc/<1-11 digits>" as the first component after /proc becomes
+    "/proc/*" (events already arrive that way; imports and accepts are passed through it too).
+    "/proc/self/..." stays. Nothing else is changed: the fallback backends look up the path as
+    the process gave it, so "//usr/bin/x" must stay "//usr/bin/x" to match there. Events
+    flagged "relative" are stored as given.
+
+    Unenforceable: a path longer than CORRAL_PATH_MAX - 1 (251) bytes, a prefix longer than
+    252 bytes, and events flagged "toolong" or "unresolved" cannot be put in the kernel, which
+    always fails closed on them. They are kept in a separate ``unenforceable`` list for display
+    and never reach ``kernel_entries``; ``contains`` is False for them.
+
+Directory collapse (open only)
+    When a directory D has more than ``collapse_threshold`` distinct direct children in the
+    baseline (a child is the first component after D of any entry beneath D: a file, or a
+    subdirectory holding entries or a prefix rule), every entry beneath D is replaced by one
+    prefix rule "D/" carrying the aggregate first/last seen and hits; later paths under D are
+    hits of the rule. The shallowest eligible ancestor of the new path wins.
+
+    Default threshold 20. Kubescape uses 50, which rarely fires for an agent's working set
+    (a Python package dir with 30 modules stays 30 separate entries, and a cache dir of random
+    file names keeps producing novel events in alert/enforce). KubeArmor's discovery uses 3,
+    which widens a policy from a handful of observations (three config files in a dir allows
+    the whole dir). 20 collapses real fan-out (site-packages, caches, temp dirs, /proc/*/fd)
+    after a learning run while leaving small config dirs as exact files.
+
+    Never collapsed: directories with fewer than ``collapse_min_depth`` components (default
+    3: never "/etc/", "/usr/lib/" or "/home/x/"), relative paths (their base is unknown), and
+    any directory equal to or above one of ``sensitive_prefixes`` (default /etc/, /root/,
+    /home/, /var/run/secrets/, /run/secrets/, /proc/, /sys/). A directory below a sensitive
+    one ("/etc/ssl/certs/") may collapse unless it is itself listed.
+
+Networks (connect)
+    An entry is (network, port); port 0 means every port (the kernel looks up the port, then 0).
+    v4-mapped IPv6 (::ffff:a.b.c.d) is stored as IPv4, like the kernel does. Aggregation: when
+    more than ``net_collapse_threshold`` (default 16) distinct entries inside one IPv4 /24 (IPv6
+    /64) share a port, they become "a.b.c.0/24" with that port. 16 of 256 addresses is the
+    point where a pool (a CDN, a service's endpoints) rather than a few fixed peers is likely;
+    aggregation stops at /24 and /64, never wider. Loopback is not special. A connect event to
+    port 0 is unenforceable: recording it would allow every port.
+
+Hits count the events that reached user space: the kernel suppresses repeats within its
+window and does not report what is already in the kernel allow-list.
+
+The store (``BaselineStore``) writes one msgpack file per agent, schema-versioned and
+checksummed, with temp file + fsync + rename + directory fsync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import ipaddress
+import os
+import re
+import secrets
+import time
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, TypeAlias, overload
+
+import msgpack
+import structlog
+
+from .events import Event
+
+log = structlog.get_logger("corral.baseline")
+
+SCHEMA_VERSION = 1
+MAGIC = "corral-baseline"
+DIMENSIONS: tuple[str, ...] = ("exec", "open", "connect")
+PATH_DIMENSIONS: tuple[str, ...] = ("exec", "open")
+SOURCES: tuple[str, ...] = ("learned", "accepted", "imported")
+Source: TypeAlias = Literal["learned", "accepted", "imported"]
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+NetKey: TypeAlias = tuple[Network, int]
+
+DEFAULT_COLLAPSE_THRESHOLD = 20
+DEFAULT_COLLAPSE_MIN_DEPTH = 3
+DEFAULT_NET_COLLAPSE_THRESHOLD = 16
+DEFAULT_SENSITIVE_PREFIXES: tuple[str, ...] = (
+    "/etc/",
+    "/root/",
+    "/home/",
+    "/var/run/secrets/",
+    "/run/secrets/",
+    "/proc/",
+    "/sys/",
+)
+NET_GROUP_PREFIX = {4: 24, 6: 64}
+UNENFORCEABLE_FLAGS: tuple[str, ...] = ("toolong", "unresolved")
+
+_V4MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_PROC_PID = re.compile(r"/proc/[0-9]{1,11}(?=/|\Z)")
+
+
+@cache
+def path_max() -> int:
+    """The kernel path buffer, NUL included (CORRAL_PATH_MAX from corral.h)."""
+    from .layout import C
+
+    return C.CORRAL_PATH_MAX
+
+
+# ---- pure rules ---------------------------------------------------------------------------------
+
+
+def normalise_path(path: str) -> str:
+    """The kernel's rewrite: "/proc/<pid>/..." -> "/proc/*/..." (first component after /proc,
+    1-11 digits, followed by "/" or the end). Everything else is returned unchanged."""
+    m = _PROC_PID.match(path)
+    if m is None:
+        return path
+    return "/proc/*" + path[m.end() :]
+
+
+def path_bytes(path: str) -> int:
+    """Length of the path as the kernel sees it (UTF-8, undecodable bytes kept as they were)."""
+    return len(path.encode("utf-8", "surrogateescape"))
+
+
+def path_fits(path: str, *, prefix: bool) -> bool:
+    """True if the kernel can store it: exact paths need room for their NUL, prefixes do not."""
+    limit = path_max() if prefix else path_max() - 1
+    return 0 < path_bytes(path) <= limit
+
+
+def parent_dirs(path: str) -> Iterator[tuple[str, str]]:
+    """(directory, child) for each proper ancestor directory of path, shallowest first.
+    "/a/b/c" -> ("/", "a"), ("/a/", "b"), ("/a/b/", "c"); a prefix "/a/b/" -> ("/", "a"),
+    ("/a/", "b")."""
+    start = 0
+    while True:
+        i = path.find("/", start)
+        if i < 0 or i == len(path) - 1:
+            return
+        j = path.find("/", i + 1)
+        yield path[: i + 1], path[i + 1 : j if j >= 0 else len(path)]
+        start = i + 1
+
+
+def dir_depth(directory: str) -> int:
+    """Number of components: "/" -> 0, "/etc/" -> 1, "/home/x/" -> 2."""
+    return len([c for c in directory.split("/") if c])
+
+
+def collapse_allowed(directory: str, rules: BaselineRules) -> bool:
+    """May "directory" (ending in "/") become a prefix rule? Absolute, at least min depth, and
+    not equal to or above a sensitive prefix."""
+    if not directory.startswith("/") or not directory.endswith("/"):
+        return False
+    if dir_depth(directory) < rules.collapse_min_depth:
+        return False
+    return not any(s.startswith(directory) for s in rules.sensitive_prefixes)
+
+
+def collapse_paths(paths: Iterable[str], rules: BaselineRules) -> tuple[set[str], set[str]]:
+    """Batch form of the directory collapse: (exact, prefixes) for a set of exact paths.
+    The incremental collapse in Baseline reaches the same result whatever the order."""
+    children: dict[str, set[str]] = {}
+    unique = set(paths)
+    for p in unique:
+        if p.startswith("/"):
+            for d, c in parent_dirs(p):
+                children.setdefault(d, set()).add(c)
+    chosen = {
+        d
+        for d, cs in children.items()
+        if len(cs) > rules.collapse_threshold and collapse_allowed(d, rules)
+    }
+    # keep only the shallowest: drop a chosen dir that has a chosen ancestor
+    prefixes = {d for d in chosen if not any(a in chosen for a, _ in parent_dirs(d))}
+    exact = {p for p in unique if not any(a in prefixes for a, _ in parent_dirs(p))}
+    return exact, prefixes
+
+
+def normalise_network(
+    network: str | Network | ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> Network:
+    """An address or CIDR as a network (host bits dropped); v4-mapped IPv6 becomes IPv4."""
+    if isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        net: Network = network
+    else:
+        net = ipaddress.ip_network(network, strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_V4MAPPED):
+        v4 = int(net.network_address) & 0xFFFFFFFF
+        return ipaddress.IPv4Network((v4, net.prefixlen - 96))
+    return net
+
+
+def net_group(network: Network) -> Network | None:
+    """The aggregation group (/24 or /64) strictly containing network, None if it is as wide."""
+    plen = NET_GROUP_PREFIX[network.version]
+    if network.prefixlen <= plen:
+        return None
+    return _truncate(network, plen)
+
+
+def aggregate_networks(entries: Iterable[NetKey], threshold: int) -> set[NetKey]:
+    """Batch form of the network aggregation: more than threshold entries inside one /24 (/64)
+    with the same port become the /24 (/64)."""
+    unique = set(entries)
+    groups: dict[NetKey, set[Network]] = {}
+    for net, port in unique:
+        g = net_group(net)
+        if g is not None:
+            groups.setdefault((g, port), set()).add(net)
+    out = set(unique)
+    for (g, port), members in groups.items():
+        if len(members) > threshold:
+            out -= {(m, port) for m in members}
+            out.add((g, port))
+    return out
+
+
+def format_net(network: Network, port: int) -> str:
+    """Like Event.object: "1.2.3.4:443", "[::1]:443", "10.0.0.0/24:443"; port 0 shows as "*"."""
+    host = network.prefixlen == network.max_prefixlen
+    addr = str(network.network_address) if host else str(network)
+    p = "*" if port == 0 else str(port)
+    return f"[{addr}]:{p}" if network.version == 6 else f"{addr}:{p}"
+
+
+def parse_net(obj: str | tuple[str, int] | NetKey) -> NetKey:
+    """(address or CIDR, port) or the display string ("1.2.3.4:443", "[::1]:*") -> (net, port)."""
+    if isinstance(obj, tuple):
+        addr, port = obj
+    else:
+        text = obj.strip()
+        addr, sep, port_s = text.rpartition(":")
+        if not sep or not addr:
+            raise ValueError(f"{obj!r} is not address:port")
+        if addr.startswith("[") and addr.endswith("]"):
+            addr = addr[1:-1]
+        port = 0 if port_s == "*" else int(port_s)
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return normalise_network(addr), int(port)
+
+
+def _truncate(net: Network, plen: int) -> Network:
+    """net widened to prefix length plen (plen <= net.prefixlen)."""
+    shift = net.max_prefixlen - plen
+    base = int(net.network_address) >> shift << shift
+    if net.version == 4:
+        return ipaddress.IPv4Network((base, plen))
+    return ipaddress.IPv6Network((base, plen))
+
+
+def _net_sort_key(key: NetKey) -> tuple[int, int, int, int]:
+    net, port = key
+    return net.version, int(net.network_address), net.prefixlen, port
+
+
+# ---- entries and rules --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Entry:
+    first_seen: float
+    last_seen: float
+    hits: int = 1
+    source: Source = "learned"
+
+    def hit(self, when: float, n: int = 1) -> None:
+        self.hits += n
+        self.first_seen = min(self.first_seen, when)
+        self.last_seen = max(self.last_seen, when)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "hits": self.hits,
+            "source": self.source,
+        }
+
+    @classmethod
+    def merged(cls, entries: Iterable[Entry]) -> Entry:
+        """Aggregate of several entries; the source is kept when they all agree, else learned."""
+        es = list(entries)
+        sources = {e.source for e in es}
+        return cls(
+            first_seen=min(e.first_seen for e in es),
+            last_seen=max(e.last_seen for e in es),
+            hits=sum(e.hits for e in es),
+            source=sources.pop() if len(sources) == 1 else "learned",
+        )
+
+
+@dataclass(slots=True)
+class Unenforceable:
+    """An object the kernel cannot hold (too long, unresolved, port 0): shown, never enforced."""
+
+    dimension: str
+    object: str
+    reason: str
+    entry: Entry
+
+
+@dataclass(frozen=True)
+class BaselineRules:
+    collapse_threshold: int = DEFAULT_COLLAPSE_THRESHOLD
+    collapse_min_depth: int = DEFAULT_COLLAPSE_MIN_DEPTH
+    sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
+    net_collapse_threshold: int = DEFAULT_NET_COLLAPSE_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if self.collapse_threshold < 1 or self.net_collapse_threshold < 1:
+            raise ValueError("collapse thresholds must be at least 1")
+        if self.collapse_min_depth < 1:
+            raise ValueError("collapse_min_depth must be at least 1 (never collapse '/')")
+        fixed = tuple(p if p.endswith("/") else p + "/" for p in self.sensitive_prefixes)
+        object.__setattr__(self, "sensitive_prefixes", fixed)
+
+
+# ---- per-dimension sets -------------------------------------------------------------------------
+
+
+@dataclass
+class _PathSet:
+    """Exact paths and directory prefixes of one dimension, with a child index for collapse."""
+
+    exact: dict[str, Entry] = field(default_factory=dict)
+    prefixes: dict[str, Entry] = field(default_factory=dict)
+    # directory -> child component -> number of entries beneath directory through that child
+    children: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.exact) + len(self.prefixes)
+
+    def match(self, path: str) -> Entry | None:
+        """Kernel LPM semantics: the exact entry, else the longest prefix the path starts with."""
+        e = self.exact.get(path)
+        if e is not None:
+            return e
+        if not self.prefixes:
+            return None
+        i = len(path)
+        while (i := path.rfind("/", 0, i)) >= 0:
+            e = self.prefixes.get(path[: i + 1])
+            if e is not None:
+                return e
+        return None
+
+    def _index(self, key: str, delta: int) -> None:
+        if not key.startswith("/"):
+            return
+        for d, c in parent_dirs(key):
+            counts = self.children.setdefault(d, {})
+            n = counts.get(c, 0) + delta
+            if n > 0:
+                counts[c] = n
+            else:
+                counts.pop(c, None)
+                if not counts:
+                    del self.children[d]
+
+    def put(self, key: str, entry: Entry, *, prefix: bool) -> None:
+        (self.prefixes if prefix else self.exact)[key] = entry
+        self._index(key, 1)
+
+    def pop_beneath(self, directory: str) -> list[Entry]:
+        """Removes every entry strictly beneath directory (a prefix equal to it included)."""
+        out: list[Entry] = []
+        for table in (self.exact, self.prefixes):
+            for key in [k for k in table if k.startswith(directory)]:
+                out.append(table.pop(key))
+                self._index(key, -1)
+        return out
+
+    def collapse_target(self, path: str, rules: BaselineRules) -> str | None:
+        """The shallowest ancestor of path that has too many children and may collapse."""
+        for d, _ in parent_dirs(path):
+            counts = self.children.get(d)
+            if counts and len(counts) > rules.collapse_threshold and collapse_allowed(d, rules):
+                return d
+        return None
+
+
+@dataclass
+class _NetSet:
+    entries: dict[NetKey, Entry] = field(default_factory=dict)
+    # (version, port) -> {prefixlen: count}: which prefix lengths to try in match()
+    plens: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+    # (group network, port) -> members strictly inside the group
+    groups: dict[NetKey, set[Network]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _lookup(self, addr: Network, port: int) -> Entry | None:
+        counts = self.plens.get((addr.version, port))
+        if not counts:
+            return None
+        for plen in sorted(counts, reverse=True):
+            if plen > addr.prefixlen:
+                continue
+            e = self.entries.get((_truncate(addr, plen), port))
+            if e is not None:
+                return e
+        return None
+
+    def match(self, net: Network, port: int) -> Entry | None:
+        """Kernel semantics: the port, then port 0 (any port), each longest prefix first."""
+        return self._lookup(net, port) or (self._lookup(net, 0) if port else None)
+
+    def put(self, key: NetKey, entry: Entry) -> None:
+        net, port = key
+        self.entries[key] = entry
+        counts = self.plens.setdefault((net.version, port), {})
+        counts[net.prefixlen] = counts.get(net.prefixlen, 0) + 1
+        g = net_group(net)
+        if g is not None:
+            self.groups.setdefault((g, port), set()).add(net)
+
+    def pop(self, key: NetKey) -> Entry:
+        net, port = key
+        entry = self.entries.pop(key)
+        counts = self.plens[(net.version, port)]
+        counts[net.prefixlen] -= 1
+        if not counts[net.prefixlen]:
+            del counts[net.prefixlen]
+        g = net_group(net)
+        if g is not None:
+            members = self.groups[(g, port)]
+            members.discard(net)
+            if not members:
+                del self.groups[(g, port)]
+        return entry
+
+    def pop_covered(self, net: Network, port: int) -> list[Entry]:
+        """Removes entries the new (net, port) covers: inside net, same port (any if port 0)."""
+        if port and net.prefixlen == net.max_prefixlen:
+            return []  # a host with a port covers only itself, which match() ruled out
+        doomed = [
+            k
+            for k in self.entries
+            if k[0].version == net.version
+            and k[0].subnet_of(net)  # type: ignore[arg-type]
+            and (port == 0 or k[1] == port)
+        ]
+        return [self.pop(k) for k in doomed]
+
+
+# ---- the baseline -------------------------------------------------------------------------------
+
+
+class Baseline:
+    """What one agent does: exec and open paths, connect destinations, unenforceable objects."""
+
+    def __init__(
+        self,
+        agent: str,
+        *,
+        rules: BaselineRules | None = None,
+        learning_since: float | None = None,
+    ) -> None:
+        self.agent = agent
+        self.rules = rules or BaselineRules()
+        self.version = SCHEMA_VERSION
+        self.learning_since: float = time.time() if learning_since is None else learning_since
+        self.last_novel: float | None = None
+        self.partial_reasons: set[str] = set()
+        # bumped whenever the entry set (what kernel_entries returns) changes
+        self.revision = 0
+        self._paths: dict[str, _PathSet] = {d: _PathSet() for d in PATH_DIMENSIONS}
+        self._net = _NetSet()
+        self._unenforceable: dict[tuple[str, str], Unenforceable] = {}
+
+    @classmethod
+    def new(
+        cls,
+        agent: str,
+        *,
+        collapse_threshold: int = DEFAULT_COLLAPSE_THRESHOLD,
+        collapse_min_depth: int = DEFAULT_COLLAPSE_MIN_DEPTH,
+        net_collapse_threshold: int = DEFAULT_NET_COLLAPSE_THRESHOLD,
+        sensitive_prefixes: Iterable[str] = DEFAULT_SENSITIVE_PREFIXES,
+        learning_since: float | None = None,
+    ) -> Baseline:
+        """An empty baseline with the rules given field by field (as the config has them)."""
+        rules = BaselineRules(
+            collapse_threshold=collapse_threshold,
+            collapse_min_depth=collapse_min_depth,
+            sensitive_prefixes=tuple(sensitive_prefixes),
+            net_collapse_threshold=net_collapse_threshold,
+        )
+        return cls(agent, rules=rules, learning_since=learning_since)
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.partial_reasons)
+
+    def mark_partial(self, reason: str) -> None:
+        """The baseline may miss behaviour (events dropped, learning began late, ...)."""
+        self.partial_reasons.add(reason)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._paths.values()) + len(self._net)
+
+    @property
+    def unenforceable(self) -> list[Unenforceable]:
+        return [self._unenforceable[k] for k in sorted(self._unenforceable)]
+
+    # ---- learning -------------------------------------------------------------------------------
+
+    def observe(self, event: Event) -> bool:
+        """Learns one event. True if it added a new entry (novel), False if it was a hit."""
+        when = event.ts_ns / 1e9
+        if event.dimension == "connect":
+            return self._observe_net(event, when)
+        if event.dimension not in PATH_DIMENSIONS:
+            log.debug("event of an unknown dimension ignored", dimension=event.dimension)
+            return False
+        flagged = next((f for f in UNENFORCEABLE_FLAGS if f in event.flags), None)
+        path = event.path or ""
+        if flagged is None and not path:
+            flagged = "unresolved"
+        if flagged is None and "\0" in path:
+            flagged = "NUL in path"  # cannot come from the kernel's C strings; never raise
+        if flagged is not None:
+            return self._note_unenforceable(event.dimension, path, flagged, when, "learned")
+        if "relative" not in event.flags:
+            path = normalise_path(path)
+        return self._add_path(event.dimension, path, when, "learned", prefix=False)
+
+    def _observe_net(self, event: Event, when: float) -> bool:
+        obj = event.object
+        try:
+            net, port = parse_net((event.address or "", event.port or 0))
+        except ValueError:
+            return self._note_unenforceable("connect", obj, "unparsable address", when, "learned")
+        if port == 0:
+            return self._note_unenforceable(
+                "connect", obj, "port 0 (would allow every port)", when, "learned"
+            )
+        return self._add_net(net, port, when, "learned")
+
+    def add(
+        self,
+        dimension: str,
+        obj: str | tuple[str, int] | NetKey,
+        source: Source = "accepted",
+        when: float | None = None,
+        *,
+        prefix: bool = False,
+    ) -> bool:
+        """Merges one object (accept, import). Paths: exact, or a "dir/" rule with prefix=True.
+        Connect: (address or CIDR, port) or "addr:port" as Event.object shows it; port 0 = any.
+        Returns True if it added a new entry."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+        t = time.time() if when is None else when
+        if dimension == "connect":
+            net, port = parse_net(obj)  # type: ignore[arg-type]
+            return self._add_net(net, port, t, source)
+        if dimension not in PATH_DIMENSIONS:
+            raise ValueError(f"unknown dimension {dimension!r}: expected exec, open or connect")
+        if not isinstance(obj, str):
+            raise ValueError(f"a {dimension} entry is a path, not {obj!r}")
+        path = normalise_path(obj)
+        if prefix and not path.endswith("/"):
+            path += "/"
+        return self._add_path(dimension, path, t, source, prefix=prefix)
+
+    def _note_unenforceable(
+        self, dimension: str, obj: str, reason: str, when: float, source: Source
+    ) -> bool:
+        key = (dimension, obj)
+        known = self._unenforceable.get(key)
+        if known is not None:
+            known.entry.hit(when)
+            return False
+        self._unenforceable[key] = Unenforceable(
+            dimension, obj, reason, Entry(when, when, 1, source)
+        )
+        self._novel(when)
+        return True
+
+    def _novel(self, when: float) -> None:
+        self.last_novel = when if self.last_novel is None else max(self.last_novel, when)
+
+    def _add_path(self, dim: str, path: str, when: float, source: Source, *, prefix: bool) -> bool:
+        if "\0" in path:
+            raise ValueError("path contains a NUL byte")
+        if not path_fits(path, prefix=prefix):
+            return self._note_unenforceable(dim, path, "toolong", when, source)
+        ps = self._paths[dim]
+        covering = ps.match(path)
+        if covering is not None:
+            covering.hit(when)
+            return False
+        entry = Entry(when, when, 1, source)
+        if prefix:
+            beneath = ps.pop_beneath(path)
+            if beneath:
+                entry = Entry.merged([entry, *beneath])
+                entry.source = source
+        ps.put(path, entry, prefix=prefix)
+        if dim == "open":
+            self._collapse(ps, path)
+        self.revision += 1
+        self._novel(when)
+        return True
+
+    def _collapse(self, ps: _PathSet, path: str) -> None:
+        target = ps.collapse_target(path, self.rules)
+        if target is None:
+            return
+        merged = Entry.merged(ps.pop_beneath(target))
+        ps.put(target, merged, prefix=True)
+        log.debug("directory collapsed", agent=self.agent, prefix=target, hits=merged.hits)
+
+    def _add_net(self, net: Network, port: int, when: float, source: Source) -> bool:
+        covering = self._net.match(net, port)
+        if covering is not None:
+            covering.hit(when)
+            return False
+        entry = Entry(when, when, 1, source)
+        covered = self._net.pop_covered(net, port)
+        if covered:
+            entry = Entry.merged([entry, *covered])
+            entry.source = source
+        self._net.put((net, port), entry)
+        self._aggregate(net, port)
+        self.revision += 1
+        self._novel(when)
+        return True
+
+    def _aggregate(self, net: Network, port: int) -> None:
+        group = net_group(net)
+        if group is None:
+            return
+        members = self._net.groups.get((group, port))
+        if members is None or len(members) <= self.rules.net_collapse_threshold:
+            return
+        merged = Entry.merged([self._net.pop((m, port)) for m in list(members)])
+        self._net.put((group, port), merged)
+        log.debug("networks aggregated", agent=self.agent, network=str(group), port=port)
+
+    # ---- queries --------------------------------------------------------------------------------
+
+    def contains(self, dimension: str, obj: str | tuple[str, int] | NetKey) -> bool:
+        """Would the kernel allow obj with this baseline loaded? (Exact or prefix for paths,
+        after the /proc rewrite; port then port 0 and longest prefix for connect.)"""
+        return self.lookup(dimension, obj) is not None
+
+    def lookup(self, dimension: str, obj: str | tuple[str, int] | NetKey) -> Entry | None:
+        """The entry that covers obj, or None."""
+        if dimension == "connect":
+            try:
+                net, port = parse_net(obj)  # type: ignore[arg-type]
+            except ValueError:
+                return None
+            return self._net.match(net, port)
+        if dimension not in PATH_DIMENSIONS:
+            raise ValueError(f"unknown dimension {dimension!r}")
+        if not isinstance(obj, str):
+            return None
+        path = normalise_path(obj)
+        if not path_fits(path, prefix=False):
+            return None
+        return self._paths[dimension].match(path)
+
+    @overload
+    def kernel_entries(self, dimension: Literal["exec", "open"]) -> tuple[list[str], list[str]]: ...
+    @overload
+    def kernel_entries(self, dimension: Literal["connect"]) -> list[tuple[str, int]]: ...
+    @overload
+    def kernel_entries(
+        self, dimension: str
+    ) -> tuple[list[str], list[str]] | list[tuple[str, int]]: ...
+
+    def kernel_entries(self, dimension: str) -> tuple[list[str], list[str]] | list[tuple[str, int]]:
+        """exec/open: (exact, prefixes) for Kernel.allow_paths; connect: [(cidr, port)] for
+        Kernel.allow_net. Sorted; unenforceable objects are never included."""
+        if dimension == "connect":
+            return [(str(n), p) for n, p in sorted(self._net.entries, key=_net_sort_key)]
+        if dimension not in PATH_DIMENSIONS:
+            raise ValueError(f"unknown dimension {dimension!r}")
+        ps = self._paths[dimension]
+        return sorted(ps.exact), sorted(ps.prefixes)
+
+    def path_entries(self, dimension: str) -> list[tuple[str, bool, Entry]]:
+        """(path, is_prefix, entry), sorted by path."""
+        ps = self._paths[dimension]
+        rows = [(p, False, e) for p, e in ps.exact.items()]
+        rows += [(p, True, e) for p, e in ps.prefixes.items()]
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return rows
+
+    def net_entries(self) -> list[tuple[Network, int, Entry]]:
+        keys = sorted(self._net.entries, key=_net_sort_key)
+        return [(n, p, self._net.entries[(n, p)]) for n, p in keys]
+
+    def summary(self) -> dict[str, Any]:
+        counts = {d: len(self._paths[d]) for d in PATH_DIMENSIONS}
+        counts["connect"] = len(self._net)
+        return {
+            "agent": self.agent,
+            "counts": counts,
+            "prefixes": {d: len(self._paths[d].prefixes) for d in PATH_DIMENSIONS},
+            "unenforceable": len(self._unenforceable),
+            "partial": self.partial,
+            "partial_reasons": sorted(self.partial_reasons),
+            "learning_since": self.learning_since,
+            "last_novel": self.last_novel,
+            "revision": self.revision,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, sorted for diff-friendly output."""
+        out: dict[str, Any] = {
+            "agent": self.agent,
+            "version": self.version,
+            "learning_since": self.learning_since,
+            "last_novel": self.last_novel,
+            "partial": self.partial,
+            "partial_reasons": sorted(self.partial_reasons),
+        }
+        for d in PATH_DIMENSIONS:
+            out[d] = [
+                {"object": p, "kind": "prefix" if pre else "exact", **e.to_dict()}
+                for p, pre, e in self.path_entries(d)
+            ]
+        out["connect"] = [
+            {
+                "object": format_net(n, p),
+                "kind": "host" if n.prefixlen == n.max_prefixlen else "network",
+                "network": str(n),
+                "port": p,
+                **e.to_dict(),
+            }
+            for n, p, e in self.net_entries()
+        ]
+        out["unenforceable"] = [
+            {"dimension": u.dimension, "object": u.object, "reason": u.reason, **u.entry.to_dict()}
+            for u in self.unenforceable
+        ]
+        return out
+
+
+# ---- encoding -----------------------------------------------------------------------------------
+
+
+class CorruptBaseline(ValueError):
+    """The stored bytes are not a readable baseline; the message says what is wrong."""
+
+
+def _pb(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _ps(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _entry_row(e: Entry) -> list[Any]:
+    return [e.first_seen, e.last_seen, e.hits, e.source]
+
+
+def _entry_of(row: list[Any]) -> Entry:
+    first, last, hits, source = row
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}")
+    if not isinstance(hits, int) or not isinstance(first, float | int):
+        raise ValueError("bad entry fields")
+    return Entry(float(first), float(last), hits, source)
+
+
+def encode_payload(b: Baseline) -> bytes:
+    """The baseline as msgpack (paths as bytes so undecodable names survive). Deterministic."""
+    data: dict[str, Any] = {
+        "agent": b.agent,
+        "learning_since": b.learning_since,
+        "last_novel": b.last_novel,
+        "partial_reasons": sorted(b.partial_reasons),
+        "revision": b.revision,
+    }
+    for d in PATH_DIMENSIONS:
+        data[d] = [[_pb(p), pre, *_entry_row(e)] for p, pre, e in b.path_entries(d)]
+    data["connect"] = [[str(n), p, *_entry_row(e)] for n, p, e in b.net_entries()]
+    data["unenforceable"] = [
+        [u.dimension, _pb(u.object), u.reason, *_entry_row(u.entry)] for u in b.unenforceable
+    ]
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def decode_payload(payload: bytes, rules: BaselineRules | None = None) -> Baseline:
+    """Inverse of encode_payload. Raises CorruptBaseline on anything malformed."""
+    try:
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        b = Baseline(data["agent"], rules=rules, learning_since=float(data["learning_since"]))
+        last = data["last_novel"]
+        b.last_novel = None if last is None else float(last)
+        b.partial_reasons = {str(r) for r in data["partial_reasons"]}
+        b.revision = int(data["revision"])
+        for d in PATH_DIMENSIONS:
+            ps = b._paths[d]
+            for raw, pre, *row in data[d]:
+                ps.put(_ps(raw), _entry_of(row), prefix=bool(pre))
+        for cidr, port, *row in data["connect"]:
+            b._net.put((normalise_network(cidr), int(port)), _entry_of(row))
+        for dim, raw, reason, *row in data["unenforceable"]:
+            obj = _ps(raw)
+            b._unenforceable[(dim, obj)] = Unenforceable(dim, obj, reason, _entry_of(row))
+    except CorruptBaseline:
+        raise
+    except Exception as e:  # any shape error in checksummed data: report, never crash
+        raise CorruptBaseline(f"malformed payload ({type(e).__name__}: {e})") from e
+    return b
+
+
+def encode_file(b: Baseline) -> bytes:
+    """Header map {magic, schema, agent, length, sha256} followed by the payload bytes."""
+    payload = encode_payload(b)
+    header = {
+        "magic": MAGIC,
+        "schema": SCHEMA_VERSION,
+        "agent": b.agent,
+        "length": len(payload),
+        "sha256": hashlib.sha256(payload).digest(),
+    }
+    return msgpack.packb(header, use_bin_type=True) + payload
+
+
+def read_header(raw: bytes) -> tuple[dict[str, Any], int]:
+    """(header, payload offset). Raises CorruptBaseline."""
+    if not raw:
+        raise CorruptBaseline("empty file")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(raw), 1024))
+    unpacker.feed(raw[:4096])
+    try:
+        header = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise CorruptBaseline("truncated header") from None
+    except Exception as e:
+        raise CorruptBaseline(f"not a corral baseline (unreadable header: {e})") from None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise CorruptBaseline("not a corral baseline (magic missing)")
+    return header, unpacker.tell()
+
+
+def decode_file(raw: bytes, rules: BaselineRules | None = None) -> Baseline:
+    header, offset = read_header(raw)
+    schema = header.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise CorruptBaseline(
+            f"schema {schema!r} is not supported (this corrald reads schema {SCHEMA_VERSION})"
+        )
+    payload = raw[offset:]
+    length = header.get("length")
+    if length != len(payload):
+        raise CorruptBaseline(
+            f"truncated or padded: payload is {len(payload)} bytes, header says {length}"
+        )
+    if hashlib.sha256(payload).digest() != header.get("sha256"):
+        raise CorruptBaseline("checksum mismatch (sha256 of the payload differs from the header)")
+    b = decode_payload(payload, rules)
+    if b.agent != header.get("agent"):
+        raise CorruptBaseline(f"header names agent {header.get('agent')!r}, payload {b.agent!r}")
+    return b
+
+
+# ---- the store ----------------------------------------------------------------------------------
+
+SUFFIX = ".baseline"
+_NAME_MAX = 200  # encoded names longer than this are stored under their hash
+
+
+def file_name(agent: str) -> str:
+    """Reversible file name: percent-encoding ("/" -> %2F; "~" and a leading "." too), or
+    "~<sha256>.baseline" when that would be too long for a file name (the agent is in the
+    header)."""
+    if not agent or "\0" in agent:
+        raise ValueError(f"invalid agent name {agent!r}")
+    enc = urllib.parse.quote(agent, safe="").replace("~", "%7E")
+    if enc.startswith("."):
+        enc = "%2E" + enc[1:]
+    if len(enc) > _NAME_MAX:
+        enc = "~" + hashlib.sha256(agent.encode()).hexdigest()
+    return enc + SUFFIX
+
+
+def agent_of_file(name: str) -> str | None:
+    """The agent a percent-encoded file name stands for; None for other files or hashed names."""
+    if not name.endswith(SUFFIX) or name.startswith((".", "~")):
+        return None
+    try:
+        agent = urllib.parse.unquote(name[: -len(SUFFIX)], errors="strict")
+        return agent if agent and file_name(agent) == name else None
+    except (UnicodeError, ValueError):
+        return None
+
+
+class BaselineStore:
+    """One file per agent under <state_dir>/baselines/; crash-safe writes, corrupt files moved
+    aside. Not thread-safe for concurrent saves of the same agent."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], rules: BaselineRules | None = None):
+        self.dir = Path(state_dir) / "baselines"
+        self.rules = rules
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._remove_stale_temps()
+
+    def path(self, agent: str) -> Path:
+        return self.dir / file_name(agent)
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files left by a crash mid-save (the live files were never touched)."""
+        for p in self.dir.glob(".*.tmp-*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                log.info("removed temporary baseline file left by a crash", file=str(p))
+
+    # ---- names ----------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        out: list[str] = []
+        for p in self.dir.iterdir():
+            if p.name.startswith("~") and p.name.endswith(SUFFIX):
+                agent = self._agent_from_header(p)
+            else:
+                agent = agent_of_file(p.name)
+            if agent is not None:
+                out.append(agent)
+        return sorted(out)
+
+    def _agent_from_header(self, p: Path) -> str | None:
+        try:
+            with open(p, "rb") as f:
+                header, _ = read_header(f.read(4096))
+        except (OSError, CorruptBaseline):
+            return None
+        agent = header.get("agent")
+        if isinstance(agent, str) and file_name(agent) == p.name:
+            return agent
+        return None
+
+    # ---- load -----------------------------------------------------------------------------------
+
+    def load(self, agent: str) -> Baseline | None:
+        """The stored baseline, or None if there is none or it is unreadable (then it is moved
+        aside to <file>.corrupt-<time> and the agent relearns). Never raises for bad content."""
+        path = self.path(agent)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._quarantine(agent, path, f"unreadable: {e.strerror or e}")
+            return None
+        try:
+            b = decode_file(raw, self.rules)
+        except CorruptBaseline as e:
+            self._quarantine(agent, path, str(e))
+            return None
+        if b.agent != agent:
+            self._quarantine(agent, path, f"belongs to agent {b.agent!r}")
+            return None
+        return b
+
+    def load_all(self) -> dict[str, Baseline]:
+        out: dict[str, Baseline] = {}
+        for agent in self.names():
+            b = self.load(agent)
+            if b is not None:
+                out[agent] = b
+        return out
+
+    def _quarantine(self, agent: str, path: Path, problem: str) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        try:
+            os.rename(path, target)
+        except OSError as e:
+            log.error(
+                "baseline file is corrupt and could not be moved aside; the agent relearns",
+                agent=agent,
+                file=str(path),
+                problem=problem,
+                error=str(e),
+            )
+            return
+        _fsync_dir(self.dir)
+        log.error(
+            "baseline file is corrupt; moved aside, the agent relearns its baseline from scratch",
+            agent=agent,
+            file=str(path),
+            problem=problem,
+            moved_to=str(target),
+        )
+
+    # ---- save / delete --------------------------------------------------------------------------
+
+    def save(self, baseline: Baseline) -> Path:
+        """Writes the baseline atomically. Raises OSError (with the agent, file and cause) if the
+        write fails, e.g. ENOSPC; the previous file, if any, is then unchanged."""
+        return self.save_encoded(baseline.agent, encode_file(baseline))
+
+    def save_encoded(self, agent: str, data: bytes) -> Path:
+        """Writes bytes from encode_file(): lets a caller encode on the event loop (consistent
+        snapshot) and write in a thread."""
+        path = self.path(agent)
+        try:
+            atomic_write(path, data)
+        except OSError as e:
+            why = f"cannot save the baseline of agent {agent!r}: {e.strerror}"
+            raise OSError(e.errno, why) from e
+        return path
+
+    def delete(self, agent: str) -> bool:
+        """Removes the stored baseline; False if there was none."""
+        try:
+            self.path(agent).unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.dir)
+        return True
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Crash-safe replace of path with data: a temp file in the same directory, written and
+    fsynced, renamed over path, then the directory fsynced. A crash leaves the old or the new
+    file, never a mix. Raises OSError (errno kept) saying what failed and whether the previous
+    file is intact."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        _write_durably(tmp, data)
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(
+            e.errno, f"writing {target} failed: {_why(e)}; the previous version is unchanged"
+        ) from e
+    try:
+        _fsync_dir(target.parent)
+    except OSError as e:
+        raise OSError(
+            e.errno,
+            f"{target} was written but syncing its directory failed: {_why(e)}; "
+            "after a power loss the previous version may come back",
+        ) from e
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:
+                raise OSError(errno.EIO, "short write")
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

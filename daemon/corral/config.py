@@ -1,0 +1,227 @@
+"""corrald configuration: YAML file (config/corral.yaml documents every field), then flags.
+
+Validation errors name the field and say what would be accepted, e.g.
+`config.yaml: promotion.min_learning: "1 day" is not a duration (use 30s, 15m, 24h or 7d)`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+MODES = ("off", "observe", "alert", "enforce")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field and the fix."""
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds from 90, "90s", "15m", "24h", "7d" or "250ms"."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not a duration (use 30s, 15m, 24h or 7d)")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"{where}: {value!r} is not a duration (use 30s, 15m, 24h or 7d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass
+class KubeletConfig:
+    url: str = ""  # default: https://$NODE_IP:10250/pods (NODE_IP from the downward API)
+    token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    insecure_skip_tls_verify: bool = False
+    poll_interval: float = 2.0
+    timeout: float = 5.0
+
+
+@dataclass
+class IdentityConfig:
+    source: str = "auto"  # auto | kubernetes | local
+    namespaces: list[str] = field(default_factory=list)
+    exclude_namespaces: list[str] = field(default_factory=lambda: ["kube-system"])
+    label_selector: str = ""
+    local_globs: list[str] = field(default_factory=list)
+    kubelet: KubeletConfig = field(default_factory=KubeletConfig)
+
+
+@dataclass
+class DefaultsConfig:
+    mode: str = "observe"
+    auto_promote: bool = False
+
+
+@dataclass
+class PromotionConfig:
+    min_learning: float = 24 * 3600.0
+    quiet_period: float = 3600.0
+    alert_period: float = 24 * 3600.0
+    check_interval: float = 10.0
+
+
+@dataclass
+class LearningConfig:
+    collapse_threshold: int = 20
+    collapse_min_depth: int = 3
+    net_collapse_threshold: int = 16
+    save_interval: float = 5.0
+
+
+@dataclass
+class KernelConfig:
+    suppress_window: float = 60.0
+    rate_limit: int = 1000
+    exec_allow_entries: int = 65536
+    open_allow_entries: int = 262144
+    net_allow_entries: int = 65536
+
+
+@dataclass
+class EventsConfig:
+    buffer: int = 10000
+    log_events: bool = True
+
+
+@dataclass
+class Config:
+    node_name: str = ""
+    state_dir: str = "/var/lib/corral"
+    socket: str = "/run/corral/corral.sock"
+    socket_group: str = ""
+    pin_dir: str = "/sys/fs/bpf/corral"
+    cgroup_root: str = ""
+    log_level: str = "info"
+    log_format: str = "auto"
+    max_request_bytes: int = 1 << 20
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+
+    @property
+    def node(self) -> str:
+        return self.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
+
+    def kubelet_url(self) -> str:
+        if self.identity.kubelet.url:
+            return self.identity.kubelet.url
+        ip = os.environ.get("NODE_IP")
+        return f"https://{ip}:10250/pods" if ip else ""
+
+    def identity_source(self) -> str:
+        """kubernetes when configured or when a kubelet URL is known, else local."""
+        if self.identity.source != "auto":
+            return self.identity.source
+        return "kubernetes" if self.kubelet_url() else "local"
+
+
+_DURATION_FIELDS = {
+    "poll_interval",
+    "timeout",
+    "min_learning",
+    "quiet_period",
+    "alert_period",
+    "check_interval",
+    "save_interval",
+    "suppress_window",
+}
+_CHOICES = {
+    "identity.source": ("auto", "kubernetes", "local"),
+    "defaults.mode": MODES,
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("auto", "json", "console"),
+}
+_POSITIVE = {
+    "kernel.rate_limit",
+    "events.buffer",
+    "learning.collapse_threshold",
+    "learning.collapse_min_depth",
+    "learning.net_collapse_threshold",
+    "max_request_bytes",
+    "kernel.exec_allow_entries",
+    "kernel.open_allow_entries",
+    "kernel.net_allow_entries",
+}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where + '.' if where else ''}{unknown[0]}: unknown field "
+            f"(known here: {', '.join(sorted(known))})"
+        )
+    values = {
+        name: _value(hints[name], data[name], f"{where + '.' if where else ''}{name}")
+        for name in data
+    }
+    return cls(**values)
+
+
+def _value(typ: Any, raw: Any, where: str) -> Any:
+    name = where.rsplit(".", 1)[-1]
+    if is_dataclass(typ):
+        return _build(typ, raw, where)
+    if name in _DURATION_FIELDS:
+        return parse_duration(raw, where)
+    if typ is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+        return raw
+    if typ is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
+        if where in _POSITIVE and raw <= 0:
+            raise ConfigError(f"{where}: must be greater than 0")
+        return raw
+    if typ == list[str]:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return list(raw)
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: expected a string, got {raw!r}")
+    if where in _CHOICES and raw not in _CHOICES[where]:
+        raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(_CHOICES[where])}")
+    return raw
+
+
+def from_dict(data: dict[str, Any] | None) -> Config:
+    return _build(Config, data or {}, "")
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """The config file (absent path = built-in defaults). Errors say file, field and fix."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file (omit --config to use the defaults)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None

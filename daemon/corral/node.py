@@ -1,0 +1,774 @@
+"""The node daemon's core: one Corral per node ties the kernel, the agents, their baselines,
+identity and events together, and implements the admin API's Controller.
+
+Threading model: everything runs in one asyncio loop. The ring buffer is drained through its
+epoll fd (bpfkit.RingBuffer.run), identity polls are awaited, file writes of baselines go
+through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import __version__, events, identity
+from .agents import Agent, Registry, promotion_due
+from .baseline import Baseline, BaselineRules, BaselineStore
+from .config import Config
+from .kernel import AgentConfig, Kernel, cgroup2_root, cgroup_id
+from .layout import DIMS
+from .probe import ProbeResult, run_probe
+from .service import BadRequest, Conflict, UnknownAgent, validate_agent_name
+
+log = structlog.get_logger("corral.node")
+event_log = structlog.get_logger("corral.event")
+
+RUN_DIR = "corral.run"  # cgroups made by `corralctl run`, under the cgroup v2 root
+
+
+@dataclass
+class Binding:
+    """A cgroup registered in the kernel: whose it is and where it came from."""
+
+    cgid: int
+    agent: str
+    inherit: bool
+    source: str  # kubernetes | local | run
+    path: str = ""
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+
+class Corral:
+    """The daemon. Implements service.Controller for the admin API."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.state_dir = Path(cfg.state_dir)
+        self.registry = Registry(self.state_dir)
+        lc = cfg.learning
+        self.rules = BaselineRules(
+            collapse_threshold=lc.collapse_threshold,
+            collapse_min_depth=lc.collapse_min_depth,
+            net_collapse_threshold=lc.net_collapse_threshold,
+        )
+        self.store = BaselineStore(self.state_dir, rules=self.rules)
+        self.baselines: dict[str, Baseline] = {}
+        self.bindings: dict[int, Binding] = {}
+        self.by_id: dict[int, Agent] = {}
+        self.ring: deque[dict[str, Any]] = deque(maxlen=cfg.events.buffer)
+        self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.kernel: Kernel | None = None
+        self.probe: ProbeResult | None = None
+        self.source: identity.KubernetesSource | identity.LocalSource | None = None
+        self.started = time.time()
+        self.events_total = 0
+        self.events_lost_in_daemon = 0
+        self._dirty: set[str] = set()
+        self._kernel_dirty: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._boot_offset = events.boot_offset_ns()
+        self._run_seq = 0
+
+    # ---- start / stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.probe = await asyncio.to_thread(run_probe)
+        self._say_what_is_enforced()
+        root = Path(self.cfg.cgroup_root) if self.cfg.cgroup_root else cgroup2_root()
+        k = self.cfg.kernel
+        self.kernel = await asyncio.to_thread(
+            Kernel,
+            self.probe.backends(),
+            cgroup_root=root,
+            pin_dir=Path(self.cfg.pin_dir),
+            suppress_ns=int(k.suppress_window * 1e9),
+            map_sizes={
+                "exec_allow": k.exec_allow_entries,
+                "open_allow": k.open_allow_entries,
+                "net_allow": k.net_allow_entries,
+            },
+        )
+        self.registry.load()
+        self.baselines = await asyncio.to_thread(self.store.load_all)
+        self.by_id = {a.id: a for a in self.registry.agents.values()}
+        for agent in self.registry.agents.values():
+            self._ensure_baseline(agent.name)
+            self._sync_agent(agent, swap=self.kernel.adopted)
+        self.kernel.activate()
+        self._adopt_run_cgroups()
+        self.source = self._make_source()
+        self._tasks = [
+            asyncio.create_task(self._consume_events(), name="events"),
+            asyncio.create_task(self._identity_loop(), name="identity"),
+            asyncio.create_task(self._maintenance_loop(), name="maintenance"),
+            asyncio.create_task(self._kernel_flush_loop(), name="kernel-flush"),
+        ]
+        log.info(
+            "corrald started",
+            node=self.cfg.node,
+            agents=len(self.registry.agents),
+            identity=self.cfg.identity_source(),
+            adopted_kernel_state=self.kernel.adopted,
+        )
+
+    def _say_what_is_enforced(self) -> None:
+        assert self.probe is not None
+        for dim, cap in self.probe.capabilities.items():
+            level = log.info if cap["mode"] == "enforce" else log.warning
+            level(
+                "capability",
+                dimension=dim,
+                enforcement=cap["mode"],
+                backend=cap["backend"],
+                how=cap["how"],
+            )
+
+    async def stop(self) -> None:
+        """Stops learning and serving; the kernel keeps enforcing through the pins."""
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for q in list(self.subscribers):
+            q.put_nowait(None)
+        await self._save_all()
+        if isinstance(self.source, identity.KubernetesSource):
+            await self.source.close()
+        if self.kernel is not None:
+            self.kernel.close()
+        log.info("corrald stopped; pinned programs keep enforcing", pins=self.cfg.pin_dir)
+
+    # ---- agents and the kernel --------------------------------------------------------------
+
+    def _ensure_baseline(self, name: str) -> Baseline:
+        b = self.baselines.get(name)
+        if b is None:
+            b = self._new_baseline(name)
+            self.baselines[name] = b
+            self._dirty.add(name)
+        return b
+
+    def _new_baseline(self, name: str) -> Baseline:
+        lc = self.cfg.learning
+        return Baseline.new(
+            name,
+            collapse_threshold=lc.collapse_threshold,
+            collapse_min_depth=lc.collapse_min_depth,
+            net_collapse_threshold=lc.net_collapse_threshold,
+        )
+
+    def _agent_config(self, agent: Agent) -> AgentConfig:
+        return AgentConfig(
+            modes=dict(agent.modes), lists=dict(agent.lists), rate_limit=self.cfg.kernel.rate_limit
+        )
+
+    def _push_entries(self, agent: Agent, lists: dict[str, int] | None = None) -> None:
+        """Adds every baseline entry to the agent's kernel lists (idempotent)."""
+        assert self.kernel is not None
+        b = self.baselines[agent.name]
+        lists = lists or agent.lists
+        for dim in ("exec", "open"):
+            exact, prefixes = b.kernel_entries(dim)
+            self.kernel.allow_paths(dim, lists[dim], exact, prefixes)
+        self.kernel.allow_net(lists["connect"], b.kernel_entries("connect"))
+
+    def _sync_agent(self, agent: Agent, *, swap: bool = False) -> None:
+        """Kernel lists then modes: additions land before any flip. With swap, the lists are
+        rebuilt under new ids and switched in one write, then the old ones are cleared."""
+        assert self.kernel is not None
+        if not swap:
+            self._push_entries(agent)
+            self.kernel.set_agent(agent.id, self._agent_config(agent))
+            return
+        old = dict(agent.lists)
+        new = {d: self.registry.new_list_id() for d in DIMS}
+        self._push_entries(agent, new)
+        agent.lists = new
+        self.kernel.set_agent(agent.id, self._agent_config(agent))
+        for dim in DIMS:
+            self.kernel.clear_list(dim, old[dim])
+        self.registry.dirty = True
+
+    def _create_agent(
+        self, name: str, *, source: str, mode: str | None = None, auto_promote: bool | None = None
+    ) -> Agent:
+        agent = self.registry.create(
+            name,
+            mode=mode or self.cfg.defaults.mode,
+            auto_promote=self.cfg.defaults.auto_promote if auto_promote is None else auto_promote,
+            source=source,
+        )
+        self.by_id[agent.id] = agent
+        self._ensure_baseline(name)
+        self._sync_agent(agent)
+        log.info("agent created", agent=name, id=agent.id, source=source, modes=agent.modes)
+        return agent
+
+    def _agent(self, name: str) -> Agent:
+        validate_agent_name(name)
+        agent = self.registry.get(name)
+        if agent is None:
+            raise UnknownAgent(name)
+        return agent
+
+    # ---- cgroups ----------------------------------------------------------------------------
+
+    def _bind(self, b: Binding) -> None:
+        assert self.kernel is not None
+        old = self.bindings.get(b.cgid)
+        if old and (old.agent, old.inherit) == (b.agent, b.inherit):
+            self.bindings[b.cgid] = b
+            return
+        agent = self.registry.get(b.agent)
+        assert agent is not None
+        self.kernel.register_cgroup(b.cgid, agent.id, inherit=b.inherit)
+        self.bindings[b.cgid] = b
+        log.info(
+            "cgroup registered",
+            agent=b.agent,
+            cgroup=b.path,
+            cgroup_id=b.cgid,
+            inherit=b.inherit,
+            source=b.source,
+        )
+
+    def _unbind(self, cgid: int) -> None:
+        assert self.kernel is not None
+        b = self.bindings.pop(cgid, None)
+        self.kernel.unregister_cgroup(cgid)
+        if b:
+            log.info("cgroup unregistered", agent=b.agent, cgroup=b.path, cgroup_id=cgid)
+
+    def _run_root(self) -> Path:
+        assert self.kernel is not None
+        return self.kernel.cgroup_root / RUN_DIR
+
+    def _adopt_run_cgroups(self) -> None:
+        """Cgroups made by `corralctl run` before a restart: their names say whose they are."""
+        root = self._run_root()
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            name = urllib.parse.unquote(d.name.rsplit(".", 1)[0])
+            if d.is_dir() and self.registry.get(name):
+                self._bind(Binding(cgroup_id(d), name, True, "run", path=str(d)))
+
+    def _sweep_run_cgroups(self) -> None:
+        """Removes `corralctl run` cgroups whose processes have all exited."""
+        for cgid, b in list(self.bindings.items()):
+            if b.source != "run":
+                continue
+            try:
+                populated = "populated 1" in Path(b.path, "cgroup.events").read_text()
+            except OSError:
+                populated = False
+            if not populated:
+                self._unbind(cgid)
+                with contextlib.suppress(OSError):
+                    os.rmdir(b.path)
+
+    # ---- identity ---------------------------------------------------------------------------
+
+    def _make_source(self) -> identity.KubernetesSource | identity.LocalSource:
+        assert self.kernel is not None
+        ic = self.cfg.identity
+        if self.cfg.identity_source() == "kubernetes":
+            kc = ic.kubelet
+            client = identity.KubeletClient(
+                url=self.cfg.kubelet_url(),
+                token_file=kc.token_file,
+                ca_file=kc.ca_file,
+                insecure_skip_tls_verify=kc.insecure_skip_tls_verify,
+                timeout=kc.timeout,
+            )
+            selector = identity.PodSelector.from_config(
+                {
+                    "namespaces": ic.namespaces,
+                    "exclude_namespaces": ic.exclude_namespaces,
+                    "label_selector": ic.label_selector,
+                }
+            )
+            return identity.KubernetesSource(
+                client,
+                cgroup_root=self.kernel.cgroup_root,
+                selector=selector,
+                started_at=self.started,
+            )
+        return identity.LocalSource(ic.local_globs, cgroup_root=self.kernel.cgroup_root)
+
+    async def _identity_loop(self) -> None:
+        assert self.source is not None
+        interval = self.cfg.identity.kubelet.poll_interval
+        while not self._stopping.is_set():
+            try:
+                workloads = await self.source.poll()
+                self._reconcile(workloads, complete=self._source_answered())
+            except Exception as e:
+                log.error("identity poll failed; keeping the last known cgroups", error=str(e))
+            if isinstance(self.source, identity.KubernetesSource):
+                await self.source.wait(interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), interval)
+
+    def _source_answered(self) -> bool:
+        """False while the kubelet has never answered: an empty list then means "unknown"."""
+        health = getattr(self.source, "health", None)
+        return health is None or health.last_success is not None
+
+    def _reconcile(self, workloads: list[identity.Workload], *, complete: bool = True) -> None:
+        wanted: dict[int, Binding] = {}
+        for w in workloads:
+            agent = self.registry.get(w.agent)
+            if agent is None:
+                agent = self._create_agent(w.agent, source=w.source, auto_promote=w.auto_promote)
+                if w.partial:
+                    self.baselines[w.agent].mark_partial(
+                        "learning began on an already-running container"
+                    )
+            if w.mode:
+                self._apply_annotation(agent, w.mode)
+            wanted.update(self._bindings_of(w))
+        for b in wanted.values():
+            self._bind(b)
+        if not complete:
+            return
+        for cgid, b in list(self.bindings.items()):
+            if b.source != "run" and cgid not in wanted:
+                self._unbind(cgid)
+
+    def _bindings_of(self, w: identity.Workload) -> dict[int, Binding]:
+        pod = w.pods[0] if w.pods else None
+        ns, pod_name = (pod.namespace, pod.name) if pod else ("", "")
+
+        def bind(c: identity.CgroupRef | identity.ContainerCgroup, container: str = "") -> Binding:
+            return Binding(
+                c.id, w.agent, c.inherit, w.source, path=c.path,
+                namespace=ns, pod=pod_name, container=container,
+            )
+
+        out = {c.id: bind(c) for c in w.pod_cgroups}
+        for c in w.container_cgroups:
+            out[c.id] = bind(c, c.name)
+        return out
+
+    def _apply_annotation(self, agent: Agent, modes: dict[str, str]) -> None:
+        changed = False
+        for dim, mode in modes.items():
+            last = next((h for h in reversed(agent.history) if h["dimension"] == dim), None)
+            if last and last["by"] == "annotation" and last["to"] == mode:
+                continue
+            if last is None or last["by"] in ("default", "annotation"):
+                changed |= agent.set_mode(
+                    dim, mode, reason="pod annotation corral.io/mode", by="annotation"
+                )
+        if changed:
+            self._sync_agent(agent)
+            self.registry.dirty = True
+
+    # ---- events -----------------------------------------------------------------------------
+
+    async def _consume_events(self) -> None:
+        assert self.kernel is not None
+        rb = self.kernel.ring_buffer(self._on_record)
+        try:
+            await rb.run()
+        finally:
+            rb.close()
+
+    def _on_record(self, data: bytes) -> None:
+        try:
+            ev = events.decode(data, self._boot_offset)
+        except ValueError as e:
+            self.events_lost_in_daemon += 1
+            log.error("undecodable ring-buffer record", error=str(e), size=len(data))
+            return
+        self.events_total += 1
+        agent = self.by_id.get(ev.agent_id)
+        if agent is None:
+            return
+        if ev.verdict == "allowed" and agent.modes.get(ev.dimension) == "observe":
+            self._learn(agent, ev)
+        elif ev.verdict != "allowed":
+            agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9)
+            self.registry.dirty = True
+        self._publish(self._record(agent, ev))
+
+    def _learn(self, agent: Agent, ev: events.Event) -> None:
+        """Adds a novel object to the baseline and, at once, its exact form to the kernel list
+        (so the kernel stops reporting it). Collapsed prefixes and aggregated networks follow
+        within a second through _flush_kernel."""
+        assert self.kernel is not None
+        b = self.baselines[agent.name]
+        revision = b.revision
+        if not b.observe(ev):
+            return
+        self._dirty.add(agent.name)
+        if b.revision == revision:
+            return  # recorded as unenforceable (too long, unresolved, port 0): never allowed
+        self._kernel_dirty.add(agent.name)
+        if ev.dimension == "connect" and ev.port:
+            net = f"{ev.address}/{32 if ev.family == 'inet' else 128}"
+            self.kernel.allow_net(agent.lists["connect"], [(net, ev.port)])
+        elif ev.dimension != "connect" and ev.path and b.contains(ev.dimension, ev.path):
+            self.kernel.allow_paths(ev.dimension, agent.lists[ev.dimension], [ev.path])
+
+    async def _kernel_flush_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.5)
+            for name in list(self._kernel_dirty):
+                self._kernel_dirty.discard(name)
+                agent = self.registry.get(name)
+                if agent is not None:
+                    try:
+                        self._push_entries(agent)
+                    except Exception as e:
+                        log.error(
+                            "updating the kernel allow-lists failed", agent=name, error=str(e)
+                        )
+
+    def _record(self, agent: Agent, ev: events.Event) -> dict[str, Any]:
+        b = self.bindings.get(ev.cgroup_id)
+        rec = ev.to_dict()
+        rec.update(
+            time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ev.ts_ns / 1e9))
+            + f".{ev.ts_ns % 1_000_000_000 // 1000:06d}Z",
+            node=self.cfg.node,
+            agent=agent.name,
+            exe=_exe(ev.pid),
+            namespace=b.namespace if b else "",
+            pod=b.pod if b else "",
+            container=b.container if b else "",
+        )
+        return rec
+
+    def _publish(self, rec: dict[str, Any]) -> None:
+        self.ring.append(rec)
+        if self.cfg.events.log_events:
+            event_log.info(
+                "event",
+                **{
+                    k: rec[k]
+                    for k in (
+                        "agent",
+                        "dimension",
+                        "verdict",
+                        "mode",
+                        "object",
+                        "pid",
+                        "ppid",
+                        "comm",
+                        "exe",
+                        "cgroup_id",
+                        "namespace",
+                        "pod",
+                        "container",
+                        "node",
+                        "flags",
+                        "time",
+                    )
+                },
+            )
+        for q in list(self.subscribers):
+            try:
+                q.put_nowait(rec)
+            except asyncio.QueueFull:
+                self.events_lost_in_daemon += 1
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        last_save = time.monotonic()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.cfg.promotion.check_interval)
+            try:
+                self._sweep_run_cgroups()
+                self._note_drops()
+                self._auto_promote()
+                if time.monotonic() - last_save >= self.cfg.learning.save_interval:
+                    await self._save_all()
+                    last_save = time.monotonic()
+            except Exception as e:
+                log.error("maintenance step failed", error=str(e))
+
+    def _note_drops(self) -> None:
+        assert self.kernel is not None
+        for agent in self.registry.agents.values():
+            if "observe" not in agent.modes.values():
+                continue
+            dropped = sum(c["dropped"] for c in self.kernel.counters(agent.id).values())
+            b = self.baselines[agent.name]
+            if dropped and not b.partial:
+                b.mark_partial(f"{dropped} events dropped in the kernel (rate limit or full ring)")
+                self._dirty.add(agent.name)
+
+    def _auto_promote(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        p = self.cfg.promotion
+        for agent in self.registry.agents.values():
+            if not agent.auto_promote:
+                continue
+            b = self.baselines[agent.name]
+            changed = False
+            for dim in DIMS:
+                step = promotion_due(
+                    agent,
+                    dim,
+                    learning_since=b.learning_since,
+                    last_novel=b.last_novel,
+                    min_learning=p.min_learning,
+                    quiet_period=p.quiet_period,
+                    alert_period=p.alert_period,
+                    now=now,
+                )
+                if step:
+                    changed |= agent.set_mode(dim, step[0], reason=step[1], by="auto-promotion")
+            if changed:
+                self._sync_agent(agent)
+                self.registry.dirty = True
+
+    async def _save_all(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            b = self.baselines.get(name)
+            if b is None:
+                continue
+            try:
+                await asyncio.to_thread(self.store.save, b)
+            except OSError as e:
+                self._dirty.add(name)
+                log.error(
+                    "saving baseline failed; will retry, the previous file is intact",
+                    agent=name,
+                    error=str(e),
+                )
+        if self.registry.dirty:
+            try:
+                await asyncio.to_thread(self.registry.save)
+            except OSError as e:
+                log.error("saving the agent registry failed; will retry", error=str(e))
+
+    # ---- Controller -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        assert self.kernel is not None and self.probe is not None
+        by_mode: dict[str, dict[str, int]] = {d: {} for d in DIMS}
+        dropped = 0
+        for a in self.registry.agents.values():
+            for d in DIMS:
+                by_mode[d][a.modes[d]] = by_mode[d].get(a.modes[d], 0) + 1
+            dropped += sum(c["dropped"] for c in self.kernel.counters(a.id).values())
+        health = getattr(self.source, "health", None)
+        return {
+            "version": __version__,
+            "node": self.cfg.node,
+            "kernel": self.probe.kernel,
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "capabilities": self.probe.capabilities,
+            "identity": {
+                "source": self.cfg.identity_source(),
+                "kubelet": health.to_dict() if health is not None else None,
+            },
+            "agents": {"total": len(self.registry.agents), "by_mode": by_mode},
+            "cgroups_registered": len(self.bindings),
+            "events": {
+                "received": self.events_total,
+                "dropped_in_kernel": dropped,
+                "lost_in_daemon": self.events_lost_in_daemon,
+            },
+            "kernel_state": {
+                "pinned_at": str(self.cfg.pin_dir),
+                "adopted": self.kernel.adopted,
+                "programs": sorted(self.kernel.programs),
+            },
+        }
+
+    def _effective(self, dim: str, mode: str) -> str:
+        """What the mode does on this node's backend (enforce on an observe-only backend)."""
+        assert self.probe is not None
+        cap = self.probe.capabilities[dim]["mode"]
+        if mode != "enforce":
+            return mode
+        return {"enforce": "enforce", "kill": "enforce (kill)"}.get(
+            cap, "alert (backend cannot deny)"
+        )
+
+    def _summary(self, agent: Agent) -> dict[str, Any]:
+        assert self.kernel is not None
+        counters = self.kernel.counters(agent.id)
+        return {
+            "name": agent.name,
+            "id": agent.id,
+            "source": agent.source,
+            "modes": dict(agent.modes),
+            "effective": {d: self._effective(d, agent.modes[d]) for d in DIMS},
+            "auto_promote": agent.auto_promote,
+            "baseline": self.baselines[agent.name].summary(),
+            "counters": counters,
+            "deviations": len(agent.deviations),
+            "cgroups": sum(1 for b in self.bindings.values() if b.agent == agent.name),
+        }
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        return [
+            self._summary(a) for a in sorted(self.registry.agents.values(), key=lambda a: a.name)
+        ]
+
+    def get_agent(self, name: str) -> dict[str, Any]:
+        agent = self._agent(name)
+        out = self._summary(agent)
+        out["mode_since"] = dict(agent.mode_since)
+        out["history"] = list(agent.history)
+        out["deviation_list"] = sorted(
+            (
+                {
+                    "dimension": d.dimension,
+                    "object": d.object,
+                    "count": d.count,
+                    "first_seen": d.first_seen,
+                    "last_seen": d.last_seen,
+                    "verdict": d.verdict,
+                }
+                for d in agent.deviations.values()
+            ),
+            key=lambda d: (d["dimension"], d["object"]),
+        )
+        out["workloads"] = [
+            {
+                "cgroup_id": b.cgid,
+                "cgroup": b.path,
+                "inherit": b.inherit,
+                "source": b.source,
+                "namespace": b.namespace,
+                "pod": b.pod,
+                "container": b.container,
+            }
+            for b in self.bindings.values()
+            if b.agent == agent.name
+        ]
+        return out
+
+    def get_baseline(self, name: str) -> dict[str, Any]:
+        self._agent(name)
+        return self.baselines[name].to_dict()
+
+    async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
+        agent = self._agent(name)
+        if not modes:
+            raise BadRequest('no mode given: send {"mode": M} or per dimension {"exec": M}')
+        try:
+            changed = False
+            for dim, mode in modes.items():
+                changed |= agent.set_mode(dim, mode, reason="requested through the API", by="api")
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        if changed:
+            self._sync_agent(agent)
+            self.registry.dirty = True
+            await self._save_all()
+        return self.get_agent(name)
+
+    async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+        agent = self._agent(name)
+        b = self.baselines[name]
+        if entries is None:
+            chosen = list(agent.deviations.values())
+        else:
+            chosen = []
+            for e in entries:
+                key = f"{e.get('dimension')}\0{e.get('object')}"
+                if key not in agent.deviations:
+                    raise BadRequest(
+                        f"no deviation {e.get('dimension')}:{e.get('object')} for "
+                        f"{name} (see `corralctl agent {name}`)"
+                    )
+                chosen.append(agent.deviations[key])
+        for d in chosen:
+            b.add(d.dimension, d.object, source="accepted")
+            del agent.deviations[f"{d.dimension}\0{d.object}"]
+        self._push_entries(agent)
+        self._dirty.add(name)
+        self.registry.dirty = True
+        await self._save_all()
+        return {"agent": name, "accepted": len(chosen), "remaining": len(agent.deviations)}
+
+    async def reset(self, name: str) -> dict[str, Any]:
+        agent = self._agent(name)
+        self.baselines[name] = self._new_baseline(name)
+        agent.deviations.clear()
+        for dim in DIMS:
+            agent.set_mode(dim, "observe", reason="baseline reset", by="api")
+        self._sync_agent(agent, swap=True)
+        self._dirty.add(name)
+        await self._save_all()
+        return self.get_agent(name)
+
+    def recent_events(self, agent: str | None, limit: int) -> list[dict[str, Any]]:
+        if agent is not None:
+            self._agent(agent)
+        recs = [r for r in self.ring if agent is None or r["agent"] == agent]
+        return recs[-limit:]
+
+    async def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
+        if agent is not None:
+            self._agent(agent)
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=10000)
+        self.subscribers.add(q)
+        try:
+            while (rec := await q.get()) is not None:
+                if agent is None or rec["agent"] == agent:
+                    yield rec
+        finally:
+            self.subscribers.discard(q)
+
+    async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
+        validate_agent_name(name)
+        if caller_pid is not None and _ppid(pid) != caller_pid:
+            raise Conflict(f"process {pid} is not a child of the caller ({caller_pid})")
+        agent = self.registry.get(name) or self._create_agent(name, source="run")
+        self._run_seq += 1
+        cg = self._run_root() / f"{urllib.parse.quote(name, safe='')}.{os.getpid()}-{self._run_seq}"
+        cg.mkdir(parents=True, exist_ok=True)
+        cgid = cgroup_id(cg)
+        self._bind(Binding(cgid, agent.name, True, "run", path=str(cg)))
+        try:
+            (cg / "cgroup.procs").write_text(str(pid))
+        except OSError as e:
+            self._unbind(cgid)
+            os.rmdir(cg)
+            raise BadRequest(f"cannot move process {pid} into {cg}: {e.strerror}") from None
+        await self._save_all()
+        return {"agent": name, "cgroup": str(cg), "cgroup_id": cgid, "modes": dict(agent.modes)}
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""

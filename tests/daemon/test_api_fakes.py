@@ -1,0 +1,191 @@
+"""An in-memory Controller (corral's own daemon logic, faked) and helpers for the API/CLI tests.
+
+No tests here: test_api.py and test_cli.py import from this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from corral.service import Conflict, ServiceError, UnknownAgent
+
+DIMS = ("exec", "open", "connect")
+LONG_NAME = "prod/Deployment/chatbot/agent"
+
+
+COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
+
+
+def _agent(name: str, mode: str = "observe") -> dict[str, Any]:
+    """Shaped like the daemon's agent summary (node.Corral._summary)."""
+    counters = {d: dict.fromkeys(COUNTER_FIELDS, 0) for d in DIMS}
+    counters["open"].update(allowed=40, novel=2)
+    return {
+        "name": name,
+        "id": 1,
+        "source": "run",
+        "modes": dict.fromkeys(DIMS, mode),
+        "effective": dict.fromkeys(DIMS, mode),
+        "auto_promote": False,
+        "baseline": {"agent": name, "counts": {"exec": 3, "open": 12, "connect": 1}},
+        "counters": counters,
+        "deviations": 2,
+        "cgroups": 1,
+        "mode_since": dict.fromkeys(DIMS, time.time() - 300),
+    }
+
+
+def make_event(n: int, agent: str = "demo", verdict: str = "allowed") -> dict[str, Any]:
+    return {
+        "ts_ns": time.time_ns() - 120 * 10**9,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 120)),
+        "agent": agent,
+        "verdict": verdict,
+        "dimension": "open",
+        "object": f"/tmp/file{n}",
+        "pid": 1000 + n,
+        "comm": "python3",
+        "flags": [],
+    }
+
+
+class FakeController:
+    """Implements corral.service.Controller in memory and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, dict[str, Any]] = {
+            "demo": _agent("demo"),
+            LONG_NAME: _agent(LONG_NAME, "alert"),
+            "locked": _agent("locked", "enforce"),
+        }
+        self.events = [make_event(i) for i in range(5)] + [make_event(9, LONG_NAME, "denied")]
+        self.calls: list[tuple[Any, ...]] = []
+        self.subscribers: list[asyncio.Queue[dict[str, Any] | None]] = []
+        self.explode: BaseException | None = None
+        self.parents: dict[int, int | None] = {}
+
+    def _check(self, name: str) -> dict[str, Any]:
+        if self.explode is not None:
+            exc, self.explode = self.explode, None
+            raise exc
+        if name not in self.agents:
+            raise UnknownAgent(name)
+        return self.agents[name]
+
+    def status(self) -> dict[str, Any]:
+        if self.explode is not None:
+            exc, self.explode = self.explode, None
+            raise exc
+        return {
+            "version": "0.1.0",
+            "node": "node-1",
+            "agents": {"observe": 1, "alert": 1, "enforce": 1},
+            "ringbuf_drops": 0,
+            "probe": {"lsm": True, "fallback": False},
+        }
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        return list(self.agents.values())
+
+    def get_agent(self, name: str) -> dict[str, Any]:
+        return self._check(name)
+
+    def get_baseline(self, name: str) -> dict[str, Any]:
+        """Shaped like baseline.Baseline.to_dict()."""
+        self._check(name)
+        seen = time.time() - 3600
+
+        def entry(obj: str, hits: int, last: float) -> dict[str, Any]:
+            return {"object": obj, "kind": "exact", "first_seen": seen, "last_seen": last,
+                    "hits": hits, "source": "learned"}  # fmt: skip
+
+        return {
+            "agent": name,
+            "version": 1,
+            "learning_since": seen,
+            "partial": False,
+            "exec": [entry("/usr/bin/python3", 4, seen + 3000)],
+            "open": [entry("/etc/hosts", 9, seen)],
+            "connect": [],
+        }
+
+    async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
+        agent = self._check(name)
+        if name == "locked":
+            raise Conflict("agent 'locked' is pinned by its policy; edit the policy instead")
+        self.calls.append(("set_mode", name, modes))
+        agent["modes"].update(modes)
+        return agent
+
+    async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+        self._check(name)
+        self.calls.append(("accept", name, entries))
+        return {"accepted": 2 if entries is None else len(entries), "agent": name}
+
+    async def reset(self, name: str) -> dict[str, Any]:
+        agent = self._check(name)
+        self.calls.append(("reset", name))
+        agent["modes"] = dict.fromkeys(DIMS, "observe")
+        return agent
+
+    def recent_events(self, agent: str | None, limit: int) -> list[dict[str, Any]]:
+        self.calls.append(("recent_events", agent, limit))
+        events = [e for e in self.events if agent is None or e["agent"] == agent]
+        return events[-limit:]
+
+    async def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
+        if agent is not None:
+            self._check(agent)  # like the daemon: refuses an unknown agent on the first anext
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.subscribers.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                if agent is None or event["agent"] == agent:
+                    yield event
+        finally:
+            self.subscribers.remove(queue)
+
+    def publish(self, event: dict[str, Any] | None) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
+        if name == "refuse":
+            raise ServiceError("cannot create the cgroup: cgroup v2 is not mounted")
+        self.calls.append(("run_agent", name, pid, caller_pid))
+        self.parents[pid] = _ppid(pid)  # the daemon refuses a pid that is not the caller's child
+        self.agents.setdefault(name, _agent(name))
+        return {"agent": name, "cgroup": f"/sys/fs/cgroup/corral/{name}/1", "cgroup_id": 77}
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@contextlib.contextmanager
+def short_tmpdir() -> Iterator[Path]:
+    """AF_UNIX paths are limited to 107 bytes: pytest's tmp_path can be longer."""
+    path = Path(tempfile.mkdtemp(prefix="corral-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
