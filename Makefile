@@ -9,9 +9,11 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
 BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
 SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev
+# make bench: a C compiler and static libc for its helpers, perf for profiles
+BENCH_PKGS := gcc libc6-dev linux-perf
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
 
-.PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean
+.PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean bench
 
 help:
 	@echo "make deps      install the system packages corral needs to build (Debian/Ubuntu, root)"
@@ -21,6 +23,7 @@ help:
 	@echo "make test-host host suite only (this machine's kernel)"
 	@echo "make test-vm   VM suite only (Debian 6.1 and 6.12 kernels under QEMU)"
 	@echo "make vmlinux   regenerate bpf/vmlinux.h from this machine's BTF"
+	@echo "make bench     benchmarks (host + VM, ~25 min, root) -> docs/benchmarks.md; not part of make test"
 
 deps:
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -59,7 +62,7 @@ run: deps venv bpf
 	$(abspath $(VENV))/bin/corrald --config config/corral.yaml
 
 lint: venv
-	$(PY) -m ruff check daemon bindings tests
+	$(PY) -m ruff check daemon bindings tests bench
 
 # Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
 # Tests marked `lsm` need a kernel that loads BPF LSM programs: they run in test-vm instead.
@@ -71,6 +74,19 @@ test-vm: deps vm-deps venv bpf
 	$(PY) tests/vm/run_vm.py --python $(PY)
 
 test: lint test-host test-vm
+
+# Benchmarks (not part of make test): host syscall overhead, the example agent, event ingest,
+# footprint, flip latency, then the syscall overhead inside the VM (BPF LSM). Writes
+# docs/benchmarks.md, docs/benchmarks/*.png and docs/benchmarks/results.json.
+# BENCH_ARGS="--parts ingest,flip" or "--quick" or "--report-only": see python -m bench --help.
+bench: deps vm-deps venv bpf
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BPF_OUT)/*.o $(BPF_OUT)/corral.h build dist *.egg-info .pytest_cache
