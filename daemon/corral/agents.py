@@ -25,6 +25,14 @@ HISTORY_MAX = 200
 DEVIATIONS_MAX = 2000
 
 
+def check_mode(dim: str, mode: str) -> None:
+    """Raises ValueError saying what is accepted when dim or mode is unknown."""
+    if dim not in DIMS:
+        raise ValueError(f"unknown dimension {dim!r}: expected one of {', '.join(DIMS)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+
+
 @dataclass
 class Deviation:
     """An object seen in ALERT (would-deny) or ENFORCE (denied) that the baseline lacks."""
@@ -54,10 +62,7 @@ class Agent:
         self, dim: str, mode: str, *, reason: str, by: str, now: float | None = None
     ) -> bool:
         """Records a transition; False when the mode is already that."""
-        if dim not in DIMS:
-            raise ValueError(f"unknown dimension {dim!r}: expected one of {', '.join(DIMS)}")
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+        check_mode(dim, mode)
         old = self.modes.get(dim, "off")
         if old == mode:
             return False

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from . import __version__, events, identity
-from .agents import Agent, Registry, promotion_due
+from .agents import Agent, Registry, check_mode, promotion_due
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
 from .kernel import AgentConfig, Kernel, cgroup2_root, cgroup_id
@@ -77,6 +77,8 @@ class Corral:
         self.events_lost_in_daemon = 0
         self._dirty: set[str] = set()
         self._kernel_dirty: set[str] = set()
+        # agent -> (baseline object, revision) last pushed whole into its kernel lists
+        self._pushed: dict[str, tuple[int, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._boot_offset = events.boot_offset_ns()
@@ -187,14 +189,20 @@ class Corral:
             exact, prefixes = b.kernel_entries(dim)
             self.kernel.allow_paths(dim, lists[dim], exact, prefixes)
         self.kernel.allow_net(lists["connect"], b.kernel_entries("connect"))
+        self._pushed[agent.name] = (id(b), b.revision)
+
+    def _kernel_lists_current(self, agent: Agent) -> bool:
+        """True when the kernel lists already hold every entry of the agent's baseline: it was
+        pushed whole and has not changed since (Baseline.revision moves with its entries)."""
+        b = self.baselines[agent.name]
+        return self._pushed.get(agent.name) == (id(b), b.revision)
 
     def _sync_agent(self, agent: Agent, *, swap: bool = False) -> None:
         """Kernel lists then modes: additions land before any flip. With swap, the lists are
         rebuilt under new ids and switched in one write, then the old ones are cleared."""
         assert self.kernel is not None
         if not swap:
-            self._push_entries(agent)
-            self.kernel.set_agent(agent.id, self._agent_config(agent))
+            self._write_kernel_modes(agent, agent.modes)
             return
         old = dict(agent.lists)
         new = {d: self.registry.new_list_id() for d in DIMS}
@@ -204,6 +212,16 @@ class Corral:
         for dim in DIMS:
             self.kernel.clear_list(dim, old[dim])
         self.registry.dirty = True
+
+    def _write_kernel_modes(self, agent: Agent, modes: dict[str, str]) -> None:
+        """One map write switches the agent's modes. The lists are pushed first, and only when
+        entries may be missing from them (re-pushing 10,000 entries took ~70 ms of every flip)."""
+        assert self.kernel is not None
+        if not self._kernel_lists_current(agent):
+            self._push_entries(agent)
+        cfg = self._agent_config(agent)
+        cfg.modes = dict(modes)
+        self.kernel.set_agent(agent.id, cfg)
 
     def _create_agent(
         self, name: str, *, source: str, mode: str | None = None, auto_promote: bool | None = None
@@ -675,13 +693,16 @@ class Corral:
         if not modes:
             raise BadRequest('no mode given: send {"mode": M} or per dimension {"exec": M}')
         try:
-            changed = False
             for dim, mode in modes.items():
-                changed |= agent.set_mode(dim, mode, reason="requested through the API", by="api")
+                check_mode(dim, mode)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        if changed:
-            self._sync_agent(agent)
+        wanted = {**agent.modes, **modes}
+        if wanted != agent.modes:
+            # The kernel first (a flip is one map write), then history, logs and the disk.
+            self._write_kernel_modes(agent, wanted)
+            for dim, mode in modes.items():
+                agent.set_mode(dim, mode, reason="requested through the API", by="api")
             self.registry.dirty = True
             await self._save_all()
         return self.get_agent(name)
