@@ -85,16 +85,19 @@ class Agent:
         return True
 
     def record_deviation(self, dim: str, obj: str, verdict: str, now: float) -> None:
+        """Counts one deviation. `deviations` is kept least recently seen first (a hit moves
+        its entry to the end), so the one dropped beyond DEVIATIONS_MAX is the first: O(1)
+        per event instead of a scan of all of them."""
         key = f"{dim}\0{obj}"
-        d = self.deviations.get(key)
+        d = self.deviations.pop(key, None)
         if d:
             d.count += 1
-            d.last_seen = now
+            d.last_seen = max(d.last_seen, now)
             d.verdict = verdict
+            self.deviations[key] = d
             return
         if len(self.deviations) >= DEVIATIONS_MAX:
-            oldest = min(self.deviations, key=lambda k: self.deviations[k].last_seen)
-            del self.deviations[oldest]
+            del self.deviations[next(iter(self.deviations))]
         self.deviations[key] = Deviation(dim, obj, 1, now, now, verdict)
 
     def deviations_since(self, dim: str, since: float) -> int:
@@ -109,7 +112,7 @@ class Agent:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Agent:
-        devs = [Deviation(**v) for v in d.pop("deviations", [])]
+        devs = sorted((Deviation(**v) for v in d.pop("deviations", [])), key=lambda v: v.last_seen)
         a = cls(**d)
         a.deviations = {f"{v.dimension}\0{v.object}": v for v in devs}
         return a
