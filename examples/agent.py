@@ -31,6 +31,7 @@ from __future__ import annotations
 # Everything the agent could ever need is imported up front: under enforcement a module imported
 # for the first time on an unusual code path would be a file open the baseline never saw.
 import argparse
+import contextlib
 import errno
 import http.client
 import http.server
@@ -114,8 +115,7 @@ def fake_model(messages: list[dict[str, Any]], api: str) -> dict[str, Any]:
         "likely cause: connection pool exhaustion after the deploy (see notes)."
     )
     plan.append(
-        _tool_call(len(plan) + 1, "http_post", url=f"{api}/tickets/{ticket}/comments",
-                   body=summary)  # fmt: skip
+        _tool_call(len(plan) + 1, "http_post", url=f"{api}/tickets/{ticket}/comments", body=summary)
     )
     if len(results) < len(plan):
         return {"role": "assistant", "content": None, "tool_calls": [plan[len(results)]]}
@@ -143,7 +143,7 @@ class _Quiet(http.server.BaseHTTPRequestHandler):
 
 
 class _LLM(_Quiet):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         req = json.loads(self._body() or b"{}")
         msg = fake_model(req.get("messages", []), self.server.api_url)  # type: ignore[attr-defined]
         finish = "tool_calls" if msg.get("tool_calls") else "stop"
@@ -151,7 +151,7 @@ class _LLM(_Quiet):
 
 
 class _API(_Quiet):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         m = re.fullmatch(r"/tickets/(\d+)", self.path)
         if not m or int(m.group(1)) not in TICKETS:
             self._send(404, {"error": "no such ticket"})
@@ -159,13 +159,13 @@ class _API(_Quiet):
         text = TICKETS[int(m.group(1))].replace("{attacker}", self.server.attacker)  # type: ignore[attr-defined]
         self._send(200, {"id": int(m.group(1)), "text": text})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._body()
         self._send(201, {"ok": True})
 
 
 class _Attacker(_Quiet):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         got = self._body()
         self.server.loot.append(got)  # type: ignore[attr-defined]
         self._send(200, {"thanks": len(got)})
@@ -191,14 +191,14 @@ class World:
             srv.name = name  # type: ignore[attr-defined]
             self.servers.append(srv)
         llm, api, attacker = self.servers
-        api.attacker = "%s:%d" % attacker.server_address[:2]  # type: ignore[attr-defined]
+        api.attacker = "{}:{}".format(*attacker.server_address[:2])  # type: ignore[attr-defined]
         llm.api_url = self.url("api")  # type: ignore[attr-defined]
         attacker.loot = []  # type: ignore[attr-defined]
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers]
 
     def url(self, name: str) -> str:
         srv = next(s for s in self.servers if s.name == name)  # type: ignore[attr-defined]
-        return "http://%s:%d" % srv.server_address[:2]
+        return "http://{}:{}".format(*srv.server_address[:2])
 
     @property
     def loot(self) -> list[bytes]:
@@ -231,16 +231,20 @@ def serve(argv: list[str]) -> int:
     try:
         world = World(args.port, verbose=not args.quiet).start()
     except OSError as e:
-        print(f"agent.py serve: cannot listen on port {args.port}-{args.port + 2}: "
-              f"{e.strerror} (try --port)", file=sys.stderr)  # fmt: skip
+        print(
+            f"agent.py serve: cannot listen on port {args.port}-{args.port + 2}: "
+            f"{e.strerror} (try --port)",
+            file=sys.stderr,
+        )
         return 1
-    print(f"fake LLM     {world.url('llm')}\nticket API   {world.url('api')}\n"
-          f"attacker     {world.url('attacker')}\nCtrl-C to stop", flush=True)  # fmt: skip
+    print(
+        f"fake LLM     {world.url('llm')}\nticket API   {world.url('api')}\n"
+        f"attacker     {world.url('attacker')}\nCtrl-C to stop",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
     world.stop()
     return 0
 
@@ -371,9 +375,7 @@ def run(argv: list[str]) -> int:
         "`corralctl run --agent NAME -- python3 agent.py`.",
     )
     p.add_argument("--llm", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the LLM's URL")
-    p.add_argument(
-        "--workspace", type=Path, default=HERE / "workspace", help="the agent's files"
-    )
+    p.add_argument("--workspace", type=Path, default=HERE / "workspace", help="the agent's files")
     p.add_argument(
         "--inject",
         action="store_true",
@@ -385,8 +387,10 @@ def run(argv: list[str]) -> int:
     try:
         agent.run(POISONED_TICKET if args.inject else NORMAL_TICKET)
     except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
-        print(f"agent.py: cannot talk to the LLM at {args.llm}: {e} "
-              "(is `agent.py serve` running?)", file=sys.stderr)  # fmt: skip
+        print(
+            f"agent.py: cannot talk to the LLM at {args.llm}: {e} (is `agent.py serve` running?)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -32,7 +32,6 @@ import textwrap
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,11 +127,15 @@ class Demo:
         (self.work / "corral.yaml").write_text(CONFIG)
         cmd = [
             str(self.bin / "corrald"),
-            "--config", str(self.work / "corral.yaml"),
-            "--state-dir", str(self.work / "state"),
-            "--socket", str(self.sock),
-            "--pin-dir", str(self.pins),
-        ]  # fmt: skip
+            "--config",
+            str(self.work / "corral.yaml"),
+            "--state-dir",
+            str(self.work / "state"),
+            "--socket",
+            str(self.sock),
+            "--pin-dir",
+            str(self.pins),
+        ]
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -180,17 +183,33 @@ class Demo:
     def run_agent(self, *, inject: bool, label: str) -> tuple[int, list[dict[str, Any]]]:
         """One agent run under corralctl run; (exit code, its JSON records). Prints the steps."""
         argv = [
-            sys.executable, str(HERE / "agent.py"), "--json",
-            "--llm", self.world.url("llm"), "--workspace", str(HERE / "workspace"),
-        ] + (["--inject"] if inject else [])  # fmt: skip
+            sys.executable,
+            str(HERE / "agent.py"),
+            "--json",
+            "--llm",
+            self.world.url("llm"),
+            "--workspace",
+            str(HERE / "workspace"),
+        ] + (["--inject"] if inject else [])
         cmd = ["corralctl", "run", "--agent", AGENT, "--", "python3", "examples/agent.py"]
         print(f"$ {' '.join(cmd)}{' --inject' if inject else ''}    # {label}", flush=True)
         env = dict(os.environ, HOME=str(self.home))
         r = subprocess.run(
-            [str(self.bin / "corralctl"), "--socket", str(self.sock), "run", "--agent", AGENT,
-             "--", *argv],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
+            [
+                str(self.bin / "corralctl"),
+                "--socket",
+                str(self.sock),
+                "run",
+                "--agent",
+                AGENT,
+                "--",
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         records = []
         for line in r.stdout.splitlines():
             with contextlib.suppress(ValueError):
@@ -227,8 +246,10 @@ class Demo:
         if self.pins.exists():
             subprocess.run(
                 [str(self.bin / "corrald"), "--pin-dir", str(self.pins), "cleanup"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if run_root is not None and run_root.is_dir() and self.daemon is not None:
             prefix = f"{urllib.parse.quote(AGENT, safe='')}.{self.daemon.pid}-"
             for d in run_root.iterdir():
@@ -259,13 +280,12 @@ def deviations(evs: list[dict[str, Any]], lsm: bool) -> list[dict[str, Any]]:
     entry, and the tracepoint may not fault it in): such events carry the `unresolved` flag and
     an empty path. That backend never denies opens, so they are noise, not deviations: shown,
     not counted. On BPF LSM paths come from the kernel's own d_path and every event counts."""
-    noise = [
-        e for e in evs
-        if not lsm and e["dimension"] == "open" and "unresolved" in e["flags"]
-    ]  # fmt: skip
+    noise = [e for e in evs if not lsm and e["dimension"] == "open" and "unresolved" in e["flags"]]
     if noise:
-        print(f"  note: {len(noise)} open(s) with an unreadable path (flag unresolved) reported "
-              "by the tracepoint backend; it never denies opens, so they are not deviations")  # fmt: skip
+        print(
+            f"  note: {len(noise)} open(s) with an unreadable path (flag unresolved) reported "
+            "by the tracepoint backend; it never denies opens, so they are not deviations"
+        )
     return [e for e in evs if e not in noise]
 
 
@@ -327,8 +347,7 @@ def walkthrough(d: Demo, rep: Report) -> None:
     rc, recs = d.run_agent(inject=False, label="normal run")
     evs = deviations(d.new_events(), lsm)
     rep.check(rc == 0 and all_ok(recs), "normal run completed")
-    rep.check(not evs, "normal run: no deviation reported",
-              brief(evs))  # fmt: skip
+    rep.check(not evs, "normal run: no deviation reported", brief(evs))
     rc, recs = d.run_agent(inject=True, label="prompt-injected run")
     evs = d.new_events()
     rep.check(rc == 0 and all_ok(recs), "injected run: every step still ran (alert only reports)")
@@ -344,8 +363,7 @@ def walkthrough(d: Demo, rep: Report) -> None:
     rc, recs = d.run_agent(inject=False, label="normal run")
     evs = deviations(d.new_events(), lsm)
     rep.check(rc == 0 and all_ok(recs), "normal run still completes under enforcement")
-    rep.check(not evs, "normal run: nothing denied",
-              brief(evs))  # fmt: skip
+    rep.check(not evs, "normal run: nothing denied", brief(evs))
     loot_before = len(d.world.loot)
     rc, recs = d.run_agent(inject=True, label="prompt-injected run")
     evs = d.new_events()
@@ -362,21 +380,25 @@ def walkthrough(d: Demo, rep: Report) -> None:
         rep.check(shell == "denied", "exec sh: EPERM (BPF LSM)", f"agent saw {shell}")
     else:
         killed = [e for e in find(evs, "exec", is_shell) if e["verdict"] == "killed"]
-        rep.check(shell == "killed" and bool(killed), "exec sh: killed by SIGKILL before its "
-                  "first instruction (tracepoint backend)", f"agent saw {shell}")  # fmt: skip
+        rep.check(
+            shell == "killed" and bool(killed),
+            "exec sh: killed by SIGKILL before its first instruction (tracepoint backend)",
+            f"agent saw {shell}",
+        )
     opened = outcome(recs, "read_file", ".aws/credentials")
     open_evs = find(evs, "open", lambda o: o == str(creds))
     if lsm:
         rep.check(
             opened == "denied" and any(e["verdict"] == "denied" for e in open_evs),
-            f"open {creds}: EPERM (BPF LSM)", f"agent saw {opened}",
-        )  # fmt: skip
+            f"open {creds}: EPERM (BPF LSM)",
+            f"agent saw {opened}",
+        )
     else:
         rep.check(
             any(e["verdict"] == "would-deny" and "noenforce" in e["flags"] for e in open_evs),
             f"open {creds}: reported, not denied (this kernel has no usable BPF LSM)",
             f"agent saw {opened}",
-        )  # fmt: skip
+        )
     d.ctl_show("events", "--agent", AGENT, "--limit", str(max(len(evs), 1)))
     d.ctl_show("agents")
 
@@ -401,16 +423,20 @@ def main(argv: list[str] | None = None) -> int:
     existed = run_root.exists()
     rep = Report()
     print(f"corral demo: corrald with state {work}/state, socket {d.sock}, pins {d.pins}")
-    print(f"fake LLM {world.url('llm')}, ticket API {world.url('api')}, "
-          f"attacker sink {world.url('attacker')} (outside the agent's cgroup)")  # fmt: skip
+    print(
+        f"fake LLM {world.url('llm')}, ticket API {world.url('api')}, "
+        f"attacker sink {world.url('attacker')} (outside the agent's cgroup)"
+    )
     try:
         d.start_daemon()
         walkthrough(d, rep)
     except (RuntimeError, OSError, subprocess.SubprocessError, KeyError, ValueError) as e:
         print(f"\ndemo: could not finish: {e}", file=sys.stderr)
         with contextlib.suppress(OSError):
-            print("last corrald log lines:\n" + "\n".join(d.log.read_text().splitlines()[-25:]),
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "last corrald log lines:\n" + "\n".join(d.log.read_text().splitlines()[-25:]),
+                file=sys.stderr,
+            )
         rep.failed.append(str(e))
         d.cleanup(run_root, existed)
         return 2 if rep.passed == 0 else 1
