@@ -220,7 +220,7 @@ class Demo:
                 arg = " ".join(arg) if isinstance(arg, list) else arg
                 print(f"  {rec['tool']:<12} {arg:<46} -> {rec['outcome']}: {rec['detail']}")
             else:
-                print(f"  answer: {rec['final'][:90]}")
+                print(f"  answer: {rec['final']}")
         if r.returncode != 0 or r.stderr.strip():
             print(textwrap.indent(r.stderr.rstrip() or f"exit code {r.returncode}", "  ! "))
         self.settle()
