@@ -38,6 +38,7 @@ help:
 	@echo "make install   install corral into $(PREFIX) and the systemd unit (root; DESTDIR, PREFIX ok)"
 	@echo "make uninstall detach corral's programs, remove what install put (config and state kept)"
 	@echo "make clean     remove build outputs (BPF objects, build/, egg-info); keeps dist/ and .venv"
+	@echo "make distclean clean, plus dist/ and .venv"
 
 deps:
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
