@@ -8,12 +8,24 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
 BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
-SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev
+# systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
+SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd
 # make bench: a C compiler and static libc for its helpers, perf for profiles
 BENCH_PKGS := gcc libc6-dev linux-perf
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
 
-.PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean bench
+.PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean distclean \
+	demo wheel install uninstall bench
+
+# `make install`: a virtualenv at PREFIX (the package and its Python dependencies, isolated from
+# the system Python), the systemd unit, the configuration (kept if present) and two symlinks.
+# DESTDIR stages everything under another root for packaging (scripts keep pointing at PREFIX).
+PREFIX ?= /opt/corral
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+BINDIR ?= /usr/local/bin
+DESTDIR ?=
+WHEEL = dist/corral-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)-py3-none-any.whl
 
 help:
 	@echo "make deps      install the system packages corral needs to build (Debian/Ubuntu, root)"
@@ -24,6 +36,12 @@ help:
 	@echo "make test-vm   VM suite only (Debian 6.1 and 6.12 kernels under QEMU)"
 	@echo "make vmlinux   regenerate bpf/vmlinux.h from this machine's BTF"
 	@echo "make bench     benchmarks (host + VM, ~25 min, root) -> docs/benchmarks.md; not part of make test"
+	@echo "make demo      the walkthrough, scripted: learn, alert, enforce an injected agent (root)"
+	@echo "make wheel     build $(WHEEL) (with the BPF objects inside)"
+	@echo "make install   install corral into $(PREFIX) and the systemd unit (root; DESTDIR, PREFIX ok)"
+	@echo "make uninstall detach corral's programs, remove what install put (config and state kept)"
+	@echo "make clean     remove build outputs (BPF objects, build/, egg-info); keeps dist/ and .venv"
+	@echo "make distclean clean, plus dist/ and .venv"
 
 deps:
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -62,12 +80,59 @@ run: deps venv bpf
 	$(abspath $(VENV))/bin/corrald --config config/corral.yaml
 
 lint: venv
-	$(PY) -m ruff check daemon bindings tests bench
+	$(PY) -m ruff check daemon bindings tests examples bench
+
+# The README walkthrough, scripted: its own corrald (temporary state, socket and pins), the
+# example agent learned, alerted on and enforced. Exits non-zero if a check fails.
+demo: deps venv bpf
+	$(PY) examples/demo.py
+
+wheel: $(WHEEL)
+
+$(WHEEL): $(BPF_OBJS) setup.py pyproject.toml $(shell find daemon bindings/bpfkit -name '*.py') $(BPF_OBJS)
+	@mkdir -p dist
+	$(PY) -m pip wheel -q --no-deps --wheel-dir dist .
+
+install: $(if $(NO_BUILD),,deps venv wheel)
+	@test -n "$(PREFIX)" -a "$(PREFIX)" != "/" || { echo "refusing PREFIX='$(PREFIX)'"; exit 1; }
+	$(PYTHON) -m venv --clear $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/python -m pip install -q $(WHEEL)
+	@# staged (DESTDIR): scripts and activate files must name PREFIX, where the venv will live
+	@if [ -n "$(DESTDIR)" ]; then \
+		grep -rlI '$(DESTDIR)$(PREFIX)' $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/pyvenv.cfg \
+			| xargs -r sed -i 's|$(DESTDIR)$(PREFIX)|$(PREFIX)|g'; \
+	fi
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/corral
+	sed -e 's|/opt/corral/|$(PREFIX)/|g' -e 's|/etc/corral/|$(SYSCONFDIR)/corral/|g' \
+		systemd/corrald.service > $(DESTDIR)$(UNITDIR)/corrald.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/corrald.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/corral/corral.yaml ]; then \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/corral/corral.yaml (the new default is config/corral.yaml)"; \
+	else install -m 0644 config/corral.yaml $(DESTDIR)$(SYSCONFDIR)/corral/corral.yaml; fi
+	ln -sfn $(PREFIX)/bin/corrald $(DESTDIR)$(BINDIR)/corrald
+	ln -sfn $(PREFIX)/bin/corralctl $(DESTDIR)$(BINDIR)/corralctl
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; start it with: systemctl enable --now corrald"
+
+# Detaches corral's programs first (a stopped corrald keeps enforcing through its pins), then
+# removes what install put. The configuration and the baselines (/var/lib/corral) are kept.
+uninstall:
+	@test -n "$(PREFIX)" -a "$(PREFIX)" != "/" || { echo "refusing PREFIX='$(PREFIX)'"; exit 1; }
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now corrald 2>/dev/null || true; fi
+	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/bin/corrald ]; then \
+		$(PREFIX)/bin/corrald $$( [ -e $(SYSCONFDIR)/corral/corral.yaml ] && echo --config $(SYSCONFDIR)/corral/corral.yaml ) cleanup || true; fi
+	rm -f $(DESTDIR)$(UNITDIR)/corrald.service
+	@for f in corrald corralctl; do \
+		if [ "$$(readlink $(DESTDIR)$(BINDIR)/$$f)" = "$(PREFIX)/bin/$$f" ]; then rm -f $(DESTDIR)$(BINDIR)/$$f; fi; done
+	rm -rf $(DESTDIR)$(PREFIX)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept $(SYSCONFDIR)/corral (configuration) and the state directory (baselines): remove them by hand if you want them gone"
 
 # Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
 # Tests marked `lsm` need a kernel that loads BPF LSM programs: they run in test-vm instead.
 test-host: deps venv bpf
-	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon -m "not lsm"
+	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon tests/ship -m "not lsm"
 
 # VM suite: the kernel suite on Debian 6.1 and 6.12 kernels with lsm=...,bpf (QEMU, no KVM needed).
 test-vm: deps vm-deps venv bpf
@@ -88,5 +153,11 @@ bench: deps vm-deps venv bpf
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Build outputs only. Not removed: bpf/vmlinux.h (committed), dist/ (wheels you built to ship),
+# .venv, and anything outside the tree (state, pins: `corrald cleanup` removes pins).
 clean:
-	rm -rf $(BPF_OUT)/*.o $(BPF_OUT)/corral.h build dist *.egg-info .pytest_cache
+	rm -rf $(BPF_OUT)/*.o $(BPF_OUT)/corral.h build *.egg-info .pytest_cache
+
+# clean, plus the wheels in dist/ and the virtualenv.
+distclean: clean
+	rm -rf dist $(VENV)

@@ -255,6 +255,8 @@ def test_learn_enforce_kill9_restart(daemon: Daemon, tmp_path: Path) -> None:
             assert ctl_json(daemon, "status")["kernel_state"]["adopted"] is True
             assert any(w["cgroup"] == str(cg) for w in after["workloads"]), "run cgroup adopted"
         finally:
+            # corralctl run is like `systemd-run --scope`: the agent outlives a killed corralctl
+            (cg / "cgroup.kill").write_text("1")
             sleeper.kill()
             sleeper.wait()
 
