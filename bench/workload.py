@@ -12,13 +12,17 @@ its children (wait4); corrald's CPU over the run is read from /proc.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +35,63 @@ LEARN_RUNS = 3
 STATES = ("none", "observe", "enforce")
 
 
-def default_command() -> list[str] | None:
-    script = env.REPO / "examples" / "agent.py"
-    return [sys.executable, str(script)] if script.exists() else None
+EXAMPLE = env.REPO / "examples" / "agent.py"
+RUNS_PER_SAMPLE = 5  # one agent run is short: a sample is this many runs back to back
+
+
+def default_command(port: int) -> list[str] | None:
+    """The example agent's normal run (ticket triage) against the fake LLM on `port`."""
+    if not EXAMPLE.exists():
+        return None
+    workspace = str(EXAMPLE.parent / "workspace")
+    return [
+        sys.executable,
+        str(EXAMPLE),
+        "--llm",
+        f"http://127.0.0.1:{port}",
+        "--workspace",
+        workspace,
+    ]
+
+
+@contextlib.contextmanager
+def world(port: int) -> Iterator[None]:
+    """`agent.py serve`: the fake LLM, ticket API and sink, outside any agent cgroup."""
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "serve", "-q", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def free_base_port() -> int:
+    """A port P with P, P+1 and P+2 free on loopback (LLM, API, sink)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base < 65000 and all(_free(base + i) for i in (1, 2)):
+            return base
+    raise RuntimeError("no three consecutive free loopback ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def run_plain(cg: Path, argv: list[str]) -> tuple[int, float, float]:
@@ -51,6 +109,15 @@ def run_plain(cg: Path, argv: list[str]) -> tuple[int, float, float]:
     return status, time.monotonic() - t0, cpu
 
 
+def repeat(run: Any, n: int) -> tuple[int, float, float]:
+    """n runs back to back: (worst status, total wall s, total cpu s)."""
+    worst, wall, cpu = 0, 0.0, 0.0
+    for _ in range(n):
+        status, w, c = run()
+        worst, wall, cpu = worst or status, wall + w, cpu + c
+    return worst, wall, cpu
+
+
 def _quiet_stdio() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
@@ -66,12 +133,22 @@ def run_fenced(d: Corrald, argv: list[str]) -> tuple[int, float, float]:
     return status, time.monotonic() - t0, cpu
 
 
-def measure(argv: list[str], rounds: int = 5, seed: int = 1) -> dict[str, Any]:
+def measure(rounds: int = 7, seed: int = 1) -> dict[str, Any]:
+    port = free_base_port()
+    argv = default_command(port)
+    if argv is None:
+        return {"skipped": "examples/agent.py is not in this tree"}
+    with world(port):
+        return _measure(argv, rounds, seed)
+
+
+def _measure(argv: list[str], rounds: int, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "machine": env.machine(),
         "load_start": env.load(),
-        "command": [Path(a).name if i == 0 else a for i, a in enumerate(argv)],
+        "command": ["python3", "examples/agent.py", "--llm", "http://127.0.0.1:<port>"],
         "rounds": rounds,
+        "runs_per_sample": RUNS_PER_SAMPLE,
         "samples": [],
     }
     work = Path(tempfile.mkdtemp(prefix="corral-bench-wl-"))
@@ -112,14 +189,14 @@ def _one(d: Corrald, plain: Path, argv: list[str], state: str, r: int) -> dict[s
     if state == "none":
         d.stop()
         d.cleanup_pins()
-        status, wall, cpu = run_plain(plain, argv)
+        status, wall, cpu = repeat(lambda: run_plain(plain, argv), RUNS_PER_SAMPLE)
         daemon_cpu, ours = 0.0, 0
     else:
         if d.proc is None:
             d.start()
         d.set_mode(AGENT, state)
         cpu0 = d.cpu_seconds()
-        status, wall, cpu = run_fenced(d, argv)
+        status, wall, cpu = repeat(lambda: run_fenced(d, argv), RUNS_PER_SAMPLE)
         daemon_cpu = d.cpu_seconds() - cpu0
         ours = len(d.api("GET", "/v1/status")["kernel_state"]["programs"])
     return {
@@ -157,16 +234,11 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("command", nargs="*", help="default: python examples/agent.py")
     a = ap.parse_args(argv)
     env.quiet()
-    cmd = a.command or default_command()
-    if not cmd:
-        print("examples/agent.py is not in this tree yet: nothing to run", file=sys.stderr)
-        return 3
-    res = measure(cmd, a.rounds)
+    res = measure(a.rounds)
     text = json.dumps(res, indent=1)
     if a.out:
         a.out.write_text(text)
