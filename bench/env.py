@@ -3,6 +3,7 @@ check for BPF programs of other corral instances that would contaminate a measur
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,26 @@ def quiet() -> None:
     from corral import logs
 
     logs.setup("warning", "console")
+
+
+def part_main(
+    argv: list[str] | None,
+    doc: str | None,
+    add_args: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+) -> int:
+    """The command line every part has (`python -m bench.<part>`): its options, --out FILE."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    add_args(ap)
+    ap.add_argument("--out", type=Path, help="write the JSON result here (default: stdout)")
+    a = ap.parse_args(argv)
+    quiet()
+    text = json.dumps(run(a), indent=1)
+    if a.out:
+        a.out.write_text(text)
+    else:
+        print(text)
+    return 0
 
 
 def log(msg: str) -> None:

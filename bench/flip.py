@@ -187,18 +187,10 @@ def measure(flips: int = 20) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--flips", type=int, default=20)
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args(argv)
-    env.quiet()
-    res = measure(a.flips)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        a.out.write_text(text)
-    else:
-        print(text)
-    return 0
+    def args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--flips", type=int, default=20)
+
+    return env.part_main(argv, __doc__, args, lambda a: measure(a.flips))
 
 
 if __name__ == "__main__":

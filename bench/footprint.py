@@ -143,19 +143,11 @@ def measure(agents: int = AGENTS, mode: str = "enforce", settle: float = 5.0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--agents", type=int, default=AGENTS)
-    ap.add_argument("--mode", default="enforce")
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args(argv)
-    env.quiet()
-    res = measure(a.agents, a.mode)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        a.out.write_text(text)
-    else:
-        print(text)
-    return 0
+    def args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--agents", type=int, default=AGENTS)
+        ap.add_argument("--mode", default="enforce")
+
+    return env.part_main(argv, __doc__, args, lambda a: measure(a.agents, a.mode))
 
 
 if __name__ == "__main__":

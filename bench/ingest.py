@@ -158,22 +158,18 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=STEP_SECONDS)
-    ap.add_argument("--start-rate", type=int, default=5000)
-    ap.add_argument("--max-rate", type=int, default=640_000)
-    ap.add_argument("--modes", default="observe,alert")
-    ap.add_argument("--log-events", action="store_true")
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args(argv)
-    env.quiet()
-    res = measure(tuple(a.modes.split(",")), a.start_rate, a.max_rate, a.seconds, a.log_events)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        a.out.write_text(text)
-    else:
-        print(text)
-    return 0
+    def args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--seconds", type=float, default=STEP_SECONDS)
+        ap.add_argument("--start-rate", type=int, default=5000)
+        ap.add_argument("--max-rate", type=int, default=640_000)
+        ap.add_argument("--modes", default="observe,alert")
+        ap.add_argument("--log-events", action="store_true")
+
+    def run(a: argparse.Namespace) -> dict[str, Any]:
+        modes = tuple(a.modes.split(","))
+        return measure(modes, a.start_rate, a.max_rate, a.seconds, a.log_events)
+
+    return env.part_main(argv, __doc__, args, run)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ starts with bench.syscalls.VM_MARKER.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.vm.run_vm import LSM_APPEND, find_kernel
+from tests.vm.run_vm import find_kernel, vng
 
 from . import env
 from .syscalls import VM_MARKER
@@ -36,22 +35,7 @@ def run_kernel(
     kernel = find_kernel(series)
     if kernel is None:
         return {"series": series, "error": f"no /boot/vmlinuz-{series}*: run `make vm-deps`"}
-    venv_bin = str(Path(python).parent)
-    cmd = [
-        f"{venv_bin}/vng",
-        "--disable-kvm",
-        "--memory",
-        "2G",
-        "--cpus",
-        str(cpus),
-        "--run",
-        kernel,
-        "--append",
-        LSM_APPEND,
-        "--",
-        guest_command(python, rounds, target_s),
-    ]
-    envp = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
+    cmd, envp = vng(python, kernel, guest_command(python, rounds, target_s), cpus)
     env.log(f"vm: booting {kernel} (TCG, {cpus} vCPU)")
     t0 = time.monotonic()
     load0 = env.load()

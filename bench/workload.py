@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -233,18 +232,10 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args(argv)
-    env.quiet()
-    res = measure(a.rounds)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        a.out.write_text(text)
-    else:
-        print(text)
-    return 0
+    def args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--rounds", type=int, default=7)
+
+    return env.part_main(argv, __doc__, args, lambda a: measure(a.rounds))
 
 
 if __name__ == "__main__":
