@@ -50,7 +50,12 @@ def run_part(part: str, quick: bool) -> dict[str, Any]:
     elif part == "ingest":
         from . import ingest
 
-        res = ingest.measure(seconds=2.0 if quick else ingest.STEP_SECONDS, profile=not quick)
+        secs = 2.0 if quick else ingest.STEP_SECONDS
+        res = ingest.measure(seconds=secs, profile=not quick)
+        # the default configuration also logs every event as a JSON line
+        res["with_event_log"] = ingest.measure(
+            modes=("alert",), seconds=secs, log_events=True, profile=False
+        )
     elif part == "footprint":
         from . import footprint
 

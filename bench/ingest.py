@@ -130,6 +130,7 @@ def measure(
         for mode in modes:
             rate = start_rate
             best = 0.0
+            refined = False
             while rate <= max_rate:
                 s = step(d, tools["loop"], mode, rate, seconds, tag)
                 out["steps"].append(s)
@@ -138,12 +139,15 @@ def measure(
                     f"received {s['received']}/{s['generated']} dropped {s['dropped']} "
                     f"cpu {s['cpu_fraction']:.2f}"
                 )
-                if not s["zero_drops"]:
+                if s["zero_drops"]:
+                    best = max(best, s["rate_generated"])
+                    if s["rate_generated"] < 0.9 * rate or refined:
+                        break  # the generator is the limit, or the limit is bracketed
+                    rate *= 2
+                elif refined or rate == start_rate:
                     break
-                best = max(best, s["rate_generated"])
-                if s["rate_generated"] < 0.9 * rate:
-                    break  # the generator itself is the limit
-                rate *= 2
+                else:
+                    rate, refined = rate * 3 // 4, True  # once: between the last two steps
             out.setdefault("max_zero_drop_rate", {})[mode] = best
             if profile:
                 # the consumer at (or just past) its limit: where does a event's time go?

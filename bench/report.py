@@ -457,6 +457,12 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
             f"- **{mode.upper()}**: highest sustained zero-drop rate {rate:,.0f} events/s; "
             f"corrald CPU {per1k:.2f} % of one core per 1,000 events/s at that rate."
         )
+    logged = ing.get("with_event_log", {}).get("max_zero_drop_rate", {})
+    if logged:
+        out.append(
+            f"- **ALERT with `events.log_events: true`** (the default: one JSON log line per "
+            f"event): {logged.get('alert', 0):,.0f} events/s with zero drops."
+        )
     for mode, p in ing.get("profile", {}).items():
         if "self" not in p:
             continue
