@@ -22,6 +22,8 @@ import yaml
 from corral.cli import Client
 from corral.kernel import remove_pins
 
+from .env import BUILD
+
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -176,6 +178,13 @@ def corrald(config: dict[str, Any] | None = None, keep: Path | None = None) -> I
     try:
         d.start()
         yield d
+    except BaseException:
+        keep_log = BUILD / "corrald-failed.log"
+        keep_log.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copy(work / "corrald.log", keep_log)
+            print(f"corrald's log kept in {keep_log}", file=sys.stderr)
+        raise
     finally:
         d.stop()
         d.cleanup_pins()

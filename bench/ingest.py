@@ -25,7 +25,12 @@ from .profile import pyspy_collect, pyspy_start
 
 DAEMON_CONFIG: dict[str, Any] = {
     # per agent per CPU per second: out of the way, so drops mean "ring buffer full"
-    "kernel": {"rate_limit": 100_000_000, "suppress_window": "60s"},
+    "kernel": {
+        "rate_limit": 100_000_000,
+        "suppress_window": "60s",
+        # one OBSERVE step learns up to ~1M paths; each step's agent is reset afterwards
+        "open_allow_entries": 1 << 21,
+    },
     "promotion": {"check_interval": "1s"},
 }
 STEP_SECONDS = 5.0
@@ -96,6 +101,9 @@ def step(
     }
     if spy is not None:
         out["profile"] = pyspy_collect(*spy)
+    if mode == "observe":
+        # forget what was learned: frees the kernel allow-list entries for the next step
+        d.api("DELETE", d.agent_path(agent, "baseline"))
     return out
 
 
