@@ -102,7 +102,9 @@ def plot_syscalls(results: dict[str, Any], path: Path) -> bool:
         ax.set_title(op, fontsize=10)
         ax.set_ylabel("overhead vs no corral, %")
     axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Syscall overhead: median of per-round ratios, bars = min-max", fontsize=10)
+    fig.suptitle(
+        "Syscall overhead (CPU time): median of per-round ratios, bars = min-max", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -158,7 +160,7 @@ def targets_section(results: dict[str, Any]) -> list[str]:
         for name, r in _envs(results):
             d = r["summary"][op]["enforce"]
             p = pct(d["ratio"])
-            verdict = "met" if p <= limit else f"**missed** by {p - limit:.1f} points"
+            verdict = _verdict(p, pct(d["ratio_min"]), pct(d["ratio_max"]), limit)
             rows.append(
                 (
                     f"{op} ≤ {limit:g} % in ENFORCE",
@@ -231,6 +233,28 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _verdict(median_pct: float, lo: float, hi: float, limit: float) -> str:
+    """met / missed by the median; inconclusive when the rounds' spread straddles the target
+    and is too wide (> 10 points) for the median to settle it."""
+    if lo <= limit < hi and hi - lo > 10:
+        return f"inconclusive: the rounds span {lo:+.0f} … {hi:+.0f} % (noise)"
+    if median_pct <= limit:
+        return "met"
+    return f"**missed** by {median_pct - limit:.1f} points"
+
+
+_WRAPPERS = (
+    "main (",
+    "RingBuffer.",
+    "Corral._consume_events",
+    "Corral._on_record",
+    "Corral._after_batch",
+    "Thread.",
+    "_worker (",
+    "_WorkItem.",
+)
+
+
 def _prog_ns(r: dict[str, Any], op: str) -> str:
     progs = r.get("bpf_prog_ns", {}).get(op, {})
     parts = [
@@ -255,13 +279,20 @@ def _why_syscall(op: str, name: str, r: dict[str, Any]) -> str:
             "exists on a kernel without BPF trampolines (no `lsm/`, `fentry/`, kprobes here)."
         )
     if lsm:
+        work = {
+            "open": "per open the program resolves the path (`bpf_d_path`), copies it into a "
+            "zero-padded key and hashes its 260 bytes",
+            "exec": "per exec both `bprm_check_security` and `file_open` (the binary is opened) "
+            "resolve and look up the path",
+            "connect": "per connect the program does two LPM lookups (the port, then port 0)",
+        }[op]
         return (
             f"{head} Under TCG every instruction is emulated, the BPF program's (JITed) "
             "instructions as much as the kernel's, but not at the same cost per instruction "
             "(memory accesses go through QEMU's soft MMU, which a fresh exec's empty TLB makes "
-            "dear): the ratio is indicative, not a native measurement. Program cost in the "
-            f"guest: {_prog_ns(r, op)}; per open the program resolves the path "
-            "(`bpf_d_path`), copies it into a zero-padded key and hashes 260 bytes."
+            "dear), and the host's load reaches the guest as bursts of slowness: the ratio is "
+            f"indicative, not a native measurement. Program cost in the guest: "
+            f"{_prog_ns(r, op)}; {work}."
         )
     return f"{head} Program cost: {_prog_ns(r, op)}."
 
@@ -277,10 +308,34 @@ def _why_ingest(ing: dict[str, Any]) -> str:
     for mode, p in prof.items():
         if "inclusive" not in p:
             continue
-        ours = [(f, v) for f, v in p["inclusive"] if "corral/" in f or "bpfkit/" in f]
-        top = ", ".join(f"`{f}` {v}%" for f, v in ours[:6])
-        lines.append(f"  {mode.upper()} at {p['rate']:,.0f}/s: {top}")
+        ours = [
+            (f, v)
+            for f, v in p["inclusive"]
+            if ("corral/" in f or "bpfkit/" in f) and not f.startswith(_WRAPPERS)
+        ]
+        top = ", ".join(f"`{f}` {v}%" for f, v in ours[:7])
+        lines.append(f"  {mode.upper()} at {p['rate']:,.0f}/s offered: {top}.")
+    caps = _capacity(ing)
+    if caps:
+        lines.append(
+            "  The zero-drop rates above were measured with corrald below one full core (see "
+            "its CPU column: the generator, other load and the daemon share 2 CPUs); its CPU "
+            "per event projects a single-core capacity of "
+            + ", ".join(f"~{v:,.0f}/s in {m.upper()}" for m, v in caps.items())
+            + ": still short of 300,000/s, by the per-event cost of CPython."
+        )
     return "\n".join(lines)
+
+
+def _capacity(ing: dict[str, Any]) -> dict[str, float]:
+    """Events/s one full core would sustain at the CPU cost per event measured at the best
+    zero-drop step of each mode (an extrapolation, labelled as one)."""
+    out = {}
+    for mode in ing.get("max_zero_drop_rate", {}):
+        ok = [s for s in ing["steps"] if s["mode"] == mode and s["zero_drops"]]
+        if ok and ok[-1]["cpu_pct_per_1k"] > 0:
+            out[mode] = 100 / ok[-1]["cpu_pct_per_1k"] * 1000
+    return out
 
 
 def _why_rss(fp: dict[str, Any]) -> str:
@@ -319,7 +374,12 @@ def syscall_section(results: dict[str, Any], plotted: bool) -> list[str]:
         "host entries on the same port, so the kernel does both of its lookups. Each round runs "
         "the three states in a fresh random order (corral is loaded and unloaded as needed) and "
         "the operations in random order within a state; overhead = per-round time / the same "
-        "round's *none* time, reported as the median over rounds with the min … max. Files live "
+        "round's *none* time, reported as the median over rounds with the min … max. The loop "
+        "reports wall time and CPU time (getrusage of itself and its reaped children: the "
+        "hooks run in the caller's context, so their cost is CPU time of the caller); the "
+        "targets are judged on CPU time, which the other work on this shared host disturbs "
+        "far less than wall time (inside the VM the two coincide: TCG hides the host's "
+        "contention from the guest's accounting). Files live "
         "on tmpfs. The kernel side is driven through `corral.kernel.Kernel`, the class corrald "
         "uses; no daemon runs (nothing reaches user space in these states).",
         "",
@@ -351,17 +411,27 @@ def syscall_section(results: dict[str, Any], plotted: bool) -> list[str]:
                 "",
             ]
         out += [
-            "| op | none | off | enforce | overhead off | overhead enforce |",
-            "|---|---|---|---|---|---|",
+            "CPU time per iteration (median) and overhead vs *none* from CPU time (median of "
+            "rounds, min … max); the last column is the same ratio from wall time.",
+            "",
+            "| op | none | off | enforce | overhead off | overhead enforce | enforce, wall |",
+            "|---|---|---|---|---|---|---|",
         ]
         for op in TARGETS:
             d = r["summary"][op]
+            cpu = "median_cpu_ns" if "median_cpu_ns" in d["none"] else "median_ns"
+            wall = (
+                f"{pct(d['enforce']['wall_ratio']):+.1f} % "
+                f"({_pm(d['enforce']['wall_ratio_min'], d['enforce']['wall_ratio_max'])})"
+                if "wall_ratio" in d["enforce"]
+                else "n/a"
+            )
             out.append(
-                f"| {op} | {fmt_ns(d['none']['median_ns'])} | {fmt_ns(d['off']['median_ns'])} | "
-                f"{fmt_ns(d['enforce']['median_ns'])} | {pct(d['off']['ratio']):+.1f} % "
+                f"| {op} | {fmt_ns(d['none'][cpu])} | {fmt_ns(d['off'][cpu])} | "
+                f"{fmt_ns(d['enforce'][cpu])} | {pct(d['off']['ratio']):+.1f} % "
                 f"({_pm(d['off']['ratio_min'], d['off']['ratio_max'])}) | "
                 f"{pct(d['enforce']['ratio']):+.1f} % "
-                f"({_pm(d['enforce']['ratio_min'], d['enforce']['ratio_max'])}) |"
+                f"({_pm(d['enforce']['ratio_min'], d['enforce']['ratio_max'])}) | {wall} |"
             )
         out += [
             "",
@@ -401,16 +471,20 @@ def workload_section(wl: dict[str, Any]) -> list[str]:
         "to reap; CPU = user+system of the agent and its children (wait4); corrald CPU from "
         f"/proc. Machine: {_machine(wl['machine'])}. Load (1 min) start → end: {_load(wl)}.",
         "",
+        f"Each sample is {wl.get('runs_per_sample', 1)} runs back to back; times are per sample.",
+        "",
         "| state | wall (median) | CPU (median) | wall vs none | CPU vs none | corrald CPU "
         "| failed runs |",
         "|---|---|---|---|---|---|---|",
     ]
     for state, d in wl["summary"].items():
+        wall = f"{pct(d['wall_ratio']):+.1f} % ({_pm(*d['wall_ratio_spread'])})"
+        cpu = f"{pct(d['cpu_ratio']):+.1f} % ({_pm(*d['cpu_ratio_spread'])})"
+        if state == "none":
+            wall = cpu = "—"
         out.append(
-            f"| {state} | {d['wall_s'] * 1000:.0f} ms | {d['cpu_s'] * 1000:.0f} ms | "
-            f"{pct(d['wall_ratio']):+.1f} % ({_pm(*d['wall_ratio_spread'])}) | "
-            f"{pct(d['cpu_ratio']):+.1f} % ({_pm(*d['cpu_ratio_spread'])}) | "
-            f"{d['daemon_cpu_s'] * 1000:.0f} ms | {d['failures']} |"
+            f"| {state} | {d['wall_s'] * 1000:.0f} ms | {d['cpu_s'] * 1000:.0f} ms | {wall} | "
+            f"{cpu} | {d['daemon_cpu_s'] * 1000:.0f} ms | {d['failures']} |"
         )
     out += [
         "",
@@ -456,6 +530,15 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
         out.append(
             f"- **{mode.upper()}**: highest sustained zero-drop rate {rate:,.0f} events/s; "
             f"corrald CPU {per1k:.2f} % of one core per 1,000 events/s at that rate."
+        )
+    caps = _capacity(ing)
+    if caps:
+        out.append(
+            "- Projected capacity of one full core at the measured CPU per event (an "
+            "extrapolation; drops above happened with corrald below 100 % CPU, i.e. while it "
+            "waited for a CPU on this shared 2-CPU host): "
+            + ", ".join(f"{m.upper()} ~{v:,.0f} events/s" for m, v in caps.items())
+            + "."
         )
     logged = ing.get("with_event_log", {}).get("max_zero_drop_rate", {})
     if logged:

@@ -130,11 +130,17 @@ class Corral:
 
 
 def run_loop(loop: Path, cg: Path, op: str, n: int, arg: str) -> float:
+    """Wall ns per iteration (see run_loop_both)."""
+    return run_loop_both(loop, cg, op, n, arg)[0]
+
+
+def run_loop_both(loop: Path, cg: Path, op: str, n: int, arg: str) -> tuple[float, float]:
+    """(wall ns, CPU ns) per iteration of the C loop in cgroup cg."""
     rows = env.run_json([str(loop), "-c", str(cg), op, str(n), arg])
     row = rows[-1]
     if row["failed"]:
         raise RuntimeError(f"{op}: {row['failed']} of {n} iterations failed in the C loop")
-    return float(row["ns_per_op"])
+    return float(row["ns_per_op"]), float(row["cpu_ns_per_op"])
 
 
 def op_arg(fx: Fixture, op: str) -> str:
@@ -258,13 +264,14 @@ def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
                     rng.shuffle(ops)
                     for op in ops:
                         waited = env.wait_alone(c.nprogs)
-                        ns = run_loop(tools["loop"], cg, op, iters[op], op_arg(fx, op))
+                        ns, cpu = run_loop_both(tools["loop"], cg, op, iters[op], op_arg(fx, op))
                         result["samples"].append(
                             {
                                 "round": r,
                                 "state": state,
                                 "op": op,
                                 "ns_per_op": ns,
+                                "cpu_ns_per_op": cpu,
                                 "load1": env.load()["load1"],
                                 "foreign_programs": env.foreign_corral_programs(c.nprogs),
                                 "waited_s": round(waited, 1),
@@ -284,29 +291,37 @@ def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per op and state: median ns, and the per-round ratio to `none` (median, min, max)."""
-    by: dict[tuple[str, str, int], float] = {
-        (s["op"], s["state"], s["round"]): s["ns_per_op"] for s in samples
-    }
+    """Per op and state: median ns, and the per-round ratio to `none` (median, min, max).
+    `ratio*` are from CPU time (what the hooks cost the caller, robust to other load on the
+    machine), `wall_ratio*` from wall time."""
     rounds = sorted({s["round"] for s in samples})
     out: dict[str, Any] = {}
     for op in OPS:
         out[op] = {}
         for state in STATES:
-            ns = [by[(op, state, r)] for r in rounds if (op, state, r) in by]
-            ratios = [
-                by[(op, state, r)] / by[(op, "none", r)]
-                for r in rounds
-                if (op, state, r) in by and (op, "none", r) in by
-            ]
-            lo, hi = spread(ratios)
-            out[op][state] = {
-                "median_ns": median(ns),
-                "ratio": median(ratios),
-                "ratio_min": lo,
-                "ratio_max": hi,
-                "rounds": len(ratios),
-            }
+            row: dict[str, Any] = {}
+            for metric, key, prefix in (
+                ("cpu_ns_per_op", "median_cpu_ns", ""),
+                ("ns_per_op", "median_ns", "wall_"),
+            ):
+                by = {(s["op"], s["state"], s["round"]): s[metric] for s in samples}
+                ns = [by[(op, state, r)] for r in rounds if (op, state, r) in by]
+                ratios = [
+                    by[(op, state, r)] / by[(op, "none", r)]
+                    for r in rounds
+                    if (op, state, r) in by and (op, "none", r) in by
+                ]
+                lo, hi = spread(ratios)
+                row.update(
+                    {
+                        key: median(ns),
+                        f"{prefix}ratio": median(ratios),
+                        f"{prefix}ratio_min": lo,
+                        f"{prefix}ratio_max": hi,
+                    }
+                )
+                row["rounds"] = len(ratios)
+            out[op][state] = row
     contaminated = sum(1 for s in samples if s["foreign_programs"])
     out["contaminated_samples"] = contaminated
     return out
