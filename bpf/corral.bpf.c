@@ -307,8 +307,20 @@ static __always_inline bool may_report(struct subject *s, struct corral_counters
 	return true;
 }
 
+/* Only for events: the allowed path never pays for the two reads. */
+static __always_inline void fill_ppid(struct subject *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	s->ppid = BPF_CORE_READ(task, real_parent, tgid);
+}
+
+/*
+ * has_task is a constant at every call site: false in cgroup sock_addr programs, which may not
+ * read the task (the call is compiled out there; ppid stays 0).
+ */
 static __always_inline struct corral_event *event_start(struct subject *s, struct corral_counters *c,
-							  __u8 verdict, __u64 now)
+							  __u8 verdict, __u64 now, bool has_task)
 {
 	struct corral_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	__u64 pid_tgid;
@@ -318,6 +330,8 @@ static __always_inline struct corral_event *event_start(struct subject *s, struc
 			c->dropped++;
 		return NULL;
 	}
+	if (has_task)
+		fill_ppid(s);
 	pid_tgid = bpf_get_current_pid_tgid();
 	e->ts_ns = now;
 	e->cgroup_id = s->cgid;
@@ -392,9 +406,9 @@ static __always_inline bool path_allowed(__u8 dim, struct corral_path_key *k)
 static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bool can_deny, bool kill)
 {
 	struct corral_counters *c = counters_of(s);
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct corral_event *e;
 	__u8 verdict;
+	__u64 now;
 
 	sc->pkey.prefixlen = PATH_KEY_BITS;
 	sc->pkey.list = list_of(s);
@@ -405,9 +419,10 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 		return CORRAL_VERDICT_ALLOWED;
 	}
 	verdict = novel_verdict(s, c, can_deny, kill);
+	now = bpf_ktime_get_boot_ns(); /* only what is reported needs the time */
 	if (!may_report(s, c, &seen_path, &sc->pkey, now))
 		return verdict;
-	e = event_start(s, c, verdict, now);
+	e = event_start(s, c, verdict, now, true);
 	if (!e)
 		return verdict;
 	bpf_probe_read_kernel(e->path, sizeof(e->path), sc->pkey.path);
@@ -463,13 +478,6 @@ static __always_inline void resolve_d_path(struct subject *s, struct scratch *sc
 	normalize_proc(sc);
 }
 
-static __always_inline void fill_ppid(struct subject *s)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
-	s->ppid = BPF_CORE_READ(task, real_parent, tgid);
-}
-
 /*
  * Not lsm.s/: sleepable programs may not use LPM tries on 6.1-6.12 ("Sleepable programs can only
  * use array, hash, ringbuf and local storage maps"). bpf_d_path stays allowed because the hooks are
@@ -488,7 +496,6 @@ int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 	sc = get_scratch();
 	if (!sc)
 		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
-	fill_ppid(&s);
 	resolve_d_path(&s, sc, (struct path *)&bprm->file->f_path);
 	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
 }
@@ -506,7 +513,6 @@ int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 	sc = get_scratch();
 	if (!sc)
 		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
-	fill_ppid(&s);
 	resolve_d_path(&s, sc, (struct path *)&file->f_path);
 	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
 }
@@ -561,7 +567,6 @@ int BPF_PROG(corral_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_
 			bpf_send_signal(SIGKILL);
 		return 0;
 	}
-	fill_ppid(&s);
 	read_str_path(&s, sc, BPF_CORE_READ(bprm, filename), false);
 	if (blocks(judge_path(&s, sc, true, true)))
 		bpf_send_signal(SIGKILL);
@@ -595,7 +600,6 @@ int BPF_PROG(corral_tp_open, struct pt_regs *regs, long id)
 	sc = get_scratch();
 	if (!sc)
 		return 0;
-	fill_ppid(&s);
 	if (id == NR_OPEN)
 		name = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
 	else
@@ -639,13 +643,14 @@ static __always_inline void unmap_v4(struct subject *s, struct corral_net_key *k
 }
 
 /* Judges sc->nkey (family, port, addr filled). */
-static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u8 proto)
+static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u8 proto,
+					bool has_task)
 {
 	struct corral_counters *c = counters_of(s);
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct corral_net_key *k = &sc->nkey;
 	struct corral_event *e;
 	__u8 verdict;
+	__u64 now;
 
 	unmap_v4(s, k);
 	k->prefixlen = NET_KEY_BITS;
@@ -657,9 +662,10 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 		return CORRAL_VERDICT_ALLOWED;
 	}
 	verdict = novel_verdict(s, c, true, false);
+	now = bpf_ktime_get_boot_ns();
 	if (!may_report(s, c, &seen_net, k, now))
 		return verdict;
-	e = event_start(s, c, verdict, now);
+	e = event_start(s, c, verdict, now, has_task);
 	if (!e)
 		return verdict;
 	e->family = k->family;
@@ -689,7 +695,6 @@ int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, 
 	sc = get_scratch();
 	if (!sc)
 		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
-	fill_ppid(&s);
 	proto = BPF_CORE_READ(sock, sk, sk_protocol);
 	__builtin_memset(&sc->nkey, 0, sizeof(sc->nkey));
 	sc->nkey.family = family;
@@ -699,7 +704,7 @@ int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, 
 		if (addrlen < (int)sizeof(struct sockaddr_in)) {
 			s.flags |= CORRAL_EF_UNRESOLVED;
 			s.err = -22;
-			return blocks(judge_net(&s, sc, proto)) ? -EPERM : 0;
+			return blocks(judge_net(&s, sc, proto, true)) ? -EPERM : 0;
 		}
 		sc->nkey.port = BPF_CORE_READ(in, sin_port);
 		bpf_probe_read_kernel(sc->nkey.addr, 4, &in->sin_addr);
@@ -709,12 +714,12 @@ int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, 
 		if (addrlen < (int)sizeof(struct sockaddr_in6)) {
 			s.flags |= CORRAL_EF_UNRESOLVED;
 			s.err = -22;
-			return blocks(judge_net(&s, sc, proto)) ? -EPERM : 0;
+			return blocks(judge_net(&s, sc, proto, true)) ? -EPERM : 0;
 		}
 		sc->nkey.port = BPF_CORE_READ(in6, sin6_port);
 		bpf_probe_read_kernel(sc->nkey.addr, 16, &in6->sin6_addr);
 	}
-	return blocks(judge_net(&s, sc, proto)) ? -EPERM : 0;
+	return blocks(judge_net(&s, sc, proto, true)) ? -EPERM : 0;
 }
 
 /* cgroup sock_addr: 1 = allow, 0 = EPERM to the caller. No task access here: ppid stays 0. */
@@ -732,7 +737,7 @@ static __always_inline int sock_addr4(struct bpf_sock_addr *ctx)
 	sc->nkey.family = AF_INET;
 	sc->nkey.port = (__u16)ctx->user_port;
 	*(__u32 *)sc->nkey.addr = ctx->user_ip4;
-	return blocks(judge_net(&s, sc, ctx->protocol)) ? 0 : 1;
+	return blocks(judge_net(&s, sc, ctx->protocol, false)) ? 0 : 1;
 }
 
 static __always_inline int sock_addr6(struct bpf_sock_addr *ctx)
@@ -755,7 +760,7 @@ static __always_inline int sock_addr6(struct bpf_sock_addr *ctx)
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
-	return blocks(judge_net(&s, sc, ctx->protocol)) ? 0 : 1;
+	return blocks(judge_net(&s, sc, ctx->protocol, false)) ? 0 : 1;
 }
 
 SEC("cgroup/connect4")
