@@ -65,6 +65,13 @@ def _envs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _short(name: str) -> str:
+    """'VM 6.12.117+deb12-amd64 (LSM, TCG)' -> 'VM 6.12\n(LSM, TCG)'."""
+    where, _, rest = name.partition(" ")
+    version, _, how = rest.partition(" ")
+    return f"{where} {'.'.join(version.split('.')[:2])}\n{how}"
+
+
 def plot_syscalls(results: dict[str, Any], path: Path) -> bool:
     envs = _envs(results)
     if not envs:
@@ -98,7 +105,7 @@ def plot_syscalls(results: dict[str, Any], path: Path) -> bool:
         ax.axhline(TARGETS[op], color="#d62728", ls="--", lw=1, label=f"target {TARGETS[op]:g} %")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(envs)))
-        ax.set_xticklabels([e[0].replace(" (", "\n(") for e in envs], fontsize=7)
+        ax.set_xticklabels([_short(e[0]) for e in envs], fontsize=7)
         ax.set_title(op, fontsize=10)
         ax.set_ylabel("overhead vs no corral, %")
     axes[0].legend(fontsize=7, loc="upper left")
@@ -123,7 +130,7 @@ def plot_ingest(ing: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax2 = ax.twinx()
     for mode, color in (("observe", "#3182bd"), ("alert", "#e6550d")):
-        rows = [s for s in steps if s["mode"] == mode]
+        rows = sorted((s for s in steps if s["mode"] == mode), key=lambda s: s["rate_generated"])
         if not rows:
             continue
         xs = [s["rate_generated"] for s in rows]
@@ -692,13 +699,19 @@ def _ours(results: dict[str, Any]) -> dict[str, str]:
         host = envs[0][1]
         progs = host.get("bpf_prog_ns", {})
         costs = [
-            f"{op}: "
-            + ", ".join(
-                f"{v['ns_per_run']:.0f} ns" for v in progs.get(op, {}).values() if v["runs"] > 50
+            f"`{name}` {v['ns_per_run']:,.0f} ns"
+            for op, name in (
+                ("open", "corral_tp_open"),
+                ("exec", "corral_tp_exec"),
+                ("connect", "corral_cg_connect4"),
             )
-            for op in TARGETS
+            if (v := progs.get(op, {}).get(name))
         ]
-        out["cost per traced syscall"] = "host, per program run: " + "; ".join(costs)
+        out["cost per traced syscall"] = (
+            "host (native), average per program run in ENFORCE (`corral_tp_open` runs for "
+            "every syscall on the machine and returns at once for all but opens): "
+            + ", ".join(costs)
+        )
     wl = results.get("workload", {})
     if "summary" in wl:
         e = wl["summary"]["enforce"]
@@ -714,10 +727,16 @@ def _ours(results: dict[str, Any]) -> dict[str, str]:
     fp = results.get("footprint", {})
     if fp.get("runs"):
         rss = max(r["rss_mib"] for r in fp["runs"])
-        out["memory at ~20 containers"] = (
-            f"{rss:.0f} MiB RSS at {fp['agents']} agents x 10k entries"
-        )
-        out["memory"] = out["memory at ~20 containers"]
+        idle = fp.get("idle_rss_mib")
+        text = f"{rss:.0f} MiB RSS at {fp['agents']} agents x 10k entries"
+        if idle:
+            per_agent = (rss - idle) / fp["agents"]
+            text += (
+                f"; idle {idle:.0f} MiB; ≈ {idle + 20 * per_agent:.0f} MiB at 20 agents x 10k "
+                "(interpolated)"
+            )
+        out["memory at ~20 containers"] = text
+        out["memory"] = text
     return out
 
 
