@@ -275,6 +275,19 @@ def _why_syscall(op: str, name: str, r: dict[str, Any]) -> str:
     enf = pct(r["summary"][op]["enforce"]["ratio"])
     lsm = r.get("backends", {}).get(op) == "lsm"
     head = f"- **{op}, {name}**: {enf:+.1f} % in ENFORCE, {off:+.1f} % already with the agent OFF."
+    nh = r["summary"][op].get("enforce-no-open-hook")
+    if not lsm and op != "open" and nh:
+        without = pct(nh["ratio"])
+        share = (
+            "Most of it is the fallback open hook (`tp_btf/sys_enter`), which every syscall of "
+            "the loop pays for"
+            if without < enf / 2
+            else "The fallback open hook (`tp_btf/sys_enter`) is not the main part here"
+        )
+        return (
+            f"{head} {share}: without it, ENFORCE costs {without:+.1f} % "
+            f"({_pm(nh['ratio_min'], nh['ratio_max'])}). Program cost: {_prog_ns(r, op)}."
+        )
     if not lsm and op == "open":
         return (
             f"{head} The fallback open hook is `tp_btf/sys_enter`: attaching any syscall "
@@ -325,13 +338,21 @@ def _why_ingest(ing: dict[str, Any]) -> str:
     caps = _capacity(ing)
     if caps:
         lines.append(
-            "  The zero-drop rates above were measured with corrald below one full core (see "
-            "its CPU column: the generator, other load and the daemon share 2 CPUs); its CPU "
-            "per event projects a single-core capacity of "
+            f"  {_drop_cpu(ing)} The CPU per event projects a single-core capacity of "
             + ", ".join(f"~{v:,.0f}/s in {m.upper()}" for m, v in caps.items())
-            + ": still short of 300,000/s, by the per-event cost of CPython."
+            + ": short of 300,000/s by the per-event cost of CPython."
         )
     return "\n".join(lines)
+
+
+def _drop_cpu(ing: dict[str, Any]) -> str:
+    lost = [s["cpu_fraction"] * 100 for s in ing.get("steps", []) if not s["zero_drops"]]
+    if not lost:
+        return ""
+    return (
+        f"The steps with drops ran corrald at {min(lost):.0f}-{max(lost):.0f} % of one core "
+        "(it shares the 2 CPUs with the generator and other work)."
+    )
 
 
 def _capacity(ing: dict[str, Any]) -> dict[str, float]:
@@ -440,6 +461,20 @@ def syscall_section(results: dict[str, Any], plotted: bool) -> list[str]:
                 f"{pct(d['enforce']['ratio']):+.1f} % "
                 f"({_pm(d['enforce']['ratio_min'], d['enforce']['ratio_max'])}) | {wall} |"
             )
+        nh = "enforce-no-open-hook"
+        if nh in r["summary"]["open"]:
+            out += [
+                "",
+                "Fallback only, **ENFORCE without the open hook** (`corral_tp_open` not "
+                "attached; it can only report opens on this backend, and attaching a syscall "
+                "tracepoint sends every syscall through the kernel's tracing slow path): "
+                + ", ".join(
+                    f"{op} {pct(r['summary'][op][nh]['ratio']):+.1f} % "
+                    f"({_pm(r['summary'][op][nh]['ratio_min'], r['summary'][op][nh]['ratio_max'])})"
+                    for op in ("exec", "connect")
+                )
+                + ". The difference to ENFORCE is what the open tracepoint costs every process.",
+            ]
         out += [
             "",
             "Per-program cost in ENFORCE (`kernel.bpf_stats_enabled=1`, a separate pass: the "
@@ -542,10 +577,9 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
     if caps:
         out.append(
             "- Projected capacity of one full core at the measured CPU per event (an "
-            "extrapolation; drops above happened with corrald below 100 % CPU, i.e. while it "
-            "waited for a CPU on this shared 2-CPU host): "
+            "extrapolation): "
             + ", ".join(f"{m.upper()} ~{v:,.0f} events/s" for m, v in caps.items())
-            + "."
+            + f". {_drop_cpu(ing)}"
         )
     logged = ing.get("with_event_log", {}).get("max_zero_drop_rate", {})
     if logged:

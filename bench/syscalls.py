@@ -83,8 +83,19 @@ def worst_case_lists(fx: Fixture, seen: dict[str, str]) -> dict[str, Any]:
     return {"exec": paths, "open": paths, "connect": net}
 
 
+# Fallback only: ENFORCE without the open tracepoint (tp_btf/sys_enter), which can only report
+# and, once attached, sends every syscall on the machine through the tracing slow path. What
+# exec and connect cost without it isolates that share.
+NO_OPEN_HOOK = "enforce-no-open-hook"
+
+
+class _KernelWithoutOpenHook(Kernel):
+    def program_names(self) -> set[str]:
+        return super().program_names() - {"corral_tp_open"}
+
+
 class Corral:
-    """corral's kernel side in one of the three states."""
+    """corral's kernel side in one of the states."""
 
     def __init__(self, backends: Backends, cg: Path) -> None:
         self.backends = backends
@@ -97,13 +108,17 @@ class Corral:
         if state == "none":
             self.unload()
             return
+        without_open = state == NO_OPEN_HOOK
+        if self.kern is not None and isinstance(self.kern, _KernelWithoutOpenHook) != without_open:
+            self.unload()
         if self.kern is None:
-            self.load()
+            self.load(without_open)
         self.modes("off" if state == "off" else "enforce")
 
-    def load(self) -> None:
+    def load(self, without_open_hook: bool = False) -> None:
         t0 = time.perf_counter()
-        k = Kernel(self.backends, suppress_ns=60 * 1_000_000_000)
+        cls = _KernelWithoutOpenHook if without_open_hook else Kernel
+        k = cls(self.backends, suppress_ns=60 * 1_000_000_000)
         k.register_cgroup(cgroup_id(self.cg), AGENT)
         if self.lists:
             k.allow_paths("exec", LISTS["exec"], self.lists["exec"])
@@ -255,8 +270,10 @@ def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
             result["iterations"] = iters
             env.log(f"syscalls: backends {backends.__dict__}, iterations {iters}")
             rng = random.Random(seed)
+            states = [*STATES, NO_OPEN_HOOK] if backends.open == "tracepoint" else list(STATES)
+            result["states"] = states
             for r in range(rounds):
-                order = list(STATES)
+                order = list(states)
                 rng.shuffle(order)
                 for state in order:
                     c.set(state)
@@ -286,11 +303,11 @@ def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
         finally:
             c.unload()
     result["load_end"] = env.load()
-    result["summary"] = summarize(result["samples"])
+    result["summary"] = summarize(result["samples"], result.get("states", STATES))
     return result
 
 
-def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(samples: list[dict[str, Any]], states: Any = STATES) -> dict[str, Any]:
     """Per op and state: median ns, and the per-round ratio to `none` (median, min, max).
     `ratio*` are from CPU time (what the hooks cost the caller, robust to other load on the
     machine), `wall_ratio*` from wall time."""
@@ -298,7 +315,7 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for op in OPS:
         out[op] = {}
-        for state in STATES:
+        for state in states:
             row: dict[str, Any] = {}
             for metric, key, prefix in (
                 ("cpu_ns_per_op", "median_cpu_ns", ""),
