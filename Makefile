@@ -8,7 +8,7 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
 BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
-SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev
+SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev curl
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
 
 .PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean
