@@ -9,7 +9,8 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
 BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
 # systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
-SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd
+# curl: the documented way to scrape /metrics over the admin socket (tested).
+SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
 
 .PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean distclean \

@@ -12,6 +12,8 @@ Routes (agent names contain "/": clients send the name percent-encoded as ONE pa
     POST   /v1/agents/{name}/accept            {} (everything) or {"entries": [{dimension, object}]}
     POST   /v1/agents/{name}/run               {"pid": N}: move pid (a child of the caller)
     GET    /v1/events?agent=NAME&limit=N&follow=1
+    GET    /v1/openapi.json                     this API's OpenAPI 3 document (openapi.yaml)
+    GET    /metrics                             Prometheus exposition (metrics.py)
 
 Every error is `{"error": {"status": n, "message": "..."}}`. Access is controlled by the
 socket's permissions (0600, or 0660 for a group); each request is logged with the caller's
@@ -31,12 +33,17 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from . import metrics as metrics_mod
 from .layout import DIMS, MODES
 from .service import BadRequest, Controller, ServiceError, validate_agent_name
 
@@ -63,6 +70,7 @@ class ApiStartError(RuntimeError):
 class _State:
     controller: Controller
     max_body: int
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -138,7 +146,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("request failed", method=request.method, path=request.rel_url.raw_path)
         response = _error(500, "internal error in corrald (see the daemon's log for details)")
     pid, uid, gid = peer if peer else (None, None, None)
-    log.info(
+    quiet = request.path == "/metrics" and response.status < 400  # every scrape, every 15s
+    (log.debug if quiet else log.info)(
         "request",
         method=request.method,
         path=request.rel_url.raw_path,
@@ -322,6 +331,22 @@ async def _events(request: web.Request) -> web.StreamResponse:
     return _json(_controller(request).recent_events(agent, limit or DEFAULT_LIMIT))
 
 
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3 document of this API (daemon/corral/openapi.yaml, package data)."""
+    text = resources.files("corral").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return metrics_mod.response(request.app[_STATE].metrics, request)
+
+
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -424,9 +449,18 @@ async def _stream_error(response: web.StreamResponse, status: int, message: str)
         await response.write(line)
 
 
-def make_app(controller: Controller, *, max_body: int = 64 * 1024) -> web.Application:
+def make_app(
+    controller: Controller,
+    *,
+    max_body: int = 64 * 1024,
+    metrics: CollectorRegistry | None = None,
+) -> web.Application:
+    """metrics: what GET /metrics exposes (corrald passes node.metrics.registry); None serves
+    an empty exposition."""
     app = web.Application(middlewares=[_middleware], client_max_size=max_body)
     app[_STATE] = _State(controller=controller, max_body=max_body)
+    if metrics is not None:
+        app[_STATE].metrics = metrics
     agent = "/v1/agents/{name}"
     app.router.add_get("/v1/status", _status, allow_head=False)
     app.router.add_get("/v1/agents", _list_agents, allow_head=False)
@@ -437,6 +471,8 @@ def make_app(controller: Controller, *, max_body: int = 64 * 1024) -> web.Applic
     app.router.add_post(f"{agent}/accept", _accept)
     app.router.add_post(f"{agent}/run", _run)
     app.router.add_get("/v1/events", _events, allow_head=False)
+    app.router.add_get("/v1/openapi.json", _openapi, allow_head=False)
+    app.router.add_get("/metrics", _metrics, allow_head=False)
     return app
 
 
@@ -522,6 +558,7 @@ async def start_api(
     *,
     group: str | None = None,
     max_body: int = 64 * 1024,
+    metrics: CollectorRegistry | None = None,
 ) -> ApiServer:
     path = Path(socket_path)
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
@@ -530,7 +567,7 @@ async def start_api(
         path.parent.mkdir(parents=True, mode=0o755)
         os.chmod(path.parent, 0o755)  # mkdir's mode is subject to the umask
     await _claim_path(path)
-    app = make_app(controller, max_body=max_body)
+    app = make_app(controller, max_body=max_body, metrics=metrics)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:

@@ -118,14 +118,26 @@ def cmd_cleanup(cfg: config_mod.Config) -> int:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
+    from . import metrics
     from .api import start_api
     from .node import Corral
 
     node = Corral(cfg)
     await node.start()
     api = await start_api(
-        node, cfg.socket, group=cfg.socket_group or None, max_body=cfg.max_request_bytes
+        node,
+        cfg.socket,
+        group=cfg.socket_group or None,
+        max_body=cfg.max_request_bytes,
+        metrics=node.metrics.registry,
     )
+    listen = config_mod.parse_listen(cfg.metrics.listen, "metrics.listen")
+    try:
+        tcp = await metrics.start_tcp(node.metrics.registry, *listen) if listen else None
+    except metrics.MetricsStartError:
+        await api.close()
+        await node.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -134,6 +146,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
     log.info("admin API listening", socket=cfg.socket)
     await stop.wait()
     log.info("stopping")
+    if tcp is not None:
+        await tcp.close()
     await api.close()
     await node.stop()
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, events, identity
+from . import __version__, events, identity, metrics
 from .agents import Agent, Registry, promotion_due
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
@@ -81,6 +81,7 @@ class Corral:
         self._stopping = asyncio.Event()
         self._boot_offset = events.boot_offset_ns()
         self._run_seq = 0
+        self.metrics = metrics.NodeMetrics(self.metrics_sample)
 
     # ---- start / stop -----------------------------------------------------------------------
 
@@ -295,7 +296,9 @@ class Corral:
                 token_file=kc.token_file,
                 ca_file=kc.ca_file,
                 insecure_skip_tls_verify=kc.insecure_skip_tls_verify,
-                timeout=kc.timeout,
+                connect_timeout=kc.timeout,
+                read_timeout=kc.timeout,
+                on_request=self.metrics.kubelet_polled,
             )
             selector = identity.PodSelector.from_config(
                 {
@@ -600,6 +603,37 @@ class Corral:
                 "programs": sorted(self.kernel.programs),
             },
         }
+
+    def ai_agents_found(self) -> int:
+        """Agents the AI-BOM recognises as AI agents (corral_ai_agents). 0 until the AI-BOM
+        is wired in here."""
+        return 0
+
+    def metrics_sample(self) -> metrics.Sample:
+        """What /metrics reports, read now: the kernel's per-CPU counters are summed here, at
+        scrape time, never on the event path."""
+        assert self.kernel is not None and self.probe is not None
+        agents = [
+            metrics.AgentSample(
+                name=a.name,
+                modes=dict(a.modes),
+                baseline=self.baselines[a.name].summary()["counts"],
+                counters=self.kernel.counters(a.id),
+                deviations=len(a.deviations),
+            )
+            for a in sorted(self.registry.agents.values(), key=lambda a: a.name)
+        ]
+        health = getattr(self.source, "health", None)
+        return metrics.Sample(
+            agents=agents,
+            events_consumed=self.events_total,
+            events_lost=self.events_lost_in_daemon,
+            cgroups=len(self.bindings),
+            ai_agents=self.ai_agents_found(),
+            kubelet_last_success=health.last_success if health is not None else None,
+            capabilities=self.probe.capabilities,
+            kernel=self.probe.kernel,
+        )
 
     def _effective(self, dim: str, mode: str) -> str:
         """What the mode does on this node's backend (enforce on an observe-only backend)."""
