@@ -61,7 +61,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # generous: the VM suite runs under TCG emulation
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"corrald exited: {self.logs()[-3000:]}")
