@@ -96,6 +96,14 @@ class EventsConfig:
 
 
 @dataclass
+class AibomConfig:
+    rule_files: list[str] = field(default_factory=list)
+    read_proc: bool = True
+    resolve_hosts: bool = True
+    dns_refresh: float = 300.0
+
+
+@dataclass
 class Config:
     node_name: str = ""
     state_dir: str = "/var/lib/corral"
@@ -112,6 +120,7 @@ class Config:
     learning: LearningConfig = field(default_factory=LearningConfig)
     kernel: KernelConfig = field(default_factory=KernelConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    aibom: AibomConfig = field(default_factory=AibomConfig)
 
     @property
     def node(self) -> str:
@@ -139,6 +148,7 @@ _DURATION_FIELDS = {
     "check_interval",
     "save_interval",
     "suppress_window",
+    "dns_refresh",
 }
 _CHOICES = {
     "identity.source": ("auto", "kubernetes", "local"),

@@ -21,10 +21,12 @@ from typing import Any
 
 import structlog
 
-from . import __version__, events, identity
+from . import __version__, cyclonedx, events, identity
 from .agents import Agent, Registry, promotion_due
+from .aibom import load_rules
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
+from .inventory import AibomTracker
 from .kernel import AgentConfig, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
 from .probe import ProbeResult, run_probe
@@ -81,6 +83,18 @@ class Corral:
         self._stopping = asyncio.Event()
         self._boot_offset = events.boot_offset_ns()
         self._run_seq = 0
+        ac = cfg.aibom
+        self.aibom_tracker = AibomTracker(
+            load_rules(ac.rule_files),
+            self.state_dir,
+            cfg.node,
+            baselines=lambda: self.baselines,
+            cgroups_of=self._cgroups_of,
+            read_proc=ac.read_proc,
+            resolve_hosts=ac.resolve_hosts,
+            dns_refresh=ac.dns_refresh,
+            save_interval=cfg.learning.save_interval,
+        )
 
     # ---- start / stop -----------------------------------------------------------------------
 
@@ -111,6 +125,7 @@ class Corral:
         self.kernel.activate()
         self._adopt_run_cgroups()
         self.source = self._make_source()
+        await self.aibom_tracker.start()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="events"),
             asyncio.create_task(self._identity_loop(), name="identity"),
@@ -148,6 +163,7 @@ class Corral:
         for q in list(self.subscribers):
             q.put_nowait(None)
         await self._save_all()
+        await self.aibom_tracker.stop()
         if isinstance(self.source, identity.KubernetesSource):
             await self.source.close()
         if self.kernel is not None:
@@ -247,6 +263,9 @@ class Corral:
             inherit=b.inherit,
             source=b.source,
         )
+
+    def _cgroups_of(self, agent: str) -> list[str]:
+        return [b.path for b in self.bindings.values() if b.agent == agent and b.path]
 
     def _unbind(self, cgid: int) -> None:
         assert self.kernel is not None
@@ -409,6 +428,10 @@ class Corral:
             agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9)
             self.registry.dirty = True
         self._publish(self._record(agent, ev))
+        try:
+            self.aibom_tracker.on_event(agent.name, ev)
+        except Exception as e:  # the inventory must never disturb learning or enforcement
+            log.error("AI-BOM update failed", agent=agent.name, error=str(e))
 
     def _learn(self, agent: Agent, ev: events.Event) -> None:
         """Adds a novel object to the baseline and, at once, its exact form to the kernel list
@@ -738,6 +761,28 @@ class Corral:
                     yield rec
         finally:
             self.subscribers.discard(q)
+
+    async def aibom(self, name: str | None, fmt: str = "json") -> dict[str, Any]:
+        """The AI-BOM of one agent or (name None) of the node, as corral's JSON or CycloneDX."""
+        if fmt not in ("json", "cyclonedx"):
+            raise BadRequest(f"format must be json or cyclonedx; got {fmt!r}")
+        if name is not None:
+            self._agent(name)
+        self.aibom_tracker.sync_baselines()  # entries accepted or imported a moment ago
+        t = self.aibom_tracker
+        view = t.agent_view(name) if name is not None else t.node_view()
+        if fmt == "json":
+            return view
+        render = cyclonedx.agent_bom if name is not None else cyclonedx.node_bom
+        return await asyncio.to_thread(render, view)
+
+    def ai_agents(self) -> int:
+        """How many agents the AI-BOM recognises as AI agents (for metrics)."""
+        return self.aibom_tracker.ai_agents()
+
+    def reload_aibom_rules(self) -> None:
+        """SIGHUP: re-read the rule files; a bad file keeps the running rules."""
+        self.aibom_tracker.reload(load_rules(self.cfg.aibom.rule_files))
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         validate_agent_name(name)

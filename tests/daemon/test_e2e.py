@@ -31,6 +31,7 @@ class Daemon:
     sock: Path
     pins: Path
     proc: subprocess.Popen[str] | None = None
+    extra_config: str = ""  # YAML appended to the test configuration
 
     def start(self) -> None:
         cfg = self.state.parent / "corral.yaml"
@@ -41,6 +42,7 @@ class Daemon:
             kernel: {suppress_window: 1s}
             log_format: json
         """)
+            + self.extra_config
         )
         self.log = open(self.state.parent / "corrald.log", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
