@@ -55,6 +55,7 @@ DNS_TIMEOUT = 10.0
 ADDRESSES_MAX = 20000
 CMDLINE_RETRY_DELAY = 0.05
 DENIED = frozenset({"denied", "killed"})
+HINT_SOURCE = "dist-info directory name"
 
 
 # ---- records ------------------------------------------------------------------------------------
@@ -146,6 +147,17 @@ class HostNames:
         return sorted(self.by_address.get(address, {}))
 
 
+@dataclass(frozen=True)
+class Sight:
+    """One sighting of an object: when, how (event | baseline | installed), whether the kernel
+    denied it, and for baseline entries when it was first seen."""
+
+    when: float
+    via: str
+    denied: bool = False
+    first: float | None = None
+
+
 # ---- jobs for the worker ------------------------------------------------------------------------
 
 
@@ -164,16 +176,14 @@ class _CmdlineJob:
     agent: str
     pid: int
     exe: str
-    when: float
-    denied: bool
+    seen: Sight
 
 
 @dataclass(frozen=True)
 class _ListJob:
     agent: str
     prefix: str  # a baseline prefix entry that is a packages dir (or a namespace/scope in one)
-    when: float
-    first: float
+    seen: Sight
 
 
 _Job = _VersionJob | _CmdlineJob | _ListJob
@@ -258,6 +268,7 @@ class AibomTracker:
     def reload(self, rules: Rules) -> None:
         """New rules apply to new events and to every baseline, re-derived now."""
         self.rules = rules
+        log.info("AI-BOM rules reloaded", rules=list(rules.files))
         self._derived.clear()
         self._listed.clear()
         self.sync_baselines()
@@ -266,18 +277,16 @@ class AibomTracker:
 
     def on_event(self, agent: str, ev: Event) -> None:
         """Cheap classification in the loop; /proc work is queued."""
-        when = ev.ts_ns / 1e9
-        denied = ev.verdict in DENIED
+        seen = Sight(ev.ts_ns / 1e9, "event", denied=ev.verdict in DENIED)
         if ev.dimension == "open" and ev.path:
             pid = None if "relative" in ev.flags else ev.pid
-            self._path(agent, ev.path, when, "event", denied=denied, pid=pid)
+            self._path(agent, ev.path, seen, pid)
         elif ev.dimension == "exec" and ev.path:
-            self._exec(agent, ev.path, None, when, "event", denied=denied)
+            self._exec(agent, ev.path, None, seen)
             if self.read_proc and self.rules.is_launcher(ev.path):
-                self._submit(_CmdlineJob(agent, ev.pid, ev.path, when, denied))
+                self._submit(_CmdlineJob(agent, ev.pid, ev.path, seen))
         elif ev.dimension == "connect" and ev.address is not None and ev.port is not None:
-            net = normalise_network(ev.address)
-            self._endpoint(agent, net, ev.port, when, "event", denied=denied)
+            self._endpoint(agent, normalise_network(ev.address), ev.port, seen)
 
     def _inv(self, agent: str) -> Inventory:
         inv = self.inventories.get(agent)
@@ -285,103 +294,79 @@ class AibomTracker:
             inv = self.inventories[agent] = Inventory(agent)
         return inv
 
-    def _changed(self, agent: str, changed: bool) -> None:
-        if changed:
+    def _upsert(
+        self, agent: str, kind: str, key: str, fields: Callable[[], dict[str, Any]], seen: Sight
+    ) -> dict[str, Any] | None:
+        """The record under key (made from fields() if new), its evidence updated; None when
+        the table is full."""
+        inv = self._inv(agent)
+        if not inv.slot(kind, key):
+            return None
+        table: dict[str, dict[str, Any]] = getattr(inv, kind)
+        rec = table.get(key)
+        new = rec is None
+        if rec is None:
+            rec = table[key] = {**fields(), **_seen(seen.when, seen.via)}
+        if _touch(rec, seen.when, seen.via, first=seen.first, denied=seen.denied) or new:
             self._dirty.add(agent)
+        return rec
 
-    def _path(
-        self,
-        agent: str,
-        path: str,
-        when: float,
-        via: str,
-        *,
-        denied: bool = False,
-        pid: int | None = None,
-        first: float | None = None,
-    ) -> None:
+    def _path(self, agent: str, path: str, seen: Sight, pid: int | None = None) -> None:
         if not self.rules.maybe_interesting(path):
             return
         hit = self.rules.classify_package(path)
         if hit is not None:
-            self._package(agent, hit, path, when, via, denied=denied, pid=pid, first=first)
+            self._package(agent, hit, path, seen, pid)
             return
-        model = self.rules.classify_model(path)
-        if model is None:
-            return
-        inv = self._inv(agent)
-        if not inv.slot("models", path):
-            return
-        rec = inv.models.get(path)
-        new = rec is None
-        if rec is None:
-            rec = inv.models[path] = {
-                "path": path,
-                "format": model.format,
-                "name": model.name,
-                "revision": model.revision,
-                **_seen(when, via),
-            }
-        self._changed(agent, _touch(rec, when, via, first=first, denied=denied) or new)
+        m = self.rules.classify_model(path)
+        if m is not None:
+            fields = {"path": path, "format": m.format, "name": m.name, "revision": m.revision}
+            self._upsert(agent, "models", path, fields.copy, seen)
 
     def _package(
-        self,
-        agent: str,
-        hit: PackageHit,
-        path: str,
-        when: float,
-        via: str,
-        *,
-        denied: bool,
-        pid: int | None,
-        first: float | None,
+        self, agent: str, hit: PackageHit, path: str, seen: Sight, pid: int | None
     ) -> None:
         inv = self._inv(agent)
         if not hit.module:  # a <dist>-<version>.dist-info path: a version hint only
-            key = f"{hit.packages_dir}\0{canonical(hit.dist)}"
-            if (
-                hit.version_hint
-                and inv.hints.get(key) != hit.version_hint
-                and inv.slot("hints", key)
-            ):
-                inv.hints[key] = hit.version_hint
-                self._apply_hints(inv)
-                self._dirty.add(agent)
+            self._hint(agent, inv, f"{hit.packages_dir}\0{canonical(hit.dist)}", hit.version_hint)
             return
         key = f"{hit.ecosystem}\0{hit.packages_dir}\0{hit.module}"
-        if not inv.slot("packages", key):
-            return
-        rec = inv.packages.get(key)
-        new = rec is None
-        if rec is None:
-            name = (
-                canonical(hit.module.replace("/", "-")) if hit.ecosystem == "pypi" else hit.module
-            )
-            rec = inv.packages[key] = {
+        pypi = hit.ecosystem == "pypi"
+        name = canonical(hit.module.replace("/", "-")) if pypi else hit.module
+
+        def fields() -> dict[str, Any]:
+            return {
                 "ecosystem": hit.ecosystem,
                 "packages_dir": hit.packages_dir,
                 "module": hit.module,
                 "framework": hit.framework,
                 "category": hit.category,
                 "name": name,
-                "version": None,
+                "version": inv.hints.get(f"{hit.packages_dir}\0{name}") if pypi else None,
                 "version_source": None,
                 "paths": [],
-                **_seen(when, via),
             }
-            self._apply_hints(inv)
+
+        rec = self._upsert(agent, "packages", key, fields, seen)
+        if rec is None:
+            return
+        if rec["version"] is not None and rec["version_source"] is None:
+            rec["version_source"] = HINT_SOURCE
         if len(rec["paths"]) < SAMPLE_PATHS and path not in rec["paths"]:
             rec["paths"].append(path)
-        self._changed(agent, _touch(rec, when, via, first=first, denied=denied) or new)
         if rec["version"] is None:
             self._want_version(agent, key, rec, pid, EVENT_RETRY_SECONDS)
 
-    def _apply_hints(self, inv: Inventory) -> None:
+    def _hint(self, agent: str, inv: Inventory, key: str, version: str | None) -> None:
+        """A version named by a dist-info directory: for packages whose METADATA is unread."""
+        if not version or inv.hints.get(key) == version or not inv.slot("hints", key):
+            return
+        inv.hints[key] = version
+        self._dirty.add(agent)
         for rec in inv.packages.values():
-            if rec["version"] is None and rec["ecosystem"] == "pypi":
-                v = inv.hints.get(f"{rec['packages_dir']}\0{canonical(rec['name'])}")
-                if v:
-                    rec["version"], rec["version_source"] = v, "dist-info directory name"
+            mine = f"{rec['packages_dir']}\0{canonical(rec['name'])}" == key
+            if mine and rec["version"] is None and rec["ecosystem"] == "pypi":
+                rec["version"], rec["version_source"] = version, HINT_SOURCE
 
     def _want_version(
         self, agent: str, key: str, rec: dict[str, Any], pid: int | None, every: float
@@ -395,71 +380,41 @@ class AibomTracker:
         if self._submit(job):
             self._pending.add(k)
 
-    def _exec(
-        self,
-        agent: str,
-        exe: str,
-        argv: list[str] | None,
-        when: float,
-        via: str,
-        *,
-        denied: bool = False,
-        first: float | None = None,
-    ) -> None:
-        inv = self._inv(agent)
+    def _exec(self, agent: str, exe: str, argv: list[str] | None, seen: Sight) -> None:
         for hit in self.rules.classify_exec(exe, argv):
             if argv is not None and hit.category != "mcp-server":
                 continue  # the exe-only hits were recorded when the event came
-            key = f"{hit.category}\0{hit.name}\0{hit.exe}"
-            if not inv.slot("processes", key):
-                continue
-            rec = inv.processes.get(key)
-            new = rec is None
-            if rec is None:
-                rec = inv.processes[key] = {
-                    "category": hit.category,
-                    "name": hit.name,
-                    "exe": hit.exe,
-                    "rule": hit.rule,
-                    "version": hit.version,
-                    "command": list(hit.command),
-                    "launcher": hit.launcher,
-                    **_seen(when, via),
-                }
-            self._changed(agent, _touch(rec, when, via, first=first, denied=denied) or new)
-
-    def _endpoint(
-        self,
-        agent: str,
-        net: Any,
-        port: int,
-        when: float,
-        via: str,
-        *,
-        denied: bool = False,
-        first: float | None = None,
-    ) -> None:
-        inv = self._inv(agent)
-        key = format_net(net, port)
-        if not inv.slot("endpoints", key):
-            return
-        rec = inv.endpoints.get(key)
-        new = rec is None
-        host = net.prefixlen == net.max_prefixlen
-        if rec is None:
-            rec = inv.endpoints[key] = {
-                "object": key,
-                "address": str(net.network_address) if host else str(net),
-                "network": not host,
-                "port": port,
-                "hostnames": [],
-                **_seen(when, via),
+            fields = {
+                "category": hit.category,
+                "name": hit.name,
+                "exe": hit.exe,
+                "rule": hit.rule,
+                "version": hit.version,
+                "command": list(hit.command),
+                "launcher": hit.launcher,
             }
-        names = self.names.of(rec["address"]) if host else []
-        grew = bool(set(names) - set(rec["hostnames"]))
-        if grew:
+            key = f"{hit.category}\0{hit.name}\0{hit.exe}"
+            self._upsert(agent, "processes", key, fields.copy, seen)
+
+    def _endpoint(self, agent: str, net: Any, port: int, seen: Sight) -> None:
+        host = net.prefixlen == net.max_prefixlen
+        key = format_net(net, port)
+        fields = {
+            "object": key,
+            "address": str(net.network_address) if host else str(net),
+            "network": not host,
+            "port": port,
+            "hostnames": [],
+        }
+        rec = self._upsert(agent, "endpoints", key, fields.copy, seen)
+        if rec is not None and host:
+            self._add_names(agent, rec)
+
+    def _add_names(self, agent: str, rec: dict[str, Any]) -> None:
+        names = self.names.of(rec["address"])
+        if set(names) - set(rec["hostnames"]):
             rec["hostnames"] = sorted({*rec["hostnames"], *names})
-        self._changed(agent, _touch(rec, when, via, first=first, denied=denied) or new or grew)
+            self._dirty.add(agent)
 
     # ---- baselines ---------------------------------------------------------------------------
 
@@ -474,17 +429,18 @@ class AibomTracker:
     def _derive(self, agent: str, b: Baseline) -> None:
         self._inv(agent)
         for path, prefix, e in b.path_entries("open"):
+            seen = Sight(e.last_seen, "baseline", first=e.first_seen)
             if prefix:
-                self._prefix(agent, path, e.last_seen, e.first_seen)
+                self._prefix(agent, path, seen)
             else:
-                self._path(agent, path, e.last_seen, "baseline", first=e.first_seen)
+                self._path(agent, path, seen)
         for path, prefix, e in b.path_entries("exec"):
             if not prefix:
-                self._exec(agent, path, None, e.last_seen, "baseline", first=e.first_seen)
+                self._exec(agent, path, None, Sight(e.last_seen, "baseline", first=e.first_seen))
         for net, port, e in b.net_entries():
-            self._endpoint(agent, net, port, e.last_seen, "baseline", first=e.first_seen)
+            self._endpoint(agent, net, port, Sight(e.last_seen, "baseline", first=e.first_seen))
 
-    def _prefix(self, agent: str, prefix: str, when: float, first: float) -> None:
+    def _prefix(self, agent: str, prefix: str, seen: Sight) -> None:
         """A collapsed directory rule: inside a package it still names it; a packages dir (or
         a namespace/scope in one) is listed from a live process of the agent."""
         loc = split_package_path(prefix)
@@ -492,14 +448,14 @@ class AibomTracker:
             return
         hit = self.rules.classify_package(prefix)
         if hit is not None and hit.module:
-            self._package(agent, hit, prefix, when, "baseline", denied=False, pid=None, first=first)
+            self._package(agent, hit, prefix, seen, None)
             return
         _, _, rest = loc
         if len(rest) <= 1 and self.read_proc and prefix.startswith("/"):
             k = (agent, prefix)
             if time.monotonic() - self._listed.get(k, -1e9) >= RETRY_SECONDS:
                 self._listed[k] = time.monotonic()
-                self._submit(_ListJob(agent, prefix, when, first))
+                self._submit(_ListJob(agent, prefix, seen))
 
     # ---- the worker --------------------------------------------------------------------------
 
@@ -573,7 +529,7 @@ class AibomTracker:
         if argv is None:
             return
         self.stats["cmdlines_read"] += 1
-        self._exec(job.agent, job.exe, argv, job.when, "event", denied=job.denied)
+        self._exec(job.agent, job.exe, argv, job.seen)
 
     async def _run_list(self, job: _ListJob) -> None:
         spaces = {p[0] for r in self.rules.packages for p in r.python if len(p) > 1}
@@ -592,20 +548,12 @@ class AibomTracker:
         if names is None:
             return  # no live process: tried again after RETRY_SECONDS
         base = job.prefix.rstrip("/")
+        installed = Sight(job.seen.when, "installed", first=job.seen.first)
         for name in names:
             path = f"{base}/{name}/"
             hit = self.rules.classify_package(path)
             if hit is not None and hit.module:
-                self._package(
-                    job.agent,
-                    hit,
-                    path,
-                    job.when,
-                    "installed",
-                    denied=False,
-                    pid=None,
-                    first=job.first,
-                )
+                self._package(job.agent, hit, path, installed, None)
 
     # ---- periodic work -----------------------------------------------------------------------
 
@@ -656,10 +604,8 @@ class AibomTracker:
     def _name_endpoints(self) -> None:
         for agent, inv in self.inventories.items():
             for rec in inv.endpoints.values():
-                names = self.names.of(rec["address"]) if not rec["network"] else []
-                if set(names) - set(rec["hostnames"]):
-                    rec["hostnames"] = sorted({*rec["hostnames"], *names})
-                    self._dirty.add(agent)
+                if not rec["network"]:
+                    self._add_names(agent, rec)
 
     # ---- persistence -------------------------------------------------------------------------
 
@@ -752,16 +698,13 @@ class AibomTracker:
         )
         net = normalise_network(r["address"])
         rule = self.rules.classify_endpoint(net, r["port"], names)
-        return {
-            "object": r["object"],
-            "address": r["address"],
-            "port": r["port"],
-            "network": r["network"],
-            "hostnames": names,
-            "kind": rule.kind if rule else "other",
-            "rule": rule.name if rule else None,
-            **_evidence(r),
-        }
+        return _view(
+            r,
+            ("object", "address", "port", "network"),
+            hostnames=names,
+            kind=rule.kind if rule else "other",
+            rule=rule.name if rule else None,
+        )
 
     def agents(self) -> list[str]:
         return sorted(set(self.baselines()) | set(self.inventories))
@@ -788,52 +731,32 @@ class AibomTracker:
         )
 
 
-def _evidence(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "first_seen": r["first_seen"],
-        "last_seen": r["last_seen"],
-        "events": r["events"],
-        "evidence": list(r["via"]),
-        "denied": r["denied"],
-    }
+def _view(r: dict[str, Any], fields: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """A record's fields (lists copied), extra values, and its evidence."""
+    out = {f: list(r[f]) if isinstance(r[f], list) else r[f] for f in fields}
+    out.update(extra)
+    out.update(
+        first_seen=r["first_seen"],
+        last_seen=r["last_seen"],
+        events=r["events"],
+        evidence=list(r["via"]),
+        denied=r["denied"],
+    )
+    return out
 
 
 def _package_view(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": r["name"],
-        "version": r["version"],
-        "framework": r["framework"],
-        "ecosystem": r["ecosystem"],
-        "module": r["module"],
-        "location": f"{r['packages_dir']}/{r['module']}",
-        "version_source": r["version_source"],
-        "paths": list(r["paths"]),
-        "kind": "package",
-        **_evidence(r),
-    }
+    fields = ("name", "version", "framework", "ecosystem", "module", "version_source", "paths")
+    return _view(r, fields, location=f"{r['packages_dir']}/{r['module']}", kind="package")
 
 
 def _process_view(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": r["name"],
-        "version": r["version"],
-        "kind": r["category"],
-        "exe": r["exe"],
-        "rule": r["rule"],
-        "command": list(r["command"]),
-        "launcher": r["launcher"],
-        **_evidence(r),
-    }
+    fields = ("name", "version", "exe", "rule", "command", "launcher")
+    return _view(r, fields, kind=r["category"])
 
 
 def _model_view(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": r["name"],
-        "format": r["format"],
-        "revision": r["revision"],
-        "path": r["path"],
-        **_evidence(r),
-    }
+    return _view(r, ("name", "format", "revision", "path"))
 
 
 def _matching_cmdline(pid: int, exe: str) -> list[str] | None:

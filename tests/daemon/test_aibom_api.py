@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -15,24 +13,15 @@ import aiohttp
 import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
-from structlog.testing import capture_logs
 
 from corral import cli
-from corral.api import ApiServer, start_api
+from corral.api import ApiServer
+from tests.daemon import test_cli
 from tests.daemon.test_api_fakes import LONG_NAME, FakeController
 
-
-@pytest.fixture(autouse=True)
-def quiet_daemon_logs() -> Any:
-    with capture_logs() as logs:
-        yield logs
-
-
-@pytest.fixture
-async def server(ctl: FakeController, sock_dir: Path) -> AsyncIterator[ApiServer]:
-    srv = await start_api(ctl, sock_dir / "corral.sock")
-    yield srv
-    await srv.close()
+# the CLI tests' fixtures: a real API server over the fake controller, daemon logs captured
+server = test_cli.server
+quiet_daemon_logs = test_cli.quiet_daemon_logs
 
 
 async def get(server: ApiServer, path: str) -> tuple[int, Any]:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from corral.kernel import remove_pins
 from tests.daemon import fake_ai_agent
-from tests.daemon.test_e2e import BIN, Daemon, ctl, ctl_json
+from tests.daemon.test_e2e import BIN, Daemon, ctl, ctl_json, running_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads BPF, makes cgroups")
 AGENT = "fake-ai"
@@ -54,19 +52,8 @@ def daemon(tmp_path: Path, listener: socket.socket) -> Iterator[Daemon]:
             ports: [{port}]
     """)
     )
-    d = Daemon(
-        state=tmp_path / "state",
-        sock=tmp_path / "corral.sock",
-        pins=Path("/sys/fs/bpf") / f"corral-aibom-{uuid.uuid4().hex[:8]}",
-        extra_config=f"aibom: {{rule_files: [{rules}]}}\n",
-    )
-    d.start()
-    yield d
-    d.stop()
-    if d.pins.exists():
-        for fp in list(d.pins.iterdir()):
-            remove_pins(fp)
-        d.pins.rmdir()
+    with running_daemon(tmp_path, f"aibom: {{rule_files: [{rules}]}}\n") as d:
+        yield d
 
 
 def wait_for_bom(d: Daemon, ok: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict:
