@@ -56,6 +56,25 @@ ADDRESSES_MAX = 20000
 CMDLINE_RETRY_DELAY = 0.05
 DENIED = frozenset({"denied", "killed"})
 HINT_SOURCE = "dist-info directory name"
+CACHE_MAX = 10000
+_EVIDENCE = frozenset({"first_seen", "last_seen", "events", "via", "denied"})
+RECORD_FIELDS = {
+    "packages": _EVIDENCE
+    | {
+        "ecosystem",
+        "packages_dir",
+        "module",
+        "framework",
+        "category",
+        "name",
+        "version",
+        "version_source",
+        "paths",
+    },
+    "models": _EVIDENCE | {"path", "format", "name", "revision"},
+    "endpoints": _EVIDENCE | {"object", "address", "network", "port", "hostnames"},
+    "processes": _EVIDENCE | {"category", "name", "exe", "rule", "version", "command", "launcher"},
+}
 
 
 # ---- records ------------------------------------------------------------------------------------
@@ -122,10 +141,11 @@ class Inventory:
             if not isinstance(value, dict):
                 raise ValueError(f"{kind}: expected a mapping")
             setattr(inv, kind, value)
-        for kind in ("packages", "models", "endpoints", "processes"):
+        for kind, needed in RECORD_FIELDS.items():
             for key, rec in getattr(inv, kind).items():
-                if not isinstance(rec, dict) or not {"first_seen", "last_seen", "via"} <= set(rec):
-                    raise ValueError(f"{kind}[{key!r}]: malformed record")
+                missing = needed - set(rec) if isinstance(rec, dict) else needed
+                if missing:
+                    raise ValueError(f"{kind}[{key!r}]: missing {', '.join(sorted(missing))}")
         return inv
 
 
@@ -520,6 +540,8 @@ class AibomTracker:
                 result = procfs.package_version(root, job.ecosystem, job.packages_dir, job.module)
             except OSError:
                 continue  # that process is gone: try the next one
+            if len(self._cache) >= CACHE_MAX:  # only this worker thread touches the cache
+                self._cache.clear()
             self._cache[ck] = (time.monotonic(), result)
             return result
         return None

@@ -215,6 +215,15 @@ async def test_persisted_across_restarts(tmp_path: Path, tracker_factory: Any) -
     names = sorted(f.name for f in (tmp_path / "state" / "aibom").iterdir())
     assert names[0].startswith("team%2Fa.aibom.json.corrupt-")
 
+    # well-formed JSON, but a record without its fields: also set aside, never a 500 later
+    doc = {"schema": 1, "agent": "b", "models": {"/m.gguf": {"first_seen": 1, "last_seen": 1,
+                                                             "via": ["event"]}}}  # fmt: skip
+    (tmp_path / "state" / "aibom" / "b.aibom.json").write_text(json.dumps(doc))
+    fourth = await tracker_factory(read_proc=False)
+    assert "b" not in fourth.inventories
+    assert any(f.name.startswith("b.aibom.json.corrupt-")
+               for f in (tmp_path / "state" / "aibom").iterdir())  # fmt: skip
+
 
 async def test_caps_count_what_was_left_out(tracker_factory: Any, monkeypatch: Any) -> None:
     from corral import inventory
