@@ -149,9 +149,8 @@ def _reload(node: object, config_path: str | None) -> None:
     cfg = node.cfg  # type: ignore[attr-defined]
     for section in ("defaults", "promotion", "learning", "events"):
         setattr(cfg, section, getattr(new, section))
-    cfg.aibom.rule_files = new.aibom.rule_files
     try:
-        node.reload_aibom_rules()  # type: ignore[attr-defined]
+        node.reload_aibom_rules(new.aibom.rule_files)  # type: ignore[attr-defined]
     except config_mod.ConfigError as e:
         log.error("AI-BOM rules not reloaded; keeping the running rules", error=str(e))
     cfg.log_level = new.log_level

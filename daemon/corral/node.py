@@ -780,9 +780,10 @@ class Corral:
         """How many agents the AI-BOM recognises as AI agents (for metrics)."""
         return self.aibom_tracker.ai_agents()
 
-    def reload_aibom_rules(self) -> None:
-        """SIGHUP: re-read the rule files; a bad file keeps the running rules."""
-        self.aibom_tracker.reload(load_rules(self.cfg.aibom.rule_files))
+    def reload_aibom_rules(self, rule_files: list[str]) -> None:
+        """SIGHUP: read the rule files; a bad one raises ConfigError and nothing changes."""
+        self.aibom_tracker.reload(load_rules(rule_files))
+        self.cfg.aibom.rule_files = list(rule_files)
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         validate_agent_name(name)

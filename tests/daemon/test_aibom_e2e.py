@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -172,3 +173,42 @@ def test_fake_ai_agent(daemon: Daemon, tmp_path: Path, listener: socket.socket) 
         out, _ = agent.communicate(timeout=60)
     assert agent.returncode == 0, out
     assert "fake agent done" in out
+
+
+def test_sighup_reloads_rule_files(tmp_path: Path, listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    rules = tmp_path / "mine.yaml"
+    rules.write_text("version: 1\n")
+    with running_daemon(tmp_path, f"aibom: {{rule_files: [{rules}]}}\n") as d:
+        assert d.proc is not None
+        connect = f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"
+        r = ctl(d, "run", "--agent", "gw-user", "--", sys.executable, "-c", connect)
+        assert r.returncode == 0, r.stderr
+
+        def kind(bom: dict[str, Any]) -> str | None:
+            return next((e["kind"] for e in bom["endpoints"] if e["port"] == port), None)
+
+        def bom() -> dict[str, Any]:
+            out = ctl_json(d, "aibom", "gw-user")
+            assert isinstance(out, dict)
+            return out
+
+        deadline = time.monotonic() + 30
+        while kind(bom()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kind(bom()) == "other" and bom()["ai_agent"] is False
+
+        rules.write_text(f"version: 1\nendpoints:\n  - {{name: gw, kind: llm, ports: [{port}]}}\n")
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while kind(bom()) != "llm" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kind(bom()) == "llm" and bom()["ai_agent"] is True
+
+        rules.write_text("version: 1\nendpoints:\n  - {name: gw, kind: llm, ports: [0]}\n")
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "AI-BOM rules not reloaded" not in d.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "mine.yaml: endpoints[0] (gw): ports" in d.logs()
+        assert kind(bom()) == "llm", "a bad file keeps the running rules"
