@@ -14,6 +14,8 @@ Routes (agent names contain "/": clients send the name percent-encoded as ONE pa
     GET    /v1/events?agent=NAME&limit=N&follow=1
     GET    /v1/openapi.json                     this API's OpenAPI 3 document (openapi.yaml)
     GET    /metrics                             Prometheus exposition (metrics.py)
+    GET    /v1/aibom?format=json|cyclonedx     the node's AI-BOM (every agent)
+    GET    /v1/agents/{name}/aibom?format=json|cyclonedx
 
 Every error is `{"error": {"status": n, "message": "..."}}`. Access is controlled by the
 socket's permissions (0600, or 0660 for a group); each request is logged with the caller's
@@ -52,6 +54,7 @@ log = structlog.get_logger("corral.api")
 DEFAULT_SOCKET = "/run/corral/corral.sock"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+AIBOM_FORMATS = ("json", "cyclonedx")
 # How often an idle event stream checks that its client is still there.
 STREAM_POLL_SECONDS = 0.5
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
@@ -347,6 +350,28 @@ async def _metrics(request: web.Request) -> web.Response:
     return metrics_mod.response(request.app[_STATE].metrics, request)
 
 
+def _aibom_format(request: web.Request) -> str:
+    query = request.rel_url.query
+    unknown = sorted(set(query) - {"format"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; expected: format")
+    fmt = query.get("format", "json")
+    if fmt not in AIBOM_FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(AIBOM_FORMATS)}; got {fmt[:40]!r}")
+    return fmt
+
+
+async def _aibom_node(request: web.Request) -> web.Response:
+    fmt = _aibom_format(request)
+    return _json(await _controller(request).aibom(None, fmt))
+
+
+async def _aibom_agent(request: web.Request) -> web.Response:
+    name = _agent(request)
+    fmt = _aibom_format(request)
+    return _json(await _controller(request).aibom(name, fmt))
+
+
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -473,6 +498,8 @@ def make_app(
     app.router.add_get("/v1/events", _events, allow_head=False)
     app.router.add_get("/v1/openapi.json", _openapi, allow_head=False)
     app.router.add_get("/metrics", _metrics, allow_head=False)
+    app.router.add_get("/v1/aibom", _aibom_node, allow_head=False)
+    app.router.add_get(f"{agent}/aibom", _aibom_agent, allow_head=False)
     return app
 
 

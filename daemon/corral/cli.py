@@ -65,6 +65,7 @@ examples:
   corralctl reset demo --yes
   corralctl events -f --agent demo
   corralctl run --agent demo -- python3 agent.py
+  corralctl aibom demo -o cyclonedx
 
 environment:
   {ENV_SOCKET}   the admin socket (default {DEFAULT_SOCKET}); --socket wins
@@ -620,6 +621,123 @@ def _fixed(row: list[str], widths: list[int], header: list[str] | None) -> str:
     return (line(header) + "\n" if header else "") + line(row)
 
 
+def cmd_aibom(args: argparse.Namespace, client: Client, out: Output) -> int:
+    cyclonedx = args.output == "cyclonedx"
+    path = agent_path(args.name, "aibom") if args.name else "/v1/aibom"
+    data = client.request("GET", path + ("?format=cyclonedx" if cyclonedx else ""))
+    if cyclonedx:
+        print(json.dumps(data, indent=2, ensure_ascii=False), file=out.stream, flush=True)
+    elif args.name:
+        out.emit(data, render_aibom_agent)
+    else:
+        out.emit(data, render_aibom_node)
+    return EXIT_OK
+
+
+def _versioned(items: list[dict[str, Any]]) -> str:
+    names = sorted(
+        {f"{i['name']} {i['version']}" if i.get("version") else str(i["name"]) for i in items}
+    )
+    return ", ".join(names) or "-"
+
+
+def render_aibom_node(data: dict[str, Any]) -> str:
+    agents = data.get("agents") or []
+    if not agents:
+        return "no agents yet (start one with `corralctl run --agent NAME -- CMD`)"
+    rows = []
+    for a in agents:
+        llm = sum(1 for e in a["endpoints"] if e["kind"] == "llm")
+        kinds = sorted({e["kind"] for e in a["executables"]})
+        rows.append(
+            [
+                a["agent"],
+                "yes" if a["ai_agent"] else "no",
+                _versioned(a["frameworks"]),
+                _versioned(a["mcp_servers"]),
+                str(len(a["models"])),
+                f"{llm}/{len(a['endpoints'])}",
+                ",".join(kinds) or "-",
+            ]
+        )
+    headers = [
+        "AGENT",
+        "AI",
+        "FRAMEWORKS",
+        "MCP SERVERS",
+        "MODELS",
+        "ENDPOINTS (LLM/ALL)",
+        "EXECUTES",
+    ]
+    summary = f"node {data.get('node', '?')}: {data.get('ai_agents', 0)} AI agent(s)"
+    return "\n".join([summary, "", table(headers, rows)])
+
+
+_AIBOM_SECTIONS: tuple[tuple[str, str, list[tuple[str, str]]], ...] = (
+    (
+        "frameworks",
+        "FRAMEWORKS",
+        [
+            ("NAME", "name"),
+            ("VERSION", "version"),
+            ("FRAMEWORK", "framework"),
+            ("ECOSYSTEM", "ecosystem"),
+            ("LOCATION", "location"),
+        ],
+    ),
+    (
+        "mcp_servers",
+        "MCP SERVERS",
+        [("NAME", "name"), ("VERSION", "version"), ("KIND", "kind"), ("WHERE", "where")],
+    ),
+    (
+        "models",
+        "MODELS",
+        [("NAME", "name"), ("FORMAT", "format"), ("REVISION", "revision"), ("PATH", "path")],
+    ),
+    (
+        "endpoints",
+        "ENDPOINTS",
+        [("ENDPOINT", "object"), ("KIND", "kind"), ("RULE", "rule"), ("HOSTNAMES", "hostnames")],
+    ),
+    ("executables", "EXECUTABLES", [("KIND", "kind"), ("NAME", "name"), ("EXE", "exe")]),
+)
+
+
+def render_aibom_agent(data: dict[str, Any]) -> str:
+    why = f" ({', '.join(data['reasons'])})" if data.get("reasons") else ""
+    caps = data.get("capabilities", {})
+    lines = [
+        f"agent:        {data['agent']}",
+        f"node:         {data.get('node', '?')}",
+        f"ai agent:     {'yes' if data.get('ai_agent') else 'no'}{why}",
+        "executes:     "
+        + (", ".join(k for k in ("shell", "interpreter", "tools") if caps.get(k)) or "-"),
+    ]
+    for key, title, cols in _AIBOM_SECTIONS:
+        items = data.get(key) or []
+        lines.append("")
+        if not items:
+            lines.append(f"{title}: none seen")
+            continue
+        lines.append(title)
+        headers = [h for h, _ in cols] + ["EVIDENCE", "LAST SEEN"]
+        rows = []
+        for item in items:
+            item = {**item, "where": item.get("location") or item.get("exe")}
+            evidence = ",".join(item.get("evidence", [])) + (
+                " (denied)" if item.get("denied") else ""
+            )
+            rows.append(
+                [_cell("", item.get(f)) for _, f in cols]
+                + [evidence, _cell("last_seen", item.get("last_seen"))]
+            )
+        lines += ["  " + ln for ln in table(headers, rows).splitlines()]
+    if data.get("truncated"):
+        lines += ["", f"truncated (tables full): {_cell('', data['truncated'])}"]
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace, client: Client, out: Output) -> int:
     command = list(args.command)
     if command and command[0] == "--":
@@ -740,7 +858,12 @@ def _limit(value: str) -> int:
     return n
 
 
-def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+OUTPUTS = ("table", "json", "yaml")
+
+
+def _add_common(
+    parser: argparse.ArgumentParser, *, top: bool, outputs: Sequence[str] = OUTPUTS
+) -> None:
     """--socket/-o/-v, accepted before or after the command (the later one wins)."""
     default = argparse.SUPPRESS
     parser.add_argument(
@@ -752,10 +875,12 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("table", "json", "yaml"),
+        choices=outputs,
         default="table" if top else default,
         help="output format: table (for people), json or yaml (stable, sorted keys; for "
-        "scripts and diffs). Default: table",
+        "scripts and diffs)"
+        + (", cyclonedx (CycloneDX 1.6 JSON)" if "cyclonedx" in outputs else "")
+        + ". Default: table",
     )
     parser.add_argument(
         "-v",
@@ -772,7 +897,14 @@ def _prose(text: str) -> str:
     return "\n\n".join(textwrap.fill(p, width) for p in text.split("\n\n"))
 
 
-def _sub(subs: Any, name: str, summary: str, prose: str, examples: str) -> argparse.ArgumentParser:
+def _sub(
+    subs: Any,
+    name: str,
+    summary: str,
+    prose: str,
+    examples: str,
+    outputs: Sequence[str] = OUTPUTS,
+) -> argparse.ArgumentParser:
     description = f"{_prose(prose)}\n\n{MODES_HELP}"
     parser: argparse.ArgumentParser = subs.add_parser(
         name,
@@ -781,7 +913,7 @@ def _sub(subs: Any, name: str, summary: str, prose: str, examples: str) -> argpa
         epilog=f"examples:\n{examples}\n\n{EXIT_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_common(parser, top=False)
+    _add_common(parser, top=False, outputs=outputs)
     return parser
 
 
@@ -922,6 +1054,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", metavar="N", type=_limit, help=f"how many of the newest events (1-{MAX_LIMIT})"
     )
     p.set_defaults(func=cmd_events)
+
+    p = _sub(
+        subs,
+        "aibom",
+        "show what agents are made of (AI-BOM): frameworks, models, endpoints, MCP servers",
+        "Show the runtime AI-BOM of the node (every agent) or of agent NAME: the AI "
+        "frameworks and SDKs it loaded (with versions), the model files it opened, the "
+        "endpoints it contacted (LLM APIs named when corrald resolved them), the MCP servers "
+        "it ran and the shells, interpreters and tools it executed. Derived from the events "
+        "and baselines corral already has. -o cyclonedx prints a CycloneDX 1.6 document.",
+        "  corralctl aibom\n"
+        "  corralctl aibom demo\n"
+        "  corralctl aibom demo -o cyclonedx > demo.cdx.json\n"
+        "  corralctl aibom -o json | jq '.agents[] | select(.ai_agent) | .agent'",
+        outputs=(*OUTPUTS, "cyclonedx"),
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="agent name (default: every agent)")
+    p.set_defaults(func=cmd_aibom)
 
     p = _sub(
         subs,

@@ -104,6 +104,14 @@ class MetricsConfig:
 
 
 @dataclass
+class AibomConfig:
+    rule_files: list[str] = field(default_factory=list)
+    read_proc: bool = True
+    resolve_hosts: bool = True
+    dns_refresh: float = 300.0
+
+
+@dataclass
 class Config:
     node_name: str = ""
     state_dir: str = "/var/lib/corral"
@@ -121,6 +129,7 @@ class Config:
     kernel: KernelConfig = field(default_factory=KernelConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    aibom: AibomConfig = field(default_factory=AibomConfig)
 
     @property
     def node(self) -> str:
@@ -148,6 +157,7 @@ _DURATION_FIELDS = {
     "check_interval",
     "save_interval",
     "suppress_window",
+    "dns_refresh",
 }
 _CHOICES = {
     "identity.source": ("auto", "kubernetes", "local"),

@@ -163,6 +163,10 @@ def _reload(node: object, config_path: str | None) -> None:
     cfg = node.cfg  # type: ignore[attr-defined]
     for section in ("defaults", "promotion", "learning", "events"):
         setattr(cfg, section, getattr(new, section))
+    try:
+        node.reload_aibom_rules(new.aibom.rule_files)  # type: ignore[attr-defined]
+    except config_mod.ConfigError as e:
+        log.error("AI-BOM rules not reloaded; keeping the running rules", error=str(e))
     cfg.log_level = new.log_level
     logs.setup(cfg.log_level, cfg.log_format)
     log.info("configuration reloaded", path=config_path)
@@ -172,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args)
+        if args.command in (None, "run"):
+            from .aibom import load_rules
+
+            load_rules(cfg.aibom.rule_files)  # a bad rule file stops corrald here, exit 2
     except config_mod.ConfigError as e:
         print(f"corrald: {e}", file=sys.stderr)
         return 2

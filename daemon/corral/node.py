@@ -21,10 +21,12 @@ from typing import Any
 
 import structlog
 
-from . import __version__, events, identity, metrics
+from . import __version__, cyclonedx, events, identity, metrics
 from .agents import Agent, Registry, promotion_due
+from .aibom import load_rules
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
+from .inventory import AibomTracker
 from .kernel import AgentConfig, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
 from .probe import ProbeResult, run_probe
@@ -82,6 +84,18 @@ class Corral:
         self._boot_offset = events.boot_offset_ns()
         self._run_seq = 0
         self.metrics = metrics.NodeMetrics(self.metrics_sample)
+        ac = cfg.aibom
+        self.aibom_tracker = AibomTracker(
+            load_rules(ac.rule_files),
+            self.state_dir,
+            cfg.node,
+            baselines=lambda: self.baselines,
+            cgroups_of=self._cgroups_of,
+            read_proc=ac.read_proc,
+            resolve_hosts=ac.resolve_hosts,
+            dns_refresh=ac.dns_refresh,
+            save_interval=cfg.learning.save_interval,
+        )
 
     # ---- start / stop -----------------------------------------------------------------------
 
@@ -112,6 +126,7 @@ class Corral:
         self.kernel.activate()
         self._adopt_run_cgroups()
         self.source = self._make_source()
+        await self.aibom_tracker.start()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="events"),
             asyncio.create_task(self._identity_loop(), name="identity"),
@@ -149,6 +164,7 @@ class Corral:
         for q in list(self.subscribers):
             q.put_nowait(None)
         await self._save_all()
+        await self.aibom_tracker.stop()
         if isinstance(self.source, identity.KubernetesSource):
             await self.source.close()
         if self.kernel is not None:
@@ -248,6 +264,9 @@ class Corral:
             inherit=b.inherit,
             source=b.source,
         )
+
+    def _cgroups_of(self, agent: str) -> list[str]:
+        return [b.path for b in self.bindings.values() if b.agent == agent and b.path]
 
     def _unbind(self, cgid: int) -> None:
         assert self.kernel is not None
@@ -412,6 +431,10 @@ class Corral:
             agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9)
             self.registry.dirty = True
         self._publish(self._record(agent, ev))
+        try:
+            self.aibom_tracker.on_event(agent.name, ev)
+        except Exception as e:  # the inventory must never disturb learning or enforcement
+            log.error("AI-BOM update failed", agent=agent.name, error=str(e))
 
     def _learn(self, agent: Agent, ev: events.Event) -> None:
         """Adds a novel object to the baseline and, at once, its exact form to the kernel list
@@ -604,11 +627,6 @@ class Corral:
             },
         }
 
-    def ai_agents_found(self) -> int:
-        """Agents the AI-BOM recognises as AI agents (corral_ai_agents). 0 until the AI-BOM
-        is wired in here."""
-        return 0
-
     def metrics_sample(self) -> metrics.Sample:
         """What /metrics reports, read now: the kernel's per-CPU counters are summed here, at
         scrape time, never on the event path."""
@@ -629,7 +647,7 @@ class Corral:
             events_consumed=self.events_total,
             events_lost=self.events_lost_in_daemon,
             cgroups=len(self.bindings),
-            ai_agents=self.ai_agents_found(),
+            ai_agents=self.ai_agents(),
             kubelet_last_success=health.last_success if health is not None else None,
             capabilities=self.probe.capabilities,
             kernel=self.probe.kernel,
@@ -772,6 +790,29 @@ class Corral:
                     yield rec
         finally:
             self.subscribers.discard(q)
+
+    async def aibom(self, name: str | None, fmt: str = "json") -> dict[str, Any]:
+        """The AI-BOM of one agent or (name None) of the node, as corral's JSON or CycloneDX."""
+        if fmt not in ("json", "cyclonedx"):
+            raise BadRequest(f"format must be json or cyclonedx; got {fmt!r}")
+        if name is not None:
+            self._agent(name)
+        self.aibom_tracker.sync_baselines()  # entries accepted or imported a moment ago
+        t = self.aibom_tracker
+        view = t.agent_view(name) if name is not None else t.node_view()
+        if fmt == "json":
+            return view
+        render = cyclonedx.agent_bom if name is not None else cyclonedx.node_bom
+        return await asyncio.to_thread(render, view)
+
+    def ai_agents(self) -> int:
+        """How many agents the AI-BOM recognises as AI agents (for metrics)."""
+        return self.aibom_tracker.ai_agents()
+
+    def reload_aibom_rules(self, rule_files: list[str]) -> None:
+        """SIGHUP: read the rule files; a bad one raises ConfigError and nothing changes."""
+        self.aibom_tracker.reload(load_rules(rule_files))
+        self.cfg.aibom.rule_files = list(rule_files)
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         validate_agent_name(name)

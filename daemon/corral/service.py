@@ -79,6 +79,10 @@ class Controller(Protocol):
     def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
         """Live events (for `events?follow=1`), ends when the daemon stops."""
 
+    async def aibom(self, name: str | None, fmt: str) -> dict[str, Any]:
+        """The AI-BOM of agent name, or of the node when name is None; fmt "json" (corral's
+        shape, see inventory.py) or "cyclonedx" (a CycloneDX 1.6 document)."""
+
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         """Move process pid (a child of caller_pid) into a fresh cgroup registered as agent name,
         creating the agent if needed. Returns {"agent": name, "cgroup": path, "cgroup_id": id}."""

@@ -14,7 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from corral.service import Conflict, ServiceError, UnknownAgent
+from corral import cyclonedx
+from corral.aibom import load_rules
+from corral.events import Event
+from corral.inventory import AibomTracker
+from corral.service import BadRequest, Conflict, ServiceError, UnknownAgent
 
 DIMS = ("exec", "open", "connect")
 LONG_NAME = "prod/Deployment/chatbot/agent"
@@ -156,6 +160,19 @@ class FakeController:
         for queue in self.subscribers:
             queue.put_nowait(event)
 
+    async def aibom(self, name: str | None, fmt: str) -> dict[str, Any]:
+        """The real AI-BOM views and CycloneDX rendering over a few made-up events."""
+        if name is not None:
+            self._check(name)
+        if fmt not in ("json", "cyclonedx"):
+            raise BadRequest(f"format must be json or cyclonedx; got {fmt!r}")
+        self.calls.append(("aibom", name, fmt))
+        tracker = fake_tracker(list(self.agents))
+        view = tracker.agent_view(name) if name else tracker.node_view()
+        if fmt == "json":
+            return view
+        return (cyclonedx.agent_bom if name else cyclonedx.node_bom)(view)
+
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         if name == "refuse":
             raise ServiceError("cannot create the cgroup: cgroup v2 is not mounted")
@@ -189,3 +206,38 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+SITE = "/app/.venv/lib/python3.11/site-packages"
+
+
+def fake_event(dimension: str, obj: str, port: int | None = None) -> Event:
+    common: dict[str, Any] = dict(
+        ts_ns=time.time_ns() - 60 * 10**9, cgroup_id=1, agent_id=1, pid=0, tid=0, ppid=0,
+        uid=0, comm="python3", dimension=dimension, verdict="allowed", mode="observe",
+        backend="tracepoint", flags=(), err=0,
+    )  # fmt: skip
+    if dimension == "connect":
+        return Event(**common, family="inet", address=obj, port=port)
+    return Event(**common, path=obj)
+
+
+def fake_tracker(agents: list[str]) -> AibomTracker:
+    """An AibomTracker (built-in rules, no /proc, no DNS) that saw a small agent as "demo"."""
+    tracker = AibomTracker(
+        load_rules(), "/nonexistent", "node-1", baselines=dict, cgroups_of=lambda _: [],
+        read_proc=False, resolve_hosts=False,
+    )  # fmt: skip
+    for agent in agents:
+        tracker._inv(agent)
+    for ev in (
+        fake_event("open", f"{SITE}/openai/__init__.py"),
+        fake_event("open", f"{SITE}/openai-1.2.3.dist-info/METADATA"),
+        fake_event("open", f"{SITE}/langchain_core/runnables/base.py"),
+        fake_event("open", "/models/tiny.gguf"),
+        fake_event("exec", "/usr/local/bin/mcp-server-fetch"),
+        fake_event("exec", "/bin/bash"),
+        fake_event("connect", "127.0.0.1", 11434),
+    ):
+        tracker.on_event("demo", ev)
+    return tracker
