@@ -455,6 +455,8 @@ int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
 }
 
+#define FMODE_EXEC_OPEN 040 /* __FMODE_EXEC in f_flags: the file was opened by open_exec() */
+
 SEC("lsm/file_open")
 int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 {
@@ -463,6 +465,9 @@ int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 
 	if (ret)
 		return keep_ret(ret);
+	/* execve's own open of the program (and a script's interpreter) is judged by the exec hook */
+	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN)
+		return 0;
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_LSM))
 		return 0;
 	sc = get_scratch();
