@@ -124,7 +124,11 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
     node = Corral(cfg)
     await node.start()
     api = await start_api(
-        node, cfg.socket, group=cfg.socket_group or None, max_body=cfg.max_request_bytes
+        node,
+        cfg.socket,
+        group=cfg.socket_group or None,
+        max_body=cfg.max_request_bytes,
+        max_import=cfg.max_import_bytes,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
