@@ -792,15 +792,15 @@ class Baseline:
             "learning_since": self.learning_since,
             "last_novel": self.last_novel,
             "revision": self.revision,
-            "imported": sum(1 for *_, e in self._all_entries() if e.source == "imported"),
+            "imported": sum(1 for e in self._entries() if e.source == "imported"),
         }
 
-    def _all_entries(self) -> Iterator[tuple[str, Any, bool, Entry]]:
-        for d in PATH_DIMENSIONS:
-            for p, pre, e in self.path_entries(d):
-                yield d, p, pre, e
-        for n, port, e in self.net_entries():
-            yield "connect", (n, port), False, e
+    def _entries(self) -> Iterator[Entry]:
+        """Every entry, unsorted (cheap: for counts)."""
+        for ps in self._paths.values():
+            yield from ps.exact.values()
+            yield from ps.prefixes.values()
+        yield from self._net.entries.values()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, sorted for diff-friendly output."""
