@@ -71,14 +71,15 @@ def test_route_diff_names_what_is_missing_and_extra() -> None:
     """The failure message other branches' new routes will see."""
     app = make_app(FakeController())
 
-    async def aibom(request: aiohttp.web.Request) -> aiohttp.web.Response:
+    async def fake(request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({})
 
-    app.router.add_get("/v1/aibom", aibom)
+    app.router.add_get("/v1/zz-test-only", fake)  # a path no branch will ever route
     doc = openapi_document()
     doc = {**doc, "paths": {**doc["paths"], "/v1/nope": {"post": {"responses": {}}}}}
     diff = route_diff(doc, app)
-    assert "does not document:\n    GET /v1/aibom\n    HEAD /v1/aibom\n    (HEAD:" in diff
+    fake = "GET /v1/zz-test-only\n    HEAD /v1/zz-test-only\n    (HEAD:"
+    assert f"does not document:\n    {fake}" in diff
     assert "no route in api.py:\n    POST /v1/nope" in diff
 
 
