@@ -17,12 +17,17 @@ import structlog
 
 from .baseline import atomic_write
 from .layout import DIMS, MODES, C
+from .service import Conflict
 
 log = structlog.get_logger("corral.agents")
 
 SCHEMA = 1
 HISTORY_MAX = 200
 DEVIATIONS_MAX = 2000
+
+
+class AgentLimitReached(Conflict):
+    """Every agent id the kernel has room for (CORRAL_MAX_AGENTS - 1) is taken."""
 
 
 @dataclass
@@ -211,7 +216,7 @@ class Registry:
         used = {a.id for a in self.agents.values()}
         free = next((i for i in range(1, C.CORRAL_MAX_AGENTS) if i not in used), None)
         if free is None:
-            raise RuntimeError(
+            raise AgentLimitReached(
                 f"agent limit reached ({C.CORRAL_MAX_AGENTS - 1}); remove agents you no longer need"
             )
         now = time.time()

@@ -103,7 +103,14 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False)
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # a path that is not UTF-8 (held as surrogate escapes): \udcXX escapes, which are
+        # valid JSON, where raw surrogates could not be sent as UTF-8 at all
+        return json.dumps(data)
+    return text
 
 
 def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -212,7 +219,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}")
@@ -286,7 +293,9 @@ def parse_accept_rows(body: dict[str, Any]) -> tuple[list[int] | None, str | Non
     ):
         raise BadRequest('"index" must be a non-empty list of row numbers (1, 2, ...) from diff')
     view = body.get("view")
-    if view is not None and (not isinstance(view, str) or not view.isalnum() or len(view) > 64):
+    if view is not None and (
+        not isinstance(view, str) or not (view.isascii() and view.isalnum()) or len(view) > 64
+    ):
         raise BadRequest('"view" must be the view string `diff` printed, e.g. "3fa2c1d0"')
     flat = body.get("flat", False)
     if not isinstance(flat, bool):
@@ -306,7 +315,8 @@ def _query(request: web.Request, allowed: set[str]) -> Any:
 
 
 def _choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
-    value = raw or choices[0]
+    """raw, one of choices; absent means the first."""
+    value = choices[0] if raw is None else raw
     if value not in choices:
         raise BadRequest(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
     return value

@@ -244,7 +244,7 @@ def load(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Any:
     if fmt == "json":
         try:
             return json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise DocumentError([f"document: not valid JSON: {e}"]) from None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
@@ -255,6 +255,19 @@ def load(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Any:
         raise DocumentError([f"{where}: not valid YAML: {e.problem or e}"]) from None
     except yaml.YAMLError as e:
         raise DocumentError([f"document: not valid YAML: {e}"]) from None
+    except (ValueError, OverflowError, RecursionError) as e:
+        # a scalar its tag cannot hold: 2024-13-45 (a timestamp), !!int x, 5000 digits
+        raise DocumentError([f"document: not valid YAML: {e}"]) from None
+
+
+def _text_problem(value: str, what: str, hint: str = "") -> str | None:
+    """Lone UTF-16 surrogates ("\\ud800" escapes in JSON) are not text: they cannot be
+    stored, exported or logged as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"{what} contains {value[e.start]!r}, a lone surrogate, which is not text{hint}"
+    return None
 
 
 def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
@@ -347,12 +360,15 @@ def _annotations(raw: Any, p: _Problems) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in raw.items():
         where = f"metadata.annotations[{k!r}]"
-        if not isinstance(k, str) or len(k) > ANNOTATION_KEY_MAX or not _ANNOTATION_KEY.match(k):
+        key_ok = isinstance(k, str) and len(k) <= ANNOTATION_KEY_MAX
+        if not key_ok or not _ANNOTATION_KEY.fullmatch(k):
             p.add(where, "keys are 1-253 letters, digits, '.', '_', '-' or '/'")
         elif not isinstance(v, str):
             p.add(where, f"values must be strings (quote {v!r})")
         elif len(v) > ANNOTATION_VALUE_MAX:
             p.add(where, f"value is {len(v)} characters; at most {ANNOTATION_VALUE_MAX}")
+        elif problem := _text_problem(v, "value"):
+            p.add(where, problem)
         else:
             out[k] = v
     return out
@@ -407,6 +423,9 @@ def _path_entry(dim: str, item: Any, where: str, p: _Problems) -> DocEntry | Non
     value = item[kind]
     if not isinstance(value, str) or not value:
         p.add(where, f"{kind} must be a non-empty string")
+        return None
+    if problem := _text_problem(value, kind, " (paths that are not UTF-8: encoding: base64)"):
+        p.add(where, problem)
         return None
     encoding, relative = item.get("encoding"), item.get("relative", False)
     if encoding is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 import urllib.parse
@@ -37,6 +38,8 @@ RUN_DIR = "corral.run"  # cgroups made by `corralctl run`, under the cgroup v2 r
 
 # what accept adds (None: cannot be an allow-list entry) and the deviations it settles
 _Choice = tuple[review.Selector | None, list[Deviation]]
+# what a BPF map update fails with when the map has no room left
+_MAP_FULL = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
 
 
 @dataclass
@@ -881,7 +884,8 @@ class Corral:
             "entries": len(plan.baseline),
         }
         if dry_run:
-            result["modes"] = {**(agent.modes if agent else {}), **modes}
+            before = agent.modes if agent else dict.fromkeys(DIMS, self.cfg.defaults.mode)
+            result["modes"] = {**before, **modes}
             return result
         self.baselines[name] = plan.baseline
         try:
@@ -889,8 +893,10 @@ class Corral:
                 agent = self._create_agent(name, source="import", auto_promote=auto)
             else:
                 self._sync_agent(agent, swap=True)
-        except Exception:
+        except Exception as e:
             self._undo_import(name, current, created=result["created"])
+            if isinstance(e, OSError) and e.errno in _MAP_FULL:
+                raise self._maps_full(name, e) from None
             raise
         self._apply_imported_modes(agent, modes, auto, doc.digest)
         self._prune_deviations(agent)
@@ -916,6 +922,16 @@ class Corral:
             for dim in DIMS:
                 with contextlib.suppress(Exception):
                     self.kernel.clear_list(dim, gone.lists[dim])
+
+    def _maps_full(self, name: str, e: OSError) -> Conflict:
+        k = self.cfg.kernel
+        return Conflict(
+            f"nothing imported into {name}: a kernel allow-list map of this node is full "
+            f"({e}). The maps are shared by all agents (kernel.exec_allow_entries="
+            f"{k.exec_allow_entries}, open_allow_entries={k.open_allow_entries}, "
+            f"net_allow_entries={k.net_allow_entries}) and an import needs room for the old "
+            "and the new lists while it swaps them: raise the limit or remove entries"
+        )
 
     def _check_capacity(self, doc: document.Document) -> None:
         k = self.cfg.kernel

@@ -43,7 +43,7 @@ class Conflict(ServiceError):
 
 
 def validate_agent_name(name: str) -> str:
-    if len(name) > AGENT_NAME_MAX or not AGENT_NAME_RE.match(name):
+    if len(name) > AGENT_NAME_MAX or not AGENT_NAME_RE.fullmatch(name):  # $ allows a final \n
         raise BadRequest(
             f"invalid agent name {name[:80]!r}: use 1-4 '/'-separated segments of letters, "
             "digits, '.', '_' or '-' (at most 512 characters)"

@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from tests.daemon.daemons import corrald
 from tests.daemon.test_e2e import Daemon, ctl, ctl_json
 from tests.daemon.test_e2e import daemon as daemon  # fixture
+from tests.daemon.unix_http import BASE_URL, unix_session
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads BPF, makes cgroups"),
@@ -188,3 +190,34 @@ def test_preseed_enforce_diff_accept_round_trip(daemon: Daemon, tmp_path: Path) 
         daemon.start()
         assert ctl(daemon, "baseline", "export", AGENT).stdout == reviewed.read_text()
         assert ctl_json(daemon, "baseline", AGENT)["imports"][-1]["strategy"] == "replace"
+
+
+def test_a_full_allow_list_map_is_a_conflict_and_changes_nothing() -> None:
+    """The connect allow-list map holds 8 entries on this node, shared by all agents. An
+    import that does not fit (a swap needs room for the old and the new lists) is a 409 that
+    leaves the agent as it was and nothing behind in the map; it was a 500."""
+
+    def document(name: str, first: int, n: int) -> str:
+        hosts = range(first, first + n)
+        peers = "".join(f"  - {{address: 10.0.0.{i}, port: 443}}\n" for i in hosts)
+        return (f"apiVersion: corral.io/v1\nkind: Baseline\nmetadata: {{name: {name}}}\n"
+                f"spec:\n  connect:\n{peers}")  # fmt: skip
+
+    config = "kernel: {suppress_window: 1s, net_allow_entries: 8}\n"
+    with corrald("full", config) as d, unix_session(str(d.sock)) as s:
+
+        def put(name: str, first: int, n: int) -> Any:
+            url = f"{BASE_URL}/v1/agents/{name}/baseline"
+            return s.put(url, data=document(name, first, n), timeout=10)
+
+        assert put("a", 1, 6).status_code == 201
+        before = s.get(f"{BASE_URL}/v1/agents/a/baseline?format=export", timeout=10).text
+        for name, first, n in (("a", 7, 2), ("b", 20, 3)):
+            r = put(name, first, n)
+            assert r.status_code == 409, r.text
+            message = r.json()["error"]["message"]
+            assert f"nothing imported into {name}" in message and "net_allow_entries=8" in message
+        assert s.get(f"{BASE_URL}/v1/agents/a/baseline?format=export", timeout=10).text == before
+        assert s.get(f"{BASE_URL}/v1/agents/b", timeout=10).status_code == 404
+        assert put("b", 20, 2).status_code == 201, "the failed imports left entries in the map"
+        assert d.proc is not None and d.proc.poll() is None

@@ -228,3 +228,37 @@ async def test_new_routes_exist_with_their_methods(api: aiohttp.ClientSession) -
     assert_error(status, body, 405, "allowed: GET")
     status, body = await call(api, "PATCH", "/v1/agents/demo/baseline")
     assert_error(status, body, 405)
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/v1/agents/demo/baseline?format=", ["format must be one of detail, export; got ''"]),
+        ("/v1/agents/demo/baseline?strategy=", ["strategy must be one of merge, replace"]),
+    ],
+)
+async def test_an_empty_choice_is_not_the_default(
+    api: aiohttp.ClientSession, path: str, words: list[str]
+) -> None:
+    """?format= used to mean detail and ?strategy= merge; the document lists the choices."""
+    method, data = ("PUT", doc()) if "strategy" in path else ("GET", None)
+    status, body = await call(api, method, path, data=data, headers=YAML)
+    assert_error(status, body, 400, *words)
+
+
+async def test_view_is_ascii(api: aiohttp.ClientSession) -> None:
+    """str.isalnum() also takes "é" and "٣": the view is an ASCII digest."""
+    for view in ("caf\u00e9", "\u0663\u0663"):
+        status, resp = await call(api, "POST", "/v1/agents/demo/accept",
+                                  json={"index": [1], "view": view})  # fmt: skip
+        assert_error(status, resp, 400, '"view" must be the view string')
+
+
+async def test_documents_the_parser_cannot_hold_are_400(api: aiohttp.ClientSession) -> None:
+    for data, headers in (
+        (doc().replace(b"kind: Baseline", b"kind: 2024-13-45"), YAML),
+        (b"[" * 2000 + b"]" * 2000, {"Content-Type": "application/json"}),
+    ):
+        status, body = await call(api, "PUT", "/v1/agents/demo/baseline", data=data,
+                                  headers=headers)  # fmt: skip
+        assert_error(status, body, 400, "invalid baseline document", "not valid")

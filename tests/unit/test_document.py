@@ -349,6 +349,48 @@ def test_bytes_that_are_not_documents() -> None:
         parse(b"{apiVersion: x}", "json")
 
 
+@pytest.mark.parametrize(
+    ("raw", "fmt"),
+    [
+        (b"apiVersion: 2024-13-45\n", "yaml"),  # a timestamp with no such month
+        (b"kind: !!int x\n", "yaml"),
+        (b"kind: " + b"1" * 5000 + b"\n", "yaml"),  # beyond int's digit limit
+        (b"[" * 5000 + b"]" * 5000, "json"),  # deeper than the recursion limit
+    ],
+    ids=["bad-date", "bad-int-tag", "huge-int", "deep-json"],
+)
+def test_scalars_and_nesting_the_parser_cannot_hold_are_invalid_documents(
+    raw: bytes, fmt: Any
+) -> None:
+    """These raised ValueError/RecursionError (a 500 in the API) instead of a DocumentError."""
+    with pytest.raises(DocumentError, match="not valid"):
+        parse(raw, fmt)
+
+
+def test_lone_surrogates_are_not_text() -> None:
+    """JSON and YAML can spell a lone UTF-16 surrogate ("\\udc80"): it cannot be stored or
+    exported as UTF-8, so it is refused by name (base64 is the way to write such paths)."""
+    doc = {"apiVersion": "corral.io/v1", "kind": "Baseline", "spec": {},
+           "metadata": {"name": "demo", "annotations": {"note": "a\udc80"}}}  # fmt: skip
+    doc["spec"] = {"open": [{"path": "/tmp/\ud800x"}, {"path": "L3gvgA==", "encoding": "base64"}]}
+    with pytest.raises(DocumentError) as info:
+        parse(json.dumps(doc).encode(), "json")
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "metadata.annotations['note']",
+        "spec.open[0]",
+    ]
+    assert "lone surrogate" in str(info.value) and "encoding: base64" in str(info.value)
+    with pytest.raises(DocumentError):  # libyaml refuses the escape; PyYAML's parser does not
+        parse(with_spec("exec", '{path: "/a\\udc80"}').encode())
+
+
+def test_annotation_keys_may_not_end_in_a_newline() -> None:
+    meta = '{name: demo, annotations: {"a\\n": x}}'
+    text = with_spec("exec", "{path: /a}").replace("{name: demo}", meta)
+    with pytest.raises(DocumentError, match="keys are 1-253 letters"):
+        parse(text.encode())
+
+
 def test_a_minimal_hand_written_document() -> None:
     doc = parse(DOC.encode())
     assert doc.name == "demo" and doc.modes == {} and doc.auto_promote is None
