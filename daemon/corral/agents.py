@@ -17,12 +17,17 @@ import structlog
 
 from .baseline import atomic_write
 from .layout import DIMS, MODES, C
+from .service import Conflict
 
 log = structlog.get_logger("corral.agents")
 
 SCHEMA = 1
 HISTORY_MAX = 200
 DEVIATIONS_MAX = 2000
+
+
+class AgentLimitReached(Conflict):
+    """Every agent id the kernel has room for (CORRAL_MAX_AGENTS - 1) is taken."""
 
 
 @dataclass
@@ -35,6 +40,15 @@ class Deviation:
     first_seen: float
     last_seen: float
     verdict: str
+    comm: str = ""  # the command that did it last (absent in registries written before)
+
+    @property
+    def key(self) -> str:
+        return deviation_key(self.dimension, self.object)
+
+
+def deviation_key(dimension: str, obj: str) -> str:
+    return f"{dimension}\0{obj}"
 
 
 @dataclass
@@ -79,18 +93,21 @@ class Agent:
         )
         return True
 
-    def record_deviation(self, dim: str, obj: str, verdict: str, now: float) -> None:
-        key = f"{dim}\0{obj}"
+    def record_deviation(
+        self, dim: str, obj: str, verdict: str, now: float, comm: str = ""
+    ) -> None:
+        key = deviation_key(dim, obj)
         d = self.deviations.get(key)
         if d:
             d.count += 1
             d.last_seen = now
             d.verdict = verdict
+            d.comm = comm or d.comm
             return
         if len(self.deviations) >= DEVIATIONS_MAX:
             oldest = min(self.deviations, key=lambda k: self.deviations[k].last_seen)
             del self.deviations[oldest]
-        self.deviations[key] = Deviation(dim, obj, 1, now, now, verdict)
+        self.deviations[key] = Deviation(dim, obj, 1, now, now, verdict, comm)
 
     def deviations_since(self, dim: str, since: float) -> int:
         return sum(
@@ -106,7 +123,7 @@ class Agent:
     def from_json(cls, d: dict[str, Any]) -> Agent:
         devs = [Deviation(**v) for v in d.pop("deviations", [])]
         a = cls(**d)
-        a.deviations = {f"{v.dimension}\0{v.object}": v for v in devs}
+        a.deviations = {v.key: v for v in devs}
         return a
 
 
@@ -199,7 +216,7 @@ class Registry:
         used = {a.id for a in self.agents.values()}
         free = next((i for i in range(1, C.CORRAL_MAX_AGENTS) if i not in used), None)
         if free is None:
-            raise RuntimeError(
+            raise AgentLimitReached(
                 f"agent limit reached ({C.CORRAL_MAX_AGENTS - 1}); remove agents you no longer need"
             )
         now = time.time()

@@ -122,6 +122,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     max_request_bytes: int = 1 << 20
+    max_import_bytes: int = 16 << 20
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
@@ -172,6 +173,7 @@ _POSITIVE = {
     "learning.collapse_min_depth",
     "learning.net_collapse_threshold",
     "max_request_bytes",
+    "max_import_bytes",
     "kernel.exec_allow_entries",
     "kernel.open_allow_entries",
     "kernel.net_allow_entries",

@@ -130,6 +130,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
         group=cfg.socket_group or None,
         max_body=cfg.max_request_bytes,
         metrics=node.metrics.registry,
+        max_import=cfg.max_import_bytes,
     )
     listen = config_mod.parse_listen(cfg.metrics.listen, "metrics.listen")
     try:

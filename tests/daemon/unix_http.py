@@ -55,5 +55,8 @@ class UnixAdapter(HTTPAdapter):
 def unix_session(path: str, timeout: float = 5.0) -> requests.Session:
     """A requests.Session whose http://localhost/... requests go to the unix socket at path."""
     s = requests.Session()
+    # schemathesis gives a session's headers priority over a case's: requests' defaults
+    # (Accept: */*) would replace every generated Accept header
+    s.headers.clear()
     s.mount("http://", UnixAdapter(path, timeout))
     return s
