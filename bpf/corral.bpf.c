@@ -249,23 +249,28 @@ static __always_inline struct scratch *get_scratch(void)
 	return bpf_map_lookup_elem(&scratch_map, &zero);
 }
 
-/* true when the report may go out: not seen within the window, under the rate limit. */
+/*
+ * true when the report may go out: not seen with this verdict within the window, under the rate
+ * limit. The stamp keeps the verdict in its low two bits, so a mode flip (would-deny -> denied)
+ * is reported again at once.
+ */
 static __always_inline bool may_report(struct subject *s, struct corral_counters *c, void *seen_map,
-				       void *seen_key, __u64 now)
+				       void *seen_key, __u64 now, __u8 verdict)
 {
 	struct corral_config *conf = get_config();
+	__u64 stamp = (now & ~3ULL) | (verdict & 3);
 	struct corral_rate *r;
 	__u64 *last;
 
 	if (!conf)
 		return false;
 	last = bpf_map_lookup_elem(seen_map, seen_key);
-	if (last && now - *last < conf->suppress_ns) {
+	if (last && (*last & 3) == (verdict & 3) && now - *last < conf->suppress_ns) {
 		if (c)
 			c->suppressed++;
 		return false;
 	}
-	bpf_map_update_elem(seen_map, seen_key, &now, BPF_ANY);
+	bpf_map_update_elem(seen_map, seen_key, &stamp, BPF_ANY);
 	if (!s->cfg->rate_limit)
 		return true;
 	r = bpf_map_lookup_elem(&rate, &s->agent);
@@ -371,7 +376,7 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 		return CORRAL_VERDICT_ALLOWED;
 	}
 	verdict = novel_verdict(s, c, can_deny, kill);
-	if (!may_report(s, c, &seen_path, &sc->pkey, now))
+	if (!may_report(s, c, &seen_path, &sc->pkey, now, verdict))
 		return verdict;
 	e = event_start(s, c, verdict, now);
 	if (!e)
@@ -624,7 +629,7 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 		return CORRAL_VERDICT_ALLOWED;
 	}
 	verdict = novel_verdict(s, c, true, false);
-	if (!may_report(s, c, &seen_net, k, now))
+	if (!may_report(s, c, &seen_net, k, now, verdict))
 		return verdict;
 	e = event_start(s, c, verdict, now);
 	if (!e)
