@@ -12,10 +12,12 @@ RULES_OUT := daemon/corral/rules/aibom.yaml
 # systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
 # curl: the documented way to scrape /metrics over the admin socket (tested).
 SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
+# make bench: a C compiler and static libc for its helpers, perf for profiles
+BENCH_PKGS := gcc libc6-dev linux-perf
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
 
 .PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean distclean \
-	demo wheel install uninstall
+	demo wheel install uninstall bench
 
 # `make install`: a virtualenv at PREFIX (the package and its Python dependencies, isolated from
 # the system Python), the systemd unit, the configuration (kept if present) and two symlinks.
@@ -35,6 +37,7 @@ help:
 	@echo "make test-host host suite only (this machine's kernel)"
 	@echo "make test-vm   VM suite only (Debian 6.1 and 6.12 kernels under QEMU)"
 	@echo "make vmlinux   regenerate bpf/vmlinux.h from this machine's BTF"
+	@echo "make bench     benchmarks (host + VM, ~25 min, root) -> docs/benchmarks.md; not part of make test"
 	@echo "make demo      the walkthrough, scripted: learn, alert, enforce an injected agent (root)"
 	@echo "make wheel     build $(WHEEL) (with the BPF objects inside)"
 	@echo "make install   install corral into $(PREFIX) and the systemd unit (root; DESTDIR, PREFIX ok)"
@@ -84,7 +87,7 @@ run: deps venv bpf
 	$(abspath $(VENV))/bin/corrald --config config/corral.yaml
 
 lint: venv
-	$(PY) -m ruff check daemon bindings tests examples
+	$(PY) -m ruff check daemon bindings tests examples bench
 
 # The README walkthrough, scripted: its own corrald (temporary state, socket and pins), the
 # example agent learned, alerted on and enforced. Exits non-zero if a check fails.
@@ -143,6 +146,19 @@ test-vm: deps vm-deps venv bpf
 	$(PY) tests/vm/run_vm.py --python $(PY)
 
 test: lint test-host test-vm
+
+# Benchmarks (not part of make test): host syscall overhead, the example agent, event ingest,
+# footprint, flip latency, then the syscall overhead inside the VM (BPF LSM). Writes
+# docs/benchmarks.md, docs/benchmarks/*.png and docs/benchmarks/results.json.
+# BENCH_ARGS="--parts ingest,flip" or "--quick" or "--report-only": see python -m bench --help.
+bench: deps vm-deps venv bpf
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 # Build outputs only. Not removed: bpf/vmlinux.h (committed), dist/ (wheels you built to ship),
 # .venv, and anything outside the tree (state, pins: `corrald cleanup` removes pins).

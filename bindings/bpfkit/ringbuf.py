@@ -76,8 +76,12 @@ class RingBuffer:
         ret = lib.ring_buffer__consume(self._handle())
         return self._result(ret, "consume ring buffer")
 
-    async def run(self) -> None:
-        """Deliver records from the running event loop until cancelled or a callback raises."""
+    async def run(self, after_batch: Callable[[int], None] | None = None) -> None:
+        """Deliver records from the running event loop until cancelled or a callback raises.
+
+        ``after_batch(n)``, if given, is called after each batch of ``n`` records (every record
+        available when the ring became readable): the place to flush work batched per record.
+        """
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         fd = self.epoll_fd
@@ -85,7 +89,9 @@ class RingBuffer:
         try:
             while True:
                 ready.clear()
-                self.consume()
+                n = self.consume()
+                if after_batch is not None and n:
+                    after_batch(n)
                 await ready.wait()
         finally:
             loop.remove_reader(fd)

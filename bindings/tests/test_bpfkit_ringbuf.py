@@ -116,3 +116,23 @@ async def test_asyncio_run_propagates_callback_exception(tracing: BpfObject) -> 
         with pytest.raises(ValueError, match="bad record of 16 bytes"):
             await asyncio.wait_for(task, 5)
         assert loop.remove_reader(rb.epoll_fd) is False
+
+
+async def test_asyncio_run_calls_after_batch_with_the_count(tracing: BpfObject) -> None:
+    records: list[bytes] = []
+    batches: list[int] = []
+    done = asyncio.Event()
+
+    def after_batch(n: int) -> None:
+        batches.append(n)
+        done.set()
+
+    with RingBuffer(tracing.maps["events"], records.append) as rb:
+        task = asyncio.create_task(rb.run(after_batch))
+        os.getppid()
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert batches and all(n > 0 for n in batches)
+    assert sum(batches) == len(records)

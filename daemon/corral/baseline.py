@@ -373,13 +373,17 @@ class _PathSet:
         e = self.exact.get(path)
         if e is not None:
             return e
+        rule = self.match_prefix(path)
+        return None if rule is None else self.prefixes[rule]
+
+    def match_prefix(self, path: str) -> str | None:
+        """The longest "dir/" prefix entry path starts with, if any."""
         if not self.prefixes:
             return None
         i = len(path)
         while (i := path.rfind("/", 0, i)) >= 0:
-            e = self.prefixes.get(path[: i + 1])
-            if e is not None:
-                return e
+            if path[: i + 1] in self.prefixes:
+                return path[: i + 1]
         return None
 
     def _index(self, key: str, delta: int) -> None:
@@ -428,21 +432,25 @@ class _NetSet:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def _lookup(self, addr: Network, port: int) -> Entry | None:
+    def _lookup(self, addr: Network, port: int) -> NetKey | None:
         counts = self.plens.get((addr.version, port))
         if not counts:
             return None
         for plen in sorted(counts, reverse=True):
             if plen > addr.prefixlen:
                 continue
-            e = self.entries.get((_truncate(addr, plen), port))
-            if e is not None:
-                return e
+            key = (_truncate(addr, plen), port)
+            if key in self.entries:
+                return key
         return None
 
-    def match(self, net: Network, port: int) -> Entry | None:
+    def match_key(self, net: Network, port: int) -> NetKey | None:
         """Kernel semantics: the port, then port 0 (any port), each longest prefix first."""
         return self._lookup(net, port) or (self._lookup(net, 0) if port else None)
+
+    def match(self, net: Network, port: int) -> Entry | None:
+        key = self.match_key(net, port)
+        return None if key is None else self.entries[key]
 
     def put(self, key: NetKey, entry: Entry) -> None:
         net, port = key
@@ -747,6 +755,27 @@ class Baseline:
         if not path_fits(path, prefix=False):
             return None
         return self._paths[dimension].match(path)
+
+    def kernel_rule(self, dimension: str, obj: str | tuple[str, int]) -> tuple[str, Any] | None:
+        """The entry that covers obj, in the form the kernel lists take: (path, is_prefix) for
+        exec/open, (cidr, port) for connect; None when nothing covers it. What corrald writes
+        into the kernel right after learning obj (the exact path, or the prefix it collapsed
+        into; the host, or the network it was aggregated into)."""
+        if dimension == "connect":
+            try:
+                net, port = parse_net(obj)  # type: ignore[arg-type]
+            except ValueError:
+                return None
+            key = self._net.match_key(net, port)
+            return None if key is None else (str(key[0]), key[1])
+        if not isinstance(obj, str) or dimension not in PATH_DIMENSIONS:
+            return None
+        path = normalise_path(obj)
+        ps = self._paths[dimension]
+        if path in ps.exact:
+            return path, False
+        prefix = ps.match_prefix(path)
+        return None if prefix is None else (prefix, True)
 
     @overload
     def kernel_entries(self, dimension: Literal["exec", "open"]) -> tuple[list[str], list[str]]: ...

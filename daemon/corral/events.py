@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
 from . import layout
@@ -49,42 +50,75 @@ class Event:
         return f"{self.address}:{self.port}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """Every field plus "object" (what dataclasses.asdict gives, without its deep copy:
+        the fields are immutable; this runs once per event in corrald)."""
+        d = {name: getattr(self, name) for name in _FIELD_NAMES}
         d["object"] = self.object
         return d
 
 
-def _cstr(buf: Any) -> str:
-    return layout.ffi().string(buf).decode("utf-8", "surrogateescape")
+_FIELD_NAMES = tuple(f.name for f in fields(Event))
+
+
+def _cstr(raw: bytes) -> str:
+    end = raw.find(b"\0")
+    return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
+
+
+def _names(values: tuple[str, ...], i: int) -> str:
+    return values[i] if i < len(values) else str(i)
+
+
+@cache
+def _decoder() -> tuple[Any, dict[str, int], tuple[tuple[str, ...], ...], int]:
+    """(unpacker, field index, flags tuple per flag byte, AF_INET), built once."""
+    packer, names = layout.unpacker("struct corral_event")
+    flags = tuple(
+        tuple(name for bit, name in sorted(EVENT_FLAGS.items()) if value & bit)
+        for value in range(256)
+    )
+    return packer, {n: i for i, n in enumerate(names)}, flags, socket.AF_INET
 
 
 def decode(data: bytes, offset_ns: int | None = None) -> Event:
-    """One ring-buffer record -> Event. Raises ValueError on a short record."""
-    e = layout.from_bytes("struct corral_event", data)
-    dim = DIMS[e.dim] if e.dim < len(DIMS) else f"dim{e.dim}"
-    flags = tuple(name for bit, name in sorted(EVENT_FLAGS.items()) if e.flags & bit)
+    """One ring-buffer record -> Event. Raises ValueError on a short record.
+
+    One struct.unpack_from of the layout cffi derives from corral.h (layout.unpacker): no
+    per-field cffi access, no copy of the record; this runs once per event in corrald."""
+    packer, ix, flag_names, af_inet = _decoder()
+    if len(data) < packer.size:
+        raise ValueError(f"struct corral_event: need {packer.size} bytes, got {len(data)}")
+    v = packer.unpack_from(data)
+    d = v[ix["dim"]]
+    dim = DIMS[d] if d < len(DIMS) else f"dim{d}"
     offset = boot_offset_ns() if offset_ns is None else offset_ns
     common: dict[str, Any] = {
-        "ts_ns": int(e.ts_ns) + offset,
-        "cgroup_id": int(e.cgroup_id),
-        "agent_id": int(e.agent),
-        "pid": int(e.pid),
-        "tid": int(e.tid),
-        "ppid": int(e.ppid),
-        "uid": int(e.uid),
-        "comm": _cstr(e.comm),
+        "ts_ns": v[ix["ts_ns"]] + offset,
+        "cgroup_id": v[ix["cgroup_id"]],
+        "agent_id": v[ix["agent"]],
+        "pid": v[ix["pid"]],
+        "tid": v[ix["tid"]],
+        "ppid": v[ix["ppid"]],
+        "uid": v[ix["uid"]],
+        "comm": _cstr(v[ix["comm"]]),
         "dimension": dim,
-        "verdict": VERDICTS[e.verdict] if e.verdict < len(VERDICTS) else str(e.verdict),
-        "mode": MODES[e.mode] if e.mode < len(MODES) else str(e.mode),
-        "backend": BACKENDS.get(int(e.backend), str(e.backend)),
-        "flags": flags,
-        "err": int(e.err),
+        "verdict": _names(VERDICTS, v[ix["verdict"]]),
+        "mode": _names(MODES, v[ix["mode"]]),
+        "backend": BACKENDS.get(v[ix["backend"]], str(v[ix["backend"]])),
+        "flags": flag_names[v[ix["flags"]]],
+        "err": v[ix["err"]],
     }
     if dim != "connect":
-        return Event(**common, path=_cstr(e.path))
-    raw = bytes(layout.ffi().buffer(e.addr))
-    if e.family == socket.AF_INET:
-        family, addr = "inet", str(ipaddress.IPv4Address(raw[:4]))
+        return Event(**common, path=_cstr(v[ix["path"]]))
+    raw = v[ix["addr"]]
+    if v[ix["family"]] == af_inet:
+        family, addr = "inet", socket.inet_ntop(socket.AF_INET, raw[:4])
     else:
         family, addr = "inet6", str(ipaddress.IPv6Address(raw))
-    return Event(**common, family=family, address=addr, port=int(e.port), protocol=int(e.proto))
+    return Event(
+        **common,
+        family=family,
+        address=addr,
+        port=v[ix["port"]],
+        protocol=v[ix["proto"]],
+    )

@@ -36,6 +36,9 @@ CGROUP_CONNECT = ("corral_cg_connect4", "corral_cg_connect6")
 CGROUP_SENDMSG = ("corral_cg_sendmsg4", "corral_cg_sendmsg6")
 
 COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
+# Exact paths live in a hash map beside each LPM trie (which keeps the "dir/" prefixes); the
+# pair is sized together from the trie's configured size.
+EXACT_MAPS = {"exec_allow": "exec_exact", "open_allow": "open_exact"}
 
 
 def object_path(name: str = "corral.bpf.o") -> Path:
@@ -120,6 +123,14 @@ def path_key(list_id: int, path: str | bytes, *, prefix: bool):
     return k
 
 
+def exact_key(list_id: int, path: str | bytes):
+    """The hash key of an exact path: the kernel's lookup key for it (full prefixlen, the path
+    and its NUL, zero-padded), which the kernel compares whole."""
+    k = path_key(list_id, path, prefix=False)
+    k.prefixlen = 8 * (layout.sizeof("struct corral_path_key") - 4)
+    return k
+
+
 def net_key(list_id: int, network: str, port: int = 0):
     """The LPM key of an address or CIDR (IPv4 or IPv6) and a port (0 = any port)."""
     net = ipaddress.ip_network(network, strict=False)
@@ -182,6 +193,8 @@ class Kernel:
             self._select_programs()
             for name, size in (map_sizes or {}).items():
                 self._obj.maps[name].set_max_entries(size)
+                if name in EXACT_MAPS:
+                    self._obj.maps[EXACT_MAPS[name]].set_max_entries(size)
             self._obj.load()
             self._maps = dict(self._obj.maps)
             self._configure(suppress_ns)
@@ -365,10 +378,11 @@ class Kernel:
     def allow_paths(
         self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()
     ) -> int:
-        keys = [layout.to_bytes(path_key(list_id, p, prefix=False)) for p in exact]
-        keys += [layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes]
-        self._insert(self._path_map(dim), keys)
-        return len(keys)
+        exact_keys = [layout.to_bytes(exact_key(list_id, p)) for p in exact]
+        prefix_keys = [layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes]
+        self._insert(self._exact_map(dim), exact_keys)
+        self._insert(self._path_map(dim), prefix_keys)
+        return len(exact_keys) + len(prefix_keys)
 
     def allow_net(self, list_id: int, entries: Iterable[tuple[str, int]]) -> int:
         """entries: (address or CIDR, port or 0 for any port)."""
@@ -382,16 +396,25 @@ class Kernel:
 
     def clear_list(self, dim: str, list_id: int) -> int:
         """Deletes every entry of one allow-list (after it has been swapped out)."""
-        m = self.map("net_allow") if dim == "connect" else self._path_map(dim)
-        doomed = [k for k in m if _list_of(m, k) == list_id]
-        for k in doomed:
-            m.delete(k)
-        return len(doomed)
+        if dim == "connect":
+            maps = [self.map("net_allow")]
+        else:
+            maps = [self._path_map(dim), self._exact_map(dim)]
+        removed = 0
+        for m in maps:
+            doomed = [k for k in m if _list_of(m, k) == list_id]
+            for k in doomed:
+                m.delete(k)
+            removed += len(doomed)
+        return removed
 
     def _path_map(self, dim: str) -> Map:
         if dim not in ("exec", "open"):
             raise ValueError(f"{dim!r} is not a path dimension")
         return self.map(f"{dim}_allow")
+
+    def _exact_map(self, dim: str) -> Map:
+        return self.map(EXACT_MAPS[self._path_map(dim).name])
 
     # ---- counters and events --------------------------------------------------------------
 

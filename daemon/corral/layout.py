@@ -8,6 +8,7 @@ feeds it to cffi's cdef after dropping the include guard, so sizes, offsets, enu
 from __future__ import annotations
 
 import re
+import struct
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -122,3 +123,41 @@ def from_bytes(ctype: str, data: bytes):  # type: ignore[no-untyped-def]
 
 def sizeof(ctype: str) -> int:
     return ffi().sizeof(ctype)
+
+
+_INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
+
+
+@cache
+def unpacker(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
+    """(struct.Struct, field names) reading every field of ctype in one call: the hot path's
+    decoder (a cffi copy plus one attribute access per field costs several times more).
+
+    The format is derived here from cffi's view of the header (offsets, sizes, signedness,
+    array lengths; padding as pad bytes), never written by hand. Integer fields come back as
+    ints, arrays as bytes (NUL padding included)."""
+    f = ffi()
+    t = f.typeof(ctype)
+    parts = ["="]  # native byte order, no implicit alignment: every gap is explicit
+    names: list[str] = []
+    pos = 0
+    for name, field in t.fields:
+        ft = field.type
+        if field.offset > pos:
+            parts.append(f"{field.offset - pos}x")
+        size = f.sizeof(ft)
+        if ft.kind == "array":
+            parts.append(f"{size}s")
+        elif ft.kind in ("primitive", "enum") and size in _INT_CODES:
+            signed = int(f.cast(ft, -1)) < 0
+            code = _INT_CODES[size]
+            parts.append(code if signed else code.upper())
+        else:
+            raise TypeError(f"{ctype}.{name}: {ft.cname} has no struct code")
+        names.append(name)
+        pos = field.offset + size
+    if f.sizeof(t) > pos:
+        parts.append(f"{f.sizeof(t) - pos}x")
+    packer = struct.Struct("".join(parts))
+    assert packer.size == f.sizeof(t), (ctype, packer.format)
+    return packer, tuple(names)

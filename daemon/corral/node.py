@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import time
 import urllib.parse
@@ -23,7 +24,7 @@ from typing import Any
 import structlog
 
 from . import __version__, cyclonedx, document, events, identity, metrics, review
-from .agents import Agent, Deviation, Registry, promotion_due
+from .agents import Agent, Deviation, Registry, check_mode, promotion_due
 from .aibom import load_rules
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
@@ -85,6 +86,15 @@ class Corral:
         self.events_lost_in_daemon = 0
         self._dirty: set[str] = set()
         self._kernel_dirty: set[str] = set()
+        # agent -> (baseline object, revision) last pushed whole into its kernel lists
+        self._pushed: dict[str, tuple[int, int]] = {}
+        # learned entries waiting for the end of the ring-buffer batch (one write per list)
+        self._learned_paths: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
+        self._learned_net: dict[int, set[tuple[str, int]]] = {}
+        self._learned_by: set[str] = set()
+        self._exe_cache: dict[tuple[int, str], str] = {}
+        self._exe_cache_at = 0.0
+        self._time_prefix: tuple[int, str] = (-1, "")
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._boot_offset = events.boot_offset_ns()
@@ -210,14 +220,20 @@ class Corral:
             exact, prefixes = b.kernel_entries(dim)
             self.kernel.allow_paths(dim, lists[dim], exact, prefixes)
         self.kernel.allow_net(lists["connect"], b.kernel_entries("connect"))
+        self._pushed[agent.name] = (id(b), b.revision)
+
+    def _kernel_lists_current(self, agent: Agent) -> bool:
+        """True when the kernel lists already hold every entry of the agent's baseline: it was
+        pushed whole and has not changed since (Baseline.revision moves with its entries)."""
+        b = self.baselines[agent.name]
+        return self._pushed.get(agent.name) == (id(b), b.revision)
 
     def _sync_agent(self, agent: Agent, *, swap: bool = False) -> None:
         """Kernel lists then modes: additions land before any flip. With swap, the lists are
         rebuilt under new ids and switched in one write, then the old ones are cleared."""
         assert self.kernel is not None
         if not swap:
-            self._push_entries(agent)
-            self.kernel.set_agent(agent.id, self._agent_config(agent))
+            self._write_kernel_modes(agent, agent.modes)
             return
         old = dict(agent.lists)
         new = {d: self.registry.new_list_id() for d in DIMS}
@@ -233,6 +249,16 @@ class Corral:
         for dim in DIMS:
             self.kernel.clear_list(dim, old[dim])
         self.registry.dirty = True
+
+    def _write_kernel_modes(self, agent: Agent, modes: dict[str, str]) -> None:
+        """One map write switches the agent's modes. The lists are pushed first, and only when
+        entries may be missing from them (re-pushing 10,000 entries took ~70 ms of every flip)."""
+        assert self.kernel is not None
+        if not self._kernel_lists_current(agent):
+            self._push_entries(agent)
+        cfg = self._agent_config(agent)
+        cfg.modes = dict(modes)
+        self.kernel.set_agent(agent.id, cfg)
 
     def _create_agent(
         self, name: str, *, source: str, mode: str | None = None, auto_promote: bool | None = None
@@ -425,9 +451,14 @@ class Corral:
         assert self.kernel is not None
         rb = self.kernel.ring_buffer(self._on_record)
         try:
-            await rb.run()
+            await rb.run(self._after_batch)
         finally:
             rb.close()
+
+    def _after_batch(self, n: int) -> None:
+        """After each ring-buffer batch: the entries learned in it go to the kernel, one
+        batched write per list, so the kernel stops reporting them."""
+        self._flush_learned()
 
     def _on_record(self, data: bytes) -> None:
         try:
@@ -452,10 +483,9 @@ class Corral:
             log.error("AI-BOM update failed", agent=agent.name, error=str(e))
 
     def _learn(self, agent: Agent, ev: events.Event) -> None:
-        """Adds a novel object to the baseline and, at once, its exact form to the kernel list
-        (so the kernel stops reporting it). Collapsed prefixes and aggregated networks follow
-        within a second through _flush_kernel."""
-        assert self.kernel is not None
+        """Adds a novel object to the baseline and queues the entry that now covers it (the
+        exact path or host, or the prefix or network it collapsed into) for the kernel list:
+        written at the end of this ring-buffer batch, so the kernel stops reporting it."""
         b = self.baselines[agent.name]
         revision = b.revision
         if not b.observe(ev):
@@ -463,12 +493,34 @@ class Corral:
         self._dirty.add(agent.name)
         if b.revision == revision:
             return  # recorded as unenforceable (too long, unresolved, port 0): never allowed
-        self._kernel_dirty.add(agent.name)
-        if ev.dimension == "connect" and ev.port:
-            net = f"{ev.address}/{32 if ev.family == 'inet' else 128}"
-            self.kernel.allow_net(agent.lists["connect"], [(net, ev.port)])
-        elif ev.dimension != "connect" and ev.path and b.contains(ev.dimension, ev.path):
-            self.kernel.allow_paths(ev.dimension, agent.lists[ev.dimension], [ev.path])
+        if ev.dimension == "connect":
+            rule = b.kernel_rule("connect", (ev.address or "", ev.port or 0))
+            if rule is not None:
+                self._learned_net.setdefault(agent.lists["connect"], set()).add(rule)
+        elif ev.path:
+            rule = b.kernel_rule(ev.dimension, ev.path)
+            if rule is not None:
+                key = (ev.dimension, agent.lists[ev.dimension])
+                exact, prefixes = self._learned_paths.setdefault(key, (set(), set()))
+                (prefixes if rule[1] else exact).add(rule[0])
+        self._learned_by.add(agent.name)
+
+    def _flush_learned(self) -> None:
+        """Writes the queued learned entries into the kernel lists. A failure (a full map) is
+        logged and the agents are left to the periodic whole-list push: the consumer goes on."""
+        if not self._learned_by:
+            return
+        assert self.kernel is not None
+        paths, nets, agents = self._learned_paths, self._learned_net, self._learned_by
+        self._learned_paths, self._learned_net, self._learned_by = {}, {}, set()
+        try:
+            for (dim, list_id), (exact, prefixes) in paths.items():
+                self.kernel.allow_paths(dim, list_id, exact, prefixes)
+            for list_id, entries in nets.items():
+                self.kernel.allow_net(list_id, entries)
+        except Exception as e:
+            log.error("adding learned entries to the kernel failed", error=str(e))
+            self._kernel_dirty |= agents
 
     async def _kernel_flush_loop(self) -> None:
         while not self._stopping.is_set():
@@ -489,16 +541,40 @@ class Corral:
         b = self.bindings.get(ev.cgroup_id)
         rec = ev.to_dict()
         rec.update(
-            time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ev.ts_ns / 1e9))
-            + f".{ev.ts_ns % 1_000_000_000 // 1000:06d}Z",
-            node=self.cfg.node,
+            time=self._iso_time(ev.ts_ns),
+            node=self._node_name,
             agent=agent.name,
-            exe=_exe(ev.pid),
+            exe=self._exe_of(ev.pid, ev.comm),
             namespace=b.namespace if b else "",
             pod=b.pod if b else "",
             container=b.container if b else "",
         )
         return rec
+
+    @functools.cached_property
+    def _node_name(self) -> str:
+        return self.cfg.node  # environment and hostname: read once, not per event
+
+    def _iso_time(self, ts_ns: int) -> str:
+        """2026-01-02T03:04:05.123456Z; the part up to the second is formatted once a second."""
+        sec = ts_ns // 1_000_000_000
+        if self._time_prefix[0] != sec:
+            self._time_prefix = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+        return f"{self._time_prefix[1]}.{ts_ns % 1_000_000_000 // 1000:06d}Z"
+
+    def _exe_of(self, pid: int, comm: str) -> str:
+        """/proc/<pid>/exe, remembered per (pid, comm) for up to a second: a busy agent's
+        events would otherwise cost a readlink each (an exec changes the comm, and so the
+        key; the value is as stale as one read at processing time could be anyway)."""
+        now = time.monotonic()
+        if now - self._exe_cache_at > 1.0:
+            self._exe_cache.clear()
+            self._exe_cache_at = now
+        key = (pid, comm)
+        exe = self._exe_cache.get(key)
+        if exe is None:
+            exe = self._exe_cache[key] = _exe(pid)
+        return exe
 
     def _publish(self, rec: dict[str, Any]) -> None:
         self.ring.append(rec)
@@ -743,13 +819,16 @@ class Corral:
         if not modes:
             raise BadRequest('no mode given: send {"mode": M} or per dimension {"exec": M}')
         try:
-            changed = False
             for dim, mode in modes.items():
-                changed |= agent.set_mode(dim, mode, reason="requested through the API", by="api")
+                check_mode(dim, mode)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        if changed:
-            self._sync_agent(agent)
+        wanted = {**agent.modes, **modes}
+        if wanted != agent.modes:
+            # The kernel first (a flip is one map write), then history, logs and the disk.
+            self._write_kernel_modes(agent, wanted)
+            for dim, mode in modes.items():
+                agent.set_mode(dim, mode, reason="requested through the API", by="api")
             self.registry.dirty = True
             await self._save_all()
         return self.get_agent(name)

@@ -528,3 +528,22 @@ def test_new_with_config_fields() -> None:
     assert b.kernel_entries("open") == ([], ["/data/"])
     with pytest.raises(ValueError):
         Baseline.new("demo", collapse_threshold=0)
+
+
+def test_kernel_rule_is_the_covering_entry_in_kernel_form() -> None:
+    """What corrald writes into the kernel right after learning an object."""
+    b = Baseline("demo")
+    b.observe(ev("open", "/app/lib/pkg/m0.py"))
+    assert b.kernel_rule("open", "/app/lib/pkg/m0.py") == ("/app/lib/pkg/m0.py", False)
+    assert b.kernel_rule("open", "/app/lib/pkg/other.py") is None
+    for i in range(1, 21):
+        b.observe(ev("open", f"/app/lib/pkg/m{i}.py"))
+    assert b.kernel_rule("open", "/app/lib/pkg/m20.py") == ("/app/lib/pkg/", True)
+    assert b.kernel_rule("open", f"/proc/{123}/stat") is None
+    b.observe(ev("open", "/proc/77/stat"))
+    assert b.kernel_rule("open", "/proc/99/stat") == ("/proc/*/stat", False)
+    for i in range(17):
+        b.observe(conn(f"10.1.2.{i}", 443))
+    assert b.kernel_rule("connect", ("10.1.2.9", 443)) == ("10.1.2.0/24", 443)
+    assert b.kernel_rule("connect", ("10.1.2.9", 80)) is None
+    assert b.kernel_rule("exec", "/bin/true") is None

@@ -73,7 +73,7 @@ def test_open_path_golden(agent: Agent, workdir: Path, collector: Collector) -> 
     k = path_key(agent.lists["open"], ev.path, prefix=False)
     agent.kern.allow_paths("open", agent.lists["open"], [os.path.realpath(link)])
     k.prefixlen = 8 * (layout.sizeof("struct corral_path_key") - 4)
-    assert agent.kern.map("open_allow").lookup(layout.to_bytes(k)) is not None
+    assert agent.kern.map("open_exact").lookup(layout.to_bytes(k)) is not None
     agent.configure(open="enforce")
     assert agent.run(open_child(link)).value == "opened"
 

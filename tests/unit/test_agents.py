@@ -1,4 +1,4 @@
-"""Registry limits (pure logic: no kernel)."""
+"""Agent bookkeeping and registry limits (pure logic: no kernel)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.agents import AgentLimitReached, Registry
+from corral.agents import DEVIATIONS_MAX, Agent, AgentLimitReached, Registry
 from corral.layout import C
 from corral.service import Conflict
 
@@ -20,3 +20,28 @@ def test_the_agent_limit_is_a_conflict_not_a_crash(tmp_path: Path) -> None:
         reg.create("one-more", mode="observe", auto_promote=False, source="import")
     assert isinstance(info.value, Conflict) and info.value.status == 409
     assert "one-more" not in reg.agents
+
+
+def _agent() -> Agent:
+    return Agent(name="a", id=1, modes={}, lists={})
+
+
+def test_deviations_bounded_least_recently_seen_dropped() -> None:
+    a = _agent()
+    for i in range(DEVIATIONS_MAX):
+        a.record_deviation("open", f"/f{i}", "would-deny", float(i))
+    a.record_deviation("open", "/f0", "would-deny", float(DEVIATIONS_MAX))  # seen again
+    a.record_deviation("open", "/new", "would-deny", float(DEVIATIONS_MAX + 1))
+    assert len(a.deviations) == DEVIATIONS_MAX
+    assert "open\0/f1" not in a.deviations  # the least recently seen
+    d0 = a.deviations["open\0/f0"]
+    assert (d0.count, d0.first_seen, d0.last_seen) == (2, 0.0, float(DEVIATIONS_MAX))
+    assert "open\0/new" in a.deviations
+
+
+def test_loaded_deviations_are_ordered_by_last_seen() -> None:
+    a = _agent()
+    a.record_deviation("open", "/late", "denied", 10.0)
+    a.record_deviation("open", "/early", "denied", 1.0)
+    b = Agent.from_json(a.to_json())
+    assert list(b.deviations) == ["open\0/early", "open\0/late"]

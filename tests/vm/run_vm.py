@@ -42,25 +42,20 @@ def guest_command(python: str, pytest_args: list[str]) -> str:
     )
 
 
+def vng(python: str, kernel: str, command: str, cpus: int = 2) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) booting kernel under QEMU/TCG with BPF LSM and running command in
+    the guest, with the venv of `python` first on PATH (also used by bench/vm.py)."""
+    venv_bin = str(Path(python).parent)
+    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
+    cmd = [f"{venv_bin}/vng", "--disable-kvm", "--memory", "2G", "--cpus", str(cpus)]
+    cmd += ["--run", kernel, "--append", LSM_APPEND, "--", command]
+    return cmd, env
+
+
 def run_one(
     kernel: str, python: str, pytest_args: list[str], timeout: int, logdir: Path
 ) -> tuple[bool, str]:
-    venv_bin = str(Path(python).parent)
-    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
-    cmd = [
-        f"{venv_bin}/vng",
-        "--disable-kvm",
-        "--memory",
-        "2G",
-        "--cpus",
-        "2",
-        "--run",
-        kernel,
-        "--append",
-        LSM_APPEND,
-        "--",
-        guest_command(python, pytest_args),
-    ]
+    cmd, env = vng(python, kernel, guest_command(python, pytest_args))
     log = logdir / (Path(kernel).name + ".log")
     started = time.monotonic()
     print(f"== booting {kernel} under QEMU (TCG) ...", flush=True)

@@ -1,0 +1,1 @@
+"""corral benchmarks: `make bench` (see docs/benchmarks.md)."""

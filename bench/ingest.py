@@ -1,0 +1,188 @@
+"""Event ingest: the highest sustained rate of novel events a real corrald consumes with zero
+drops, and its CPU per 1,000 events/s.
+
+A C generator in an agent's cgroup (started through POST /run, like `corralctl run`) opens a
+new, nonexistent path at a fixed rate: on the tracepoint backend every one of those opens is a
+novel event (the kernel's suppression and rate limit are configured out of the way). Each step
+uses a fresh agent; the rate doubles until the kernel reports drops (ring buffer full) or the
+daemon has not consumed every event within a short drain. The consumer path measured is the
+daemon's own: bpfkit RingBuffer -> events.decode -> Corral._on_record (learning in OBSERVE,
+deviations in ALERT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import env
+from .daemon import Corrald, corrald, wait4
+from .profile import pyspy_collect, pyspy_start
+
+DAEMON_CONFIG: dict[str, Any] = {
+    # per agent per CPU per second: out of the way, so drops mean "ring buffer full"
+    "kernel": {
+        "rate_limit": 100_000_000,
+        "suppress_window": "60s",
+        # one OBSERVE step learns up to ~1M paths; each step's agent is reset afterwards
+        "open_allow_entries": 1 << 21,
+    },
+    "promotion": {"check_interval": "1s"},
+}
+STEP_SECONDS = 5.0
+_COUNTERS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
+DRAIN_SECONDS = 3.0
+
+
+def _counters(d: Corrald, agent: str) -> dict[str, int]:
+    c = d.api("GET", d.agent_path(agent))["counters"]["open"]
+    return {k: int(v) for k, v in c.items()}
+
+
+def step(
+    d: Corrald, loop: Path, mode: str, rate: int, seconds: float, tag: str, profile: bool = False
+) -> dict[str, Any]:
+    agent = f"ingest-{mode}-{tag}-{rate}"
+    received0 = d.api("GET", "/v1/status")["events"]["received"]
+    cpu0, t0 = d.cpu_seconds(), time.monotonic()
+    argv = [str(loop), "gen-open", str(rate), str(seconds), f"/corral-bench-novel/{tag}{rate}"]
+    # The agent is created in OBSERVE; ALERT is set before the generator runs (it waits on go).
+    if mode != "observe":
+        wait4(d.spawn(agent, [str(loop), "gen-open", "1", "0", "/corral-bench-novel/x"]))
+        d.set_mode(agent, mode)
+        received0 = d.api("GET", "/v1/status")["events"]["received"]
+        cpu0, t0 = d.cpu_seconds(), time.monotonic()
+    before = _counters(d, agent) if mode != "observe" else dict.fromkeys(_COUNTERS, 0)
+    spy = pyspy_start(d.pid, max(1, int(seconds))) if profile else None
+    r_fd, w_fd = os.pipe()
+    pid = d.spawn(agent, argv, stdout=w_fd)
+    os.close(w_fd)
+    wait4(pid)
+    gen = json.loads(_read_all(r_fd).splitlines()[-1])
+    t_gen = time.monotonic()
+    # drain: until the daemon's count stops moving (or DRAIN_SECONDS)
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - t_gen < DRAIN_SECONDS:
+        got = d.api("GET", "/v1/status")["events"]["received"] - received0
+        if got != last:
+            last, stable_since = got, time.monotonic()
+        elif time.monotonic() - stable_since > 0.3:
+            break
+        time.sleep(0.05)
+    t_end = time.monotonic()
+    cpu = d.cpu_seconds() - cpu0
+    after = _counters(d, agent)
+    c = {k: after[k] - before[k] for k in _COUNTERS}
+    reported = c["novel"] + c["would_deny"] + c["denied"] - c["suppressed"] - c["dropped"]
+    received = last
+    ok = c["dropped"] == 0 and received >= gen["events"] and received >= reported
+    wall = t_end - t0
+    out: dict[str, Any] = {
+        "mode": mode,
+        "rate_asked": rate,
+        "generated": gen["events"],
+        "rate_generated": gen["rate"],
+        "gen_seconds": gen["seconds"],
+        "received": received,
+        "kernel_counters": c,
+        "dropped": c["dropped"],
+        "zero_drops": ok,
+        "daemon_cpu_seconds": cpu,
+        "wall_seconds": wall,
+        "cpu_fraction": cpu / wall,
+        # % of one core that 1,000 events/s cost: CPU-seconds per event x 1,000 x 100
+        "cpu_pct_per_1k": 100 * 1000 * cpu / received if received else 0.0,
+        "rss_mib": d.memory().get("VmRSS", 0.0),
+        "load1": env.load()["load1"],
+    }
+    if spy is not None:
+        out["profile"] = pyspy_collect(*spy)
+    if mode == "observe":
+        # forget what was learned: frees the kernel allow-list entries for the next step
+        d.api("DELETE", d.agent_path(agent, "baseline"))
+    return out
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def measure(
+    modes: tuple[str, ...] = ("observe", "alert"),
+    start_rate: int = 5000,
+    max_rate: int = 640_000,
+    seconds: float = STEP_SECONDS,
+    log_events: bool = False,
+    profile: bool = True,
+) -> dict[str, Any]:
+    tools = env.helpers()
+    cfg = {**DAEMON_CONFIG, "events": {"log_events": log_events}}
+    out: dict[str, Any] = {
+        "machine": env.machine(),
+        "load_start": env.load(),
+        "step_seconds": seconds,
+        "log_events": log_events,
+        "steps": [],
+    }
+    tag = str(int(time.time()) % 100000)
+    with corrald(cfg) as d:
+        out["daemon_startup_seconds"] = d.startup_seconds
+        for mode in modes:
+            rate = start_rate
+            best = 0.0
+            refined = False
+            while rate <= max_rate:
+                s = step(d, tools["loop"], mode, rate, seconds, tag)
+                out["steps"].append(s)
+                env.log(
+                    f"ingest {mode}: asked {rate}/s generated {s['rate_generated']:.0f}/s "
+                    f"received {s['received']}/{s['generated']} dropped {s['dropped']} "
+                    f"cpu {s['cpu_fraction']:.2f}"
+                )
+                if s["zero_drops"]:
+                    best = max(best, s["rate_generated"])
+                    if s["rate_generated"] < 0.9 * rate or refined:
+                        break  # the generator is the limit, or the limit is bracketed
+                    rate *= 2
+                elif refined or rate == start_rate:
+                    break
+                else:
+                    rate, refined = rate * 3 // 4, True  # once: between the last two steps
+            out.setdefault("max_zero_drop_rate", {})[mode] = best
+            if profile:
+                # the consumer at (or just past) its limit: where does a event's time go?
+                s = step(d, tools["loop"], mode, max(rate, 5000), seconds, tag + "p", True)
+                out.setdefault("profile", {})[mode] = {
+                    "rate": s["rate_generated"],
+                    "cpu_fraction": s["cpu_fraction"],
+                    **s.get("profile", {}),
+                }
+    out["load_end"] = env.load()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    def args(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--seconds", type=float, default=STEP_SECONDS)
+        ap.add_argument("--start-rate", type=int, default=5000)
+        ap.add_argument("--max-rate", type=int, default=640_000)
+        ap.add_argument("--modes", default="observe,alert")
+        ap.add_argument("--log-events", action="store_true")
+
+    def run(a: argparse.Namespace) -> dict[str, Any]:
+        modes = tuple(a.modes.split(","))
+        return measure(modes, a.start_rate, a.max_rate, a.seconds, a.log_events)
+
+    return env.part_main(argv, __doc__, args, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The syscall benchmark inside QEMU (virtme-ng, TCG) on Debian's 6.1 and 6.12 kernels booted with
+BPF LSM, so the LSM backend is measured. Timings under TCG are emulated: only the ratios between
+states measured in the same boot are reported. The guest prints its result on one line that
+starts with bench.syscalls.VM_MARKER.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.vm.run_vm import find_kernel, vng
+
+from . import env
+from .syscalls import VM_MARKER
+
+KERNELS = ("6.1", "6.12")
+
+
+def guest_command(python: str, rounds: int, target_s: float) -> str:
+    return (
+        f"cd {shlex.quote(str(env.REPO))} && PYTHONDONTWRITEBYTECODE=1 {shlex.quote(python)} "
+        f"-m bench.syscalls --vm --rounds {rounds} --target-seconds {target_s}"
+    )
+
+
+def run_kernel(
+    series: str, python: str, rounds: int, target_s: float, cpus: int, timeout: int
+) -> dict[str, Any]:
+    kernel = find_kernel(series)
+    if kernel is None:
+        return {"series": series, "error": f"no /boot/vmlinuz-{series}*: run `make vm-deps`"}
+    cmd, envp = vng(python, kernel, guest_command(python, rounds, target_s), cpus)
+    env.log(f"vm: booting {kernel} (TCG, {cpus} vCPU)")
+    t0 = time.monotonic()
+    load0 = env.load()
+    try:
+        p = subprocess.run(cmd, env=envp, capture_output=True, text=True, timeout=timeout)
+        text = p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        text = str(e.stdout or "") + f"\nTIMEOUT after {timeout}s"
+    logdir = env.BUILD / "vm"
+    logdir.mkdir(parents=True, exist_ok=True)
+    (logdir / f"{Path(kernel).name}.log").write_text(text)
+    for line in text.splitlines():
+        if line.startswith(VM_MARKER):
+            res: dict[str, Any] = json.loads(line[len(VM_MARKER) :])
+            res.update(
+                series=series,
+                kernel_image=Path(kernel).name,
+                vcpus=cpus,
+                boot_and_run_seconds=round(time.monotonic() - t0, 1),
+                host_load_start=load0,
+                host_load_end=env.load(),
+            )
+            return res
+    tail = "\n".join(text.strip().splitlines()[-30:])
+    return {"series": series, "error": f"no result from the guest; log tail:\n{tail}"}
+
+
+def measure(
+    kernels: tuple[str, ...] = KERNELS,
+    rounds: int = 5,
+    target_s: float = 1.0,
+    cpus: int = 1,
+    timeout: int = 1800,
+) -> dict[str, Any]:
+    return {
+        "host": env.machine(),
+        "kernels": [
+            run_kernel(k, sys.executable, rounds, target_s, cpus, timeout) for k in kernels
+        ],
+    }
