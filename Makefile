@@ -8,8 +8,10 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
 BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
+RULES_OUT := daemon/corral/rules/aibom.yaml
 # systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
-SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd
+# curl: the documented way to scrape /metrics over the admin socket (tested).
+SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
 # make bench: a C compiler and static libc for its helpers, perf for profiles
 BENCH_PKGS := gcc libc6-dev linux-perf
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
@@ -73,7 +75,12 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/corral.h bpf/vmlinux.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 	cp bpf/corral.h $(BPF_OUT)/corral.h
 
-bpf: $(BPF_OBJS)
+# The built-in AI-BOM rules travel inside the package too (an installed corrald has no config/).
+$(RULES_OUT): config/aibom.yaml
+	@mkdir -p $(@D)
+	cp $< $@
+
+bpf: $(BPF_OBJS) $(RULES_OUT)
 
 # corrald in the foreground, local mode; admin socket /run/corral/corral.sock (use .venv/bin/corralctl).
 run: deps venv bpf
@@ -156,7 +163,7 @@ bench: deps vm-deps venv bpf
 # Build outputs only. Not removed: bpf/vmlinux.h (committed), dist/ (wheels you built to ship),
 # .venv, and anything outside the tree (state, pins: `corrald cleanup` removes pins).
 clean:
-	rm -rf $(BPF_OUT)/*.o $(BPF_OUT)/corral.h build *.egg-info .pytest_cache
+	rm -rf $(BPF_OUT)/*.o $(BPF_OUT)/corral.h $(RULES_OUT) build *.egg-info .pytest_cache
 
 # clean, plus the wheels in dist/ and the virtualenv.
 distclean: clean

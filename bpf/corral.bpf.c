@@ -272,23 +272,28 @@ static __always_inline struct scratch *get_scratch(void)
 	return bpf_map_lookup_elem(&scratch_map, &zero);
 }
 
-/* true when the report may go out: not seen within the window, under the rate limit. */
+/*
+ * true when the report may go out: not seen with this verdict within the window, under the rate
+ * limit. The stamp keeps the verdict in its low two bits, so a mode flip (would-deny -> denied)
+ * is reported again at once.
+ */
 static __always_inline bool may_report(struct subject *s, struct corral_counters *c, void *seen_map,
-				       void *seen_key, __u64 now)
+				       void *seen_key, __u64 now, __u8 verdict)
 {
 	struct corral_config *conf = get_config();
+	__u64 stamp = (now & ~3ULL) | (verdict & 3);
 	struct corral_rate *r;
 	__u64 *last;
 
 	if (!conf)
 		return false;
 	last = bpf_map_lookup_elem(seen_map, seen_key);
-	if (last && now - *last < conf->suppress_ns) {
+	if (last && (*last & 3) == (verdict & 3) && now - *last < conf->suppress_ns) {
 		if (c)
 			c->suppressed++;
 		return false;
 	}
-	bpf_map_update_elem(seen_map, seen_key, &now, BPF_ANY);
+	bpf_map_update_elem(seen_map, seen_key, &stamp, BPF_ANY);
 	if (!s->cfg->rate_limit)
 		return true;
 	r = bpf_map_lookup_elem(&rate, &s->agent);
@@ -420,7 +425,7 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 	}
 	verdict = novel_verdict(s, c, can_deny, kill);
 	now = bpf_ktime_get_boot_ns(); /* only what is reported needs the time */
-	if (!may_report(s, c, &seen_path, &sc->pkey, now))
+	if (!may_report(s, c, &seen_path, &sc->pkey, now, verdict))
 		return verdict;
 	e = event_start(s, c, verdict, now, true);
 	if (!e)
@@ -500,6 +505,8 @@ int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
 }
 
+#define FMODE_EXEC_OPEN 040 /* __FMODE_EXEC in f_flags: the file was opened by open_exec() */
+
 SEC("lsm/file_open")
 int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 {
@@ -508,6 +515,9 @@ int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 
 	if (ret)
 		return keep_ret(ret);
+	/* execve's own open of the program (and a script's interpreter) is judged by the exec hook */
+	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN)
+		return 0;
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_LSM))
 		return 0;
 	sc = get_scratch();
@@ -663,7 +673,7 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 	}
 	verdict = novel_verdict(s, c, true, false);
 	now = bpf_ktime_get_boot_ns();
-	if (!may_report(s, c, &seen_net, k, now))
+	if (!may_report(s, c, &seen_net, k, now, verdict))
 		return verdict;
 	e = event_start(s, c, verdict, now, has_task);
 	if (!e)

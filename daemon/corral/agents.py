@@ -17,6 +17,7 @@ import structlog
 
 from .baseline import atomic_write
 from .layout import DIMS, MODES, C
+from .service import Conflict
 
 log = structlog.get_logger("corral.agents")
 
@@ -33,6 +34,10 @@ def check_mode(dim: str, mode: str) -> None:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
 
 
+class AgentLimitReached(Conflict):
+    """Every agent id the kernel has room for (CORRAL_MAX_AGENTS - 1) is taken."""
+
+
 @dataclass
 class Deviation:
     """An object seen in ALERT (would-deny) or ENFORCE (denied) that the baseline lacks."""
@@ -43,6 +48,15 @@ class Deviation:
     first_seen: float
     last_seen: float
     verdict: str
+    comm: str = ""  # the command that did it last (absent in registries written before)
+
+    @property
+    def key(self) -> str:
+        return deviation_key(self.dimension, self.object)
+
+
+def deviation_key(dimension: str, obj: str) -> str:
+    return f"{dimension}\0{obj}"
 
 
 @dataclass
@@ -84,21 +98,24 @@ class Agent:
         )
         return True
 
-    def record_deviation(self, dim: str, obj: str, verdict: str, now: float) -> None:
+    def record_deviation(
+        self, dim: str, obj: str, verdict: str, now: float, comm: str = ""
+    ) -> None:
         """Counts one deviation. `deviations` is kept least recently seen first (a hit moves
         its entry to the end), so the one dropped beyond DEVIATIONS_MAX is the first: O(1)
         per event instead of a scan of all of them."""
-        key = f"{dim}\0{obj}"
+        key = deviation_key(dim, obj)
         d = self.deviations.pop(key, None)
         if d:
             d.count += 1
             d.last_seen = max(d.last_seen, now)
             d.verdict = verdict
+            d.comm = comm or d.comm
             self.deviations[key] = d
             return
         if len(self.deviations) >= DEVIATIONS_MAX:
             del self.deviations[next(iter(self.deviations))]
-        self.deviations[key] = Deviation(dim, obj, 1, now, now, verdict)
+        self.deviations[key] = Deviation(dim, obj, 1, now, now, verdict, comm)
 
     def deviations_since(self, dim: str, since: float) -> int:
         return sum(
@@ -114,7 +131,7 @@ class Agent:
     def from_json(cls, d: dict[str, Any]) -> Agent:
         devs = sorted((Deviation(**v) for v in d.pop("deviations", [])), key=lambda v: v.last_seen)
         a = cls(**d)
-        a.deviations = {f"{v.dimension}\0{v.object}": v for v in devs}
+        a.deviations = {v.key: v for v in devs}
         return a
 
 
@@ -207,7 +224,7 @@ class Registry:
         used = {a.id for a in self.agents.values()}
         free = next((i for i in range(1, C.CORRAL_MAX_AGENTS) if i not in used), None)
         if free is None:
-            raise RuntimeError(
+            raise AgentLimitReached(
                 f"agent limit reached ({C.CORRAL_MAX_AGENTS - 1}); remove agents you no longer need"
             )
         now = time.time()

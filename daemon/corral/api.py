@@ -6,13 +6,25 @@ Routes (agent names contain "/": clients send the name percent-encoded as ONE pa
     GET    /v1/status
     GET    /v1/agents
     GET    /v1/agents/{name}
-    GET    /v1/agents/{name}/baseline
+    GET    /v1/agents/{name}/baseline          ?format=detail (default) | export; an export
+                                               is YAML with `Accept: application/yaml`
+    PUT    /v1/agents/{name}/baseline          body: a baseline document (YAML, or JSON with
+                                               Content-Type application/json);
+                                               ?strategy=merge|replace&keep_modes=1&dry_run=1
+                                               &rename=1; creates the agent if it is unknown
     DELETE /v1/agents/{name}/baseline          forget the baseline and relearn
+    GET    /v1/agents/{name}/diff              ?flat=1: deviations beyond the baseline, as rows
     PUT    /v1/agents/{name}/mode              {"mode": M} and/or {"exec"|"open"|"connect": M}
-    POST   /v1/agents/{name}/accept            {} (everything) or {"entries": [{dimension, object}]}
+    POST   /v1/agents/{name}/accept            {} (everything) or {"entries": [{dimension,
+                                               object}], "index": [n], "view": v, "flat": b}
     POST   /v1/agents/{name}/run               {"pid": N}: move pid (a child of the caller)
     GET    /v1/events?agent=NAME&limit=N&follow=1
+    GET    /v1/openapi.json                     this API's OpenAPI 3 document (openapi.yaml)
+    GET    /metrics                             Prometheus exposition (metrics.py)
+    GET    /v1/aibom?format=json|cyclonedx     the node's AI-BOM (every agent)
+    GET    /v1/agents/{name}/aibom?format=json|cyclonedx
 
+Bodies are limited to max_request_bytes, baseline documents to max_import_bytes (413).
 Every error is `{"error": {"status": n, "message": "..."}}`. Access is controlled by the
 socket's permissions (0600, or 0660 for a group); each request is logged with the caller's
 uid/gid/pid from SO_PEERCRED.
@@ -31,12 +43,18 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from . import document
+from . import metrics as metrics_mod
 from .layout import DIMS, MODES
 from .service import BadRequest, Controller, ServiceError, validate_agent_name
 
@@ -45,10 +63,12 @@ log = structlog.get_logger("corral.api")
 DEFAULT_SOCKET = "/run/corral/corral.sock"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+AIBOM_FORMATS = ("json", "cyclonedx")
 # How often an idle event stream checks that its client is still there.
 STREAM_POLL_SECONDS = 0.5
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}, kernel ABI
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -63,6 +83,8 @@ class ApiStartError(RuntimeError):
 class _State:
     controller: Controller
     max_body: int
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    max_import: int = 16 << 20
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -84,7 +106,14 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False)
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # a path that is not UTF-8 (held as surrogate escapes): \udcXX escapes, which are
+        # valid JSON, where raw surrogates could not be sent as UTF-8 at all
+        return json.dumps(data)
+    return text
 
 
 def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -138,7 +167,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("request failed", method=request.method, path=request.rel_url.raw_path)
         response = _error(500, "internal error in corrald (see the daemon's log for details)")
     pid, uid, gid = peer if peer else (None, None, None)
-    log.info(
+    quiet = request.path == "/metrics" and response.status < 400  # every scrape, every 15s
+    (log.debug if quiet else log.info)(
         "request",
         method=request.method,
         path=request.rel_url.raw_path,
@@ -165,17 +195,34 @@ def _agent(request: web.Request) -> str:
     return validate_agent_name(request.match_info["name"])
 
 
+class _TooLarge(ServiceError):
+    status = 413
+
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__(f"request body too large: the limit is {limit} bytes ({what})")
+
+
+async def _raw_body(request: web.Request, limit: int, what: str = "max_request_bytes") -> bytes:
+    """The body, refused with 413 beyond limit (declared or, for chunked bodies, read)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _TooLarge(limit, what)
+    try:
+        raw = await request.read()  # stops at client_max_size (the largest route limit)
+    except web.HTTPRequestEntityTooLarge:
+        raise _TooLarge(limit, what) from None
+    if len(raw) > limit:
+        raise _TooLarge(limit, what)
+    return raw
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     """The JSON object in the body; an empty body is {}."""
-    limit = request.app[_STATE].max_body
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    raw = await request.read()  # enforces client_max_size for chunked bodies too
+    raw = await _raw_body(request, request.app[_STATE].max_body)
     if not raw.strip():
         return {}
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}")
@@ -229,14 +276,53 @@ def _parse_entry(i: int, entry: Any) -> dict[str, str]:
 
 
 def parse_accept(body: dict[str, Any]) -> list[dict[str, str]] | None:
-    """None = accept every deviation; else the listed entries."""
-    _reject_unknown(body, {"entries"}, "accept request")
+    """None = accept every deviation (unless "index" is given); else the listed entries."""
+    _reject_unknown(body, {"entries", "index", "view", "flat"}, "accept request")
     if "entries" not in body:
         return None
     entries = body["entries"]
     if not isinstance(entries, list) or not entries:
         raise BadRequest('"entries" must be a non-empty list; send {} to accept everything')
     return [_parse_entry(i, e) for i, e in enumerate(entries)]
+
+
+def parse_accept_rows(body: dict[str, Any]) -> tuple[list[int] | None, str | None, bool]:
+    """(index, view, flat): rows of `diff` to accept, numbered from 1."""
+    index = body.get("index")
+    if index is not None and (
+        not isinstance(index, list)
+        or not index
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in index)
+    ):
+        raise BadRequest('"index" must be a non-empty list of row numbers (1, 2, ...) from diff')
+    view = body.get("view")
+    if view is not None and (
+        not isinstance(view, str) or not (view.isascii() and view.isalnum()) or len(view) > 64
+    ):
+        raise BadRequest('"view" must be the view string `diff` printed, e.g. "3fa2c1d0"')
+    flat = body.get("flat", False)
+    if not isinstance(flat, bool):
+        raise BadRequest('"flat" must be true or false')
+    if index is None and (view is not None or "flat" in body):
+        raise BadRequest('"view" and "flat" only go with "index"')
+    return index, view, flat
+
+
+def _query(request: web.Request, allowed: set[str]) -> Any:
+    query = request.rel_url.query
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        expected = ", ".join(sorted(allowed)) or "none"
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; expected: {expected}")
+    return query
+
+
+def _choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
+    """raw, one of choices; absent means the first."""
+    value = choices[0] if raw is None else raw
+    if value not in choices:
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return value
 
 
 def parse_pid(body: dict[str, Any]) -> int:
@@ -285,7 +371,49 @@ async def _get_agent(request: web.Request) -> web.Response:
 
 
 async def _get_baseline(request: web.Request) -> web.Response:
-    return _json(_controller(request).get_baseline(_agent(request)))
+    query = _query(request, {"format"})
+    name = _agent(request)
+    if _choice(query.get("format"), "format", ("detail", "export")) == "detail":
+        return _json(_controller(request).get_baseline(name))
+    doc = _controller(request).export_baseline(name)
+    if any(t in request.headers.get("Accept", "") for t in _YAML_TYPES):
+        text = await asyncio.to_thread(document.dump_yaml, doc)
+        return web.Response(text=text, content_type="application/yaml", charset="utf-8")
+    text = await asyncio.to_thread(document.dump_json, doc)
+    return web.Response(text=text, content_type="application/json", charset="utf-8")
+
+
+async def _put_baseline(request: web.Request) -> web.Response:
+    """Import a baseline document (merge or replace); creates the agent when unknown."""
+    query = _query(request, {"strategy", "keep_modes", "dry_run", "rename"})
+    name = _agent(request)
+    strategy = _choice(query.get("strategy"), "strategy", document.STRATEGIES)
+    keep_modes = _parse_flag(query.get("keep_modes"), "keep_modes")
+    dry_run = _parse_flag(query.get("dry_run"), "dry_run")
+    rename = _parse_flag(query.get("rename"), "rename")
+    raw = await _raw_body(request, request.app[_STATE].max_import, "max_import_bytes")
+    if not raw.strip():
+        raise BadRequest(
+            "empty body: send a baseline document (`corralctl baseline export NAME` shows one)"
+        )
+    fmt = "json" if request.content_type == "application/json" else "yaml"
+    doc = await asyncio.to_thread(document.parse, raw, fmt)
+    if doc.name != name and not rename:
+        raise BadRequest(
+            f"the document is the baseline of {doc.name!r} (metadata.name), not of {name!r}: "
+            f"fix metadata.name, or import it as {name!r} with rename=1 (corralctl: --rename)"
+        )
+    result = await _controller(request).import_baseline(
+        name, doc, strategy=strategy, keep_modes=keep_modes, dry_run=dry_run  # type: ignore[arg-type]
+    )
+    return _json(result, status=201 if result.get("created") and not dry_run else 200)
+
+
+async def _diff(request: web.Request) -> web.Response:
+    query = _query(request, {"flat"})
+    name = _agent(request)
+    flat = _parse_flag(query.get("flat"), "flat")
+    return _json(_controller(request).diff(name, flat))
 
 
 async def _reset(request: web.Request) -> web.Response:
@@ -300,8 +428,13 @@ async def _set_mode(request: web.Request) -> web.Response:
 
 async def _accept(request: web.Request) -> web.Response:
     name = _agent(request)
-    entries = parse_accept(await _body(request))
-    return _json(await _controller(request).accept(name, entries))
+    body = await _body(request)
+    entries = parse_accept(body)
+    index, view, flat = parse_accept_rows(body)
+    controller = _controller(request)
+    if index is None:
+        return _json(await controller.accept(name, entries))
+    return _json(await controller.accept(name, entries, index=index, view=view, flat=flat))
 
 
 async def _run(request: web.Request) -> web.Response:
@@ -320,6 +453,44 @@ async def _events(request: web.Request) -> web.StreamResponse:
     if _parse_flag(query.get("follow"), "follow"):
         return await _stream_events(request, agent, limit)
     return _json(_controller(request).recent_events(agent, limit or DEFAULT_LIMIT))
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3 document of this API (daemon/corral/openapi.yaml, package data)."""
+    text = resources.files("corral").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return metrics_mod.response(request.app[_STATE].metrics, request)
+
+
+def _aibom_format(request: web.Request) -> str:
+    query = request.rel_url.query
+    unknown = sorted(set(query) - {"format"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; expected: format")
+    fmt = query.get("format", "json")
+    if fmt not in AIBOM_FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(AIBOM_FORMATS)}; got {fmt[:40]!r}")
+    return fmt
+
+
+async def _aibom_node(request: web.Request) -> web.Response:
+    fmt = _aibom_format(request)
+    return _json(await _controller(request).aibom(None, fmt))
+
+
+async def _aibom_agent(request: web.Request) -> web.Response:
+    name = _agent(request)
+    fmt = _aibom_format(request)
+    return _json(await _controller(request).aibom(name, fmt))
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -424,19 +595,36 @@ async def _stream_error(response: web.StreamResponse, status: int, message: str)
         await response.write(line)
 
 
-def make_app(controller: Controller, *, max_body: int = 64 * 1024) -> web.Application:
-    app = web.Application(middlewares=[_middleware], client_max_size=max_body)
-    app[_STATE] = _State(controller=controller, max_body=max_body)
+def make_app(
+    controller: Controller,
+    *,
+    max_body: int = 64 * 1024,
+    max_import: int = 16 << 20,
+    metrics: CollectorRegistry | None = None,
+) -> web.Application:
+    """metrics: what GET /metrics exposes (corrald passes node.metrics.registry); None serves
+    an empty exposition."""
+    limit = max(max_body, max_import)
+    app = web.Application(middlewares=[_middleware], client_max_size=limit)
+    app[_STATE] = _State(controller=controller, max_body=max_body, max_import=max_import)
+    if metrics is not None:
+        app[_STATE].metrics = metrics
     agent = "/v1/agents/{name}"
     app.router.add_get("/v1/status", _status, allow_head=False)
     app.router.add_get("/v1/agents", _list_agents, allow_head=False)
     app.router.add_get(agent, _get_agent, allow_head=False)
     app.router.add_get(f"{agent}/baseline", _get_baseline, allow_head=False)
+    app.router.add_put(f"{agent}/baseline", _put_baseline)
     app.router.add_delete(f"{agent}/baseline", _reset)
+    app.router.add_get(f"{agent}/diff", _diff, allow_head=False)
     app.router.add_put(f"{agent}/mode", _set_mode)
     app.router.add_post(f"{agent}/accept", _accept)
     app.router.add_post(f"{agent}/run", _run)
     app.router.add_get("/v1/events", _events, allow_head=False)
+    app.router.add_get("/v1/openapi.json", _openapi, allow_head=False)
+    app.router.add_get("/metrics", _metrics, allow_head=False)
+    app.router.add_get("/v1/aibom", _aibom_node, allow_head=False)
+    app.router.add_get(f"{agent}/aibom", _aibom_agent, allow_head=False)
     return app
 
 
@@ -522,6 +710,8 @@ async def start_api(
     *,
     group: str | None = None,
     max_body: int = 64 * 1024,
+    metrics: CollectorRegistry | None = None,
+    max_import: int = 16 << 20,
 ) -> ApiServer:
     path = Path(socket_path)
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
@@ -530,7 +720,7 @@ async def start_api(
         path.parent.mkdir(parents=True, mode=0o755)
         os.chmod(path.parent, 0o755)  # mkdir's mode is subject to the umask
     await _claim_path(path)
-    app = make_app(controller, max_body=max_body)
+    app = make_app(controller, max_body=max_body, max_import=max_import, metrics=metrics)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:

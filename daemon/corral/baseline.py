@@ -51,8 +51,18 @@ Networks (connect)
 Hits count the events that reached user space: the kernel suppresses repeats within its
 window and does not report what is already in the kernel allow-list.
 
+Provenance: every entry has a ``source``: learned (observe mode), accepted (``corralctl
+accept``) or imported (``corralctl baseline import``, see document.py). An imported entry also
+keeps, as ``origin``, the source the imported document declared for it (an entry learned on a
+staging node and imported here is source "imported", origin "learned"); exports write the
+origin back, so a document survives export -> import -> export byte for byte. A baseline keeps
+the last ``IMPORTS_MAX`` imports (time, digest, strategy, counts) and free-form
+``annotations`` from the document's metadata.
+
 The store (``BaselineStore``) writes one msgpack file per agent, schema-versioned and
-checksummed, with temp file + fsync + rename + directory fsync.
+checksummed, with temp file + fsync + rename + directory fsync. Schema 2 added ``origin`` to
+each entry and ``imports``/``annotations`` to the payload; schema 1 files are read (entries
+without origin, no imports) and rewritten as schema 2 on the next save.
 """
 
 from __future__ import annotations
@@ -79,7 +89,9 @@ from .events import Event
 
 log = structlog.get_logger("corral.baseline")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+IMPORTS_MAX = 20
 MAGIC = "corral-baseline"
 DIMENSIONS: tuple[str, ...] = ("exec", "open", "connect")
 PATH_DIMENSIONS: tuple[str, ...] = ("exec", "open")
@@ -261,7 +273,7 @@ def _truncate(net: Network, plen: int) -> Network:
     return ipaddress.IPv6Network((base, plen))
 
 
-def _net_sort_key(key: NetKey) -> tuple[int, int, int, int]:
+def net_sort_key(key: NetKey) -> tuple[int, int, int, int]:
     net, port = key
     return net.version, int(net.network_address), net.prefixlen, port
 
@@ -275,6 +287,8 @@ class Entry:
     last_seen: float
     hits: int = 1
     source: Source = "learned"
+    # for imported entries: the source the imported document declared (None: hand-written)
+    origin: Source | None = None
 
     def hit(self, when: float, n: int = 1) -> None:
         self.hits += n
@@ -282,23 +296,34 @@ class Entry:
         self.last_seen = max(self.last_seen, when)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "hits": self.hits,
             "source": self.source,
         }
+        if self.origin is not None:
+            out["origin"] = self.origin
+        return out
+
+    @property
+    def declared_source(self) -> Source:
+        """The source an export writes: an imported entry's origin when it has one."""
+        return self.origin if self.source == "imported" and self.origin else self.source
 
     @classmethod
     def merged(cls, entries: Iterable[Entry]) -> Entry:
         """Aggregate of several entries; the source is kept when they all agree, else learned."""
         es = list(entries)
         sources = {e.source for e in es}
+        origins = {e.origin for e in es}
+        agree = len(sources) == 1
         return cls(
             first_seen=min(e.first_seen for e in es),
             last_seen=max(e.last_seen for e in es),
             hits=sum(e.hits for e in es),
-            source=sources.pop() if len(sources) == 1 else "learned",
+            source=next(iter(sources)) if agree else "learned",
+            origin=next(iter(origins)) if agree and len(origins) == 1 else None,
         )
 
 
@@ -489,6 +514,9 @@ class Baseline:
         self._paths: dict[str, _PathSet] = {d: _PathSet() for d in PATH_DIMENSIONS}
         self._net = _NetSet()
         self._unenforceable: dict[tuple[str, str], Unenforceable] = {}
+        # provenance of imports (newest last, at most IMPORTS_MAX) and the document's metadata
+        self.imports: list[dict[str, Any]] = []
+        self.annotations: dict[str, str] = {}
 
     @classmethod
     def new(
@@ -620,7 +648,7 @@ class Baseline:
             beneath = ps.pop_beneath(path)
             if beneath:
                 entry = Entry.merged([entry, *beneath])
-                entry.source = source
+                entry.source, entry.origin = source, None
         ps.put(path, entry, prefix=prefix)
         if dim == "open":
             self._collapse(ps, path)
@@ -645,7 +673,7 @@ class Baseline:
         covered = self._net.pop_covered(net, port)
         if covered:
             entry = Entry.merged([entry, *covered])
-            entry.source = source
+            entry.source, entry.origin = source, None
         self._net.put((net, port), entry)
         self._aggregate(net, port)
         self.revision += 1
@@ -662,6 +690,47 @@ class Baseline:
         merged = Entry.merged([self._net.pop((m, port)) for m in list(members)])
         self._net.put((group, port), merged)
         log.debug("networks aggregated", agent=self.agent, network=str(group), port=port)
+
+    # ---- verbatim edits (import) -----------------------------------------------------------------
+
+    def insert(
+        self, dimension: str, key: str | NetKey, entry: Entry, *, prefix: bool = False
+    ) -> None:
+        """Puts one entry exactly as given: no normalisation, no collapse or aggregation, no
+        covering check (an import is the reviewed policy and must come back out unchanged).
+        The caller has validated key (document.py)."""
+        if dimension == "connect":
+            assert isinstance(key, tuple)
+            self._net.put(key, entry)
+        else:
+            assert isinstance(key, str)
+            self._paths[dimension].put(key, entry, prefix=prefix)
+        self.revision += 1
+
+    def entry(self, dimension: str, key: str | NetKey, *, prefix: bool = False) -> Entry | None:
+        """The entry stored under exactly this key (not a covering one), or None."""
+        if dimension == "connect":
+            return self._net.entries.get(key)  # type: ignore[call-overload]
+        ps = self._paths[dimension]
+        return (ps.prefixes if prefix else ps.exact).get(key)  # type: ignore[call-overload]
+
+    def keys(self) -> set[tuple[str, Any, bool]]:
+        """Every entry's identity: (dimension, path or (network, port), is_prefix)."""
+        out: set[tuple[str, Any, bool]] = set()
+        for d in PATH_DIMENSIONS:
+            ps = self._paths[d]
+            out.update((d, p, False) for p in ps.exact)
+            out.update((d, p, True) for p in ps.prefixes)
+        out.update(("connect", k, False) for k in self._net.entries)
+        return out
+
+    def record_import(self, record: dict[str, Any]) -> None:
+        self.imports.append(record)
+        del self.imports[:-IMPORTS_MAX]
+
+    def copy(self) -> Baseline:
+        """An independent copy (through the store's encoding, so nothing is shared)."""
+        return decode_payload(encode_payload(self), self.rules)
 
     # ---- queries --------------------------------------------------------------------------------
 
@@ -721,7 +790,7 @@ class Baseline:
         """exec/open: (exact, prefixes) for Kernel.allow_paths; connect: [(cidr, port)] for
         Kernel.allow_net. Sorted; unenforceable objects are never included."""
         if dimension == "connect":
-            return [(str(n), p) for n, p in sorted(self._net.entries, key=_net_sort_key)]
+            return [(str(n), p) for n, p in sorted(self._net.entries, key=net_sort_key)]
         if dimension not in PATH_DIMENSIONS:
             raise ValueError(f"unknown dimension {dimension!r}")
         ps = self._paths[dimension]
@@ -736,7 +805,7 @@ class Baseline:
         return rows
 
     def net_entries(self) -> list[tuple[Network, int, Entry]]:
-        keys = sorted(self._net.entries, key=_net_sort_key)
+        keys = sorted(self._net.entries, key=net_sort_key)
         return [(n, p, self._net.entries[(n, p)]) for n, p in keys]
 
     def summary(self) -> dict[str, Any]:
@@ -752,7 +821,15 @@ class Baseline:
             "learning_since": self.learning_since,
             "last_novel": self.last_novel,
             "revision": self.revision,
+            "imported": sum(1 for e in self._entries() if e.source == "imported"),
         }
+
+    def _entries(self) -> Iterator[Entry]:
+        """Every entry, unsorted (cheap: for counts)."""
+        for ps in self._paths.values():
+            yield from ps.exact.values()
+            yield from ps.prefixes.values()
+        yield from self._net.entries.values()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, sorted for diff-friendly output."""
@@ -783,6 +860,8 @@ class Baseline:
             {"dimension": u.dimension, "object": u.object, "reason": u.reason, **u.entry.to_dict()}
             for u in self.unenforceable
         ]
+        out["annotations"] = dict(sorted(self.annotations.items()))
+        out["imports"] = [dict(r) for r in self.imports]
         return out
 
 
@@ -802,16 +881,19 @@ def _ps(raw: bytes) -> str:
 
 
 def _entry_row(e: Entry) -> list[Any]:
-    return [e.first_seen, e.last_seen, e.hits, e.source]
+    return [e.first_seen, e.last_seen, e.hits, e.source, e.origin]
 
 
 def _entry_of(row: list[Any]) -> Entry:
-    first, last, hits, source = row
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}")
+    """A stored entry: schema 2 rows end with the origin, schema 1 rows have none."""
+    if len(row) == 4:
+        row = [*row, None]
+    first, last, hits, source, origin = row
+    if source not in SOURCES or (origin is not None and origin not in SOURCES):
+        raise ValueError(f"unknown source {source!r} / origin {origin!r}")
     if not isinstance(hits, int) or not isinstance(first, float | int):
         raise ValueError("bad entry fields")
-    return Entry(float(first), float(last), hits, source)
+    return Entry(float(first), float(last), hits, source, origin)
 
 
 def encode_payload(b: Baseline) -> bytes:
@@ -829,6 +911,8 @@ def encode_payload(b: Baseline) -> bytes:
     data["unenforceable"] = [
         [u.dimension, _pb(u.object), u.reason, *_entry_row(u.entry)] for u in b.unenforceable
     ]
+    data["annotations"] = dict(sorted(b.annotations.items()))
+    data["imports"] = b.imports
     return msgpack.packb(data, use_bin_type=True)
 
 
@@ -850,6 +934,9 @@ def decode_payload(payload: bytes, rules: BaselineRules | None = None) -> Baseli
         for dim, raw, reason, *row in data["unenforceable"]:
             obj = _ps(raw)
             b._unenforceable[(dim, obj)] = Unenforceable(dim, obj, reason, _entry_of(row))
+        # schema 2; absent in schema 1 payloads
+        b.annotations = {str(k): str(v) for k, v in data.get("annotations", {}).items()}
+        b.imports = [dict(r) for r in data.get("imports", [])][-IMPORTS_MAX:]
     except CorruptBaseline:
         raise
     except Exception as e:  # any shape error in checksummed data: report, never crash
@@ -890,9 +977,10 @@ def read_header(raw: bytes) -> tuple[dict[str, Any], int]:
 def decode_file(raw: bytes, rules: BaselineRules | None = None) -> Baseline:
     header, offset = read_header(raw)
     schema = header.get("schema")
-    if schema != SCHEMA_VERSION:
+    if schema not in READABLE_SCHEMAS:
+        readable = ", ".join(map(str, READABLE_SCHEMAS))
         raise CorruptBaseline(
-            f"schema {schema!r} is not supported (this corrald reads schema {SCHEMA_VERSION})"
+            f"schema {schema!r} is not supported (this corrald reads schemas {readable})"
         )
     payload = raw[offset:]
     length = header.get("length")
@@ -1004,7 +1092,22 @@ class BaselineStore:
         if b.agent != agent:
             self._quarantine(agent, path, f"belongs to agent {b.agent!r}")
             return None
+        self._migrate(b, read_header(raw)[0].get("schema"))
         return b
+
+    def _migrate(self, b: Baseline, schema: Any) -> None:
+        """Rewrites an older schema's file in the current one (content unchanged). A failed
+        write is logged and retried by the daemon's next save; the old file stays readable."""
+        if schema == SCHEMA_VERSION:
+            return
+        try:
+            self.save(b)
+        except OSError as e:
+            log.warning("could not migrate baseline file", agent=b.agent, error=str(e))
+            return
+        log.info(
+            "baseline file migrated", agent=b.agent, schema_from=schema, schema_to=SCHEMA_VERSION
+        )
 
     def load_all(self) -> dict[str, Baseline]:
         out: dict[str, Baseline] = {}

@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 from urllib.parse import quote, urlencode
 
@@ -59,12 +59,16 @@ examples:
   corralctl agents -o json
   corralctl agent prod/Deployment/chatbot/agent
   corralctl baseline demo -o yaml > demo-baseline.yaml
+  corralctl baseline export demo > demo.yaml     # reviewable document (docs/baselines.md)
+  corralctl baseline import demo demo.yaml --replace
   corralctl mode demo alert                  # every dimension
   corralctl mode demo --exec enforce --connect alert
-  corralctl accept demo --entry open:/etc/hosts
+  corralctl diff demo                        # what the agent did beyond its baseline
+  corralctl accept demo --index 2 --connect 10.0.0.7:443
   corralctl reset demo --yes
   corralctl events -f --agent demo
   corralctl run --agent demo -- python3 agent.py
+  corralctl aibom demo -o cyclonedx
 
 environment:
   {ENV_SOCKET}   the admin socket (default {DEFAULT_SOCKET}); --socket wins
@@ -133,14 +137,24 @@ class Client:
         self.timeout = timeout
 
     def _send(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        *,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+        """body: sent as JSON; data: sent as is with content_type."""
         conn = _UnixConnection(self.socket_path, timeout)
-        headers = {"Accept": "application/json"}
-        payload = None
+        headers = {"Accept": accept}
+        payload = data
         if body is not None:
             payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        if payload is not None:
+            headers["Content-Type"] = content_type
         try:
             conn.request(method, path, body=payload, headers=headers)
             return conn, conn.getresponse()
@@ -165,8 +179,19 @@ class Client:
             conn.close()
             raise _unreachable(self.socket_path, str(exc) or type(exc).__name__) from None
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        conn, resp = self._send(method, path, body, self.timeout)
+    def request(self, method: str, path: str, body: Any = None, **send: Any) -> Any:
+        """A JSON answer. send: data/content_type for a body that is not JSON."""
+        raw = self.request_raw(method, path, body, **send)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            raise RequestFailed(
+                f"corrald sent a response that is not JSON: {raw[:200]!r}"
+            ) from None
+
+    def request_raw(self, method: str, path: str, body: Any = None, **send: Any) -> bytes:
+        """The answer's bytes, as the daemon sent them (errors raised as for request)."""
+        conn, resp = self._send(method, path, body, self.timeout, **send)
         try:
             raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -175,12 +200,7 @@ class Client:
             conn.close()
         if resp.status >= 400:
             raise _failure(resp.status, raw)
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            raise RequestFailed(
-                f"corrald sent a response that is not JSON: {raw[:200]!r}"
-            ) from None
+        return raw
 
     def stream(self, path: str) -> Iterator[dict[str, Any]]:
         """NDJSON lines until the daemon ends the stream."""
@@ -426,7 +446,7 @@ def render_baseline(data: dict[str, Any]) -> str:
         [
             dim,
             str(e.get("object", e.get("path", "?"))),
-            *(_cell(k, e.get(k)) for k in optional),
+            *(_source_cell(e) if k == "source" else _cell(k, e.get(k)) for k in optional),
             _cell("hits", e.get("hits")),
             _cell("first_seen", e.get("first_seen")),
             _cell("last_seen", e.get("last_seen")),
@@ -436,6 +456,135 @@ def render_baseline(data: dict[str, Any]) -> str:
     headers = ["DIMENSION", "OBJECT", *(k.upper() for k in optional), "HITS", "FIRST SEEN",
                "LAST SEEN"]  # fmt: skip
     return "\n".join([*lines, table(headers, rows)])
+
+
+def _source_cell(entry: dict[str, Any]) -> str:
+    """learned / accepted / imported; "imported (learned)" when the document said learned."""
+    source = _cell("source", entry.get("source"))
+    origin = entry.get("origin")
+    return f"{source} ({origin})" if origin else source
+
+
+class _FlowMap(dict):  # type: ignore[type-arg]
+    """Written on one line in YAML."""
+
+
+class _ReviewDumper(yaml.SafeDumper):
+    pass
+
+
+_ReviewDumper.add_representer(
+    _FlowMap,
+    lambda d, m: d.represent_mapping("tag:yaml.org,2002:map", m.items(), flow_style=True),
+)
+_ENTRY_ORDER = ("index", "dimension", "object", "kind", "reason", "network", "port", "source",
+                "origin", "hits", "count", "objects", "first_seen", "last_seen", "time",
+                "verdicts", "comms", "note")  # fmt: skip
+_TIME_FIELDS = frozenset({"first_seen", "last_seen", "learning_since", "last_novel", "time"})
+
+
+def _utc(key: str, value: Any) -> Any:
+    """Epoch seconds as UTC to the second (sub-second churn is noise in a diff)."""
+    if key in _TIME_FIELDS and isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+def _review_item(item: dict[str, Any]) -> _FlowMap:
+    keys = [k for k in _ENTRY_ORDER if k in item] + sorted(set(item) - set(_ENTRY_ORDER))
+    return _FlowMap((k, _utc(k, item[k])) for k in keys)
+
+
+def review_yaml(data: dict[str, Any]) -> str:
+    """`baseline NAME -o yaml` and `diff NAME -o yaml`: keys sorted, one line per entry or row
+    with the object first, times in UTC to the second, so two dumps diff line by line."""
+    out: dict[str, Any] = {}
+    for key in sorted(data):
+        value = data[key]
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            value = [_review_item(v) for v in value]
+        out[key] = _utc(key, value)
+    return yaml.dump(out, Dumper=_ReviewDumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=1 << 30)  # fmt: skip
+
+
+DIFF_HEADERS = ["#", "DIMENSION", "OBJECT", "KIND", "COUNT", "FIRST SEEN", "LAST SEEN",
+                "VERDICT", "COMM"]  # fmt: skip
+
+
+def _modes_text(modes: Any) -> str:
+    if not isinstance(modes, dict):
+        return ""
+    return " ".join(f"{d}={modes.get(d, '?')}" for d in DIMENSIONS)
+
+
+def render_diff(data: dict[str, Any]) -> str:
+    agent, rows = data.get("agent", "?"), data.get("rows") or []
+    modes = _modes_text(data.get("modes"))
+    if not rows:
+        return f"{agent}: nothing beyond the baseline ({modes})"
+    n = data.get("deviations", len(rows))
+    view = data.get("view", "?")
+    head = f"{agent}: {n} deviation(s) beyond the baseline in {len(rows)} row(s), view {view}"
+    table_rows = []
+    for r in rows:
+        kind = r.get("kind", "exact")
+        if kind == "group":
+            kind = f"group of {r.get('objects', '?')}"
+        table_rows.append([
+            str(r.get("index", "?")), _cell("", r.get("dimension")), str(r.get("object", "?")),
+            kind, _cell("", r.get("count")), _cell("first_seen", r.get("first_seen")),
+            _cell("last_seen", r.get("last_seen")), _cell("", r.get("verdicts")),
+            _cell("", r.get("comms")),
+        ])  # fmt: skip
+    lines = [f"{head} ({modes})", "", table(DIFF_HEADERS, table_rows)]
+    notes = [f"  #{r.get('index')}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["", "notes:", *notes]
+    flat = " --flat" if data.get("flat") else ""
+    lines += [
+        "",
+        f"accept rows:    corralctl accept {agent} --index N[,M...] --view {view}{flat}",
+        f"accept entries: corralctl accept {agent} --exec PATH --open PATH|DIR/ "
+        "--connect ADDR:PORT|CIDR:PORT",
+    ]
+    return "\n".join(lines)
+
+
+def render_accept(name: str, data: Any) -> str:
+    if not isinstance(data, dict):
+        return _cell("", data)
+    n = data.get("accepted", "?")
+    noun = "deviation" if n == 1 else "deviations"
+    lines = [f"accepted {n} {noun} into the baseline of {name}"]
+    entries = data.get("entries")
+    if isinstance(entries, list):
+        lines[0] += f": {len(entries)} {'entry' if len(entries) == 1 else 'entries'} added"
+        lines += [f"  + {e.get('dimension')} {e.get('object')} ({e.get('kind')})" for e in entries]
+    for obj in data.get("skipped") or []:
+        lines.append(f"  not added (cannot be an allow-list entry): {obj}")
+    if "remaining" in data:
+        lines.append(f"{data['remaining']} deviation(s) remain (corralctl diff {name})")
+    return "\n".join(lines)
+
+
+def render_import(name: str, label: str, data: Any) -> str:
+    if not isinstance(data, dict):
+        return _cell("", data)
+    dry = data.get("dry_run")
+    verb = "dry run, nothing changed: would import" if dry else "imported"
+    counts = ", ".join(f"{data.get(k, '?')} {k}" for k in ("added", "removed", "kept"))
+    lines = [
+        f"{name}: {verb} {label} ({data.get('strategy')}, {data.get('digest')}): {counts}; "
+        f"{data.get('entries', '?')} entries",
+        f"modes: {_modes_text(data.get('modes'))}",
+    ]
+    if data.get("created"):
+        lines.append(
+            "the agent did not exist: it " + ("would be" if dry else "was")
+            + " created, and uses this baseline and these modes when it first runs"
+        )
+    return "\n".join(lines)
 
 
 EVENT_HEADERS = ["TIME", "AGENT", "VERDICT", "DIMENSION", "OBJECT", "PID", "COMM"]
@@ -483,11 +632,28 @@ class Output:
         self.fmt = fmt
         self.stream = stream or sys.stdout
 
-    def emit(self, data: Any, render: Callable[[Any], str]) -> None:
+    def write_bytes(self, raw: bytes) -> None:
+        """Bytes exactly as the daemon sent them (exports: byte-for-byte round trips)."""
+        buffer = getattr(self.stream, "buffer", None)
+        self.stream.flush()
+        if buffer is None:
+            self.stream.write(raw.decode("utf-8"))
+        else:
+            buffer.write(raw)
+            buffer.flush()
+
+    def emit(
+        self,
+        data: Any,
+        render: Callable[[Any], str],
+        yaml_render: Callable[[Any], str] | None = None,
+    ) -> None:
+        """yaml_render: a command's own YAML layout (review_yaml) instead of the generic one."""
         if self.fmt == "json":
             text = _json_text(data)
         elif self.fmt == "yaml":
-            text = _yaml_text(data).rstrip("\n")
+            dump = yaml_render if yaml_render is not None and isinstance(data, dict) else _yaml_text
+            text = dump(data).rstrip("\n")
         else:
             text = render(data)
         print(text, file=self.stream, flush=True)
@@ -522,7 +688,61 @@ def cmd_agent(args: argparse.Namespace, client: Client, out: Output) -> int:
 
 def cmd_baseline(args: argparse.Namespace, client: Client, out: Output) -> int:
     data = client.request("GET", agent_path(args.name, "baseline"))
-    out.emit(data, lambda d: render_baseline(d) if isinstance(d, dict) else _cell("", d))
+    out.emit(data, lambda d: render_baseline(d) if isinstance(d, dict) else _cell("", d),
+             review_yaml)  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_baseline_export(args: argparse.Namespace, client: Client, out: Output) -> int:
+    accept = "application/json" if out.fmt == "json" else "application/yaml"
+    path = agent_path(args.name, "baseline") + "?format=export"
+    out.write_bytes(client.request_raw("GET", path, accept=accept))
+    return EXIT_OK
+
+
+MAX_DOCUMENT_BYTES = 256 << 20  # what corralctl reads at most; corrald's limit is its own
+
+
+def _read_document(file: str) -> bytes:
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+        else:
+            with open(file, "rb") as f:
+                data = f.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise CliError(f"{file} is larger than {MAX_DOCUMENT_BYTES} bytes")
+    return data
+
+
+def cmd_baseline_import(args: argparse.Namespace, client: Client, out: Output) -> int:
+    data = _read_document(args.file)
+    label = "stdin" if args.file == "-" else args.file
+    query: dict[str, Any] = {"strategy": "replace" if args.replace else "merge"}
+    for flag in ("keep_modes", "dry_run", "rename"):
+        if getattr(args, flag):
+            query[flag] = 1
+    json_doc = args.file.endswith(".json")  # anything else is read as YAML (JSON is YAML too)
+    try:
+        result = client.request(
+            "PUT",
+            agent_path(args.name, "baseline") + "?" + urlencode(query),
+            data=data,
+            content_type="application/json" if json_doc else "application/yaml",
+        )
+    except RequestFailed as exc:
+        if exc.status in (400, 413):
+            raise RequestFailed(f"{label}: {exc}", exc.status) from None
+        raise
+    out.emit(result, lambda r: render_import(args.name, label, r))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, client: Client, out: Output) -> int:
+    path = agent_path(args.name, "diff") + ("?flat=1" if args.flat else "")
+    out.emit(client.request("GET", path), render_diff, review_yaml)
     return EXIT_OK
 
 
@@ -545,15 +765,21 @@ def cmd_mode(args: argparse.Namespace, client: Client, out: Output) -> int:
 
 
 def cmd_accept(args: argparse.Namespace, client: Client, out: Output) -> int:
-    body = {"entries": args.entries} if args.entries else {}
+    entries = list(args.entries)
+    for dim in DIMENSIONS:
+        entries += [{"dimension": dim, "object": o} for o in getattr(args, f"accept_{dim}")]
+    index = list(dict.fromkeys(n for group in args.index for n in group))
+    if (args.view or args.flat) and not index:
+        raise _usage_error("accept: --view and --flat go with --index (rows of `diff`)")
+    body: dict[str, Any] = {"entries": entries} if entries else {}
+    if index:
+        body["index"] = index
+        if args.view:
+            body["view"] = args.view
+        if args.flat:
+            body["flat"] = True
     data = client.request("POST", agent_path(args.name, "accept"), body)
-
-    def render(d: Any) -> str:
-        n = d.get("accepted", "?") if isinstance(d, dict) else "?"
-        noun = "entry" if n == 1 else "entries"
-        return f"accepted {n} {noun} into the baseline of {args.name}"
-
-    out.emit(data, render)
+    out.emit(data, lambda d: render_accept(args.name, d))
     return EXIT_OK
 
 
@@ -618,6 +844,123 @@ def _fixed(row: list[str], widths: list[int], header: list[str] | None) -> str:
         return "  ".join([*padded, cells[-1]])
 
     return (line(header) + "\n" if header else "") + line(row)
+
+
+def cmd_aibom(args: argparse.Namespace, client: Client, out: Output) -> int:
+    cyclonedx = args.output == "cyclonedx"
+    path = agent_path(args.name, "aibom") if args.name else "/v1/aibom"
+    data = client.request("GET", path + ("?format=cyclonedx" if cyclonedx else ""))
+    if cyclonedx:
+        print(json.dumps(data, indent=2, ensure_ascii=False), file=out.stream, flush=True)
+    elif args.name:
+        out.emit(data, render_aibom_agent)
+    else:
+        out.emit(data, render_aibom_node)
+    return EXIT_OK
+
+
+def _versioned(items: list[dict[str, Any]]) -> str:
+    names = sorted(
+        {f"{i['name']} {i['version']}" if i.get("version") else str(i["name"]) for i in items}
+    )
+    return ", ".join(names) or "-"
+
+
+def render_aibom_node(data: dict[str, Any]) -> str:
+    agents = data.get("agents") or []
+    if not agents:
+        return "no agents yet (start one with `corralctl run --agent NAME -- CMD`)"
+    rows = []
+    for a in agents:
+        llm = sum(1 for e in a["endpoints"] if e["kind"] == "llm")
+        kinds = sorted({e["kind"] for e in a["executables"]})
+        rows.append(
+            [
+                a["agent"],
+                "yes" if a["ai_agent"] else "no",
+                _versioned(a["frameworks"]),
+                _versioned(a["mcp_servers"]),
+                str(len(a["models"])),
+                f"{llm}/{len(a['endpoints'])}",
+                ",".join(kinds) or "-",
+            ]
+        )
+    headers = [
+        "AGENT",
+        "AI",
+        "FRAMEWORKS",
+        "MCP SERVERS",
+        "MODELS",
+        "ENDPOINTS (LLM/ALL)",
+        "EXECUTES",
+    ]
+    summary = f"node {data.get('node', '?')}: {data.get('ai_agents', 0)} AI agent(s)"
+    return "\n".join([summary, "", table(headers, rows)])
+
+
+_AIBOM_SECTIONS: tuple[tuple[str, str, list[tuple[str, str]]], ...] = (
+    (
+        "frameworks",
+        "FRAMEWORKS",
+        [
+            ("NAME", "name"),
+            ("VERSION", "version"),
+            ("FRAMEWORK", "framework"),
+            ("ECOSYSTEM", "ecosystem"),
+            ("LOCATION", "location"),
+        ],
+    ),
+    (
+        "mcp_servers",
+        "MCP SERVERS",
+        [("NAME", "name"), ("VERSION", "version"), ("KIND", "kind"), ("WHERE", "where")],
+    ),
+    (
+        "models",
+        "MODELS",
+        [("NAME", "name"), ("FORMAT", "format"), ("REVISION", "revision"), ("PATH", "path")],
+    ),
+    (
+        "endpoints",
+        "ENDPOINTS",
+        [("ENDPOINT", "object"), ("KIND", "kind"), ("RULE", "rule"), ("HOSTNAMES", "hostnames")],
+    ),
+    ("executables", "EXECUTABLES", [("KIND", "kind"), ("NAME", "name"), ("EXE", "exe")]),
+)
+
+
+def render_aibom_agent(data: dict[str, Any]) -> str:
+    why = f" ({', '.join(data['reasons'])})" if data.get("reasons") else ""
+    caps = data.get("capabilities", {})
+    lines = [
+        f"agent:        {data['agent']}",
+        f"node:         {data.get('node', '?')}",
+        f"ai agent:     {'yes' if data.get('ai_agent') else 'no'}{why}",
+        "executes:     "
+        + (", ".join(k for k in ("shell", "interpreter", "tools") if caps.get(k)) or "-"),
+    ]
+    for key, title, cols in _AIBOM_SECTIONS:
+        items = data.get(key) or []
+        lines.append("")
+        if not items:
+            lines.append(f"{title}: none seen")
+            continue
+        lines.append(title)
+        headers = [h for h, _ in cols] + ["EVIDENCE", "LAST SEEN"]
+        rows = []
+        for item in items:
+            item = {**item, "where": item.get("location") or item.get("exe")}
+            evidence = ",".join(item.get("evidence", [])) + (
+                " (denied)" if item.get("denied") else ""
+            )
+            rows.append(
+                [_cell("", item.get(f)) for _, f in cols]
+                + [evidence, _cell("last_seen", item.get("last_seen"))]
+            )
+        lines += ["  " + ln for ln in table(headers, rows).splitlines()]
+    if data.get("truncated"):
+        lines += ["", f"truncated (tables full): {_cell('', data['truncated'])}"]
+    return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -730,6 +1073,107 @@ def _dim_object(value: str) -> dict[str, str]:
     return {"dimension": dim, "object": obj}
 
 
+def _index_list(value: str) -> list[int]:
+    """"3", "1,3", "2-5" -> row numbers."""
+    out: list[int] = []
+    try:
+        for part in value.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if sep else int(lo)
+            if first < 1 or last < first or last - first > 10_000:
+                raise ValueError
+            out += range(first, last + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected row numbers from `diff` like 3, 1,4 or 2-5; got {value!r}"
+        ) from None
+    return out
+
+
+def _add_baseline(subs: Any) -> None:
+    p = _sub(
+        subs,
+        "baseline",
+        "show, export or import an agent's baseline",
+        "Show the baseline (`corralctl baseline NAME` is short for `baseline show NAME`), "
+        "export it as a reviewable document, or import one (see docs/baselines.md).",
+        "  corralctl baseline demo\n"
+        "  corralctl baseline export demo > demo.yaml\n"
+        "  corralctl baseline import demo demo.yaml --replace",
+    )
+    actions = p.add_subparsers(dest="baseline_action", metavar="ACTION", required=True)
+    s = _sub(
+        actions,
+        "show",
+        "show the baseline with hits and first/last seen",
+        "Show the baseline: the programs the agent executes, the files it opens and the "
+        "addresses it connects to, with their source (learned in observe mode, accepted, or "
+        "imported), hits and first/last seen. -o yaml is diff-friendly: sorted, one line "
+        "per entry, times in UTC to the second.",
+        "  corralctl baseline show demo\n  corralctl baseline demo -o yaml > demo-detail.yaml",
+    )
+    s.add_argument("name", metavar="NAME", help="agent name")
+    s.set_defaults(func=cmd_baseline)
+    e = _sub(
+        actions,
+        "export",
+        "write the baseline as a document for review (YAML; -o json for JSON)",
+        "Write the baseline as a schema-versioned document (apiVersion corral.io/v1, kind "
+        "Baseline) with the agent's modes: entries sorted, one per line, no timestamps or "
+        "hit counts, so that a git diff shows exactly what changed. Importing it and "
+        "exporting again gives the same bytes.",
+        "  corralctl baseline export demo > baselines/demo.yaml\n"
+        "  corralctl baseline export demo -o json",
+    )
+    e.add_argument("name", metavar="NAME", help="agent name")
+    e.set_defaults(func=cmd_baseline_export)
+    i = _sub(
+        actions,
+        "import",
+        "load a baseline document (merge or replace); pre-seeds unknown agents",
+        "Load a document made by `baseline export` (or written by hand) into the agent's "
+        "baseline. --merge (the default) adds its entries; --replace makes the baseline "
+        "exactly the document's. The document's modes (spec.modes) are applied unless "
+        "--keep-modes. If the agent does not exist yet it is created with this baseline and "
+        "these modes, and uses them when it first runs (GitOps pre-seeding). The whole "
+        "document is validated first; errors name the entry (spec.exec[3]: ...) and nothing "
+        "changes. In enforce, new allow-lists are filled completely before they replace the "
+        "old ones in one step.",
+        "  corralctl baseline import demo demo.yaml\n"
+        "  corralctl baseline import demo demo.yaml --replace --dry-run\n"
+        "  corralctl baseline import prod/Deployment/bot/agent staging.yaml --rename\n"
+        "  corralctl baseline export a | corralctl baseline import b - --rename",
+    )
+    i.add_argument("name", metavar="NAME", help="agent name")
+    i.add_argument("file", metavar="FILE", help="the document (YAML or JSON); - for stdin")
+    how = i.add_mutually_exclusive_group()
+    how.add_argument("--merge", action="store_true", help="add the entries (default)")
+    how.add_argument("--replace", action="store_true", help="the baseline becomes the document")
+    i.add_argument("--keep-modes", action="store_true", help="ignore spec.modes/autoPromote")
+    i.add_argument("--dry-run", action="store_true", help="validate and report, change nothing")
+    i.add_argument(
+        "--rename", action="store_true", help="import a document whose metadata.name differs"
+    )
+    i.set_defaults(func=cmd_baseline_import)
+
+
+def _add_diff(subs: Any) -> None:
+    p = _sub(
+        subs,
+        "diff",
+        "show what an agent did beyond its baseline",
+        "Show the deviations: what the agent executed, opened or connected to in alert "
+        "(would-deny) or enforce (denied/killed) mode that its baseline does not allow, with "
+        "counts, first/last seen, verdicts and commands. Five or more in one directory, to "
+        "one address or in one /24 on one port are grouped into one row (--flat: one row "
+        "each). Rows are numbered for `corralctl accept NAME --index N --view VIEW`.",
+        "  corralctl diff demo\n  corralctl diff demo --flat -o json",
+    )
+    p.add_argument("name", metavar="NAME", help="agent name")
+    p.add_argument("--flat", action="store_true", help="one row per object (no groups)")
+    p.set_defaults(func=cmd_diff)
+
+
 def _limit(value: str) -> int:
     try:
         n = int(value)
@@ -740,7 +1184,12 @@ def _limit(value: str) -> int:
     return n
 
 
-def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+OUTPUTS = ("table", "json", "yaml")
+
+
+def _add_common(
+    parser: argparse.ArgumentParser, *, top: bool, outputs: Sequence[str] = OUTPUTS
+) -> None:
     """--socket/-o/-v, accepted before or after the command (the later one wins)."""
     default = argparse.SUPPRESS
     parser.add_argument(
@@ -752,10 +1201,12 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("table", "json", "yaml"),
+        choices=outputs,
         default="table" if top else default,
         help="output format: table (for people), json or yaml (stable, sorted keys; for "
-        "scripts and diffs). Default: table",
+        "scripts and diffs)"
+        + (", cyclonedx (CycloneDX 1.6 JSON)" if "cyclonedx" in outputs else "")
+        + ". Default: table",
     )
     parser.add_argument(
         "-v",
@@ -772,7 +1223,14 @@ def _prose(text: str) -> str:
     return "\n\n".join(textwrap.fill(p, width) for p in text.split("\n\n"))
 
 
-def _sub(subs: Any, name: str, summary: str, prose: str, examples: str) -> argparse.ArgumentParser:
+def _sub(
+    subs: Any,
+    name: str,
+    summary: str,
+    prose: str,
+    examples: str,
+    outputs: Sequence[str] = OUTPUTS,
+) -> argparse.ArgumentParser:
     description = f"{_prose(prose)}\n\n{MODES_HELP}"
     parser: argparse.ArgumentParser = subs.add_parser(
         name,
@@ -781,7 +1239,7 @@ def _sub(subs: Any, name: str, summary: str, prose: str, examples: str) -> argpa
         epilog=f"examples:\n{examples}\n\n{EXIT_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_common(parser, top=False)
+    _add_common(parser, top=False, outputs=outputs)
     return parser
 
 
@@ -831,16 +1289,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_agent)
 
-    p = _sub(
-        subs,
-        "baseline",
-        "show an agent's learned baseline",
-        "Show the baseline learned in observe mode: the programs it executes, the files it "
-        "opens and the addresses it connects to, with hits and first/last seen.",
-        "  corralctl baseline demo\n  corralctl baseline demo -o yaml > demo.yaml",
-    )
-    p.add_argument("name", metavar="NAME", help="agent name")
-    p.set_defaults(func=cmd_baseline)
+    _add_baseline(subs)
+    _add_diff(subs)
 
     p = _sub(
         subs,
@@ -871,14 +1321,41 @@ def build_parser() -> argparse.ArgumentParser:
         subs,
         "accept",
         "accept deviations into an agent's baseline",
-        "Accept what the agent did outside its baseline (the deviations reported in alert "
-        "or denied in enforce mode) so that it becomes allowed. Without --entry every "
-        "pending deviation is accepted.",
-        "  corralctl accept demo\n"
-        "  corralctl accept demo --entry open:/etc/hosts --entry exec:/usr/bin/git\n"
-        "  corralctl accept demo --entry connect:10.0.0.7:443",
+        "Accept what the agent did outside its baseline (the deviations `corralctl diff` "
+        "shows: reported in alert mode, denied in enforce mode) so that it becomes allowed. "
+        "Pick rows of `diff` by number (--index; a group row accepts each of its objects; "
+        "give --view as diff printed it to refuse if the rows changed meanwhile), or name "
+        "entries: --exec/--open take a path, or a directory ending in / that allows "
+        "everything beneath; --connect takes ADDR:PORT, CIDR:PORT or ADDR:* (every port). "
+        "A named entry must cover at least one deviation and clears all it covers. Without "
+        "any of these every pending deviation is accepted as it is. Entries are added to "
+        "the kernel's allow-lists at once; nothing is removed.",
+        "  corralctl accept demo                                 # everything pending\n"
+        "  corralctl accept demo --index 1,3-4 --view 3fa2c1d0\n"
+        "  corralctl accept demo --exec /usr/bin/curl --connect 10.0.0.1:443 --open /etc/x\n"
+        "  corralctl accept demo --open /home/app/.cache/        # the whole directory\n"
+        "  corralctl accept demo --entry open:/etc/hosts --entry exec:/usr/bin/git",
     )
     p.add_argument("name", metavar="NAME", help="agent name")
+    for dim, what in (("exec", "PATH"), ("open", "PATH"), ("connect", "ADDR:PORT")):
+        p.add_argument(
+            f"--{dim}",
+            dest=f"accept_{dim}",
+            metavar=what,
+            action="append",
+            default=[],
+            help=f"a {dim} entry to add (repeatable)",
+        )
+    p.add_argument(
+        "--index",
+        metavar="N[,M|N-M]",
+        action="append",
+        type=_index_list,
+        default=[],
+        help="rows of `corralctl diff NAME` (repeatable)",
+    )
+    p.add_argument("--view", metavar="VIEW", help="the view `diff` printed: refuse if changed")
+    p.add_argument("--flat", action="store_true", help="--index counts rows of `diff --flat`")
     p.add_argument(
         "--entry",
         dest="entries",
@@ -886,7 +1363,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_dim_object,
         default=[],
-        help="one object to accept, e.g. open:/etc/hosts (repeatable)",
+        help="an entry as DIMENSION:OBJECT, e.g. open:/etc/hosts (repeatable)",
     )
     p.set_defaults(func=cmd_accept)
 
@@ -925,6 +1402,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(
         subs,
+        "aibom",
+        "show what agents are made of (AI-BOM): frameworks, models, endpoints, MCP servers",
+        "Show the runtime AI-BOM of the node (every agent) or of agent NAME: the AI "
+        "frameworks and SDKs it loaded (with versions), the model files it opened, the "
+        "endpoints it contacted (LLM APIs named when corrald resolved them), the MCP servers "
+        "it ran and the shells, interpreters and tools it executed. Derived from the events "
+        "and baselines corral already has. -o cyclonedx prints a CycloneDX 1.6 document.",
+        "  corralctl aibom\n"
+        "  corralctl aibom demo\n"
+        "  corralctl aibom demo -o cyclonedx > demo.cdx.json\n"
+        "  corralctl aibom -o json | jq '.agents[] | select(.ai_agent) | .agent'",
+        outputs=(*OUTPUTS, "cyclonedx"),
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="agent name (default: every agent)")
+    p.set_defaults(func=cmd_aibom)
+
+    p = _sub(
+        subs,
         "run",
         "run a command as a fenced agent",
         "Run CMD as agent NAME: corralctl starts the command held, asks corrald to put it "
@@ -954,8 +1449,37 @@ def _error(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
+_BASELINE_ACTIONS = ("show", "export", "import")
+_VALUED_OPTIONS = ("--socket", "-o", "--output")
+
+
+def _default_baseline_action(argv: Sequence[str]) -> list[str]:
+    """`baseline NAME` means `baseline show NAME` (an agent may be called "export": use
+    `baseline show export`)."""
+    args = list(argv)
+    i, seen_command = 0, False
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            break
+        if a in _VALUED_OPTIONS:
+            i += 2
+            continue
+        if not a.startswith("-"):
+            if seen_command:
+                if a not in _BASELINE_ACTIONS:
+                    args.insert(i, "show")
+                break
+            if a != "baseline":
+                break
+            seen_command = True
+        i += 1
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = _default_baseline_action(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)

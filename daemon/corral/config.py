@@ -6,6 +6,7 @@ Validation errors name the field and say what would be accepted, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -96,6 +97,21 @@ class EventsConfig:
 
 
 @dataclass
+class MetricsConfig:
+    # Prometheus metrics over TCP as well as on the admin socket: HOST:PORT, [V6]:PORT or :PORT
+    # (every interface). Empty: the admin socket only.
+    listen: str = ""
+
+
+@dataclass
+class AibomConfig:
+    rule_files: list[str] = field(default_factory=list)
+    read_proc: bool = True
+    resolve_hosts: bool = True
+    dns_refresh: float = 300.0
+
+
+@dataclass
 class Config:
     node_name: str = ""
     state_dir: str = "/var/lib/corral"
@@ -106,12 +122,15 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     max_request_bytes: int = 1 << 20
+    max_import_bytes: int = 16 << 20
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     kernel: KernelConfig = field(default_factory=KernelConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    aibom: AibomConfig = field(default_factory=AibomConfig)
 
     @property
     def node(self) -> str:
@@ -139,6 +158,7 @@ _DURATION_FIELDS = {
     "check_interval",
     "save_interval",
     "suppress_window",
+    "dns_refresh",
 }
 _CHOICES = {
     "identity.source": ("auto", "kubernetes", "local"),
@@ -153,10 +173,35 @@ _POSITIVE = {
     "learning.collapse_min_depth",
     "learning.net_collapse_threshold",
     "max_request_bytes",
+    "max_import_bytes",
     "kernel.exec_allow_entries",
     "kernel.open_allow_entries",
     "kernel.net_allow_entries",
 }
+
+
+_LISTEN_FIELDS = {"metrics.listen"}
+_LISTEN_HINT = "use HOST:PORT, [IPV6]:PORT or :PORT (every interface), e.g. 127.0.0.1:9464"
+
+
+def parse_listen(value: str, where: str) -> tuple[str, int] | None:
+    """(host, port) from "127.0.0.1:9464", "[::1]:9464" or ":9464" (host "": every interface);
+    None for "" (off)."""
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: {value!r} has no port 1-65535 ({_LISTEN_HINT})")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            msg = f"{where}: {host!r} is not an IPv6 address ({_LISTEN_HINT})"
+            raise ConfigError(msg) from None
+        return host[1:-1], int(port)
+    if ":" in host or any(c.isspace() or c in "[]/" for c in host):
+        raise ConfigError(f"{where}: {host!r} is not a host name or address ({_LISTEN_HINT})")
+    return host, int(port)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -203,6 +248,8 @@ def _value(typ: Any, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a string, got {raw!r}")
     if where in _CHOICES and raw not in _CHOICES[where]:
         raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(_CHOICES[where])}")
+    if where in _LISTEN_FIELDS:
+        parse_listen(raw, where)
     return raw
 
 

@@ -118,14 +118,27 @@ def cmd_cleanup(cfg: config_mod.Config) -> int:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
+    from . import metrics
     from .api import start_api
     from .node import Corral
 
     node = Corral(cfg)
     await node.start()
     api = await start_api(
-        node, cfg.socket, group=cfg.socket_group or None, max_body=cfg.max_request_bytes
+        node,
+        cfg.socket,
+        group=cfg.socket_group or None,
+        max_body=cfg.max_request_bytes,
+        metrics=node.metrics.registry,
+        max_import=cfg.max_import_bytes,
     )
+    listen = config_mod.parse_listen(cfg.metrics.listen, "metrics.listen")
+    try:
+        tcp = await metrics.start_tcp(node.metrics.registry, *listen) if listen else None
+    except metrics.MetricsStartError:
+        await api.close()
+        await node.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -134,6 +147,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
     log.info("admin API listening", socket=cfg.socket)
     await stop.wait()
     log.info("stopping")
+    if tcp is not None:
+        await tcp.close()
     await api.close()
     await node.stop()
     return 0
@@ -149,6 +164,10 @@ def _reload(node: object, config_path: str | None) -> None:
     cfg = node.cfg  # type: ignore[attr-defined]
     for section in ("defaults", "promotion", "learning", "events"):
         setattr(cfg, section, getattr(new, section))
+    try:
+        node.reload_aibom_rules(new.aibom.rule_files)  # type: ignore[attr-defined]
+    except config_mod.ConfigError as e:
+        log.error("AI-BOM rules not reloaded; keeping the running rules", error=str(e))
     cfg.log_level = new.log_level
     logs.setup(cfg.log_level, cfg.log_format)
     log.info("configuration reloaded", path=config_path)
@@ -158,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args)
+        if args.command in (None, "run"):
+            from .aibom import load_rules
+
+            load_rules(cfg.aibom.rule_files)  # a bad rule file stops corrald here, exit 2
     except config_mod.ConfigError as e:
         print(f"corrald: {e}", file=sys.stderr)
         return 2

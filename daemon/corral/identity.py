@@ -31,7 +31,7 @@ import re
 import ssl
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -749,8 +749,11 @@ class KubeletClient:
         retries: int = 2,
         backoff: float = 0.2,
         max_backoff: float = 30.0,
+        on_request: Callable[[float, str | None], None] | None = None,
     ) -> None:
+        """on_request(seconds, error or None) is called after every GET /pods attempt."""
         self.url = url or default_kubelet_url()
+        self.on_request = on_request
         self.token_file = token_file
         self.ca_file = ca_file
         self.insecure = insecure_skip_tls_verify
@@ -858,14 +861,23 @@ class KubeletClient:
 
     async def _fetch_with_retries(self) -> list[PodInfo]:
         for attempt in range(self.retries + 1):
+            start = time.monotonic()
             try:
-                return await self.fetch_pods()
+                pods = await self.fetch_pods()
             except KubeletError as e:
+                self._observed(start, str(e))
                 if not e.retryable or attempt == self.retries:
                     raise
                 log.debug("kubelet fetch failed, retrying", error=str(e), attempt=attempt + 1)
                 await asyncio.sleep(self._delay(attempt))
+            else:
+                self._observed(start, None)
+                return pods
         raise AssertionError("unreachable")
+
+    def _observed(self, start: float, error: str | None) -> None:
+        if self.on_request is not None:
+            self.on_request(time.monotonic() - start, error)
 
     async def get_pods(self) -> list[PodInfo]:
         """The current pod list, or the last good one while the kubelet fails (see health).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import time
@@ -22,10 +23,12 @@ from typing import Any
 
 import structlog
 
-from . import __version__, events, identity
-from .agents import Agent, Registry, check_mode, promotion_due
+from . import __version__, cyclonedx, document, events, identity, metrics, review
+from .agents import Agent, Deviation, Registry, check_mode, promotion_due
+from .aibom import load_rules
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
+from .inventory import AibomTracker
 from .kernel import AgentConfig, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
 from .probe import ProbeResult, run_probe
@@ -35,6 +38,11 @@ log = structlog.get_logger("corral.node")
 event_log = structlog.get_logger("corral.event")
 
 RUN_DIR = "corral.run"  # cgroups made by `corralctl run`, under the cgroup v2 root
+
+# what accept adds (None: cannot be an allow-list entry) and the deviations it settles
+_Choice = tuple[review.Selector | None, list[Deviation]]
+# what a BPF map update fails with when the map has no room left
+_MAP_FULL = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
 
 
 @dataclass
@@ -91,6 +99,19 @@ class Corral:
         self._stopping = asyncio.Event()
         self._boot_offset = events.boot_offset_ns()
         self._run_seq = 0
+        self.metrics = metrics.NodeMetrics(self.metrics_sample)
+        ac = cfg.aibom
+        self.aibom_tracker = AibomTracker(
+            load_rules(ac.rule_files),
+            self.state_dir,
+            cfg.node,
+            baselines=lambda: self.baselines,
+            cgroups_of=self._cgroups_of,
+            read_proc=ac.read_proc,
+            resolve_hosts=ac.resolve_hosts,
+            dns_refresh=ac.dns_refresh,
+            save_interval=cfg.learning.save_interval,
+        )
 
     # ---- start / stop -----------------------------------------------------------------------
 
@@ -121,6 +142,7 @@ class Corral:
         self.kernel.activate()
         self._adopt_run_cgroups()
         self.source = self._make_source()
+        await self.aibom_tracker.start()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="events"),
             asyncio.create_task(self._identity_loop(), name="identity"),
@@ -158,6 +180,7 @@ class Corral:
         for q in list(self.subscribers):
             q.put_nowait(None)
         await self._save_all()
+        await self.aibom_tracker.stop()
         if isinstance(self.source, identity.KubernetesSource):
             await self.source.close()
         if self.kernel is not None:
@@ -214,7 +237,13 @@ class Corral:
             return
         old = dict(agent.lists)
         new = {d: self.registry.new_list_id() for d in DIMS}
-        self._push_entries(agent, new)
+        try:
+            self._push_entries(agent, new)
+        except Exception:
+            for dim in DIMS:  # never referenced by the agent: drop what was written
+                with contextlib.suppress(Exception):
+                    self.kernel.clear_list(dim, new[dim])
+            raise
         agent.lists = new
         self.kernel.set_agent(agent.id, self._agent_config(agent))
         for dim in DIMS:
@@ -264,6 +293,9 @@ class Corral:
         agent = self.registry.get(b.agent)
         assert agent is not None
         self.kernel.register_cgroup(b.cgid, agent.id, inherit=b.inherit)
+        if agent.source == "import":  # pre-seeded by an import: now we know where it runs
+            agent.source = b.source
+            self.registry.dirty = True
         self.bindings[b.cgid] = b
         log.info(
             "cgroup registered",
@@ -273,6 +305,9 @@ class Corral:
             inherit=b.inherit,
             source=b.source,
         )
+
+    def _cgroups_of(self, agent: str) -> list[str]:
+        return [b.path for b in self.bindings.values() if b.agent == agent and b.path]
 
     def _unbind(self, cgid: int) -> None:
         assert self.kernel is not None
@@ -321,7 +356,9 @@ class Corral:
                 token_file=kc.token_file,
                 ca_file=kc.ca_file,
                 insecure_skip_tls_verify=kc.insecure_skip_tls_verify,
-                timeout=kc.timeout,
+                connect_timeout=kc.timeout,
+                read_timeout=kc.timeout,
+                on_request=self.metrics.kubelet_polled,
             )
             selector = identity.PodSelector.from_config(
                 {
@@ -437,9 +474,13 @@ class Corral:
         if ev.verdict == "allowed" and agent.modes.get(ev.dimension) == "observe":
             self._learn(agent, ev)
         elif ev.verdict != "allowed":
-            agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9)
+            agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9, ev.comm)
             self.registry.dirty = True
         self._publish(self._record(agent, ev))
+        try:
+            self.aibom_tracker.on_event(agent.name, ev)
+        except Exception as e:  # the inventory must never disturb learning or enforcement
+            log.error("AI-BOM update failed", agent=agent.name, error=str(e))
 
     def _learn(self, agent: Agent, ev: events.Event) -> None:
         """Adds a novel object to the baseline and queues the entry that now covers it (the
@@ -677,6 +718,32 @@ class Corral:
             },
         }
 
+    def metrics_sample(self) -> metrics.Sample:
+        """What /metrics reports, read now: the kernel's per-CPU counters are summed here, at
+        scrape time, never on the event path."""
+        assert self.kernel is not None and self.probe is not None
+        agents = [
+            metrics.AgentSample(
+                name=a.name,
+                modes=dict(a.modes),
+                baseline=self.baselines[a.name].summary()["counts"],
+                counters=self.kernel.counters(a.id),
+                deviations=len(a.deviations),
+            )
+            for a in sorted(self.registry.agents.values(), key=lambda a: a.name)
+        ]
+        health = getattr(self.source, "health", None)
+        return metrics.Sample(
+            agents=agents,
+            events_consumed=self.events_total,
+            events_lost=self.events_lost_in_daemon,
+            cgroups=len(self.bindings),
+            ai_agents=self.ai_agents(),
+            kubelet_last_success=health.last_success if health is not None else None,
+            capabilities=self.probe.capabilities,
+            kernel=self.probe.kernel,
+        )
+
     def _effective(self, dim: str, mode: str) -> str:
         """What the mode does on this node's backend (enforce on an observe-only backend)."""
         assert self.probe is not None
@@ -722,6 +789,7 @@ class Corral:
                     "first_seen": d.first_seen,
                     "last_seen": d.last_seen,
                     "verdict": d.verdict,
+                    "comm": d.comm,
                 }
                 for d in agent.deviations.values()
             ),
@@ -765,29 +833,231 @@ class Corral:
             await self._save_all()
         return self.get_agent(name)
 
-    async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+    async def accept(
+        self,
+        name: str,
+        entries: list[dict[str, Any]] | None,
+        *,
+        index: list[int] | None = None,
+        view: str | None = None,
+        flat: bool = False,
+    ) -> dict[str, Any]:
+        """Adds what the operator picked to the baseline (additions only: no list swap)."""
         agent = self._agent(name)
         b = self.baselines[name]
-        if entries is None:
-            chosen = list(agent.deviations.values())
+        self._prune_deviations(agent)
+        pending = list(agent.deviations.values())
+        if entries is None and not index:
+            chosen = [(review.exact(d), [d]) for d in pending]
         else:
-            chosen = []
-            for e in entries:
-                key = f"{e.get('dimension')}\0{e.get('object')}"
-                if key not in agent.deviations:
-                    raise BadRequest(
-                        f"no deviation {e.get('dimension')}:{e.get('object')} for "
-                        f"{name} (see `corralctl agent {name}`)"
-                    )
-                chosen.append(agent.deviations[key])
-        for d in chosen:
-            b.add(d.dimension, d.object, source="accepted")
-            del agent.deviations[f"{d.dimension}\0{d.object}"]
+            chosen = self._select(name, pending, entries or [])
+            chosen += self._select_rows(name, pending, index or [], view, flat)
+        added: list[review.Selector] = []
+        skipped: list[str] = []
+        taken: set[str] = set()
+        for sel, devs in chosen:
+            if sel is None:
+                skipped += [d.object for d in devs]
+            elif b.add(sel.dimension, sel.key, source="accepted", prefix=sel.prefix):
+                added.append(sel)
+            taken.update(d.key for d in devs)
+        for key in taken:
+            agent.deviations.pop(key, None)
+        self._prune_deviations(agent)
         self._push_entries(agent)
         self._dirty.add(name)
         self.registry.dirty = True
         await self._save_all()
-        return {"agent": name, "accepted": len(chosen), "remaining": len(agent.deviations)}
+        log.info("deviations accepted", agent=name, deviations=len(taken), entries=len(added))
+        return {
+            "agent": name,
+            "accepted": len(taken),
+            "entries": [
+                {"dimension": s.dimension, "object": s.object, "kind": s.kind} for s in added
+            ],
+            "skipped": skipped,
+            "remaining": len(agent.deviations),
+        }
+
+    def _select(
+        self, name: str, pending: list[Deviation], entries: list[dict[str, Any]]
+    ) -> list[_Choice]:
+        out: list[_Choice] = []
+        for i, e in enumerate(entries):
+            dim, obj = e.get("dimension"), e.get("object")
+            try:
+                sel = review.selector(str(dim), str(obj))
+            except ValueError as err:
+                raise BadRequest(f"entries[{i}] ({dim} {obj}): {err}") from None
+            matched = [d for d in pending if sel.covers(d)]
+            if not matched:
+                raise BadRequest(
+                    f"entries[{i}]: no pending deviation of {name} matches {dim} {obj} "
+                    f"(see `corralctl diff {name}`; to allow something the agent has not "
+                    "done, use `corralctl baseline import --merge`)"
+                )
+            out.append((sel, matched))
+        return out
+
+    def _select_rows(
+        self, name: str, pending: list[Deviation], index: list[int], view: str | None, flat: bool
+    ) -> list[_Choice]:
+        if not index:
+            return []
+        rows = review.rows(pending, flat=flat)
+        now = review.view(rows)
+        if view is not None and view != now:
+            raise Conflict(
+                f"the deviations of {name} changed since view {view} (now {now}): "
+                f"run `corralctl diff {name}` again"
+            )
+        out: list[_Choice] = []
+        for n in index:
+            if not 1 <= n <= len(rows):
+                raise BadRequest(
+                    f"index {n} is out of range: the diff of {name} has {len(rows)} rows"
+                )
+            out += [(review.exact(d), [d]) for d in rows[n - 1].deviations]
+        return out
+
+    def _prune_deviations(self, agent: Agent) -> None:
+        """Forgets deviations the baseline now covers (after an accept or an import)."""
+        b = self.baselines[agent.name]
+        keep = {d.key for d in review.pending(agent.deviations.values(), b)}
+        for key in [k for k in agent.deviations if k not in keep]:
+            del agent.deviations[key]
+            self.registry.dirty = True
+
+    def diff(self, name: str, flat: bool = False) -> dict[str, Any]:
+        agent = self._agent(name)
+        pending = review.pending(agent.deviations.values(), self.baselines[name])
+        rows = review.rows(pending, flat=flat)
+        return {
+            "agent": name,
+            "modes": dict(agent.modes),
+            "view": review.view(rows),
+            "flat": flat,
+            "deviations": len(pending),
+            "rows": [r.to_dict(i) for i, r in enumerate(rows, 1)],
+        }
+
+    def export_baseline(self, name: str) -> dict[str, Any]:
+        agent = self._agent(name)
+        return document.export(
+            self.baselines[name], modes=agent.modes, auto_promote=agent.auto_promote
+        )
+
+    async def import_baseline(
+        self,
+        name: str,
+        doc: document.Document,
+        *,
+        strategy: document.Strategy = "merge",
+        keep_modes: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Merges or replaces the baseline with a validated document; creates (pre-seeds) the
+        agent when it is unknown. Kernel rule: the new allow-lists are filled completely under
+        fresh ids and switched in with one write, then modes flip; nothing changes if any
+        step fails."""
+        validate_agent_name(name)
+        self._check_capacity(doc)
+        agent = self.registry.get(name)
+        current = self.baselines.get(name)
+        plan = document.plan(
+            doc, current, agent=name, strategy=strategy, rules=self.rules, now=time.time()
+        )
+        modes = {} if keep_modes else dict(doc.modes)
+        auto = None if keep_modes else doc.auto_promote
+        result: dict[str, Any] = {
+            "agent": name,
+            "created": agent is None,
+            "strategy": strategy,
+            "digest": doc.digest,
+            "dry_run": dry_run,
+            "added": plan.added,
+            "removed": plan.removed,
+            "kept": plan.kept,
+            "entries": len(plan.baseline),
+        }
+        if dry_run:
+            before = agent.modes if agent else dict.fromkeys(DIMS, self.cfg.defaults.mode)
+            result["modes"] = {**before, **modes}
+            return result
+        self.baselines[name] = plan.baseline
+        try:
+            if agent is None:
+                agent = self._create_agent(name, source="import", auto_promote=auto)
+            else:
+                self._sync_agent(agent, swap=True)
+        except Exception as e:
+            self._undo_import(name, current, created=result["created"])
+            if isinstance(e, OSError) and e.errno in _MAP_FULL:
+                raise self._maps_full(name, e) from None
+            raise
+        self._apply_imported_modes(agent, modes, auto, doc.digest)
+        self._prune_deviations(agent)
+        self._dirty.add(name)
+        self.registry.dirty = True
+        await self._save_all()
+        log.info("baseline imported", **{k: v for k, v in result.items() if k != "dry_run"})
+        result["modes"] = dict(agent.modes)
+        return result
+
+    def _undo_import(self, name: str, previous: Baseline | None, *, created: bool) -> None:
+        """The kernel refused the new lists: the agent keeps what it had (a new one goes)."""
+        if previous is None:
+            self.baselines.pop(name, None)
+        else:
+            self.baselines[name] = previous
+        gone = self.registry.agents.pop(name, None) if created else None
+        if gone is not None:
+            self.by_id.pop(gone.id, None)
+            assert self.kernel is not None
+            with contextlib.suppress(Exception):
+                self.kernel.clear_agent(gone.id)
+            for dim in DIMS:
+                with contextlib.suppress(Exception):
+                    self.kernel.clear_list(dim, gone.lists[dim])
+
+    def _maps_full(self, name: str, e: OSError) -> Conflict:
+        k = self.cfg.kernel
+        return Conflict(
+            f"nothing imported into {name}: a kernel allow-list map of this node is full "
+            f"({e}). The maps are shared by all agents (kernel.exec_allow_entries="
+            f"{k.exec_allow_entries}, open_allow_entries={k.open_allow_entries}, "
+            f"net_allow_entries={k.net_allow_entries}) and an import needs room for the old "
+            "and the new lists while it swaps them: raise the limit or remove entries"
+        )
+
+    def _check_capacity(self, doc: document.Document) -> None:
+        k = self.cfg.kernel
+        sizes = {
+            "exec": k.exec_allow_entries,
+            "open": k.open_allow_entries,
+            "connect": k.net_allow_entries,
+        }
+        for dim, size in sizes.items():
+            n = doc.count(dim)
+            if n > size:
+                raise BadRequest(
+                    f"spec.{dim}: {n} entries; this node's {dim} allow-list holds at most "
+                    f"{size} across all agents (kernel.{'net' if dim == 'connect' else dim}"
+                    "_allow_entries)"
+                )
+
+    def _apply_imported_modes(
+        self, agent: Agent, modes: dict[str, str], auto: bool | None, digest: str
+    ) -> None:
+        """After the lists are in place: flip modes (one map write)."""
+        assert self.kernel is not None
+        changed = False
+        for dim, mode in modes.items():
+            changed |= agent.set_mode(dim, mode, reason=f"baseline import {digest}", by="import")
+        if auto is not None:
+            agent.auto_promote = auto
+        if changed:
+            self.kernel.set_agent(agent.id, self._agent_config(agent))
 
     async def reset(self, name: str) -> dict[str, Any]:
         agent = self._agent(name)
@@ -817,6 +1087,29 @@ class Corral:
                     yield rec
         finally:
             self.subscribers.discard(q)
+
+    async def aibom(self, name: str | None, fmt: str = "json") -> dict[str, Any]:
+        """The AI-BOM of one agent or (name None) of the node, as corral's JSON or CycloneDX."""
+        if fmt not in ("json", "cyclonedx"):
+            raise BadRequest(f"format must be json or cyclonedx; got {fmt!r}")
+        if name is not None:
+            self._agent(name)
+        self.aibom_tracker.sync_baselines()  # entries accepted or imported a moment ago
+        t = self.aibom_tracker
+        view = t.agent_view(name) if name is not None else t.node_view()
+        if fmt == "json":
+            return view
+        render = cyclonedx.agent_bom if name is not None else cyclonedx.node_bom
+        return await asyncio.to_thread(render, view)
+
+    def ai_agents(self) -> int:
+        """How many agents the AI-BOM recognises as AI agents (for metrics)."""
+        return self.aibom_tracker.ai_agents()
+
+    def reload_aibom_rules(self, rule_files: list[str]) -> None:
+        """SIGHUP: read the rule files; a bad one raises ConfigError and nothing changes."""
+        self.aibom_tracker.reload(load_rules(rule_files))
+        self.cfg.aibom.rule_files = list(rule_files)
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         validate_agent_name(name)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .document import Document, Strategy
 
 # An agent name: 1-4 segments joined by "/", e.g. "demo" or "prod/Deployment/chatbot/agent".
 # Segments: letters, digits, ".", "_", "-"; at most 253 characters each, 512 in all.
@@ -40,7 +43,7 @@ class Conflict(ServiceError):
 
 
 def validate_agent_name(name: str) -> str:
-    if len(name) > AGENT_NAME_MAX or not AGENT_NAME_RE.match(name):
+    if len(name) > AGENT_NAME_MAX or not AGENT_NAME_RE.fullmatch(name):  # $ allows a final \n
         raise BadRequest(
             f"invalid agent name {name[:80]!r}: use 1-4 '/'-separated segments of letters, "
             "digits, '.', '_' or '-' (at most 512 characters)"
@@ -66,9 +69,41 @@ class Controller(Protocol):
     async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
         """modes: {"exec"|"open"|"connect": "off"|"observe"|"alert"|"enforce"} -> the agent."""
 
-    async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
-        """Accept deviations into the baseline: all when entries is None, else the listed ones
-        ({"dimension": ..., "object": ...}). Returns {"accepted": n, ...}."""
+    async def accept(
+        self,
+        name: str,
+        entries: list[dict[str, Any]] | None,
+        *,
+        index: list[int] | None = None,
+        view: str | None = None,
+        flat: bool = False,
+    ) -> dict[str, Any]:
+        """Accept deviations into the baseline: all when neither entries nor index is given;
+        else the listed selectors ({"dimension": ..., "object": path, "dir/" or addr:port},
+        each must cover a pending deviation) and the rows of `diff` numbered in index (with
+        the same flat; view, if given, must equal the diff's). Returns {"accepted": n,
+        "entries": [{dimension, object, kind}], "skipped": [...], "remaining": m}."""
+
+    def diff(self, name: str, flat: bool = False) -> dict[str, Any]:
+        """Deviations beyond the baseline as numbered rows (review.py): {"agent", "modes",
+        "view", "flat", "deviations", "rows": [{index, dimension, object, kind, objects,
+        members, count, first_seen, last_seen, verdicts, comms, note}]}."""
+
+    def export_baseline(self, name: str) -> dict[str, Any]:
+        """The baseline as a canonical document (document.export)."""
+
+    async def import_baseline(
+        self,
+        name: str,
+        doc: Document,
+        *,
+        strategy: Strategy = "merge",
+        keep_modes: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Merge or replace the baseline with a validated document, creating the agent if it
+        is unknown. Returns {"agent", "created", "strategy", "digest", "dry_run", "added",
+        "removed", "kept", "entries", "modes"}."""
 
     async def reset(self, name: str) -> dict[str, Any]:
         """Forget the baseline and relearn (modes go back to observe)."""
@@ -78,6 +113,10 @@ class Controller(Protocol):
 
     def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
         """Live events (for `events?follow=1`), ends when the daemon stops."""
+
+    async def aibom(self, name: str | None, fmt: str) -> dict[str, Any]:
+        """The AI-BOM of agent name, or of the node when name is None; fmt "json" (corral's
+        shape, see inventory.py) or "cyclonedx" (a CycloneDX 1.6 document)."""
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         """Move process pid (a child of caller_pid) into a fresh cgroup registered as agent name,

@@ -142,6 +142,38 @@ async def test_non_json_body(session: aiohttp.ClientSession) -> None:
     assert_error(status, body, 400, "not valid JSON")
 
 
+async def test_json_nested_deeper_than_the_parser_goes_is_400(
+    session: aiohttp.ClientSession,
+) -> None:
+    """json.loads raises RecursionError (not ValueError) here: it was a 500."""
+    deep = b"[" * 1020  # within max_body (1024); unclosed, but the parser recurses first
+    for method, path in (("PUT", "mode"), ("POST", "accept"), ("POST", "run")):
+        status, body = await call(session, method, f"/v1/agents/demo/{path}", data=deep)
+        assert_error(status, body, 400, "not valid JSON", "recursion")
+
+
+async def test_names_ending_in_a_newline_are_invalid(session: aiohttp.ClientSession) -> None:
+    """A "$" in the name pattern also matches before a final newline."""
+    status, body = await call(session, "GET", "/v1/agents/demo%0A")
+    assert_error(status, body, 400, "invalid agent name")
+
+
+async def test_paths_that_are_not_utf8_are_sent_as_json_escapes(
+    session: aiohttp.ClientSession, ctl: FakeController
+) -> None:
+    """A path with bytes that are not UTF-8 is held with surrogate escapes (events.py); raw
+    surrogates cannot be encoded as UTF-8, so such answers use \\udcXX escapes (was a 500)."""
+    odd = b"/tmp/\xff".decode("utf-8", "surrogateescape")
+    detail = ctl.get_baseline("demo")
+    detail["open"][0]["object"] = odd
+    ctl.get_baseline = lambda name: detail  # type: ignore[method-assign]
+    async with session.get(url("/v1/agents/demo/baseline")) as r:
+        assert r.status == 200
+        raw = await r.read()
+    assert b"\\udcff" in raw
+    assert json.loads(raw)["open"][0]["object"].encode("utf-8", "surrogateescape") == b"/tmp/\xff"
+
+
 async def test_conflict(session: aiohttp.ClientSession) -> None:
     status, body = await call(session, "PUT", "/v1/agents/locked/mode", json={"mode": "off"})
     assert_error(status, body, 409, "pinned")

@@ -14,10 +14,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from corral.service import Conflict, ServiceError, UnknownAgent
+from corral import cyclonedx, document
+from corral.aibom import load_rules
+from corral.baseline import Baseline, BaselineRules
+from corral.events import Event
+from corral.inventory import AibomTracker
+from corral.service import BadRequest, Conflict, ServiceError, UnknownAgent
 
 DIMS = ("exec", "open", "connect")
 LONG_NAME = "prod/Deployment/chatbot/agent"
+DIFF_VIEW = "3fa2c1d0"
 
 
 COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
@@ -70,6 +76,8 @@ class FakeController:
         self.subscribers: list[asyncio.Queue[dict[str, Any] | None]] = []
         self.explode: BaseException | None = None
         self.parents: dict[int, int | None] = {}
+        # baselines for export/import (the real document module, in memory)
+        self.baselines: dict[str, Baseline] = {}
 
     def _check(self, name: str) -> dict[str, Any]:
         if self.explode is not None:
@@ -124,10 +132,80 @@ class FakeController:
         agent["modes"].update(modes)
         return agent
 
-    async def accept(self, name: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+    async def accept(
+        self,
+        name: str,
+        entries: list[dict[str, Any]] | None,
+        *,
+        index: list[int] | None = None,
+        view: str | None = None,
+        flat: bool = False,
+    ) -> dict[str, Any]:
         self._check(name)
-        self.calls.append(("accept", name, entries))
-        return {"accepted": 2 if entries is None else len(entries), "agent": name}
+        if index is None:
+            self.calls.append(("accept", name, entries))
+        else:
+            self.calls.append(("accept", name, entries, index, view, flat))
+            if view is not None and view != DIFF_VIEW:
+                raise Conflict(f"the deviations of {name} changed since view {view}")
+        n = 2 if entries is None and index is None else len(entries or []) + len(index or [])
+        return {"accepted": n, "agent": name}
+
+    def diff(self, name: str, flat: bool = False) -> dict[str, Any]:
+        """Shaped like node.Corral.diff."""
+        agent = self._check(name)
+        self.calls.append(("diff", name, flat))
+        seen = time.time() - 600
+
+        def row(i: int, dim: str, obj: str, kind: str, members: list[str]) -> dict[str, Any]:
+            return {"index": i, "dimension": dim, "object": obj, "kind": kind,
+                    "objects": len(members), "members": members, "count": 3 * len(members),
+                    "first_seen": seen, "last_seen": seen + 540, "verdicts": ["would-deny"],
+                    "comms": ["python3"], "note": ""}  # fmt: skip
+
+        tmp = [f"/tmp/cache/f{i}" for i in range(6)]
+        rows = [
+            row(1, "exec", "/usr/bin/curl", "exact", ["/usr/bin/curl"]),
+            row(2, "open", "/tmp/cache/", "group", tmp),
+            row(3, "connect", "10.0.0.1:443", "exact", ["10.0.0.1:443"]),
+        ]
+        if flat:
+            objects = [(r["dimension"], m) for r in rows for m in r["members"]]
+            rows = [row(i, d, m, "exact", [m]) for i, (d, m) in enumerate(objects, 1)]
+        return {"agent": name, "modes": agent["modes"], "view": DIFF_VIEW, "flat": flat,
+                "deviations": 8, "rows": rows}  # fmt: skip
+
+    def export_baseline(self, name: str) -> dict[str, Any]:
+        agent = self._check(name)
+        b = self.baselines.get(name) or Baseline(name)
+        return document.export(b, modes=agent["modes"], auto_promote=agent["auto_promote"])
+
+    async def import_baseline(
+        self,
+        name: str,
+        doc: document.Document,
+        *,
+        strategy: document.Strategy = "merge",
+        keep_modes: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        if doc.count("open") > 1000:
+            raise BadRequest("spec.open: 1001 entries; this node's open allow-list holds 1000")
+        self.calls.append(("import", name, strategy, keep_modes, dry_run))
+        created = name not in self.agents
+        plan = document.plan(doc, self.baselines.get(name), agent=name, strategy=strategy,
+                             rules=BaselineRules(), now=time.time())  # fmt: skip
+        modes = {} if keep_modes else doc.modes
+        if not dry_run:
+            self.baselines[name] = plan.baseline
+            agent = self.agents.setdefault(name, _agent(name))
+            agent["modes"].update(modes)
+            if doc.auto_promote is not None and not keep_modes:
+                agent["auto_promote"] = doc.auto_promote
+        return {"agent": name, "created": created, "strategy": strategy, "digest": doc.digest,
+                "dry_run": dry_run, "added": plan.added, "removed": plan.removed,
+                "kept": plan.kept, "entries": len(plan.baseline),
+                "modes": self.agents.get(name, {}).get("modes", modes)}  # fmt: skip
 
     async def reset(self, name: str) -> dict[str, Any]:
         agent = self._check(name)
@@ -155,6 +233,19 @@ class FakeController:
     def publish(self, event: dict[str, Any] | None) -> None:
         for queue in self.subscribers:
             queue.put_nowait(event)
+
+    async def aibom(self, name: str | None, fmt: str) -> dict[str, Any]:
+        """The real AI-BOM views and CycloneDX rendering over a few made-up events."""
+        if name is not None:
+            self._check(name)
+        if fmt not in ("json", "cyclonedx"):
+            raise BadRequest(f"format must be json or cyclonedx; got {fmt!r}")
+        self.calls.append(("aibom", name, fmt))
+        tracker = fake_tracker(list(self.agents))
+        view = tracker.agent_view(name) if name else tracker.node_view()
+        if fmt == "json":
+            return view
+        return (cyclonedx.agent_bom if name else cyclonedx.node_bom)(view)
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         if name == "refuse":
@@ -189,3 +280,38 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+SITE = "/app/.venv/lib/python3.11/site-packages"
+
+
+def fake_event(dimension: str, obj: str, port: int | None = None) -> Event:
+    common: dict[str, Any] = dict(
+        ts_ns=time.time_ns() - 60 * 10**9, cgroup_id=1, agent_id=1, pid=0, tid=0, ppid=0,
+        uid=0, comm="python3", dimension=dimension, verdict="allowed", mode="observe",
+        backend="tracepoint", flags=(), err=0,
+    )  # fmt: skip
+    if dimension == "connect":
+        return Event(**common, family="inet", address=obj, port=port)
+    return Event(**common, path=obj)
+
+
+def fake_tracker(agents: list[str]) -> AibomTracker:
+    """An AibomTracker (built-in rules, no /proc, no DNS) that saw a small agent as "demo"."""
+    tracker = AibomTracker(
+        load_rules(), "/nonexistent", "node-1", baselines=dict, cgroups_of=lambda _: [],
+        read_proc=False, resolve_hosts=False,
+    )  # fmt: skip
+    for agent in agents:
+        tracker._inv(agent)
+    for ev in (
+        fake_event("open", f"{SITE}/openai/__init__.py"),
+        fake_event("open", f"{SITE}/openai-1.2.3.dist-info/METADATA"),
+        fake_event("open", f"{SITE}/langchain_core/runnables/base.py"),
+        fake_event("open", "/models/tiny.gguf"),
+        fake_event("exec", "/usr/local/bin/mcp-server-fetch"),
+        fake_event("exec", "/bin/bash"),
+        fake_event("connect", "127.0.0.1", 11434),
+    ):
+        tracker.on_event("demo", ev)
+    return tracker

@@ -108,7 +108,7 @@ def test_file_format_is_versioned_and_checksummed(tmp_path: Path) -> None:
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(raw)
     header = unpacker.unpack()
-    assert header["magic"] == MAGIC and header["schema"] == 1 and header["agent"] == "demo"
+    assert header["magic"] == MAGIC and header["schema"] == 2 and header["agent"] == "demo"
     assert len(header["sha256"]) == 32 and header["length"] == len(raw) - unpacker.tell()
 
 
@@ -417,3 +417,52 @@ def test_disk_full_atomic_write(tiny_fs: Path) -> None:
     assert info.value.errno == errno.ENOSPC
     assert target.read_bytes() == b"old"
     assert [p.name for p in tiny_fs.iterdir()] == ["registry.json"]
+
+
+def _v1_file(b: Baseline) -> bytes:
+    """A baseline as corrald wrote it before schema 2: entry rows without origin, no imports."""
+    import hashlib
+
+    data = msgpack.unpackb(encode_payload(b), raw=False)
+    for dim in ("exec", "open", "connect", "unenforceable"):
+        data[dim] = [row[:-1] for row in data[dim]]  # drop the origin column
+    del data["annotations"], data["imports"]
+    payload = msgpack.packb(data, use_bin_type=True)
+    header = {"magic": MAGIC, "schema": 1, "agent": b.agent, "length": len(payload),
+              "sha256": hashlib.sha256(payload).digest()}  # fmt: skip
+    return msgpack.packb(header, use_bin_type=True) + payload
+
+
+def test_schema_1_files_are_read_and_migrated(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    b = sample("old/agent", n=30)
+    b.add("exec", "/usr/bin/accepted-by-hand", source="accepted", when=T0)
+    store.path(b.agent).write_bytes(_v1_file(b))
+    with structlog.testing.capture_logs() as logs:
+        loaded = store.load("old/agent")
+    assert loaded is not None and loaded.to_dict() == b.to_dict()
+    assert loaded.lookup("exec", "/usr/bin/accepted-by-hand").source == "accepted"  # type: ignore[union-attr]
+    assert any(e["event"] == "baseline file migrated" and e["schema_from"] == 1 for e in logs)
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(store.path(b.agent).read_bytes())
+    assert unpacker.unpack()["schema"] == 2  # rewritten in place, crash-safe
+    again = store.load("old/agent")
+    assert again is not None and encode_payload(again) == encode_payload(b)
+
+
+def test_provenance_survives_the_store(tmp_path: Path) -> None:
+    from corral.baseline import Entry
+
+    store = BaselineStore(tmp_path)
+    b = sample("prov", n=5)
+    b.insert("open", "/etc/imported", Entry(T0, T0, 0, "imported", "learned"))
+    b.annotations = {"reviewed-by": "alice"}
+    b.record_import({"at": T0, "digest": "sha256:0011", "strategy": "merge", "added": 1})
+    store.save(b)
+    loaded = store.load("prov")
+    assert loaded is not None and loaded.to_dict() == b.to_dict()
+    e = loaded.entry("open", "/etc/imported")
+    assert e is not None and (e.source, e.origin, e.declared_source) == (
+        "imported", "learned", "learned")  # fmt: skip
+    assert loaded.imports[0]["digest"] == "sha256:0011"
+    assert loaded.annotations == {"reviewed-by": "alice"}

@@ -164,7 +164,7 @@ async def test_accept(
 ) -> None:
     r = await ctl_main(capsys, server, "accept", "demo")
     assert r.code == 0 and ctl.calls[-1] == ("accept", "demo", None)
-    assert "accepted 2 entries" in r.out
+    assert "accepted 2 deviations" in r.out
     r = await ctl_main(
         capsys, server, "accept", "demo", "--entry", "open:/etc/hosts",
         "--entry", "connect:10.0.0.1:443",

@@ -3,6 +3,7 @@ real agents in real cgroups. Learn -> enforce -> kill -9 -> restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ class Daemon:
     sock: Path
     pins: Path
     proc: subprocess.Popen[str] | None = None
+    extra_config: str = ""  # YAML lines appended to the test configuration
 
     def start(self) -> None:
         cfg = self.state.parent / "corral.yaml"
@@ -41,6 +43,7 @@ class Daemon:
             kernel: {suppress_window: 1s}
             log_format: json
         """)
+            + self.extra_config
         )
         self.log = open(self.state.parent / "corrald.log", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -59,7 +62,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # generous: the VM suite runs under TCG emulation
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"corrald exited: {self.logs()[-3000:]}")
@@ -100,21 +103,31 @@ def ctl_json(d: Daemon, *args: str) -> object:
     return json.loads(r.stdout)
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+@contextlib.contextmanager
+def running_daemon(tmp_path: Path, extra_config: str = "") -> Iterator[Daemon]:
+    """A started corrald with its own state, socket and pins; stopped and unpinned after."""
     tag = uuid.uuid4().hex[:8]
     d = Daemon(
         state=tmp_path / "state",
         sock=tmp_path / "corral.sock",
         pins=Path("/sys/fs/bpf") / f"corral-e2e-{tag}",
+        extra_config=extra_config,
     )
     d.start()
-    yield d
-    d.stop()
-    if d.pins.exists():
-        for fp in list(d.pins.iterdir()):
-            remove_pins(fp)
-        d.pins.rmdir()
+    try:
+        yield d
+    finally:
+        d.stop()
+        if d.pins.exists():
+            for fp in list(d.pins.iterdir()):
+                remove_pins(fp)
+            d.pins.rmdir()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    with running_daemon(tmp_path) as d:
+        yield d
 
 
 AGENT_PY = textwrap.dedent("""

@@ -132,6 +132,22 @@ def test_repeats_suppressed_within_window(agent: Agent, collector: Collector, ke
     assert c["novel"] == 3 and c["suppressed"] == 2
 
 
+def test_a_mode_flip_reports_the_new_verdict_within_the_window(
+    agent: Agent, collector: Collector
+) -> None:
+    """Suppression is per verdict: what ALERT reported as would-deny is reported again, as
+    denied, by the first attempt after the flip to ENFORCE."""
+    agent.configure(connect="alert")
+    port = free_port()
+    first = agent.run(connect_child(socket.AF_INET, "127.0.0.1", port))
+    collector.wait(lambda e: e.pid == first.pid and e.verdict == "would-deny")
+    agent.configure(connect="enforce")
+    res = agent.run(connect_child(socket.AF_INET, "127.0.0.1", port))
+    assert res.error == errno.EPERM
+    ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "connect")
+    assert ev.verdict == "denied"
+
+
 def test_rate_limit_drops_are_counted(agent: Agent, collector: Collector, kern) -> None:
     agent.configure(connect="observe", rate_limit=2)
     ports = [free_port() for _ in range(8)]

@@ -87,6 +87,23 @@ def test_exec_denied_is_eperm_not_kill(agent: Agent, collector: Collector) -> No
     assert ev.path == os.path.realpath("/bin/true")
 
 
+def test_exec_is_judged_by_the_exec_hook_not_file_open(agent: Agent, collector: Collector) -> None:
+    """execve opens the program (__FMODE_EXEC): that open belongs to the exec dimension, so a
+    novel program under exec+open ENFORCE is reported as a denied exec, not a denied open."""
+    true = os.path.realpath("/bin/true")
+    agent.kern.allow_paths("open", agent.lists["open"], [], prefixes=["/"])
+    agent.configure(exec="enforce", open="enforce")
+    res = agent.run(lambda: os.execv(true, [true]))
+    assert res.error == errno.EPERM
+    ev = collector.wait(lambda e: e.pid == res.pid and e.verdict == "denied")
+    assert (ev.dimension, ev.path) == ("exec", true)
+    agent.kern.allow_paths("exec", agent.lists["exec"], [true])
+    agent.kern.clear_list("open", agent.lists["open"])
+    res = agent.run(lambda: os.execv(true, [true]))
+    # execve itself now passes; the loader's open of libc is an ordinary open, and is denied
+    assert res.error is None and res.exit_code == 127
+
+
 def test_lsm_connect_reports_ppid(agent: Agent, collector: Collector) -> None:
     agent.configure(connect="enforce")
     with socket.socket() as s:

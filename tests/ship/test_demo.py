@@ -4,6 +4,7 @@ nothing behind (no pins, no run cgroups, no processes, no temporary directory)."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def test_make_demo_blocks_the_injected_run_and_cleans_up() -> None:
     assert r.returncode == 0, out[-6000:]
     assert "0 failed" in out and "[FAIL]" not in out, out[-6000:]
     # what the walkthrough promises, whichever backend this kernel has
-    assert "denied      connect" in out, "the exfiltration connect was denied in the kernel"
-    assert ("killed      exec" in out) or ("denied      " in out and "exec sh: EPERM" in out)
+    # (events table columns are as wide as their longest value: match any run of spaces)
+    assert re.search(r"\bdenied +connect\b", out), "exfiltration connect denied"
+    assert re.search(r"\b(killed|denied) +exec\b", out), "shell killed or denied"
     assert _leftovers() <= before, f"left behind: {_leftovers() - before}"
     assert _children(os.getpid()) == [], "no process of the demo is left running"

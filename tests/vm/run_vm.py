@@ -37,7 +37,8 @@ def guest_command(python: str, pytest_args: list[str]) -> str:
     return (
         f"cd {shlex.quote(str(REPO))} && "
         f"CORRAL_VM_SUITE=1 PYTHONDONTWRITEBYTECODE=1 {shlex.quote(python)} -m pytest "
-        f"tests/kernel tests/daemon/test_e2e.py -m 'not fallback' -p no:cacheprovider -q -rs {args}"
+        f"tests/kernel tests/daemon/test_e2e.py tests/ship/test_demo.py -m 'not fallback' "
+        f"-p no:cacheprovider -q -rs {args}"
     )
 
 

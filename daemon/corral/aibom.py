@@ -1,0 +1,657 @@
+"""AI-BOM detection rules and the pure classification of what corral sees.
+
+The rules are data: config/aibom.yaml (the built-in set) plus the files named by the
+``aibom.rule_files`` configuration option. Each file has the same shape::
+
+    version: 1
+    frameworks:   [{name, python: [pattern], npm: [pattern]}]
+    mcp_servers:  [{name, python, npm, exe: [glob], launchers: [glob], args: [glob]}]
+    models:       [{name, extensions: [.ext], dirs: [glob], names: [glob], not_in: [glob]}]
+    endpoints:    [{name, kind, hosts: [hostname], cidrs: [cidr], ports: [port]}]
+    executables:  [{name, kind, exe: [glob]}]
+
+User files are consulted before the built-in rules (the first matching rule wins), and a user
+rule with the name of a built-in rule of the same section replaces it. Errors name the file,
+the rule and the field.
+
+Classification (everything here is pure: no I/O):
+
+* an opened path under ``site-packages/``, ``dist-packages/`` or ``node_modules/`` (the last
+  such component) names a package; python patterns are "/"-separated component globs matched
+  against the components after the packages directory ("langchain_*", "google/genai"), npm
+  patterns are globs on the package name ("@langchain/*"). A ``<name>-<version>.dist-info``
+  component gives a version hint, not a package;
+* an opened path whose extension a model rule lists is a model file (with ``dirs``/``names``
+  the file must also sit below a directory, or be named, like one of those globs);
+* an executed path whose base name matches an executables rule is a shell/interpreter/tool,
+  one matching ``mcp_servers[].exe`` an MCP server; a launcher (npx, uvx, python...) whose
+  argv holds an argument matching ``mcp_servers[].args`` runs that MCP server;
+* a connect target is classified by the endpoint rules (resolved host names, CIDRs, ports).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError
+
+RULES_VERSION = 1
+SECTIONS = ("frameworks", "mcp_servers", "models", "endpoints", "executables")
+ENDPOINT_KINDS = ("llm", "tool", "model-hub", "vector-db", "mcp")
+EXECUTABLE_KINDS = ("shell", "interpreter", "tool")
+# Endpoint kinds that make a workload an AI agent on their own.
+AI_ENDPOINT_KINDS = frozenset({"llm"})
+PYTHON_DIRS = ("site-packages", "dist-packages")
+NPM_DIR = "node_modules"
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_SECRET = re.compile(r"(?i)(key|token|secret|passw|auth|credential|bearer)")
+_MODULE_SUFFIX = re.compile(r"\.(py|pyc|pyi|so|pyd)$")
+# Cheap pre-filter: could this path be a package or a model at all?
+_INTERESTING_PREFILTER = r"/(site-packages|dist-packages|node_modules)/"
+
+
+class RulesError(ConfigError):
+    """A bad rule file; the message names the file, the rule and the field."""
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised distribution name: "Sentence_Transformers" -> "sentence-transformers"."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ---- rules --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackageRule:
+    """frameworks[] and the package part of mcp_servers[]."""
+
+    name: str
+    category: str  # framework | mcp-server
+    python: tuple[tuple[str, ...], ...] = ()  # component globs, longest first
+    npm: tuple[str, ...] = ()
+
+    def match_python(self, components: Sequence[str]) -> str | None:
+        for pattern in self.python:
+            n = len(pattern)
+            if len(components) >= n and all(
+                fnmatchcase(components[i], pattern[i]) for i in range(n)
+            ):
+                return "/".join(components[:n])
+        return None
+
+    def match_python_dist(self, dist: str) -> bool:
+        """Does a distribution name (from a .dist-info directory) belong to this rule?"""
+        name = canonical(dist)
+        return any(fnmatchcase(name, canonical("-".join(p))) for p in self.python)
+
+    def match_npm(self, package: str) -> bool:
+        return any(fnmatchcase(package, g) for g in self.npm)
+
+
+@dataclass(frozen=True)
+class McpExecRule:
+    name: str
+    exe: tuple[str, ...] = ()
+    launchers: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    name: str
+    extensions: tuple[str, ...]
+    dirs: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    not_in: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    name: str
+    kind: str
+    hosts: tuple[str, ...] = ()
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecutableRule:
+    name: str
+    kind: str
+    exe: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rules:
+    packages: tuple[PackageRule, ...] = ()
+    mcp_exec: tuple[McpExecRule, ...] = ()
+    models: tuple[ModelRule, ...] = ()
+    endpoints: tuple[EndpointRule, ...] = ()
+    executables: tuple[ExecutableRule, ...] = ()
+    files: tuple[str, ...] = ()
+    _model_exts: frozenset[str] = field(default=frozenset(), repr=False)
+    _prefilter: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False)
+
+    def __post_init__(self) -> None:
+        exts = frozenset(e for r in self.models for e in r.extensions)
+        object.__setattr__(self, "_model_exts", exts)
+        alternatives = [_INTERESTING_PREFILTER]
+        alternatives += [re.escape(e) + "$" for e in sorted(exts)]
+        object.__setattr__(self, "_prefilter", re.compile("|".join(alternatives), re.IGNORECASE))
+
+    @property
+    def hostnames(self) -> list[str]:
+        """Every host name the endpoint rules list (the daemon resolves them)."""
+        seen: dict[str, None] = {}
+        for r in self.endpoints:
+            for h in r.hosts:
+                seen.setdefault(h.lower().rstrip("."), None)
+        return list(seen)
+
+    def maybe_interesting(self, path: str) -> bool:
+        """Fast pre-filter for open paths: False means neither a package nor a model."""
+        return self._prefilter.search(path) is not None
+
+    # ---- classification ----------------------------------------------------------------------
+
+    def classify_package(self, path: str) -> PackageHit | None:
+        loc = split_package_path(path)
+        if loc is None:
+            return None
+        eco, base, rest = loc
+        if not rest:
+            return None
+        if eco == "pypi":
+            hint = dist_info_version(rest[0])
+            if hint is not None:
+                name, version = hint
+                rule = next((r for r in self.packages if r.match_python_dist(name)), None)
+                return PackageHit(
+                    "pypi",
+                    base,
+                    "",
+                    rule.name if rule else "",
+                    rule.category if rule else "",
+                    dist=name,
+                    version_hint=version,
+                )
+            components = list(rest)
+            if len(rest) == 1 and not path.endswith("/") and _MODULE_SUFFIX.search(rest[0]):
+                components[0] = rest[0].split(".", 1)[0]  # a one-file module: six.py, _x.so
+            for rule in self.packages:
+                module = rule.match_python(components)
+                if module is not None:
+                    return PackageHit("pypi", base, module, rule.name, rule.category)
+            return None
+        package = npm_package(rest)
+        if package is None:
+            return None
+        for rule in self.packages:
+            if rule.match_npm(package):
+                return PackageHit("npm", base, package, rule.name, rule.category)
+        return None
+
+    def classify_model(self, path: str) -> ModelHit | None:
+        base = path.rsplit("/", 1)[-1]
+        lower = base.lower()
+        dot = lower.rfind(".")
+        if dot <= 0 or lower[dot:] not in self._model_exts:
+            return None
+        ext = lower[dot:]
+        dirs = [d for d in path.split("/")[:-1] if d]
+        for rule in self.models:
+            if ext not in rule.extensions:
+                continue
+            if dirs and any(fnmatchcase(dirs[-1].lower(), g) for g in rule.not_in):
+                continue
+            if rule.dirs or rule.names:
+                in_dir = any(fnmatchcase(d.lower(), g) for d in dirs for g in rule.dirs)
+                named = any(fnmatchcase(lower, g) for g in rule.names)
+                if not (in_dir or named):
+                    continue
+            name, revision = model_name(path)
+            return ModelHit(path=path, format=rule.name, name=name, revision=revision)
+        return None
+
+    def classify_exec(self, exe: str, argv: Sequence[str] | None = None) -> list[ExecHit]:
+        """What an executed path (and, when known, its argv) is: shells/interpreters/tools
+        and MCP servers. An exec can be both (python running an MCP server)."""
+        base = exe.rsplit("/", 1)[-1]
+        hits: list[ExecHit] = []
+        for rule in self.executables:
+            if any(fnmatchcase(base, g) for g in rule.exe):
+                hits.append(ExecHit(rule.kind, base, exe, rule=rule.name))
+                break
+        for mcp in self.mcp_exec:
+            if any(fnmatchcase(base, g) for g in mcp.exe):
+                hits.append(ExecHit("mcp-server", base, exe, rule=mcp.name))
+                break
+        else:
+            launched = self._launched_mcp(base, argv)
+            if launched is not None:
+                hits.append(launched._replace_exe(exe))
+        return hits
+
+    def _launched_mcp(self, base: str, argv: Sequence[str] | None) -> ExecHit | None:
+        if not argv:
+            return None
+        # the exec'd file, argv[0], and argv[1] for a script run by its interpreter
+        # (the kernel rewrites a script's argv to [interpreter, script, ...])
+        names = [base, *(a.rsplit("/", 1)[-1] for a in argv[:2])]
+        for rule in self.mcp_exec:
+            launcher = next(
+                (n for n in names if any(fnmatchcase(n, g) for g in rule.launchers)), None
+            )
+            if not rule.args or launcher is None:
+                continue
+            for arg in argv[1:]:
+                if arg.startswith("-"):
+                    continue
+                package, version = split_versioned(arg)
+                for candidate in (package, package.rsplit("/", 1)[-1]):
+                    if any(fnmatchcase(candidate, g) for g in rule.args):
+                        return ExecHit(
+                            "mcp-server",
+                            candidate,
+                            "",
+                            rule=rule.name,
+                            version=version,
+                            command=redact(argv),
+                            launcher=launcher,
+                        )
+        return None
+
+    def is_launcher(self, exe: str) -> bool:
+        """Is the cmdline of this exec worth reading (it may launch an MCP server)?"""
+        base = exe.rsplit("/", 1)[-1]
+        return any(fnmatchcase(base, g) for r in self.mcp_exec if r.args for g in r.launchers)
+
+    def classify_endpoint(
+        self,
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        port: int,
+        names: Iterable[str] = (),
+    ) -> EndpointRule | None:
+        """The first endpoint rule matching (network, port); names: host names the address
+        is known to resolve from (only rules' hosts are ever resolved)."""
+        known = {n.lower().rstrip(".") for n in names}
+        for rule in self.endpoints:
+            if rule.ports and port not in rule.ports:
+                continue
+            if rule.hosts or rule.cidrs:
+                by_host = any(h in known for h in rule.hosts)
+                by_cidr = any(
+                    c.version == network.version and network.subnet_of(c)  # type: ignore[arg-type]
+                    for c in rule.cidrs
+                )
+                if not (by_host or by_cidr):
+                    continue
+            return rule
+        return None
+
+
+@dataclass(frozen=True)
+class PackageHit:
+    ecosystem: str  # pypi | npm
+    packages_dir: str  # .../site-packages, .../node_modules
+    module: str  # "openai", "google/genai", "@langchain/core"; "" for a dist-info hint
+    framework: str  # the rule's name ("" if no rule: a dist-info hint of another package)
+    category: str  # framework | mcp-server
+    dist: str = ""  # distribution name from a dist-info directory
+    version_hint: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelHit:
+    path: str
+    format: str
+    name: str
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecHit:
+    category: str  # shell | interpreter | tool | mcp-server
+    name: str
+    exe: str
+    rule: str = ""
+    version: str | None = None
+    command: tuple[str, ...] = ()
+    launcher: str = ""
+
+    def _replace_exe(self, exe: str) -> ExecHit:
+        return ExecHit(
+            self.category, self.name, exe, self.rule, self.version, self.command, self.launcher
+        )
+
+
+# ---- path helpers -------------------------------------------------------------------------------
+
+
+def split_package_path(path: str) -> tuple[str, str, list[str]] | None:
+    """(ecosystem, packages directory, components after it) for the LAST site-packages,
+    dist-packages or node_modules component of path; None if there is none."""
+    parts = path.split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        p = parts[i]
+        if p in PYTHON_DIRS or p == NPM_DIR:
+            eco = "npm" if p == NPM_DIR else "pypi"
+            return eco, "/".join(parts[: i + 1]), [c for c in parts[i + 1 :] if c]
+    return None
+
+
+def npm_package(rest: Sequence[str]) -> str | None:
+    """ "@scope/name" or "name" from the components after node_modules."""
+    if not rest or rest[0].startswith("."):
+        return None
+    if rest[0].startswith("@"):
+        return f"{rest[0]}/{rest[1]}" if len(rest) > 1 else None
+    return rest[0]
+
+
+_DIST_INFO = re.compile(r"^(?P<name>[^-/]+)-(?P<version>[^-/]+?)(-py[^/]*)?\.(dist|egg)-info$")
+
+
+def dist_info_version(component: str) -> tuple[str, str] | None:
+    """("openai", "1.2.3") from "openai-1.2.3.dist-info" (or a legacy .egg-info)."""
+    m = _DIST_INFO.match(component)
+    return (m.group("name"), m.group("version")) if m else None
+
+
+def model_name(path: str) -> tuple[str, str | None]:
+    """A model's name and revision: the Hugging Face cache's "models--org--name/snapshots/REV"
+    gives ("org/name", REV); otherwise the file name."""
+    parts = path.split("/")
+    for i, p in enumerate(parts):
+        if p.startswith("models--") and len(p) > len("models--"):
+            name = p[len("models--") :].replace("--", "/")
+            rev = parts[i + 2] if len(parts) > i + 3 and parts[i + 1] == "snapshots" else None
+            return name, rev
+    return parts[-1], None
+
+
+def split_versioned(arg: str) -> tuple[str, str | None]:
+    """ "@scope/pkg@1.2" -> ("@scope/pkg", "1.2"); "pkg==1.0" -> ("pkg", "1.0")."""
+    if "==" in arg:
+        name, _, ver = arg.partition("==")
+        return name, ver or None
+    at = arg.rfind("@")
+    if at > 0:
+        return arg[:at], arg[at + 1 :] or None
+    return arg, None
+
+
+def redact(argv: Sequence[str], limit: int = 24, max_chars: int = 512) -> tuple[str, ...]:
+    """argv with values of secret-looking options and VAR=value pairs replaced by ***."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv[:limit]:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if eq and _SECRET.search(name):
+            out.append(f"{name}=***")
+        elif arg.startswith("-") and _SECRET.search(arg):
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(arg[:max_chars])
+    if len(argv) > limit:
+        out.append(f"... ({len(argv) - limit} more)")
+    return tuple(out)
+
+
+# ---- loading and validation ---------------------------------------------------------------------
+
+
+def default_rules_path() -> Path:
+    """The built-in rules: config/aibom.yaml of the source tree (a checkout, an editable
+    install), else corral/rules/aibom.yaml in an installed package (copied there by `make bpf`
+    before the package is built)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parents[1] / "config" / "aibom.yaml", here / "rules" / "aibom.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise RulesError(
+        "the built-in AI-BOM rules are missing (config/aibom.yaml in the source tree, "
+        "corral/rules/aibom.yaml when installed): reinstall corral or run `make bpf`"
+    )
+
+
+def load_rules(
+    extra_files: Sequence[str | os.PathLike[str]] = (),
+    *,
+    builtin: str | os.PathLike[str] | None = None,
+) -> Rules:
+    """The built-in rules plus extra_files (consulted first; same-named rules replace)."""
+    base = Path(builtin) if builtin is not None else default_rules_path()
+    layers = [_read_file(Path(p)) for p in extra_files] + [_read_file(base)]
+    merged: dict[str, list[tuple[str, dict[str, Any]]]] = {s: [] for s in SECTIONS}
+    for where, data in layers:
+        for section in SECTIONS:
+            taken = {name for name, _ in merged[section]}
+            for i, item in enumerate(data.get(section) or []):
+                name = _rule_name(item, f"{where}: {section}[{i}]")
+                if name not in taken:
+                    merged[section].append(
+                        (name, {"__where__": f"{where}: {section}[{i}]", **item})
+                    )
+    return _build(merged, tuple(str(p) for p in [*extra_files, base]))
+
+
+def parse_rules(data: Any, where: str = "rules") -> Rules:
+    """One rule document (already parsed YAML) on its own: for tests and validation."""
+    checked = _check_document(data, where)
+    merged = {
+        s: [
+            (_rule_name(item, f"{where}: {s}[{i}]"), {"__where__": f"{where}: {s}[{i}]", **item})
+            for i, item in enumerate(checked.get(s) or [])
+        ]
+        for s in SECTIONS
+    }
+    return _build(merged, (where,))
+
+
+def _read_file(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RulesError(f"{path}: no such AI-BOM rule file (check aibom.rule_files)") from None
+    except OSError as e:
+        raise RulesError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise RulesError(f"{path}: not valid YAML: {e}") from None
+    return str(path), _check_document(data, str(path))
+
+
+def _check_document(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise RulesError(f"{where}: expected a mapping with version: 1 and rule sections")
+    unknown = sorted(set(data) - {"version", *SECTIONS})
+    if unknown:
+        raise RulesError(
+            f"{where}: {unknown[0]}: unknown section (known: version, {', '.join(SECTIONS)})"
+        )
+    if data.get("version") != RULES_VERSION:
+        raise RulesError(f"{where}: version: expected {RULES_VERSION}, got {data.get('version')!r}")
+    for section in SECTIONS:
+        items = data.get(section)
+        if items is not None and not isinstance(items, list):
+            raise RulesError(f"{where}: {section}: expected a list of rules")
+        names: set[str] = set()
+        for i, item in enumerate(items or []):
+            name = _rule_name(item, f"{where}: {section}[{i}]")
+            if name in names:
+                raise RulesError(f"{where}: {section}[{i}] ({name}): duplicate rule name")
+            names.add(name)
+    return data
+
+
+def _rule_name(item: Any, where: str) -> str:
+    if not isinstance(item, dict):
+        raise RulesError(f"{where}: expected a mapping (name: ..., ...)")
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RulesError(f"{where}: name: required, a non-empty string")
+    return name
+
+
+_FIELDS: dict[str, set[str]] = {
+    "frameworks": {"name", "python", "npm"},
+    "mcp_servers": {"name", "python", "npm", "exe", "launchers", "args"},
+    "models": {"name", "extensions", "dirs", "names", "not_in"},
+    "endpoints": {"name", "kind", "hosts", "cidrs", "ports"},
+    "executables": {"name", "kind", "exe"},
+}
+
+
+class _Item:
+    """Field access for one rule with errors that name the rule and the field."""
+
+    def __init__(self, section: str, raw: dict[str, Any]) -> None:
+        self.raw = dict(raw)
+        self.where = f"{self.raw.pop('__where__')} ({raw['name']})"
+        self.name: str = raw["name"]
+        unknown = sorted(set(self.raw) - _FIELDS[section])
+        if unknown:
+            self.fail(unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS[section]))})")
+
+    def fail(self, key: str, message: str) -> None:
+        raise RulesError(f"{self.where}: {key}: {message}")
+
+    def strings(
+        self, key: str, check: Callable[[str], str | None] | None = None
+    ) -> tuple[str, ...]:
+        value = self.raw.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(key, "expected a list of non-empty strings")
+        for v in value:
+            problem = check(v) if check else None
+            if problem:
+                self.fail(key, f"{v!r}: {problem}")
+        return tuple(value)
+
+    def choice(self, key: str, choices: Sequence[str]) -> str:
+        value = self.raw.get(key)
+        if value not in choices:
+            self.fail(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    def need_one(self, *keys: str) -> None:
+        if not any(self.raw.get(k) for k in keys):
+            raise RulesError(f"{self.where}: give at least one of {', '.join(keys)}")
+
+
+def _python_pattern(p: str) -> str | None:
+    if p.startswith("/") or p.endswith("/") or "//" in p:
+        return "components are separated by single '/', without a leading or trailing '/'"
+    return None
+
+
+def _extension(e: str) -> str | None:
+    return None if re.fullmatch(r"\.[A-Za-z0-9_.-]+", e) else "expected '.ext', e.g. '.gguf'"
+
+
+def _hostname(h: str) -> str | None:
+    return None if _HOSTNAME.match(h) else "not a host name (no wildcards; e.g. api.openai.com)"
+
+
+def _cidr(c: str) -> str | None:
+    try:
+        ipaddress.ip_network(c, strict=False)
+    except ValueError:
+        return "not an address or CIDR (e.g. 10.0.0.0/8, fd00::/8)"
+    return None
+
+
+def _package_rule(it: _Item, category: str) -> PackageRule | None:
+    python = it.strings("python", _python_pattern)
+    npm = it.strings("npm")
+    if not (python or npm):
+        return None
+    patterns = sorted((tuple(p.split("/")) for p in python), key=len, reverse=True)
+    return PackageRule(it.name, category, tuple(patterns), npm)
+
+
+def _ports(it: _Item) -> tuple[int, ...]:
+    value = it.raw.get("ports")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in value
+    ):
+        it.fail("ports", "expected a list of port numbers 1-65535")
+    return tuple(value)
+
+
+def _build(merged: dict[str, list[tuple[str, dict[str, Any]]]], files: tuple[str, ...]) -> Rules:
+    packages: list[PackageRule] = []
+    mcp_exec: list[McpExecRule] = []
+    for _, raw in merged["frameworks"]:
+        it = _Item("frameworks", raw)
+        it.need_one("python", "npm")
+        rule = _package_rule(it, "framework")
+        assert rule is not None
+        packages.append(rule)
+    for _, raw in merged["mcp_servers"]:
+        it = _Item("mcp_servers", raw)
+        it.need_one("python", "npm", "exe", "args")
+        rule = _package_rule(it, "mcp-server")
+        launchers, args = it.strings("launchers"), it.strings("args")
+        if bool(launchers) != bool(args):
+            it.fail("args" if launchers else "launchers", "launchers and args go together")
+        mcp_exec.append(McpExecRule(it.name, it.strings("exe"), launchers, args))
+        if rule is not None:
+            packages.append(rule)
+    models = []
+    for _, raw in merged["models"]:
+        it = _Item("models", raw)
+        exts = it.strings("extensions", _extension)
+        if not exts:
+            it.fail("extensions", "required, e.g. ['.gguf']")
+        models.append(
+            ModelRule(
+                it.name,
+                tuple(e.lower() for e in exts),
+                tuple(d.lower() for d in it.strings("dirs")),
+                tuple(n.lower() for n in it.strings("names")),
+                tuple(n.lower() for n in it.strings("not_in")),
+            )
+        )
+    endpoints = []
+    for _, raw in merged["endpoints"]:
+        it = _Item("endpoints", raw)
+        kind = it.choice("kind", ENDPOINT_KINDS)
+        it.need_one("hosts", "cidrs", "ports")
+        hosts = tuple(h.lower().rstrip(".") for h in it.strings("hosts", _hostname))
+        cidrs = tuple(ipaddress.ip_network(c, strict=False) for c in it.strings("cidrs", _cidr))
+        endpoints.append(EndpointRule(it.name, kind, hosts, cidrs, _ports(it)))
+    executables = []
+    for _, raw in merged["executables"]:
+        it = _Item("executables", raw)
+        kind = it.choice("kind", EXECUTABLE_KINDS)
+        exe = it.strings("exe")
+        if not exe:
+            it.fail("exe", "required: globs on the executable's base name, e.g. ['bash']")
+        executables.append(ExecutableRule(it.name, kind, exe))
+    # Packages: user rules first (merge order), then longer patterns win within the same order.
+    return Rules(
+        tuple(packages), tuple(mcp_exec), tuple(models), tuple(endpoints), tuple(executables), files
+    )

@@ -1,0 +1,807 @@
+"""The runtime AI-BOM: per agent, what it is made of, derived from corral's own evidence.
+
+Two sources feed one inventory per agent:
+
+* events (``on_event``): every exec/open/connect that reaches user space, whatever its verdict;
+* baselines (``_derive``): every stored entry, at start and whenever a baseline's revision
+  changes. In ENFORCE the kernel reports nothing for baselined behaviour, and in any mode it
+  reports an object once per suppression window, so the baseline is what keeps the AI-BOM
+  complete; a collapsed prefix (".../site-packages/") names no package, so the packages
+  installed beneath it are listed from a live process's root and marked "installed".
+
+Records are add-only (an inventory says what was ever seen; a baseline reset does not erase
+it) and persisted per agent as JSON under <state_dir>/aibom/, written crash-safe with
+baseline.atomic_write, so the AI-BOM survives restarts even for behaviour the kernel no longer
+reports.
+
+Everything that reads /proc (argv, package versions, directory listings) runs in worker
+threads fed by one bounded queue; a version that cannot be read (the process is gone) stays
+unknown and is tried again on a later event, or every RETRY_SECONDS from a live process of
+the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import procfs
+from .aibom import AI_ENDPOINT_KINDS, PackageHit, Rules, canonical, split_package_path
+from .baseline import Baseline, atomic_write, file_name, format_net, normalise_network
+from .events import Event
+
+log = structlog.get_logger("corral.aibom")
+
+SCHEMA = 1
+CAPS = {"packages": 1000, "models": 1000, "endpoints": 2000, "processes": 1000, "hints": 4000}
+SAMPLE_PATHS = 3
+QUEUE_MAX = 4096
+RETRY_SECONDS = 60.0
+EVENT_RETRY_SECONDS = 2.0
+CACHE_SECONDS = 300.0
+SYNC_SECONDS = 2.0
+DNS_TIMEOUT = 10.0
+ADDRESSES_MAX = 20000
+CMDLINE_RETRY_DELAY = 0.05
+DENIED = frozenset({"denied", "killed"})
+HINT_SOURCE = "dist-info directory name"
+CACHE_MAX = 10000
+_EVIDENCE = frozenset({"first_seen", "last_seen", "events", "via", "denied"})
+RECORD_FIELDS = {
+    "packages": _EVIDENCE
+    | {
+        "ecosystem",
+        "packages_dir",
+        "module",
+        "framework",
+        "category",
+        "name",
+        "version",
+        "version_source",
+        "paths",
+    },
+    "models": _EVIDENCE | {"path", "format", "name", "revision"},
+    "endpoints": _EVIDENCE | {"object", "address", "network", "port", "hostnames"},
+    "processes": _EVIDENCE | {"category", "name", "exe", "rule", "version", "command", "launcher"},
+}
+
+
+# ---- records ------------------------------------------------------------------------------------
+
+
+def _seen(when: float, via: str) -> dict[str, Any]:
+    return {"first_seen": when, "last_seen": when, "events": 0, "via": [via], "denied": False}
+
+
+def _touch(
+    rec: dict[str, Any], when: float, via: str, *, first: float | None = None, denied: bool = False
+) -> bool:
+    """Updates a record's evidence; True if anything changed. Events count; baseline
+    derivations (repeated on every change of the baseline) do not."""
+    before = (rec["first_seen"], rec["last_seen"], len(rec["via"]), rec["denied"])
+    rec["first_seen"] = min(rec["first_seen"], when if first is None else first)
+    rec["last_seen"] = max(rec["last_seen"], when)
+    if via not in rec["via"]:
+        rec["via"] = sorted([*rec["via"], via])
+    rec["denied"] = rec["denied"] or denied
+    if via == "event":
+        rec["events"] += 1
+        return True
+    return before != (rec["first_seen"], rec["last_seen"], len(rec["via"]), rec["denied"])
+
+
+@dataclass
+class Inventory:
+    agent: str
+    packages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hints: dict[str, str] = field(default_factory=dict)  # "<dir>\0<canonical dist>" -> version
+    truncated: dict[str, int] = field(default_factory=dict)
+
+    def slot(self, kind: str, key: str) -> bool:
+        """May a new record go into this table? Counts what was left out when full."""
+        table: dict[str, Any] = getattr(self, kind)
+        if key in table or len(table) < CAPS[kind]:
+            return True
+        self.truncated[kind] = self.truncated.get(kind, 0) + 1
+        return False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "agent": self.agent,
+            "packages": self.packages,
+            "models": self.models,
+            "endpoints": self.endpoints,
+            "processes": self.processes,
+            "hints": self.hints,
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Inventory:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ValueError(f"not an AI-BOM inventory of schema {SCHEMA}")
+        inv = cls(str(data["agent"]))
+        for kind in ("packages", "models", "endpoints", "processes", "hints", "truncated"):
+            value = data.get(kind, {})
+            if not isinstance(value, dict):
+                raise ValueError(f"{kind}: expected a mapping")
+            setattr(inv, kind, value)
+        for kind, needed in RECORD_FIELDS.items():
+            for key, rec in getattr(inv, kind).items():
+                missing = needed - set(rec) if isinstance(rec, dict) else needed
+                if missing:
+                    raise ValueError(f"{kind}[{key!r}]: missing {', '.join(sorted(missing))}")
+        return inv
+
+
+class HostNames:
+    """Which rule host names resolved to which addresses (the only DNS names corrald knows)."""
+
+    def __init__(self) -> None:
+        self.by_address: dict[str, dict[str, float]] = {}
+
+    def record(self, host: str, addresses: set[str], when: float) -> None:
+        for a in addresses:
+            self.by_address.setdefault(a, {})[host] = when
+        if len(self.by_address) > ADDRESSES_MAX:
+            oldest = sorted(self.by_address, key=lambda a: max(self.by_address[a].values()))
+            for a in oldest[: len(self.by_address) - ADDRESSES_MAX]:
+                del self.by_address[a]
+
+    def of(self, address: str) -> list[str]:
+        return sorted(self.by_address.get(address, {}))
+
+
+@dataclass(frozen=True)
+class Sight:
+    """One sighting of an object: when, how (event | baseline | installed), whether the kernel
+    denied it, and for baseline entries when it was first seen."""
+
+    when: float
+    via: str
+    denied: bool = False
+    first: float | None = None
+
+
+# ---- jobs for the worker ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _VersionJob:
+    agent: str
+    key: str
+    ecosystem: str
+    packages_dir: str
+    module: str
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class _CmdlineJob:
+    agent: str
+    pid: int
+    exe: str
+    seen: Sight
+
+
+@dataclass(frozen=True)
+class _ListJob:
+    agent: str
+    prefix: str  # a baseline prefix entry that is a packages dir (or a namespace/scope in one)
+    seen: Sight
+
+
+_Job = _VersionJob | _CmdlineJob | _ListJob
+
+
+class AibomTracker:
+    """The node's AI-BOM. Runs in the daemon's event loop; /proc reads go to threads."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        state_dir: str | os.PathLike[str],
+        node: str,
+        *,
+        baselines: Callable[[], Mapping[str, Baseline]],
+        cgroups_of: Callable[[str], list[str]],
+        read_proc: bool = True,
+        resolve_hosts: bool = True,
+        dns_refresh: float = 300.0,
+        save_interval: float = 5.0,
+    ) -> None:
+        self.rules = rules
+        self.dir = Path(state_dir) / "aibom"
+        self.node = node
+        self.baselines = baselines
+        self.cgroups_of = cgroups_of
+        self.read_proc = read_proc
+        self.resolve_hosts = resolve_hosts
+        self.dns_refresh = dns_refresh
+        self.save_interval = save_interval
+        self.inventories: dict[str, Inventory] = {}
+        self.names = HostNames()
+        self.stats = {
+            "jobs_dropped": 0,
+            "versions_read": 0,
+            "cmdlines_read": 0,
+            "dns_rounds": 0,
+            "dns_failures": 0,
+        }
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(QUEUE_MAX)
+        self._pending: set[tuple[str, str]] = set()
+        self._attempts: dict[tuple[str, str], float] = {}
+        self._listed: dict[tuple[str, str], float] = {}
+        self._derived: dict[str, tuple[int, int]] = {}
+        self._dirty: set[str] = set()
+        self._cache: dict[tuple[Any, ...], tuple[float, tuple[str, str, str] | None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dns_pool: ThreadPoolExecutor | None = None
+        self._stopping = asyncio.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.inventories.update(await asyncio.to_thread(self._load_all))
+        self.sync_baselines()
+        self._tasks = [
+            asyncio.create_task(self._worker(), name="aibom-worker"),
+            asyncio.create_task(self._sync_loop(), name="aibom-sync"),
+        ]
+        if self.resolve_hosts and self.rules.hostnames:
+            self._dns_pool = ThreadPoolExecutor(2, thread_name_prefix="corral-dns")
+            self._tasks.append(asyncio.create_task(self._dns_loop(), name="aibom-dns"))
+        log.info(
+            "AI-BOM tracking",
+            rules=list(self.rules.files),
+            agents=len(self.inventories),
+            read_proc=self.read_proc,
+            resolve_hosts=self.resolve_hosts,
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._dns_pool is not None:
+            self._dns_pool.shutdown(wait=False, cancel_futures=True)
+        await self.save()
+
+    def reload(self, rules: Rules) -> None:
+        """New rules apply to new events and to every baseline, re-derived now."""
+        self.rules = rules
+        log.info("AI-BOM rules reloaded", rules=list(rules.files))
+        self._derived.clear()
+        self._listed.clear()
+        self.sync_baselines()
+
+    # ---- events ------------------------------------------------------------------------------
+
+    def on_event(self, agent: str, ev: Event) -> None:
+        """Cheap classification in the loop; /proc work is queued."""
+        seen = Sight(ev.ts_ns / 1e9, "event", denied=ev.verdict in DENIED)
+        if ev.dimension == "open" and ev.path:
+            pid = None if "relative" in ev.flags else ev.pid
+            self._path(agent, ev.path, seen, pid)
+        elif ev.dimension == "exec" and ev.path:
+            self._exec(agent, ev.path, None, seen)
+            if self.read_proc and self.rules.is_launcher(ev.path):
+                self._submit(_CmdlineJob(agent, ev.pid, ev.path, seen))
+        elif ev.dimension == "connect" and ev.address is not None and ev.port is not None:
+            self._endpoint(agent, normalise_network(ev.address), ev.port, seen)
+
+    def _inv(self, agent: str) -> Inventory:
+        inv = self.inventories.get(agent)
+        if inv is None:
+            inv = self.inventories[agent] = Inventory(agent)
+        return inv
+
+    def _upsert(
+        self, agent: str, kind: str, key: str, fields: Callable[[], dict[str, Any]], seen: Sight
+    ) -> dict[str, Any] | None:
+        """The record under key (made from fields() if new), its evidence updated; None when
+        the table is full."""
+        inv = self._inv(agent)
+        if not inv.slot(kind, key):
+            return None
+        table: dict[str, dict[str, Any]] = getattr(inv, kind)
+        rec = table.get(key)
+        new = rec is None
+        if rec is None:
+            rec = table[key] = {**fields(), **_seen(seen.when, seen.via)}
+        if _touch(rec, seen.when, seen.via, first=seen.first, denied=seen.denied) or new:
+            self._dirty.add(agent)
+        return rec
+
+    def _path(self, agent: str, path: str, seen: Sight, pid: int | None = None) -> None:
+        if not self.rules.maybe_interesting(path):
+            return
+        hit = self.rules.classify_package(path)
+        if hit is not None:
+            self._package(agent, hit, path, seen, pid)
+            return
+        m = self.rules.classify_model(path)
+        if m is not None:
+            fields = {"path": path, "format": m.format, "name": m.name, "revision": m.revision}
+            self._upsert(agent, "models", path, fields.copy, seen)
+
+    def _package(
+        self, agent: str, hit: PackageHit, path: str, seen: Sight, pid: int | None
+    ) -> None:
+        inv = self._inv(agent)
+        if not hit.module:  # a <dist>-<version>.dist-info path: a version hint only
+            self._hint(agent, inv, f"{hit.packages_dir}\0{canonical(hit.dist)}", hit.version_hint)
+            return
+        key = f"{hit.ecosystem}\0{hit.packages_dir}\0{hit.module}"
+        pypi = hit.ecosystem == "pypi"
+        name = canonical(hit.module.replace("/", "-")) if pypi else hit.module
+
+        def fields() -> dict[str, Any]:
+            return {
+                "ecosystem": hit.ecosystem,
+                "packages_dir": hit.packages_dir,
+                "module": hit.module,
+                "framework": hit.framework,
+                "category": hit.category,
+                "name": name,
+                "version": inv.hints.get(f"{hit.packages_dir}\0{name}") if pypi else None,
+                "version_source": None,
+                "paths": [],
+            }
+
+        rec = self._upsert(agent, "packages", key, fields, seen)
+        if rec is None:
+            return
+        if rec["version"] is not None and rec["version_source"] is None:
+            rec["version_source"] = HINT_SOURCE
+        if len(rec["paths"]) < SAMPLE_PATHS and path not in rec["paths"]:
+            rec["paths"].append(path)
+        if rec["version"] is None:
+            self._want_version(agent, key, rec, pid, EVENT_RETRY_SECONDS)
+
+    def _hint(self, agent: str, inv: Inventory, key: str, version: str | None) -> None:
+        """A version named by a dist-info directory: for packages whose METADATA is unread."""
+        if not version or inv.hints.get(key) == version or not inv.slot("hints", key):
+            return
+        inv.hints[key] = version
+        self._dirty.add(agent)
+        for rec in inv.packages.values():
+            mine = f"{rec['packages_dir']}\0{canonical(rec['name'])}" == key
+            if mine and rec["version"] is None and rec["ecosystem"] == "pypi":
+                rec["version"], rec["version_source"] = version, HINT_SOURCE
+
+    def _want_version(
+        self, agent: str, key: str, rec: dict[str, Any], pid: int | None, every: float
+    ) -> None:
+        if not self.read_proc or not rec["packages_dir"].startswith("/"):
+            return
+        k = (agent, key)
+        if k in self._pending or time.monotonic() - self._attempts.get(k, -1e9) < every:
+            return
+        job = _VersionJob(agent, key, rec["ecosystem"], rec["packages_dir"], rec["module"], pid)
+        if self._submit(job):
+            self._pending.add(k)
+
+    def _exec(self, agent: str, exe: str, argv: list[str] | None, seen: Sight) -> None:
+        for hit in self.rules.classify_exec(exe, argv):
+            if argv is not None and hit.category != "mcp-server":
+                continue  # the exe-only hits were recorded when the event came
+            fields = {
+                "category": hit.category,
+                "name": hit.name,
+                "exe": hit.exe,
+                "rule": hit.rule,
+                "version": hit.version,
+                "command": list(hit.command),
+                "launcher": hit.launcher,
+            }
+            key = f"{hit.category}\0{hit.name}\0{hit.exe}"
+            self._upsert(agent, "processes", key, fields.copy, seen)
+
+    def _endpoint(self, agent: str, net: Any, port: int, seen: Sight) -> None:
+        host = net.prefixlen == net.max_prefixlen
+        key = format_net(net, port)
+        fields = {
+            "object": key,
+            "address": str(net.network_address) if host else str(net),
+            "network": not host,
+            "port": port,
+            "hostnames": [],
+        }
+        rec = self._upsert(agent, "endpoints", key, fields.copy, seen)
+        if rec is not None and host:
+            self._add_names(agent, rec)
+
+    def _add_names(self, agent: str, rec: dict[str, Any]) -> None:
+        names = self.names.of(rec["address"])
+        if set(names) - set(rec["hostnames"]):
+            rec["hostnames"] = sorted({*rec["hostnames"], *names})
+            self._dirty.add(agent)
+
+    # ---- baselines ---------------------------------------------------------------------------
+
+    def sync_baselines(self) -> None:
+        """Derives the inventory of every agent whose baseline changed since the last time."""
+        for agent, b in list(self.baselines().items()):
+            mark = (id(b), b.revision)
+            if self._derived.get(agent) != mark:
+                self._derived[agent] = mark
+                self._derive(agent, b)
+
+    def _derive(self, agent: str, b: Baseline) -> None:
+        self._inv(agent)
+        for path, prefix, e in b.path_entries("open"):
+            seen = Sight(e.last_seen, "baseline", first=e.first_seen)
+            if prefix:
+                self._prefix(agent, path, seen)
+            else:
+                self._path(agent, path, seen)
+        for path, prefix, e in b.path_entries("exec"):
+            if not prefix:
+                self._exec(agent, path, None, Sight(e.last_seen, "baseline", first=e.first_seen))
+        for net, port, e in b.net_entries():
+            self._endpoint(agent, net, port, Sight(e.last_seen, "baseline", first=e.first_seen))
+
+    def _prefix(self, agent: str, prefix: str, seen: Sight) -> None:
+        """A collapsed directory rule: inside a package it still names it; a packages dir (or
+        a namespace/scope in one) is listed from a live process of the agent."""
+        loc = split_package_path(prefix)
+        if loc is None:
+            return
+        hit = self.rules.classify_package(prefix)
+        if hit is not None and hit.module:
+            self._package(agent, hit, prefix, seen, None)
+            return
+        _, _, rest = loc
+        if len(rest) <= 1 and self.read_proc and prefix.startswith("/"):
+            k = (agent, prefix)
+            if time.monotonic() - self._listed.get(k, -1e9) >= RETRY_SECONDS:
+                self._listed[k] = time.monotonic()
+                self._submit(_ListJob(agent, prefix, seen))
+
+    # ---- the worker --------------------------------------------------------------------------
+
+    def _submit(self, job: _Job) -> bool:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.stats["jobs_dropped"] += 1
+            return False
+        return True
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                if isinstance(job, _VersionJob):
+                    await self._run_version(job)
+                elif isinstance(job, _CmdlineJob):
+                    await self._run_cmdline(job)
+                else:
+                    await self._run_list(job)
+            except Exception as e:  # a bad /proc read must never stop the worker
+                log.warning("AI-BOM lookup failed", job=type(job).__name__, error=str(e))
+
+    def _pids(self, agent: str, first: int | None) -> Callable[[], list[int]]:
+        cgroups = list(self.cgroups_of(agent))  # snapshot in the loop: bindings change there
+
+        def pids() -> list[int]:
+            found = [first] if first else []
+            return found + [p for p in procfs.cgroup_pids(cgroups) if p != first]
+
+        return pids
+
+    async def _run_version(self, job: _VersionJob) -> None:
+        pids = self._pids(job.agent, job.pid)
+        result = await asyncio.to_thread(self._read_version, pids, job)
+        k = (job.agent, job.key)
+        self._pending.discard(k)
+        self._attempts[k] = time.monotonic()
+        rec = self.inventories.get(job.agent, Inventory("")).packages.get(job.key)
+        if result is None or rec is None:
+            return
+        name, version, where = result
+        self.stats["versions_read"] += 1
+        rec.update(name=name, version=version, version_source=where)
+        self._dirty.add(job.agent)
+
+    def _read_version(
+        self, pids: Callable[[], list[int]], job: _VersionJob
+    ) -> tuple[str, str, str] | None:
+        """In a thread: the first live process of the agent whose root answers."""
+        for pid in pids():
+            found = procfs.root_of(pid)
+            if found is None:
+                continue
+            root, root_id = found
+            ck = (root_id, job.ecosystem, job.packages_dir, job.module)
+            cached = self._cache.get(ck)
+            if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+                return cached[1]
+            try:
+                result = procfs.package_version(root, job.ecosystem, job.packages_dir, job.module)
+            except OSError:
+                continue  # that process is gone: try the next one
+            if len(self._cache) >= CACHE_MAX:  # only this worker thread touches the cache
+                self._cache.clear()
+            self._cache[ck] = (time.monotonic(), result)
+            return result
+        return None
+
+    async def _run_cmdline(self, job: _CmdlineJob) -> None:
+        argv = await asyncio.to_thread(_matching_cmdline, job.pid, job.exe)
+        if argv is None:
+            return
+        self.stats["cmdlines_read"] += 1
+        self._exec(job.agent, job.exe, argv, job.seen)
+
+    async def _run_list(self, job: _ListJob) -> None:
+        spaces = {p[0] for r in self.rules.packages for p in r.python if len(p) > 1}
+        pids = self._pids(job.agent, None)
+
+        def listing() -> list[str] | None:
+            for pid in pids():
+                found = procfs.root_of(pid)
+                if found is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    return procfs.list_packages(found[0], job.prefix.rstrip("/"), spaces)
+            return None
+
+        names = await asyncio.to_thread(listing)
+        if names is None:
+            return  # no live process: tried again after RETRY_SECONDS
+        base = job.prefix.rstrip("/")
+        installed = Sight(job.seen.when, "installed", first=job.seen.first)
+        for name in names:
+            path = f"{base}/{name}/"
+            hit = self.rules.classify_package(path)
+            if hit is not None and hit.module:
+                self._package(job.agent, hit, path, installed, None)
+
+    # ---- periodic work -----------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        last_save = last_retry = time.monotonic()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), SYNC_SECONDS)
+            try:
+                self.sync_baselines()
+                now = time.monotonic()
+                if now - last_retry >= RETRY_SECONDS:
+                    last_retry = now
+                    self._retry_versions()
+                if now - last_save >= self.save_interval:
+                    last_save = now
+                    await self.save()
+            except Exception as e:
+                log.error("AI-BOM maintenance failed", error=str(e))
+
+    def _retry_versions(self) -> None:
+        for agent, inv in self.inventories.items():
+            for key, rec in inv.packages.items():
+                if rec["version"] is None:
+                    self._want_version(agent, key, rec, None, RETRY_SECONDS)
+        self._listed = {
+            k: t for k, t in self._listed.items() if time.monotonic() - t < RETRY_SECONDS
+        }
+        self._derived.clear()  # re-derive: retries the listings of collapsed prefixes
+
+    async def _dns_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            for host in self.rules.hostnames:
+                try:
+                    infos = await asyncio.wait_for(
+                        loop.run_in_executor(self._dns_pool, _resolve, host), DNS_TIMEOUT
+                    )
+                except (OSError, TimeoutError, UnicodeError):
+                    self.stats["dns_failures"] += 1
+                    continue
+                self.names.record(host, infos, time.time())
+            self.stats["dns_rounds"] += 1
+            self._name_endpoints()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.dns_refresh)
+
+    def _name_endpoints(self) -> None:
+        for agent, inv in self.inventories.items():
+            for rec in inv.endpoints.values():
+                if not rec["network"]:
+                    self._add_names(agent, rec)
+
+    # ---- persistence -------------------------------------------------------------------------
+
+    def _file(self, agent: str) -> Path:
+        return self.dir / (file_name(agent).removesuffix(".baseline") + ".aibom.json")
+
+    def _load_all(self) -> dict[str, Inventory]:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out: dict[str, Inventory] = {}
+        for p in sorted(self.dir.glob("*.aibom.json")):
+            try:
+                inv = Inventory.from_json(json.loads(p.read_bytes()))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                target = p.with_name(f"{p.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ')}")
+                with contextlib.suppress(OSError):
+                    os.rename(p, target)
+                log.error(
+                    "AI-BOM file unreadable; moved aside, rebuilt from the baseline",
+                    file=str(p),
+                    error=str(e),
+                    moved_to=str(target),
+                )
+                continue
+            out[inv.agent] = inv
+        return out
+
+    async def save(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for agent in sorted(dirty):
+            inv = self.inventories.get(agent)
+            if inv is None:
+                continue
+            data = json.dumps(inv.to_json(), sort_keys=True).encode()
+            try:
+                await asyncio.to_thread(atomic_write, self._file(agent), data)
+            except OSError as e:
+                self._dirty.add(agent)
+                log.error("saving the AI-BOM failed; will retry", agent=agent, error=str(e))
+
+    # ---- views -------------------------------------------------------------------------------
+
+    def agent_view(self, agent: str) -> dict[str, Any]:
+        """The AI-BOM of one agent, JSON-ready, sorted."""
+        inv = self.inventories.get(agent) or Inventory(agent)
+        packages = sorted(
+            inv.packages.values(), key=lambda r: (r["framework"], r["name"], r["packages_dir"])
+        )
+        frameworks = [_package_view(r) for r in packages if r["category"] == "framework"]
+        mcp = [_package_view(r) for r in packages if r["category"] == "mcp-server"]
+        procs = sorted(inv.processes.values(), key=lambda r: (r["category"], r["name"], r["exe"]))
+        mcp += [_process_view(r) for r in procs if r["category"] == "mcp-server"]
+        executables = [_process_view(r) for r in procs if r["category"] != "mcp-server"]
+        models = [_model_view(r) for r in sorted(inv.models.values(), key=lambda r: r["path"])]
+        endpoints = [
+            self._endpoint_view(r)
+            for r in sorted(inv.endpoints.values(), key=lambda r: (r["address"], r["port"]))
+        ]
+        reasons = [
+            what
+            for what, present in (
+                ("frameworks", frameworks),
+                ("mcp servers", mcp),
+                ("models", models),
+                ("llm endpoints", [e for e in endpoints if e["kind"] in AI_ENDPOINT_KINDS]),
+            )
+            if present
+        ]
+        kinds = {e["kind"] for e in executables}
+        return {
+            "agent": agent,
+            "node": self.node,
+            "ai_agent": bool(reasons),
+            "reasons": reasons,
+            "capabilities": {
+                "shell": "shell" in kinds,
+                "interpreter": "interpreter" in kinds,
+                "tools": "tool" in kinds,
+            },
+            "frameworks": frameworks,
+            "mcp_servers": mcp,
+            "models": models,
+            "endpoints": endpoints,
+            "executables": executables,
+            "truncated": dict(inv.truncated),
+        }
+
+    def _endpoint_view(self, r: dict[str, Any]) -> dict[str, Any]:
+        names = sorted(
+            {*r["hostnames"], *(self.names.of(r["address"]) if not r["network"] else [])}
+        )
+        net = normalise_network(r["address"])
+        rule = self.rules.classify_endpoint(net, r["port"], names)
+        return _view(
+            r,
+            ("object", "address", "port", "network"),
+            hostnames=names,
+            kind=rule.kind if rule else "other",
+            rule=rule.name if rule else None,
+        )
+
+    def agents(self) -> list[str]:
+        return sorted(set(self.baselines()) | set(self.inventories))
+
+    def node_view(self) -> dict[str, Any]:
+        views = [self.agent_view(a) for a in self.agents()]
+        return {
+            "node": self.node,
+            "ai_agents": sum(1 for v in views if v["ai_agent"]),
+            "agents": views,
+        }
+
+    def ai_agents(self) -> int:
+        """How many agents are AI agents (cheaper than building every view)."""
+        return sum(1 for inv in self.inventories.values() if self._is_ai(inv))
+
+    def _is_ai(self, inv: Inventory) -> bool:
+        if inv.packages or inv.models:
+            return True
+        if any(r["category"] == "mcp-server" for r in inv.processes.values()):
+            return True
+        return any(
+            self._endpoint_view(r)["kind"] in AI_ENDPOINT_KINDS for r in inv.endpoints.values()
+        )
+
+
+def _view(r: dict[str, Any], fields: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """A record's fields (lists copied), extra values, and its evidence."""
+    out = {f: list(r[f]) if isinstance(r[f], list) else r[f] for f in fields}
+    out.update(extra)
+    out.update(
+        first_seen=r["first_seen"],
+        last_seen=r["last_seen"],
+        events=r["events"],
+        evidence=list(r["via"]),
+        denied=r["denied"],
+    )
+    return out
+
+
+def _package_view(r: dict[str, Any]) -> dict[str, Any]:
+    fields = ("name", "version", "framework", "ecosystem", "module", "version_source", "paths")
+    return _view(r, fields, location=f"{r['packages_dir']}/{r['module']}", kind="package")
+
+
+def _process_view(r: dict[str, Any]) -> dict[str, Any]:
+    fields = ("name", "version", "exe", "rule", "command", "launcher")
+    return _view(r, fields, kind=r["category"])
+
+
+def _model_view(r: dict[str, Any]) -> dict[str, Any]:
+    return _view(r, ("name", "format", "revision", "path"))
+
+
+def _matching_cmdline(pid: int, exe: str) -> list[str] | None:
+    """argv of pid if it is (still, or already) the exec of exe; one short retry for LSM
+    events, which arrive before the new image replaces the old argv."""
+    for attempt in range(2):
+        argv = procfs.read_cmdline(pid)
+        if argv and _runs(argv, exe, pid):
+            return argv
+        if attempt == 0:
+            time.sleep(CMDLINE_RETRY_DELAY)
+    return None
+
+
+def _runs(argv: list[str], exe: str, pid: int) -> bool:
+    base = exe.rsplit("/", 1)[-1]
+    heads = [a.rsplit("/", 1)[-1] for a in argv[:2]]
+    return base in heads or procfs.exe_of(pid) == exe
+
+
+def _resolve(host: str) -> set[str]:
+    out: set[str] = set()
+    for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+        with contextlib.suppress(ValueError):  # e.g. a scoped fe80::1%eth0
+            out.add(str(normalise_network(str(info[4][0])).network_address))
+    return out

@@ -1,0 +1,235 @@
+"""Baseline review: what an agent did beyond its baseline (`corralctl diff`) and how an operator
+picks what to accept (`corralctl accept`).
+
+Deviations (agents.Deviation: one per dimension and object seen in ALERT as would-deny or in
+ENFORCE as denied/killed, with count, first/last seen, last verdict and command) become diff
+rows, in dimension order (exec, open, connect), sorted by object:
+
+- exact rows: one deviation each;
+- group rows (unless flat): GROUP_MIN or more deviations in the same directory ("/tmp/"),
+  to the same address on different ports ("127.0.0.1:*"), or to the same port inside one
+  /24 or /64 ("10.0.0.0/24:443"). A group is a way of showing, not a rule: accepting a group
+  row by index accepts its members one by one (the baseline's own collapse rules then apply
+  as in learning). To allow a whole directory or network, accept it by name (a selector).
+
+Rows are numbered from 1. ``view`` is a short digest of the rows and their members: passing it
+back with `accept --index` makes the accept refuse (409) if the rows changed in between.
+
+Selectors name a baseline entry to add: an exact path, a directory prefix ("dir/"), or
+"address:port" / "cidr:port" / "address:*". A selector is accepted only if it covers at least
+one pending deviation (accept is for what the agent did; `baseline import --merge` adds
+anything else), and it clears every deviation it covers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .agents import Deviation
+from .baseline import (
+    PATH_DIMENSIONS,
+    Baseline,
+    NetKey,
+    Network,
+    format_net,
+    net_group,
+    net_sort_key,
+    normalise_path,
+    parse_net,
+    path_fits,
+)
+
+GROUP_MIN = 5
+DIM_ORDER = {"exec": 0, "open": 1, "connect": 2}
+COMMS_MAX = 5
+
+
+@dataclass
+class Row:
+    dimension: str
+    object: str
+    kind: str  # exact | group
+    deviations: list[Deviation] = field(default_factory=list)
+    sort_key: Any = None
+    note: str = ""
+
+    @property
+    def members(self) -> list[str]:
+        return [d.object for d in self.deviations]
+
+    def to_dict(self, index: int) -> dict[str, Any]:
+        ds = self.deviations
+        return {
+            "index": index,
+            "dimension": self.dimension,
+            "object": self.object,
+            "kind": self.kind,
+            "objects": len(ds),
+            "members": self.members,
+            "count": sum(d.count for d in ds),
+            "first_seen": min(d.first_seen for d in ds),
+            "last_seen": max(d.last_seen for d in ds),
+            "verdicts": sorted({d.verdict for d in ds}),
+            "comms": sorted({d.comm for d in ds if d.comm})[:COMMS_MAX],
+            "note": self.note,
+        }
+
+
+def pending(deviations: Iterable[Deviation], baseline: Baseline) -> list[Deviation]:
+    """The deviations the baseline does not cover (an accept or import may have covered some)."""
+    return [d for d in deviations if not _covered(baseline, d)]
+
+
+def _covered(baseline: Baseline, d: Deviation) -> bool:
+    try:
+        return baseline.contains(d.dimension, d.object)
+    except ValueError:
+        return False
+
+
+def rows(deviations: Iterable[Deviation], *, flat: bool = False) -> list[Row]:
+    by_dim: dict[str, list[Deviation]] = defaultdict(list)
+    for d in deviations:
+        by_dim[d.dimension].append(d)
+    out: list[Row] = []
+    for dim in sorted(by_dim, key=lambda x: (DIM_ORDER.get(x, 9), x)):
+        devs = sorted(by_dim[dim], key=lambda d: d.object)
+        made = _net_rows(devs, flat) if dim == "connect" else _path_rows(dim, devs, flat)
+        out += sorted(made, key=lambda r: r.sort_key)
+    return out
+
+
+def view(rs: Sequence[Row]) -> str:
+    h = hashlib.sha256()
+    for r in rs:
+        h.update("\t".join([r.dimension, r.object, r.kind, *r.members]).encode(errors="replace"))
+        h.update(b"\n")
+    return h.hexdigest()[:8]
+
+
+def _exact_row(d: Deviation, sort_key: Any) -> Row:
+    note = ""
+    if d.dimension in PATH_DIMENSIONS and not path_fits(d.object, prefix=False):
+        note = "longer than the kernel's path limit: can never be allowed"
+    return Row(d.dimension, d.object, "exact", [d], sort_key, note)
+
+
+def _path_rows(dim: str, devs: list[Deviation], flat: bool) -> list[Row]:
+    if flat:
+        return [_exact_row(d, (d.object,)) for d in devs]
+    by_dir: dict[str, list[Deviation]] = defaultdict(list)
+    for d in devs:
+        cut = d.object.rfind("/")
+        by_dir[d.object[: cut + 1] if cut >= 0 else ""].append(d)
+    out: list[Row] = []
+    for parent, ds in by_dir.items():
+        if parent and len(ds) >= GROUP_MIN:
+            out.append(Row(dim, parent, "group", ds, (parent,)))
+        else:
+            out += [_exact_row(d, (d.object,)) for d in ds]
+    return out
+
+
+def _net_rows(devs: list[Deviation], flat: bool) -> list[Row]:
+    parsed: list[tuple[Deviation, NetKey]] = []
+    out: list[Row] = []
+    for d in devs:
+        try:
+            parsed.append((d, parse_net(d.object)))
+        except ValueError:
+            out.append(_exact_row(d, (9, 0, 0, 0, d.object)))
+    if flat:
+        return out + [_exact_row(d, (*net_sort_key(k), "")) for d, k in parsed]
+    by_host: dict[Network, list[tuple[Deviation, NetKey]]] = defaultdict(list)
+    for d, k in parsed:
+        by_host[k[0]].append((d, k))
+    rest: list[tuple[Deviation, NetKey]] = []
+    for host, items in by_host.items():
+        if len({k[1] for _, k in items}) >= GROUP_MIN:
+            key = (*net_sort_key((host, 0)), "")
+            out.append(Row("connect", format_net(host, 0), "group", [d for d, _ in items], key))
+        else:
+            rest += items
+    by_net: dict[NetKey, list[tuple[Deviation, NetKey]]] = defaultdict(list)
+    for d, (net, port) in rest:
+        by_net[(net_group(net) or net, port)].append((d, (net, port)))
+    for (group, port), items in by_net.items():
+        if len(items) >= GROUP_MIN:
+            key = (*net_sort_key((group, port)), "")
+            out.append(Row("connect", format_net(group, port), "group", [d for d, _ in items], key))
+        else:
+            out += [_exact_row(d, (*net_sort_key(k), "")) for d, k in items]
+    return out
+
+
+# ---- selectors ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selector:
+    """One baseline entry to add: a path (exact or "dir/" prefix) or a (network, port)."""
+
+    dimension: str
+    path: str = ""
+    prefix: bool = False
+    net: NetKey | None = None
+
+    @property
+    def key(self) -> str | NetKey:
+        return self.net if self.net is not None else self.path
+
+    @property
+    def object(self) -> str:
+        return format_net(*self.net) if self.net is not None else self.path
+
+    @property
+    def kind(self) -> str:
+        if self.net is not None:
+            return "host" if self.net[0].prefixlen == self.net[0].max_prefixlen else "network"
+        return "prefix" if self.prefix else "exact"
+
+    def covers(self, d: Deviation) -> bool:
+        if d.dimension != self.dimension:
+            return False
+        if self.net is not None:
+            try:
+                net, port = parse_net(d.object)
+            except ValueError:
+                return False
+            snet, sport = self.net
+            same_family = net.version == snet.version
+            return same_family and net.subnet_of(snet) and sport in (0, port)  # type: ignore[arg-type]
+        path = normalise_path(d.object) if d.object.startswith("/") else d.object
+        return path.startswith(self.path) if self.prefix else path == self.path
+
+
+def selector(dimension: str, obj: str) -> Selector:
+    """What an operator typed: a path ("dir/" = everything beneath) or address:port."""
+    if dimension == "connect":
+        return Selector("connect", net=parse_net(obj))
+    if dimension not in PATH_DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}: expected exec, open or connect")
+    if not obj or "\0" in obj:
+        raise ValueError("a path must be non-empty and contain no NUL byte")
+    path = normalise_path(obj) if obj.startswith("/") else obj
+    prefix = path.endswith("/")
+    if prefix and not path.startswith("/"):
+        raise ValueError(f"a directory prefix must be absolute, not {obj!r}")
+    return Selector(dimension, path=path, prefix=prefix)
+
+
+def exact(d: Deviation) -> Selector | None:
+    """The deviation's own object as an exact entry; None when it cannot be one (an
+    unparsable address, or port 0, which would allow every port)."""
+    if d.dimension != "connect":
+        path = normalise_path(d.object) if d.object.startswith("/") else d.object
+        return Selector(d.dimension, path=path)
+    try:
+        net, port = parse_net(d.object)
+    except ValueError:
+        return None
+    return Selector("connect", net=(net, port)) if port else None
