@@ -241,13 +241,13 @@ def targets_section(results: dict[str, Any]) -> list[str]:
 
 
 def _verdict(median_pct: float, lo: float, hi: float, limit: float) -> str:
-    """met / missed by the median; inconclusive when the rounds' spread straddles the target
-    and is too wide (> 10 points) for the median to settle it."""
-    if lo <= limit < hi and hi - lo > 10:
-        return f"inconclusive: the rounds span {lo:+.0f} … {hi:+.0f} % (noise)"
+    """met / missed, judged by the median; a spread that straddles the target and is wider than
+    10 points is said too (the median alone does not settle it then)."""
+    noisy = lo <= limit < hi and hi - lo > 10
+    note = f" (rounds span {lo:+.0f} … {hi:+.0f} %: noisy)" if noisy else ""
     if median_pct <= limit:
-        return "met"
-    return f"**missed** by {median_pct - limit:.1f} points"
+        return "met" + note
+    return f"**missed** by {median_pct - limit:.1f} points" + note
 
 
 _WRAPPERS = (
