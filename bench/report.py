@@ -165,19 +165,22 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     why: list[str] = []
     for op, limit in TARGETS.items():
         for name, r in _envs(results):
-            d = r["summary"][op]["enforce"]
-            p = pct(d["ratio"])
-            verdict = _verdict(p, pct(d["ratio_min"]), pct(d["ratio_max"]), limit)
-            rows.append(
-                (
-                    f"{op} ≤ {limit:g} % in ENFORCE",
-                    name,
-                    f"{p:+.1f} % ({_pm(d['ratio_min'], d['ratio_max'])})",
-                    verdict,
+            for state, where in (("enforce", name), (NO_OPEN, f"{name}, {OFF_NOTE[op]}")):
+                d = r["summary"][op].get(state)
+                if d is None:
+                    continue
+                p = pct(d["ratio"])
+                verdict = _verdict(p, pct(d["ratio_min"]), pct(d["ratio_max"]), limit)
+                rows.append(
+                    (
+                        f"{op} ≤ {limit:g} % in ENFORCE",
+                        where,
+                        f"{p:+.1f} % ({_pm(d['ratio_min'], d['ratio_max'])})",
+                        verdict,
+                    )
                 )
-            )
-            if p > limit:
-                why.append(_why_syscall(op, name, r))
+                if p > limit and state == "enforce":
+                    why.append(_why_syscall(op, name, r))
     ing = results.get("ingest", {})
     best = ing.get("max_zero_drop_rate", {})
     for mode, rate in best.items():
@@ -240,6 +243,15 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+NO_OPEN = "enforce-no-open-hook"
+SYS_ENTER = "enforce-sys-enter-open"
+OFF_NOTE = {
+    "open": "`kernel.fallback_open: off` (opens not watched)",
+    "exec": "`kernel.fallback_open: off`",
+    "connect": "`kernel.fallback_open: off`",
+}
+
+
 def _verdict(median_pct: float, lo: float, hi: float, limit: float) -> str:
     """met / missed, judged by the median; a spread that straddles the target and is wider than
     10 points is said too (the median alone does not settle it then)."""
@@ -262,6 +274,10 @@ _WRAPPERS = (
 )
 
 
+def _ratio_text(op: str, d: dict[str, Any]) -> str:
+    return f"{op} {pct(d['ratio']):+.1f} % ({_pm(d['ratio_min'], d['ratio_max'])})"
+
+
 def _prog_ns(r: dict[str, Any], op: str) -> str:
     progs = r.get("bpf_prog_ns", {}).get(op, {})
     parts = [
@@ -275,35 +291,46 @@ def _why_syscall(op: str, name: str, r: dict[str, Any]) -> str:
     enf = pct(r["summary"][op]["enforce"]["ratio"])
     lsm = r.get("backends", {}).get(op) == "lsm"
     head = f"- **{op}, {name}**: {enf:+.1f} % in ENFORCE, {off:+.1f} % already with the agent OFF."
-    nh = r["summary"][op].get("enforce-no-open-hook")
+    nh = r["summary"][op].get(NO_OPEN)
     if not lsm and op != "open" and nh:
         without = pct(nh["ratio"])
         share = (
-            "Most of it is the fallback open hook (`tp_btf/sys_enter`), which every syscall of "
-            "the loop pays for"
+            "Most of it is the fallback open hook, which every syscall of the loop pays for"
             if without < enf / 2
-            else "The fallback open hook (`tp_btf/sys_enter`) is not the main part here"
+            else "The fallback open hook is not the main part here"
         )
         return (
-            f"{head} {share}: without it, ENFORCE costs {without:+.1f} % "
-            f"({_pm(nh['ratio_min'], nh['ratio_max'])}). Program cost: {_prog_ns(r, op)}."
+            f"{head} {share}: without it (`kernel.fallback_open: off`), ENFORCE costs "
+            f"{without:+.1f} % ({_pm(nh['ratio_min'], nh['ratio_max'])}). Program cost: "
+            f"{_prog_ns(r, op)}."
         )
     if not lsm and op == "open":
+        se = r["summary"][op].get(SYS_ENTER)
+        alt = (
+            f" With `tp_btf/sys_enter` instead (the hook where syscall tracepoints are "
+            f"missing; it runs for every syscall): {pct(se['ratio']):+.1f} % "
+            f"({_pm(se['ratio_min'], se['ratio_max'])})."
+            if se
+            else ""
+        )
         return (
-            f"{head} The fallback open hook is `tp_btf/sys_enter`: attaching any syscall "
-            "tracepoint sends every syscall of every process through the kernel's syscall-"
-            "tracing slow path, and the program runs for all of them (it returns at once for "
-            "non-open syscalls); then it copies the path from user memory and looks it up. "
-            f"Program cost from `kernel.bpf_stats_enabled`: {_prog_ns(r, op)} (averaged over "
-            "every syscall the program saw). This backend only reports opens; no faster hook "
-            "exists on a kernel without BPF trampolines (no `lsm/`, `fentry/`, kprobes here)."
+            f"{head} The fallback open hook is the syscall tracepoints "
+            "`syscalls/sys_enter_open{,at,at2}`: while one is attached, every syscall of every "
+            "process goes through the kernel's syscall-tracing slow path (the part paid with "
+            "the agent OFF); in ENFORCE the program also copies the path from user memory "
+            "into a zero-padded 256-byte key and looks it up in a hash map (hashing and "
+            f"comparing the whole key). Program cost from `kernel.bpf_stats_enabled`: "
+            f"{_prog_ns(r, op)}.{alt} This backend only reports opens, and no cheaper hook "
+            "exists on a kernel without BPF trampolines (no `lsm/`, `fentry/`, kprobes here); "
+            "nodes that need the 3 % can set `kernel.fallback_open: off` (row above: opens "
+            "are then not watched)."
         )
     if lsm:
         work = {
             "open": "per open the program resolves the path (`bpf_d_path`), copies it into a "
             "zero-padded key and hashes its 260 bytes",
-            "exec": "per exec both `bprm_check_security` and `file_open` (the binary is opened) "
-            "resolve and look up the path",
+            "exec": "per exec `bprm_check_security` resolves and looks up the path "
+            "(`file_open` leaves execve's own open of the binary to it)",
             "connect": "per connect the program does two LPM lookups (the port, then port 0)",
         }[op]
         return (
@@ -461,25 +488,33 @@ def syscall_section(results: dict[str, Any], plotted: bool) -> list[str]:
                 f"{pct(d['enforce']['ratio']):+.1f} % "
                 f"({_pm(d['enforce']['ratio_min'], d['enforce']['ratio_max'])}) | {wall} |"
             )
-        nh = "enforce-no-open-hook"
-        if nh in r["summary"]["open"]:
+        extra = [
+            (state, label)
+            for state, label in (
+                (NO_OPEN, "**ENFORCE without an open hook** (`kernel.fallback_open: off`)"),
+                (SYS_ENTER, "**ENFORCE with the open hook on `tp_btf/sys_enter`**"),
+            )
+            if state in r["summary"]["open"]
+        ]
+        for state, label in extra:
             out += [
                 "",
-                "Fallback only, **ENFORCE without the open hook** (`corral_tp_open` not "
-                "attached; it can only report opens on this backend, and attaching a syscall "
-                "tracepoint sends every syscall through the kernel's tracing slow path): "
-                + ", ".join(
-                    f"{op} {pct(r['summary'][op][nh]['ratio']):+.1f} % "
-                    f"({_pm(r['summary'][op][nh]['ratio_min'], r['summary'][op][nh]['ratio_max'])})"
-                    for op in ("exec", "connect")
-                )
-                + ". The difference to ENFORCE is what the open tracepoint costs every process.",
+                f"Fallback only, {label}: "
+                + ", ".join(_ratio_text(op, r["summary"][op][state]) for op in TARGETS)
+                + ".",
+            ]
+        if extra:
+            out += [
+                "",
+                "The difference between ENFORCE and ENFORCE without an open hook is what the "
+                "open hook costs; it is paid by every process on the node, agent or not, because "
+                "an attached syscall tracepoint sends every syscall through the kernel's tracing "
+                "slow path.",
             ]
         out += [
             "",
             "Per-program cost in ENFORCE (`kernel.bpf_stats_enabled=1`, a separate pass: the "
-            "statistics cost time themselves; a program attached to `sys_enter` runs for every "
-            "syscall on the machine, so its average mixes the open with everything else): "
+            "statistics cost time themselves): "
             + "; ".join(f"*{op}*: {_prog_ns(r, op)}" for op in TARGETS)
             + ".",
             "",
@@ -735,15 +770,14 @@ def _ours(results: dict[str, Any]) -> dict[str, str]:
         costs = [
             f"`{name}` {v['ns_per_run']:,.0f} ns"
             for op, name in (
-                ("open", "corral_tp_open"),
+                ("open", "corral_tp_openat"),
                 ("exec", "corral_tp_exec"),
                 ("connect", "corral_cg_connect4"),
             )
             if (v := progs.get(op, {}).get(name))
         ]
         out["cost per traced syscall"] = (
-            "host (native), average per program run in ENFORCE (`corral_tp_open` runs for "
-            "every syscall on the machine and returns at once for all but opens): "
+            "host (native), average per program run in ENFORCE: "
             + ", ".join(costs)
         )
     wl = results.get("workload", {})

@@ -15,6 +15,7 @@ host (fallback backends) and inside the VM (BPF LSM): `python -m bench.syscalls 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -83,15 +84,13 @@ def worst_case_lists(fx: Fixture, seen: dict[str, str]) -> dict[str, Any]:
     return {"exec": paths, "open": paths, "connect": net}
 
 
-# Fallback only: ENFORCE without the open tracepoint (tp_btf/sys_enter), which can only report
-# and, once attached, sends every syscall on the machine through the tracing slow path. What
-# exec and connect cost without it isolates that share.
+# Fallback only, two more ENFORCE states with another open hook: none at all (kernel.fallback_open:
+# off; what exec and connect cost without it isolates the open hook's share, which every syscall
+# pays once a syscall tracepoint is attached), and tp_btf/sys_enter (the hook used where syscall
+# tracepoints are missing: it runs for every syscall).
 NO_OPEN_HOOK = "enforce-no-open-hook"
-
-
-class _KernelWithoutOpenHook(Kernel):
-    def program_names(self) -> set[str]:
-        return super().program_names() - {"corral_tp_open"}
+SYS_ENTER_OPEN = "enforce-sys-enter-open"
+OPEN_HOOK_OF_STATE = {NO_OPEN_HOOK: "none", SYS_ENTER_OPEN: "sys_enter"}
 
 
 class Corral:
@@ -108,17 +107,18 @@ class Corral:
         if state == "none":
             self.unload()
             return
-        without_open = state == NO_OPEN_HOOK
-        if self.kern is not None and isinstance(self.kern, _KernelWithoutOpenHook) != without_open:
+        backends = self.backends
+        if state in OPEN_HOOK_OF_STATE:
+            backends = dataclasses.replace(backends, open=OPEN_HOOK_OF_STATE[state])
+        if self.kern is not None and self.kern.backends != backends:
             self.unload()
         if self.kern is None:
-            self.load(without_open)
+            self.load(backends)
         self.modes("off" if state == "off" else "enforce")
 
-    def load(self, without_open_hook: bool = False) -> None:
+    def load(self, backends: Backends | None = None) -> None:
         t0 = time.perf_counter()
-        cls = _KernelWithoutOpenHook if without_open_hook else Kernel
-        k = cls(self.backends, suppress_ns=60 * 1_000_000_000)
+        k = Kernel(backends or self.backends, suppress_ns=60 * 1_000_000_000)
         k.register_cgroup(cgroup_id(self.cg), AGENT)
         if self.lists:
             k.allow_paths("exec", LISTS["exec"], self.lists["exec"])
@@ -270,7 +270,9 @@ def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
             result["iterations"] = iters
             env.log(f"syscalls: backends {backends.__dict__}, iterations {iters}")
             rng = random.Random(seed)
-            states = [*STATES, NO_OPEN_HOOK] if backends.open == "tracepoint" else list(STATES)
+            states = list(STATES)
+            if backends.open == "tracepoint":
+                states += list(OPEN_HOOK_OF_STATE)
             result["states"] = states
             for r in range(rounds):
                 order = list(states)

@@ -5,7 +5,8 @@
  * Backends in this one object (user space picks with autoload):
  *   LSM        lsm/bprm_check_security, lsm/file_open, lsm/socket_connect  -> -EPERM
  *   cgroup     cgroup/connect4/6 (+ sendmsg4/6 for unconnected UDP)         -> EPERM
- *   tracepoint tp_btf/sched_process_exec (SIGKILL), tp_btf/sys_enter (open: report only)
+ *   tracepoint tp_btf/sched_process_exec (SIGKILL); open (report only): the syscall tracepoints
+ *              syscalls/sys_enter_open{,at,at2}, else tp_btf/sys_enter
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -583,39 +584,67 @@ int BPF_PROG(corral_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_
 	return 0;
 }
 
-#if defined(__TARGET_ARCH_x86)
-#define NR_OPEN 2
-#define NR_OPENAT 257
-#define NR_OPENAT2 437
-#elif defined(__TARGET_ARCH_arm64)
-#define NR_OPEN -1
-#define NR_OPENAT 56
-#define NR_OPENAT2 437
-#else
+#if !defined(__TARGET_ARCH_x86) && !defined(__TARGET_ARCH_arm64)
 #error "corral: set __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
 #endif
 
 /* Fallback open: report only, the path as the process passed it. */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(corral_tp_open, struct pt_regs *regs, long id)
+static __always_inline void tp_open(const char *name)
 {
 	struct subject s;
 	struct scratch *sc;
-	const char *name;
 
-	if (id != NR_OPENAT && id != NR_OPENAT2 && id != NR_OPEN)
-		return 0;
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_TRACEPOINT))
-		return 0;
+		return;
 	sc = get_scratch();
 	if (!sc)
-		return 0;
-	if (id == NR_OPEN)
-		name = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	else
-		name = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+		return;
 	read_str_path(&s, sc, name, true);
 	judge_path(&s, sc, false, false);
+}
+
+/*
+ * One program per open syscall: a syscall tracepoint runs only for its syscall, where
+ * tp_btf/sys_enter (below, for kernels without syscall tracepoints) runs for every syscall.
+ */
+SEC("tracepoint/syscalls/sys_enter_openat")
+int corral_tp_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	tp_open((const char *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int corral_tp_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	tp_open((const char *)ctx->args[1]);
+	return 0;
+}
+
+#if defined(__TARGET_ARCH_x86)
+SEC("tracepoint/syscalls/sys_enter_open")
+int corral_tp_open(struct trace_event_raw_sys_enter *ctx)
+{
+	tp_open((const char *)ctx->args[0]);
+	return 0;
+}
+
+#define NR_OPEN 2
+#define NR_OPENAT 257
+#define NR_OPENAT2 437
+#else
+#define NR_OPEN -1
+#define NR_OPENAT 56
+#define NR_OPENAT2 437
+#endif
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(corral_tp_sysenter_open, struct pt_regs *regs, long id)
+{
+	if (id == NR_OPEN)
+		tp_open((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs));
+	else if (id == NR_OPENAT || id == NR_OPENAT2)
+		tp_open((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs));
 	return 0;
 }
 

@@ -48,7 +48,7 @@ enum corral_verdict {
 enum corral_backend {
 	CORRAL_BACKEND_LSM = 1,
 	CORRAL_BACKEND_CGROUP = 2,     /* cgroup/connect*, cgroup/sendmsg* */
-	CORRAL_BACKEND_TRACEPOINT = 3, /* tp_btf: exec (kill) and open (observe only) */
+	CORRAL_BACKEND_TRACEPOINT = 3, /* tracepoints: exec (kill) and open (observe only) */
 };
 
 enum corral_event_flag {

@@ -88,6 +88,8 @@ class KernelConfig:
     exec_allow_entries: int = 65536
     open_allow_entries: int = 262144
     net_allow_entries: int = 65536
+    # Where BPF LSM is missing: report opens through tracepoints, or leave them unwatched.
+    fallback_open: str = "report"
 
 
 @dataclass
@@ -165,6 +167,7 @@ _CHOICES = {
     "defaults.mode": MODES,
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("auto", "json", "console"),
+    "kernel.fallback_open": ("report", "off"),
 }
 _POSITIVE = {
     "kernel.rate_limit",

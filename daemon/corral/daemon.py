@@ -96,10 +96,10 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
     return cfg
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+def cmd_probe(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from .probe import render_table, run_probe
 
-    res = run_probe()
+    res = run_probe(fallback_open=cfg.kernel.fallback_open)
     print(json.dumps(res.to_dict(), indent=2) if args.output == "json" else render_table(res))
     return 0 if all(c["mode"] != "unavailable" for c in res.capabilities.values()) else 3
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.setup(cfg.log_level, cfg.log_format)
     if args.command == "probe":
-        return cmd_probe(args)
+        return cmd_probe(args, cfg)
     if args.command == "cleanup":
         return cmd_cleanup(cfg)
     try:

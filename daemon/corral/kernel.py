@@ -31,7 +31,14 @@ LSM_PROGRAMS = {
     "open": "corral_lsm_open",
     "connect": "corral_lsm_connect",
 }
-TRACEPOINT_PROGRAMS = {"exec": "corral_tp_exec", "open": "corral_tp_open"}
+EXEC_TRACEPOINT = "corral_tp_exec"
+# Fallback open hooks, by Backends.open: the syscall tracepoints run only for their syscall
+# (corral_tp_open exists on x86 only: arm64 has no open(2)); tp_btf/sys_enter runs for every
+# syscall, so it is the choice only where syscall tracepoints are missing.
+OPEN_PROGRAMS = {
+    "tracepoint": ("corral_tp_openat", "corral_tp_openat2", "corral_tp_open"),
+    "sys_enter": ("corral_tp_sysenter_open",),
+}
 CGROUP_CONNECT = ("corral_cg_connect4", "corral_cg_connect6")
 CGROUP_SENDMSG = ("corral_cg_sendmsg4", "corral_cg_sendmsg6")
 
@@ -71,23 +78,27 @@ class Backends:
     """Which program decides each dimension on this kernel, and whether it can deny."""
 
     exec: str  # "lsm" | "tracepoint"
-    open: str  # "lsm" | "tracepoint"
+    open: str  # "lsm" | "tracepoint" (syscall tracepoints) | "sys_enter" (tp_btf) | "none"
     connect: str  # "lsm" | "cgroup"
 
     @classmethod
-    def choose(cls, lsm: bool) -> Backends:
+    def choose(cls, lsm: bool, *, open_fallback: str = "tracepoint") -> Backends:
+        """open_fallback: the open hook where BPF LSM is missing ("tracepoint", "sys_enter",
+        or "none": opens not watched)."""
         if lsm:
             return cls(exec="lsm", open="lsm", connect="lsm")
-        return cls(exec="tracepoint", open="tracepoint", connect="cgroup")
+        return cls(exec="tracepoint", open=open_fallback, connect="cgroup")
 
     def of(self, dim: str) -> str:
         return str(getattr(self, dim))
 
     def enforcement(self, dim: str) -> str:
-        """What ENFORCE means for dim here: 'deny (EPERM)', 'kill (SIGKILL)' or 'observe only'."""
+        """What ENFORCE means for dim here: 'deny', 'kill', 'observe-only' or 'unwatched'."""
         b = self.of(dim)
         if b in ("lsm", "cgroup"):
             return "deny"
+        if b == "none":
+            return "unwatched"
         if dim == "exec":
             return "kill"
         return "observe-only"
@@ -233,7 +244,9 @@ class Kernel:
     def program_names(self) -> set[str]:
         """The programs this backend choice runs."""
         wanted = {LSM_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "lsm"}
-        wanted |= {TRACEPOINT_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "tracepoint"}
+        if self.backends.exec == "tracepoint":
+            wanted.add(EXEC_TRACEPOINT)
+        wanted |= set(OPEN_PROGRAMS.get(self.backends.open, ()))
         if self.backends.connect == "cgroup":
             wanted |= set(CGROUP_CONNECT)
         wanted |= set(CGROUP_SENDMSG)  # unconnected UDP has no LSM connect hook

@@ -137,8 +137,8 @@ def node_families(s: Sample) -> Iterator[Metric]:
     yield build
     enforcement = InfoMetricFamily(
         "corral_enforcement",
-        "What ENFORCE does per dimension on this node: enforce (EPERM), kill (SIGKILL) or "
-        "observe-only, and the backend that decides.",
+        "What ENFORCE does per dimension on this node: enforce (EPERM), kill (SIGKILL), "
+        "observe-only or unwatched, and the backend that decides.",
         labels=["dimension"],
     )
     for dim, cap in sorted(s.capabilities.items()):

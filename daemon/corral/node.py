@@ -117,7 +117,7 @@ class Corral:
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.probe = await asyncio.to_thread(run_probe)
+        self.probe = await asyncio.to_thread(run_probe, self.cfg.kernel.fallback_open)
         self._say_what_is_enforced()
         root = Path(self.cfg.cgroup_root) if self.cfg.cgroup_root else cgroup2_root()
         k = self.cfg.kernel
@@ -748,6 +748,8 @@ class Corral:
         """What the mode does on this node's backend (enforce on an observe-only backend)."""
         assert self.probe is not None
         cap = self.probe.capabilities[dim]["mode"]
+        if cap in ("unwatched", "unavailable") and mode != "off":
+            return f"{mode} (not watched here)"
         if mode != "enforce":
             return mode
         return {"enforce": "enforce", "kill": "enforce (kill)"}.get(

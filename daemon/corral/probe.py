@@ -27,6 +27,8 @@ log = structlog.get_logger("corral.probe")
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 BPFFS = Path("/sys/fs/bpf")
 SECURITYFS = Path("/sys/kernel/security")
+TRACEFS = Path("/sys/kernel/tracing")
+OPEN_TRACEPOINT = "events/syscalls/sys_enter_openat"
 
 PROBE_PROGRAMS = {
     "lsm": "probe_lsm",
@@ -55,7 +57,7 @@ class ProbeResult:
         return self.checks["lsm_program"].ok
 
     def backends(self) -> Backends:
-        return Backends.choose(self.lsm)
+        return Backends.choose(self.lsm, open_fallback=self.capabilities["open"]["backend"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +105,18 @@ def _active_lsms(securityfs: Check) -> Check:
     return Check(True, lsms)
 
 
+def _syscall_tracepoints(tracefs: Check) -> Check:
+    """libbpf finds a tracepoint's id in tracefs (/sys/kernel/tracing, or debugfs's tracing/)."""
+    for root in (TRACEFS, Path("/sys/kernel/debug/tracing")):
+        if (root / OPEN_TRACEPOINT).is_dir():
+            return Check(True, f"{root}/events/syscalls/sys_enter_open*")
+    if not tracefs.ok:
+        return Check(False, f"{tracefs.detail}: syscall tracepoints cannot be attached")
+    return Check(
+        False, "no syscalls/sys_enter_openat event (kernel without CONFIG_FTRACE_SYSCALLS)"
+    )
+
+
 @contextlib.contextmanager
 def _quiet_libbpf() -> Any:
     """A failed probe load is an answer, not a warning: keep libbpf's complaint at debug level."""
@@ -134,7 +148,32 @@ def try_program(kind: str, obj_path: Path | None = None) -> Check:
     return Check(True, "loads")
 
 
-def capability_matrix(checks: dict[str, Check]) -> dict[str, dict[str, str]]:
+def _fallback_open(checks: dict[str, Check], fallback_open: str) -> dict[str, str]:
+    if fallback_open == "off":
+        return {
+            "mode": "unwatched",
+            "backend": "none",
+            "how": "not watched: kernel.fallback_open is off (no BPF LSM here)",
+        }
+    if checks["syscall_tracepoints"].ok:
+        return {
+            "mode": "observe-only",
+            "backend": "tracepoint",
+            "how": "reported, never denied: needs BPF LSM to enforce (syscall tracepoints)",
+        }
+    if checks["tp_btf_program"].ok:
+        return {
+            "mode": "observe-only",
+            "backend": "sys_enter",
+            "how": "reported, never denied: needs BPF LSM to enforce (tp_btf/sys_enter: runs "
+            "for every syscall)",
+        }
+    return {"mode": "unavailable", "backend": "none", "how": "no open hook loads"}
+
+
+def capability_matrix(
+    checks: dict[str, Check], fallback_open: str = "report"
+) -> dict[str, dict[str, str]]:
     lsm = checks["lsm_program"].ok
     tp = checks["tp_btf_program"].ok
     cg = checks["cgroup_sock_addr_program"].ok
@@ -152,15 +191,7 @@ def capability_matrix(checks: dict[str, Check]) -> dict[str, dict[str, str]]:
         if tp
         else {"mode": "unavailable", "backend": "none", "how": "no exec hook loads"}
     )
-    caps["open"] = (
-        {
-            "mode": "observe-only",
-            "backend": "tracepoint",
-            "how": "reported, never denied: needs BPF LSM to enforce",
-        }
-        if tp
-        else {"mode": "unavailable", "backend": "none", "how": "no open hook loads"}
-    )
+    caps["open"] = _fallback_open(checks, fallback_open)
     caps["connect"] = (
         {"mode": "enforce", "backend": "cgroup", "how": "denied with EPERM (cgroup/connect4/6)"}
         if cg
@@ -169,7 +200,8 @@ def capability_matrix(checks: dict[str, Check]) -> dict[str, dict[str, str]]:
     return caps
 
 
-def run_probe() -> ProbeResult:
+def run_probe(fallback_open: str = "report") -> ProbeResult:
+    """fallback_open: kernel.fallback_open, what to do about opens where BPF LSM is missing."""
     res = ProbeResult(kernel=platform.release(), arch=platform.machine(), libbpf=libbpf_version())
     c = res.checks
     c["btf"] = Check(
@@ -182,9 +214,11 @@ def run_probe() -> ProbeResult:
     c["bpffs"] = ensure_mount(BPFFS, "bpf")
     c["securityfs"] = ensure_mount(SECURITYFS, "securityfs")
     c["bpf_lsm_active"] = _active_lsms(c["securityfs"])
+    c["tracefs"] = ensure_mount(TRACEFS, "tracefs")
+    c["syscall_tracepoints"] = _syscall_tracepoints(c["tracefs"])
     for kind in PROBE_PROGRAMS:
         c[f"{kind}_program"] = try_program(kind)
-    res.capabilities = capability_matrix(c)
+    res.capabilities = capability_matrix(c, fallback_open)
     log.debug("probe done", **{k: v.ok for k, v in c.items()})
     return res
 

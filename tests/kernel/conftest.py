@@ -8,6 +8,7 @@ marker `lsm` or `fallback`; the runner deselects the other set (`-m "not lsm"` o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -135,8 +136,9 @@ def _rmdir(path: Path) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def agent(kern: Kernel) -> Iterator[Agent]:
+@contextlib.contextmanager
+def make_agent(kern: Kernel) -> Iterator[Agent]:
+    """A registered agent (all dimensions OFF) in a fresh cgroup of kern; removed afterwards."""
     aid = next(_ids)
     cg = kern.cgroup_root / f"corral-test-{uuid.uuid4().hex[:8]}"
     cg.mkdir()
@@ -149,12 +151,20 @@ def agent(kern: Kernel) -> Iterator[Agent]:
     )
     kern.register_cgroup(a.cgid, aid)
     a.configure()
-    yield a
-    kern.unregister_cgroup(a.cgid)
-    kern.clear_agent(aid)
-    for dim, lst in a.lists.items():
-        kern.clear_list(dim, lst)
-    _cleanup_cgroup(cg)
+    try:
+        yield a
+    finally:
+        kern.unregister_cgroup(a.cgid)
+        kern.clear_agent(aid)
+        for dim, lst in a.lists.items():
+            kern.clear_list(dim, lst)
+        _cleanup_cgroup(cg)
+
+
+@pytest.fixture
+def agent(kern: Kernel) -> Iterator[Agent]:
+    with make_agent(kern) as a:
+        yield a
 
 
 @dataclass
