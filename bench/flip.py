@@ -5,8 +5,10 @@ A C watcher in the agent's cgroup connects to a closed loopback port in a tight 
 (ECONNREFUSED while allowed, EPERM once denied) and prints the CLOCK_MONOTONIC time of every
 change of outcome. The harness notes the same clock just before it sends
 PUT /v1/agents/{name}/mode over the unix socket; latency = first changed outcome - that time.
-Flips alternate alert -> enforce (first EPERM) and enforce -> alert (first refusal). The agent
-carries a 10,000-entry baseline (written with corral's own store before the daemon starts).
+Flips alternate alert -> enforce (first EPERM) and enforce -> alert (first refusal), in pairs
+over two kinds of client: one that keeps its HTTP/1.1 connection open (a controller) and one
+that opens a new connection per call (as corralctl does). The agent carries a 10,000-entry
+baseline (written with corral's own store before the daemon starts).
 """
 
 from __future__ import annotations
@@ -77,14 +79,59 @@ class Watcher:
         os.waitpid(self.pid, 0)
 
 
+def _request(method: str, path: str, body: dict[str, str] | None, *, close: bool) -> bytes:
+    payload = json.dumps(body).encode() if body is not None else b""
+    head = [
+        f"{method} {path} HTTP/1.1",
+        "Host: corrald",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        *(["Connection: close"] if close else []),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+class KeptConnection:
+    """One HTTP/1.1 connection kept open across requests, as a controller keeps it."""
+
+    def __init__(self, sock_path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(sock_path))
+        self.buf = b""
+
+    def request(
+        self, method: str, path: str, body: dict[str, str] | None = None
+    ) -> tuple[int, int, int]:
+        """(status, t_sent_ns, t_answered_ns); the request is built before the clock starts."""
+        req = _request(method, path, body, close=False)
+        t0 = time.monotonic_ns()
+        self.sock.sendall(req)
+        t1 = 0
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            t1 = t1 or time.monotonic_ns()
+            if not chunk:
+                raise ConnectionError("corrald closed the kept connection")
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self.buf) < length:
+            self.buf += self.sock.recv(65536)
+        self.buf = self.buf[length:]
+        return int(head.split(b" ", 2)[1]), t0, t1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def put_mode(sock_path: Path, path: str, body: dict[str, str]) -> tuple[int, int, int]:
-    """PUT over an already connected unix socket, the request prepared in advance (a client
-    that keeps its connection, as a controller would): (status, t_sent_ns, t_answered_ns)."""
-    payload = json.dumps(body).encode()
-    req = (
-        f"PUT {path} HTTP/1.1\r\nHost: corrald\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-    ).encode() + payload
+    """PUT on a new connection, opened and the request prepared before the clock starts (one
+    call of corralctl): (status, t_sent_ns, t_answered_ns)."""
+    req = _request("PUT", path, body, close=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(sock_path))
         t0 = time.monotonic_ns()
@@ -112,7 +159,7 @@ asyncio.run(main())
 
 
 def http_floor(n: int = 100) -> dict[str, float]:
-    """Round trip of the same kind of request to a bare aiohttp server on a unix socket (no
+    """Round trip of the same kinds of request to a bare aiohttp server on a unix socket (no
     corral): the floor the HTTP stack alone sets on this machine, right now."""
     with tempfile.TemporaryDirectory(prefix="corral-bench-http-") as d:
         sock = Path(d) / "s.sock"
@@ -121,15 +168,27 @@ def http_floor(n: int = 100) -> dict[str, float]:
         )
         try:
             assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
-            rtts = []
+            rtts: list[float] = []
+            kept_rtts: list[float] = []
+            conn = KeptConnection(sock)
+            conn.request("PUT", "/x", {})
             for _ in range(n):
                 _, t0, t1 = put_mode(sock, "/x", {})
                 rtts.append((t1 - t0) / 1e6)
                 time.sleep(0.02)
+                _, t0, t1 = conn.request("PUT", "/x", {})
+                kept_rtts.append((t1 - t0) / 1e6)
+                time.sleep(0.02)
+            conn.close()
         finally:
             srv.kill()
             srv.wait()
-    return {"median_ms": median(rtts), "min_ms": min(rtts)}
+    return {
+        "median_ms": median(rtts),
+        "min_ms": min(rtts),
+        "kept_median_ms": median(kept_rtts),
+        "kept_min_ms": min(kept_rtts),
+    }
 
 
 def measure(flips: int = 20) -> dict[str, Any]:
@@ -146,19 +205,24 @@ def measure(flips: int = 20) -> dict[str, Any]:
         port = free_port()
         with corrald(keep=state) as d:
             w = Watcher(d, tools["loop"], port, 120)
+            conn = KeptConnection(d.sock)
             try:
                 w.wait_for("refused", 0)
+                conn.request("GET", "/v1/status")
                 mode = "alert"
-                for i in range(flips):
+                for i in range(2 * flips):
                     time.sleep(0.2)
                     target, expect = (
                         ("enforce", "eperm") if mode == "alert" else ("alert", "refused")
                     )
+                    kind = "kept" if i // 2 % 2 == 0 else "new"
                     with w.cond:
                         seen = len(w.lines)
-                    status, t0, t_api = put_mode(
-                        d.sock, d.agent_path(AGENT, "mode"), {"connect": target}
-                    )
+                    path, body = d.agent_path(AGENT, "mode"), {"connect": target}
+                    if kind == "kept":
+                        status, t0, t_api = conn.request("PUT", path, body)
+                    else:
+                        status, t0, t_api = put_mode(d.sock, path, body)
                     if status != 200:
                         raise RuntimeError(f"PUT mode answered {status}")
                     row = w.wait_for(expect, seen)
@@ -166,20 +230,24 @@ def measure(flips: int = 20) -> dict[str, Any]:
                         {
                             "i": i,
                             "to": target,
+                            "connection": kind,
                             "kernel_ms": (row["t_ns"] - t0) / 1e6,
                             "api_ms": (t_api - t0) / 1e6,
                         }
                     )
                     mode = target
             finally:
+                conn.close()
                 w.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ks = [f["kernel_ms"] for f in out["flips"]]
-    out["kernel_ms_median"] = median(ks)
-    out["kernel_ms_max"] = max(ks)
-    out["kernel_ms_p90"] = sorted(ks)[int(0.9 * (len(ks) - 1))]
-    out["api_ms_median"] = median([f["api_ms"] for f in out["flips"]])
+    for kind, prefix in (("kept", ""), ("new", "new_")):
+        rows = [f for f in out["flips"] if f["connection"] == kind]
+        ks = sorted(f["kernel_ms"] for f in rows)
+        out[f"{prefix}kernel_ms_median"] = median(ks)
+        out[f"{prefix}kernel_ms_max"] = max(ks)
+        out[f"{prefix}kernel_ms_p90"] = ks[int(0.9 * (len(ks) - 1))]
+        out[f"{prefix}api_ms_median"] = median([f["api_ms"] for f in rows])
     out["baseline_entries"] = 10_000
     out["http_floor"] = http_floor()
     out["load_end"] = env.load()

@@ -111,6 +111,9 @@ class Map:
         self._owner = owner
         self._own_fd = fd
         self._info = info
+        # (fd, key_size, value_size, percpu) once the map exists in the kernel: element
+        # operations then cost no libbpf getter calls (a flip is one update on a hot path)
+        self._geom: tuple[int, int, int, bool] | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -131,6 +134,7 @@ class Map:
     def close(self) -> None:
         """Close the fd of a map opened with :meth:`open_pinned` (no-op for object maps)."""
         fd, self._own_fd = self._own_fd, None
+        self._geom = None
         if fd is not None:
             self._info = None
             os.close(fd)
@@ -180,8 +184,8 @@ class Map:
             self._pinned_info()
             assert self._own_fd is not None
             return self._own_fd
-        op = f"get fd of map '{self.name}' (object not loaded?)"
-        return check_int(lib.bpf_map__fd(self._handle()), op)
+        fd = int(lib.bpf_map__fd(self._handle()))
+        return fd if fd >= 0 else check_int(fd, f"get fd of map '{self.name}' (object not loaded?)")
 
     @property
     def type(self) -> MapType | int:
@@ -281,18 +285,29 @@ class Map:
 
     # ------------------------------------------------------------------ buffers
 
+    def _io(self) -> tuple[int, int, int, bool]:
+        """(fd, key_size, value_size, percpu), cached while the map cannot change: an object map
+        once its object is loaded (until the object closes), a pinned map until close()."""
+        geom = self._geom
+        if geom is not None and (self._owner is None or not self._owner.closed):
+            return geom
+        self._geom = None
+        geom = (self.fd, self.key_size, self.value_size, self.is_percpu)
+        if self._owner is None or self._owner.loaded:
+            self._geom = geom
+        return geom
+
     def _key(self, key: BufferLike) -> bytes:
         data = _as_bytes(key)
-        if len(data) != self.key_size:
-            raise ValueError(
-                f"map '{self.name}': key is {len(data)} bytes, key_size is {self.key_size}"
-            )
+        size = self._io()[1]
+        if len(data) != size:
+            raise ValueError(f"map '{self.name}': key is {len(data)} bytes, key_size is {size}")
         return data
 
     def _value(self, value: BufferLike) -> bytes:
         data = _as_bytes(value)
-        size = self.value_size
-        if not self.is_percpu:
+        _, _, size, percpu = self._io()
+        if not percpu:
             if len(data) != size:
                 raise ValueError(
                     f"map '{self.name}': value is {len(data)} bytes, value_size is {size}"
@@ -335,14 +350,14 @@ class Map:
     def update(self, key: BufferLike, value: BufferLike, flags: int = BPF_ANY) -> None:
         """Insert or update ``key``; per-CPU maps take one value (replicated) or all CPUs."""
         k, v = self._key(key), self._value(value)
-        ret = lib.bpf_map_update_elem(self.fd, k, v, flags)
+        ret = lib.bpf_map_update_elem(self._io()[0], k, v, flags)
         if ret < 0:
             raise error(-ret, f"update map '{self.name}'")
 
     def delete(self, key: BufferLike) -> bool:
         """Delete ``key``; False if it was not present."""
         k = self._key(key)
-        ret = lib.bpf_map_delete_elem(self.fd, k)
+        ret = lib.bpf_map_delete_elem(self._io()[0], k)
         if ret < 0:
             if -ret == errno.ENOENT:
                 return False
