@@ -307,7 +307,7 @@ def resolve_workload(pod: PodInfo) -> tuple[str, str]:
             return "Deployment", name[: -len(h) - 1]
         return "ReplicaSet", name
     if kind == "Job":
-        m = _CRONJOB_JOB.match(name)
+        m = _CRONJOB_JOB.fullmatch(name)
         return ("CronJob", m["name"]) if m else ("Job", name)
     if kind == "Node":  # static pods' mirror: owned by the Node object
         return "Pod", pod.name
@@ -425,9 +425,9 @@ def _split_term(term: str) -> tuple[str, str, str]:
 
 def _requirement(term: str) -> Requirement:
     key, op, value = _split_term(term)
-    if not _LABEL_KEY.match(key):
+    if not _LABEL_KEY.fullmatch(key):
         raise ValueError(f"{term!r}: {key!r} is not a valid label key")
-    if not _LABEL_VALUE.match(value) or any(c in value for c in "=!"):
+    if not _LABEL_VALUE.fullmatch(value) or any(c in value for c in "=!"):
         raise ValueError(f"{term!r}: {value!r} is not a valid label value")
     return Requirement(key, op, value)
 
@@ -540,7 +540,7 @@ def _index_pod(index: CgroupIndex, entry: os.DirEntry[str], uid: str) -> None:
         index.pods[normalize_uid(uid)] = _ref(entry)
         index.watch_dirs.add(entry.path)
         for child in _subdirs(entry.path):
-            m = _CONTAINER_DIR.match(child.name)
+            m = _CONTAINER_DIR.fullmatch(child.name)
             if m:
                 index.containers[m["id"] or m["id2"]] = _ref(child)
     except FileNotFoundError:
@@ -558,7 +558,7 @@ def scan_cgroups(root: str | os.PathLike[str], max_depth: int = DEFAULT_MAX_DEPT
         nxt: list[tuple[str, bool]] = []
         for path, kube in level:
             for e in _subdirs(path):
-                m = _POD_DIR.match(e.name)
+                m = _POD_DIR.fullmatch(e.name)
                 if m:
                     index.watch_dirs.add(path)
                     _index_pod(index, e, m["uid"] or m["uid2"])
@@ -1045,7 +1045,7 @@ class CgroupWatcher:
             return False
         if parent is None or not mask & (IN_CREATE | IN_DELETE) or not mask & IN_ISDIR:
             return False
-        if mask & IN_CREATE and _POD_DIR.match(name):
+        if mask & IN_CREATE and _POD_DIR.fullmatch(name):
             self.add(os.path.join(parent, name))
         return True
 
