@@ -18,8 +18,8 @@ from corral import config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
-HOST_PATHS = {"/sys/fs/bpf", "/sys/kernel/security", "/sys/fs/cgroup", "/var/lib/corral",
-              "/run/corral"}  # fmt: skip
+HOST_PATHS = {"/sys/fs/bpf", "/sys/kernel/security", "/sys/kernel/tracing", "/sys/fs/cgroup",
+              "/var/lib/corral", "/run/corral"}  # fmt: skip
 CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN"}
 
 
