@@ -7,6 +7,7 @@ no second description of a kernel layout here.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import os
@@ -23,6 +24,7 @@ from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer
 
 from . import layout
 from .layout import DIMS, MODES, C
+from .service import Conflict
 
 log = structlog.get_logger("corral.kernel")
 
@@ -46,6 +48,29 @@ COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dro
 # Exact paths live in a hash map beside each LPM trie (which keeps the "dir/" prefixes); the
 # pair is sized together from the trie's configured size.
 EXACT_MAPS = {"exec_allow": "exec_exact", "open_allow": "open_exact"}
+
+
+# The configuration field that sizes each allow-list map.
+SIZE_SETTINGS = {
+    "exec_allow": "exec_allow_entries",
+    "exec_exact": "exec_allow_entries",
+    "open_allow": "open_allow_entries",
+    "open_exact": "open_allow_entries",
+    "net_allow": "net_allow_entries",
+}
+
+
+class AllowListFull(Conflict):
+    """An allow-list map is full: entries shared by every agent on the node."""
+
+    def __init__(self, map_name: str, max_entries: int) -> None:
+        super().__init__(
+            f"the kernel allow-list map {map_name} is full ({max_entries:,} entries, shared by "
+            f"every agent on this node): raise kernel.{SIZE_SETTINGS.get(map_name, '?')} in "
+            "corrald's configuration and restart it; until then the kernel keeps denying what "
+            "did not fit"
+        )
+        self.map_name = map_name
 
 
 def object_path(name: str = "corral.bpf.o") -> Path:
@@ -404,8 +429,15 @@ class Kernel:
         return len(keys)
 
     def _insert(self, m: Map, keys: list[bytes]) -> None:
-        if keys:
+        if not keys:
+            return
+        try:
             m.update_batch(keys, [_allow_value()] * len(keys))
+        except BpfError as e:
+            # hash maps say E2BIG when full, LPM tries ENOSPC
+            if e.errno in (errno.E2BIG, errno.ENOSPC):
+                raise AllowListFull(m.name, m.max_entries) from e
+            raise
 
     def clear_list(self, dim: str, list_id: int) -> int:
         """Deletes every entry of one allow-list (after it has been swapped out)."""

@@ -29,7 +29,7 @@ from .aibom import load_rules
 from .baseline import Baseline, BaselineRules, BaselineStore
 from .config import Config
 from .inventory import AibomTracker
-from .kernel import AgentConfig, Kernel, cgroup2_root, cgroup_id
+from .kernel import AgentConfig, AllowListFull, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
 from .probe import ProbeResult, run_probe
 from .service import BadRequest, Conflict, UnknownAgent, validate_agent_name
@@ -994,7 +994,7 @@ class Corral:
                 self._sync_agent(agent, swap=True)
         except Exception as e:
             self._undo_import(name, current, created=result["created"])
-            if isinstance(e, OSError) and e.errno in _MAP_FULL:
+            if isinstance(e, AllowListFull) or (isinstance(e, OSError) and e.errno in _MAP_FULL):
                 raise self._maps_full(name, e) from None
             raise
         self._apply_imported_modes(agent, modes, auto, doc.digest)
@@ -1022,7 +1022,7 @@ class Corral:
                 with contextlib.suppress(Exception):
                     self.kernel.clear_list(dim, gone.lists[dim])
 
-    def _maps_full(self, name: str, e: OSError) -> Conflict:
+    def _maps_full(self, name: str, e: Exception) -> Conflict:
         k = self.cfg.kernel
         return Conflict(
             f"nothing imported into {name}: a kernel allow-list map of this node is full "
