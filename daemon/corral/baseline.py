@@ -68,6 +68,7 @@ without origin, no imports) and rewritten as schema 2 on the next save.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import ipaddress
@@ -76,7 +77,8 @@ import re
 import secrets
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -493,6 +495,15 @@ class _NetSet:
 # ---- the baseline -------------------------------------------------------------------------------
 
 
+@dataclass
+class _EntrySets:
+    paths: dict[str, _PathSet] = field(
+        default_factory=lambda: {d: _PathSet() for d in PATH_DIMENSIONS}
+    )
+    net: _NetSet = field(default_factory=_NetSet)
+    unenforceable: dict[tuple[str, str], Unenforceable] = field(default_factory=dict)
+
+
 class Baseline:
     """What one agent does: exec and open paths, connect destinations, unenforceable objects."""
 
@@ -511,9 +522,9 @@ class Baseline:
         self.partial_reasons: set[str] = set()
         # bumped whenever the entry set (what kernel_entries returns) changes
         self.revision = 0
-        self._paths: dict[str, _PathSet] = {d: _PathSet() for d in PATH_DIMENSIONS}
-        self._net = _NetSet()
-        self._unenforceable: dict[tuple[str, str], Unenforceable] = {}
+        self._sets: _EntrySets | None = _EntrySets()
+        # at rest (see freeze): the entries compressed, and the counts summary() reports
+        self._frozen: tuple[bytes, dict[str, Any]] | None = None
         # provenance of imports (newest last, at most IMPORTS_MAX) and the document's metadata
         self.imports: list[dict[str, Any]] = []
         self.annotations: dict[str, str] = {}
@@ -538,6 +549,53 @@ class Baseline:
         )
         return cls(agent, rules=rules, learning_since=learning_since)
 
+    # ---- at rest --------------------------------------------------------------------------------
+    # The baseline of an agent that is not learning (it alerts or enforces: the kernel lists
+    # hold its entries and judge every event) can rest: its entries then live as one compressed
+    # msgpack blob, about 30x smaller than the Python objects, and come back on first use.
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen is not None
+
+    def freeze(self) -> None:
+        """Puts the entries at rest (idempotent). Anything that reads them thaws them."""
+        if self._frozen is not None:
+            return
+        counts = self._entry_counts()
+        blob = zlib.compress(msgpack.packb(_encode_entries(self), use_bin_type=True), 1)
+        self._frozen = (blob, counts)
+        self._sets = None
+
+    def _thaw(self) -> _EntrySets:
+        assert self._frozen is not None
+        blob, _ = self._frozen
+        self._sets = _EntrySets()
+        self._frozen = None
+        try:
+            _decode_entries(self, msgpack.unpackb(zlib.decompress(blob), raw=False))
+        except BaseException:
+            self._sets, self._frozen = None, (blob, _)
+            raise
+        assert self._sets is not None
+        return self._sets
+
+    @property
+    def _live(self) -> _EntrySets:
+        return self._sets if self._sets is not None else self._thaw()
+
+    @property
+    def _paths(self) -> dict[str, _PathSet]:
+        return self._live.paths
+
+    @property
+    def _net(self) -> _NetSet:
+        return self._live.net
+
+    @property
+    def _unenforceable(self) -> dict[tuple[str, str], Unenforceable]:
+        return self._live.unenforceable
+
     # ---- state ----------------------------------------------------------------------------------
 
     @property
@@ -549,7 +607,7 @@ class Baseline:
         self.partial_reasons.add(reason)
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._paths.values()) + len(self._net)
+        return sum(self._entry_counts()["counts"].values())
 
     @property
     def unenforceable(self) -> list[Unenforceable]:
@@ -809,18 +867,26 @@ class Baseline:
         return [(n, p, self._net.entries[(n, p)]) for n, p in keys]
 
     def summary(self) -> dict[str, Any]:
-        counts = {d: len(self._paths[d]) for d in PATH_DIMENSIONS}
-        counts["connect"] = len(self._net)
         return {
             "agent": self.agent,
-            "counts": counts,
-            "prefixes": {d: len(self._paths[d].prefixes) for d in PATH_DIMENSIONS},
-            "unenforceable": len(self._unenforceable),
+            **self._entry_counts(),
             "partial": self.partial,
             "partial_reasons": sorted(self.partial_reasons),
             "learning_since": self.learning_since,
             "last_novel": self.last_novel,
             "revision": self.revision,
+        }
+
+    def _entry_counts(self) -> dict[str, Any]:
+        """The summary's parts that depend on the entries (kept while at rest)."""
+        if self._frozen is not None:
+            return copy.deepcopy(self._frozen[1])
+        counts = {d: len(self._paths[d]) for d in PATH_DIMENSIONS}
+        counts["connect"] = len(self._net)
+        return {
+            "counts": counts,
+            "prefixes": {d: len(self._paths[d].prefixes) for d in PATH_DIMENSIONS},
+            "unenforceable": len(self._unenforceable),
             "imported": sum(1 for e in self._entries() if e.source == "imported"),
         }
 
@@ -896,6 +962,31 @@ def _entry_of(row: list[Any]) -> Entry:
     return Entry(float(first), float(last), hits, source, origin)
 
 
+def _encode_entries(b: Baseline) -> dict[str, Any]:
+    if b._frozen is not None:  # the blob holds exactly this: saving a resting baseline keeps it so
+        return dict(msgpack.unpackb(zlib.decompress(b._frozen[0]), raw=False))
+    data: dict[str, Any] = {}
+    for d in PATH_DIMENSIONS:
+        data[d] = [[_pb(p), pre, *_entry_row(e)] for p, pre, e in b.path_entries(d)]
+    data["connect"] = [[str(n), p, *_entry_row(e)] for n, p, e in b.net_entries()]
+    data["unenforceable"] = [
+        [u.dimension, _pb(u.object), u.reason, *_entry_row(u.entry)] for u in b.unenforceable
+    ]
+    return data
+
+
+def _decode_entries(b: Baseline, data: dict[str, Any]) -> None:
+    for d in PATH_DIMENSIONS:
+        ps = b._paths[d]
+        for raw, pre, *row in data[d]:
+            ps.put(_ps(raw), _entry_of(row), prefix=bool(pre))
+    for cidr, port, *row in data["connect"]:
+        b._net.put((normalise_network(cidr), int(port)), _entry_of(row))
+    for dim, raw, reason, *row in data["unenforceable"]:
+        obj = _ps(raw)
+        b._unenforceable[(dim, obj)] = Unenforceable(dim, obj, reason, _entry_of(row))
+
+
 def encode_payload(b: Baseline) -> bytes:
     """The baseline as msgpack (paths as bytes so undecodable names survive). Deterministic."""
     data: dict[str, Any] = {
@@ -904,13 +995,8 @@ def encode_payload(b: Baseline) -> bytes:
         "last_novel": b.last_novel,
         "partial_reasons": sorted(b.partial_reasons),
         "revision": b.revision,
+        **_encode_entries(b),
     }
-    for d in PATH_DIMENSIONS:
-        data[d] = [[_pb(p), pre, *_entry_row(e)] for p, pre, e in b.path_entries(d)]
-    data["connect"] = [[str(n), p, *_entry_row(e)] for n, p, e in b.net_entries()]
-    data["unenforceable"] = [
-        [u.dimension, _pb(u.object), u.reason, *_entry_row(u.entry)] for u in b.unenforceable
-    ]
     data["annotations"] = dict(sorted(b.annotations.items()))
     data["imports"] = b.imports
     return msgpack.packb(data, use_bin_type=True)
@@ -925,15 +1011,7 @@ def decode_payload(payload: bytes, rules: BaselineRules | None = None) -> Baseli
         b.last_novel = None if last is None else float(last)
         b.partial_reasons = {str(r) for r in data["partial_reasons"]}
         b.revision = int(data["revision"])
-        for d in PATH_DIMENSIONS:
-            ps = b._paths[d]
-            for raw, pre, *row in data[d]:
-                ps.put(_ps(raw), _entry_of(row), prefix=bool(pre))
-        for cidr, port, *row in data["connect"]:
-            b._net.put((normalise_network(cidr), int(port)), _entry_of(row))
-        for dim, raw, reason, *row in data["unenforceable"]:
-            obj = _ps(raw)
-            b._unenforceable[(dim, obj)] = Unenforceable(dim, obj, reason, _entry_of(row))
+        _decode_entries(b, data)
         # schema 2; absent in schema 1 payloads
         b.annotations = {str(k): str(v) for k, v in data.get("annotations", {}).items()}
         b.imports = [dict(r) for r in data.get("imports", [])][-IMPORTS_MAX:]
@@ -1109,11 +1187,15 @@ class BaselineStore:
             "baseline file migrated", agent=b.agent, schema_from=schema, schema_to=SCHEMA_VERSION
         )
 
-    def load_all(self) -> dict[str, Baseline]:
+    def load_all(self, rest: Callable[[str], bool] = lambda _: False) -> dict[str, Baseline]:
+        """Every stored baseline; those of agents rest() names are frozen as soon as loaded
+        (the peak is then one baseline's objects, not all of them)."""
         out: dict[str, Baseline] = {}
         for agent in self.names():
             b = self.load(agent)
             if b is not None:
+                if rest(agent):
+                    b.freeze()
                 out[agent] = b
         return out
 

@@ -444,7 +444,10 @@ class AibomTracker:
             mark = (id(b), b.revision)
             if self._derived.get(agent) != mark:
                 self._derived[agent] = mark
+                resting = b.frozen
                 self._derive(agent, b)
+                if resting:  # read through once, then back to rest
+                    b.freeze()
 
     def _derive(self, agent: str, b: Baseline) -> None:
         self._inv(agent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, cyclonedx, document, events, identity, metrics, review
+from . import __version__, document, events, identity, metrics, review
 from .agents import Agent, Deviation, Registry, check_mode, promotion_due
 from .aibom import load_rules
 from .baseline import Baseline, BaselineRules, BaselineStore
@@ -43,6 +44,13 @@ RUN_DIR = "corral.run"  # cgroups made by `corralctl run`, under the cgroup v2 r
 _Choice = tuple[review.Selector | None, list[Deviation]]
 # what a BPF map update fails with when the map has no room left
 _MAP_FULL = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
+
+
+def release_memory() -> None:
+    """Hands freed heap back to the system (glibc keeps it otherwise: libbpf's parse of the
+    kernel BTF at load, thawed baselines). A no-op where libc has no malloc_trim."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 @dataclass
@@ -134,15 +142,17 @@ class Corral:
             },
         )
         self.registry.load()
-        self.baselines = await asyncio.to_thread(self.store.load_all)
+        self.baselines = await asyncio.to_thread(self.store.load_all, self._may_rest)
         self.by_id = {a.id: a for a in self.registry.agents.values()}
         for agent in self.registry.agents.values():
             self._ensure_baseline(agent.name)
             self._sync_agent(agent, swap=self.kernel.adopted)
+            self._rest(agent)
         self.kernel.activate()
         self._adopt_run_cgroups()
         self.source = self._make_source()
         await self.aibom_tracker.start()
+        release_memory()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="events"),
             asyncio.create_task(self._identity_loop(), name="identity"),
@@ -196,6 +206,24 @@ class Corral:
             self.baselines[name] = b
             self._dirty.add(name)
         return b
+
+    def _may_rest(self, name: str) -> bool:
+        """An agent learning in no dimension: the kernel lists hold its baseline and judge its
+        events, so the baseline may rest compressed until something reads it."""
+        agent = self.registry.get(name)
+        return agent is not None and "observe" not in agent.modes.values()
+
+    def _rest(self, agent: Agent) -> bool:
+        b = self.baselines.get(agent.name)
+        if b is None or b.frozen or not self._may_rest(agent.name):
+            return False
+        b.freeze()
+        return True
+
+    def _rest_baselines(self) -> None:
+        """Freezes the baselines an API call or a mode change thawed (maintenance tick)."""
+        if sum(self._rest(a) for a in list(self.registry.agents.values())):
+            release_memory()
 
     def _new_baseline(self, name: str) -> Baseline:
         lc = self.cfg.learning
@@ -623,6 +651,7 @@ class Corral:
                 if time.monotonic() - last_save >= self.cfg.learning.save_interval:
                     await self._save_all()
                     last_save = time.monotonic()
+                self._rest_baselines()
             except Exception as e:
                 log.error("maintenance step failed", error=str(e))
 
@@ -1101,6 +1130,8 @@ class Corral:
         view = t.agent_view(name) if name is not None else t.node_view()
         if fmt == "json":
             return view
+        from . import cyclonedx  # ~7 MB of CycloneDX model classes: only when asked for
+
         render = cyclonedx.agent_bom if name is not None else cyclonedx.node_bom
         return await asyncio.to_thread(render, view)
 

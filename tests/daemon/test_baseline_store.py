@@ -396,6 +396,12 @@ def test_property_any_events_round_trip(events: list, threshold: int, net_thresh
         assert loaded.to_dict() == b.to_dict()
         assert store.save(loaded).read_bytes() == first
         assert encode_payload(loaded) == encode_payload(b)
+        # at rest: saved byte for byte without thawing, then the same baseline on first use
+        summary = b.summary()
+        b.freeze()
+        assert b.frozen and b.summary() == summary and len(b) == sum(summary["counts"].values())
+        assert store.save(b).read_bytes() == first and b.frozen
+        assert b.to_dict() == loaded.to_dict() and not b.frozen
 
 
 def test_atomic_write(tmp_path: Path) -> None:
@@ -466,3 +472,20 @@ def test_provenance_survives_the_store(tmp_path: Path) -> None:
         "imported", "learned", "learned")  # fmt: skip
     assert loaded.imports[0]["digest"] == "sha256:0011"
     assert loaded.annotations == {"reviewed-by": "alice"}
+
+
+def test_a_resting_baseline_thaws_on_use_and_keeps_learning() -> None:
+    b = Baseline("rest/agent", rules=BaselineRules(collapse_threshold=3), learning_since=T0)
+    b.add("open", "/srv/app/data/one", "learned", T0)
+    b.add("connect", ("10.0.0.1", 443), "learned", T0)
+    b.freeze()
+    b.freeze()  # idempotent
+    assert b.frozen and b.summary()["counts"] == {"exec": 0, "open": 1, "connect": 1}
+    assert b.contains("open", "/srv/app/data/one") and not b.frozen
+    b.freeze()
+    for name in ("two", "three", "four"):  # learning into it collapses as before
+        assert b.add("open", f"/srv/app/data/{name}", "learned", T0 + 1)
+    assert b.kernel_entries("open") == ([], ["/srv/app/data/"])
+    revision = b.revision
+    b.freeze()
+    assert b.revision == revision and b.kernel_entries("connect") == [("10.0.0.1/32", 443)]
