@@ -78,7 +78,7 @@ import secrets
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -1187,15 +1187,11 @@ class BaselineStore:
             "baseline file migrated", agent=b.agent, schema_from=schema, schema_to=SCHEMA_VERSION
         )
 
-    def load_all(self, rest: Callable[[str], bool] = lambda _: False) -> dict[str, Baseline]:
-        """Every stored baseline; those of agents rest() names are frozen as soon as loaded
-        (the peak is then one baseline's objects, not all of them)."""
+    def load_all(self) -> dict[str, Baseline]:
         out: dict[str, Baseline] = {}
         for agent in self.names():
             b = self.load(agent)
             if b is not None:
-                if rest(agent):
-                    b.freeze()
                 out[agent] = b
         return out
 

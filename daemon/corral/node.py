@@ -142,16 +142,22 @@ class Corral:
             },
         )
         self.registry.load()
-        self.baselines = await asyncio.to_thread(self.store.load_all, self._may_rest)
         self.by_id = {a.id: a for a in self.registry.agents.values()}
+        await self.aibom_tracker.start()
+        # one baseline at a time: load, fill the kernel lists, derive its AI-BOM, put it to rest
+        # (the peak is one baseline's objects, not every agent's)
+        self.baselines = {}
+        for name in await asyncio.to_thread(self.store.names):
+            b = await asyncio.to_thread(self.store.load, name)
+            if b is not None:
+                self.baselines[name] = b
+                self._bring_up(name)
         for agent in self.registry.agents.values():
-            self._ensure_baseline(agent.name)
-            self._sync_agent(agent, swap=self.kernel.adopted)
-            self._rest(agent)
+            if agent.name not in self.baselines:
+                self._bring_up(agent.name)
         self.kernel.activate()
         self._adopt_run_cgroups()
         self.source = self._make_source()
-        await self.aibom_tracker.start()
         release_memory()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="events"),
@@ -207,22 +213,33 @@ class Corral:
             self._dirty.add(name)
         return b
 
-    def _may_rest(self, name: str) -> bool:
-        """An agent learning in no dimension: the kernel lists hold its baseline and judge its
-        events, so the baseline may rest compressed until something reads it."""
+    def _bring_up(self, name: str) -> None:
+        """At start: an agent's kernel lists and modes from its baseline, then the baseline
+        to rest if the agent is not learning."""
+        assert self.kernel is not None
         agent = self.registry.get(name)
-        return agent is not None and "observe" not in agent.modes.values()
+        if agent is not None:
+            self._ensure_baseline(name)
+            self._sync_agent(agent, swap=self.kernel.adopted)
+        self.aibom_tracker.sync_baselines()
+        self._rest(name)
 
-    def _rest(self, agent: Agent) -> bool:
-        b = self.baselines.get(agent.name)
-        if b is None or b.frozen or not self._may_rest(agent.name):
+    def _may_rest(self, name: str) -> bool:
+        """An agent learning in no dimension (or none at all: a stale file): the kernel lists
+        hold its baseline and judge its events, so it may rest compressed until read."""
+        agent = self.registry.get(name)
+        return agent is None or "observe" not in agent.modes.values()
+
+    def _rest(self, name: str) -> bool:
+        b = self.baselines.get(name)
+        if b is None or b.frozen or not self._may_rest(name):
             return False
         b.freeze()
         return True
 
     def _rest_baselines(self) -> None:
         """Freezes the baselines an API call or a mode change thawed (maintenance tick)."""
-        if sum(self._rest(a) for a in list(self.registry.agents.values())):
+        if sum(self._rest(name) for name in list(self.baselines)):
             release_memory()
 
     def _new_baseline(self, name: str) -> Baseline:
