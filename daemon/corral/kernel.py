@@ -8,6 +8,7 @@ no second description of a kernel layout here.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import ipaddress
 import os
@@ -139,8 +140,8 @@ class AgentConfig:
     active: bool = True
 
 
-def path_key(list_id: int, path: str | bytes, *, prefix: bool):
-    """The LPM key of an exact path (its bytes and NUL) or a directory prefix ("dir/")."""
+def _stored(path: str | bytes, *, prefix: bool) -> bytes:
+    """The bytes the kernel keeps for a path: an exact path with its NUL, a prefix "dir/"."""
     raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
     if b"\0" in raw:
         raise ValueError("path contains a NUL byte")
@@ -152,6 +153,12 @@ def path_key(list_id: int, path: str | bytes, *, prefix: bool):
             f"path of {len(raw)} bytes does not fit the kernel buffer "
             f"({C.CORRAL_PATH_MAX - 1} bytes); such paths always fail closed under enforce"
         )
+    return stored
+
+
+def path_key(list_id: int, path: str | bytes, *, prefix: bool):
+    """The LPM key of an exact path (its bytes and NUL) or a directory prefix ("dir/")."""
+    stored = _stored(path, prefix=prefix)
     k = layout.new("struct corral_path_key")
     k.prefixlen = 8 * (4 + len(stored))
     k.list = list_id
@@ -165,6 +172,22 @@ def exact_key(list_id: int, path: str | bytes):
     k = path_key(list_id, path, prefix=False)
     k.prefixlen = 8 * (layout.sizeof("struct corral_path_key") - 4)
     return k
+
+
+@functools.lru_cache(maxsize=1024)
+def _exact_head(list_id: int) -> bytes:
+    """exact_key's bytes before the path, per list (cut from a key cffi built)."""
+    return layout.to_bytes(exact_key(list_id, b""))[
+        : layout.offsetof("struct corral_path_key", "path")
+    ]
+
+
+def exact_key_bytes(list_id: int, path: str | bytes) -> bytes:
+    """layout.to_bytes(exact_key(list_id, path)), without a cffi object per key (a whole
+    baseline is pushed at start and after every swap)."""
+    head = _exact_head(list_id)
+    stored = _stored(path, prefix=False)
+    return head + stored + bytes(layout.sizeof("struct corral_path_key") - len(head) - len(stored))
 
 
 def net_key(list_id: int, network: str, port: int = 0):
@@ -416,7 +439,7 @@ class Kernel:
     def allow_paths(
         self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()
     ) -> int:
-        exact_keys = [layout.to_bytes(exact_key(list_id, p)) for p in exact]
+        exact_keys = [exact_key_bytes(list_id, p) for p in exact]
         prefix_keys = [layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes]
         self._insert(self._exact_map(dim), exact_keys)
         self._insert(self._path_map(dim), prefix_keys)

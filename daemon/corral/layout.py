@@ -125,6 +125,10 @@ def sizeof(ctype: str) -> int:
     return ffi().sizeof(ctype)
 
 
+def offsetof(ctype: str, field: str) -> int:
+    return int(ffi().offsetof(ctype, field))
+
+
 _INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 
 

@@ -9,6 +9,8 @@ import socket
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corral import events, kernel, layout
 from corral.layout import C
@@ -163,3 +165,14 @@ def test_decode_matches_the_cffi_oracle_on_random_records() -> None:
         for k, v in _reference_decode(raw).items():
             assert getattr(ev, k) == v, (k, i)
         assert ev.to_dict()["object"] == ev.object
+
+
+@given(st.integers(0, 2**32 - 1), st.binary(max_size=255).filter(lambda b: b"\0" not in b))
+def test_exact_key_bytes_is_the_cffi_key(list_id: int, path: bytes) -> None:
+    assert kernel.exact_key_bytes(list_id, path) == layout.to_bytes(kernel.exact_key(list_id, path))
+
+
+def test_exact_key_bytes_refuses_what_exact_key_refuses() -> None:
+    for bad in (b"a\0b", b"/" + b"x" * 255):
+        with pytest.raises(ValueError):
+            kernel.exact_key_bytes(1, bad)
