@@ -46,6 +46,10 @@ _Choice = tuple[review.Selector | None, list[Deviation]]
 _MAP_FULL = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
 
 
+# an event as the ring keeps it: agent name, event, /proc/<pid>/exe, its cgroup's binding
+_Seen = tuple[str, events.Event, str, "Binding | None"]
+
+
 def release_memory() -> None:
     """Hands freed heap back to the system (glibc keeps it otherwise: libbpf's parse of the
     kernel BTF at load, thawed baselines). A no-op where libc has no malloc_trim."""
@@ -84,7 +88,9 @@ class Corral:
         self.baselines: dict[str, Baseline] = {}
         self.bindings: dict[int, Binding] = {}
         self.by_id: dict[int, Agent] = {}
-        self.ring: deque[dict[str, Any]] = deque(maxlen=cfg.events.buffer)
+        # (agent, event, exe, binding) as seen at the time: the record dict (_record) is built
+        # only when someone reads it, not for each of a burst of events
+        self.ring: deque[_Seen] = deque(maxlen=cfg.events.buffer)
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.kernel: Kernel | None = None
         self.probe: ProbeResult | None = None
@@ -467,8 +473,14 @@ class Corral:
 
         def bind(c: identity.CgroupRef | identity.ContainerCgroup, container: str = "") -> Binding:
             return Binding(
-                c.id, w.agent, c.inherit, w.source, path=c.path,
-                namespace=ns, pod=pod_name, container=container,
+                c.id,
+                w.agent,
+                c.inherit,
+                w.source,
+                path=c.path,
+                namespace=ns,
+                pod=pod_name,
+                container=container,
             )
 
         out = {c.id: bind(c) for c in w.pod_cgroups}
@@ -521,7 +533,9 @@ class Corral:
         elif ev.verdict != "allowed":
             agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9, ev.comm)
             self.registry.dirty = True
-        self._publish(self._record(agent, ev))
+        self._publish(
+            (agent.name, ev, self._exe_of(ev.pid, ev.comm), self.bindings.get(ev.cgroup_id))
+        )
         try:
             self.aibom_tracker.on_event(agent.name, ev)
         except Exception as e:  # the inventory must never disturb learning or enforcement
@@ -582,14 +596,14 @@ class Corral:
                             "updating the kernel allow-lists failed", agent=name, error=str(e)
                         )
 
-    def _record(self, agent: Agent, ev: events.Event) -> dict[str, Any]:
-        b = self.bindings.get(ev.cgroup_id)
+    def _record(self, seen: _Seen) -> dict[str, Any]:
+        name, ev, exe, b = seen
         rec = ev.to_dict()
         rec.update(
             time=self._iso_time(ev.ts_ns),
             node=self._node_name,
-            agent=agent.name,
-            exe=self._exe_of(ev.pid, ev.comm),
+            agent=name,
+            exe=exe,
             namespace=b.namespace if b else "",
             pod=b.pod if b else "",
             container=b.container if b else "",
@@ -621,8 +635,11 @@ class Corral:
             exe = self._exe_cache[key] = _exe(pid)
         return exe
 
-    def _publish(self, rec: dict[str, Any]) -> None:
-        self.ring.append(rec)
+    def _publish(self, seen: _Seen) -> None:
+        self.ring.append(seen)
+        if not self.cfg.events.log_events and not self.subscribers:
+            return
+        rec = self._record(seen)
         if self.cfg.events.log_events:
             event_log.info(
                 "event",
@@ -1121,8 +1138,8 @@ class Corral:
     def recent_events(self, agent: str | None, limit: int) -> list[dict[str, Any]]:
         if agent is not None:
             self._agent(agent)
-        recs = [r for r in self.ring if agent is None or r["agent"] == agent]
-        return recs[-limit:]
+        seen = [s for s in self.ring if agent is None or s[0] == agent]
+        return [self._record(s) for s in seen[-limit:]] if limit > 0 else []
 
     async def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
         if agent is not None:

@@ -149,7 +149,7 @@ async def test_events_versions_and_hints(tmp_path: Path, tracker_factory: Any) -
     sp = make_site(tmp_path / "venv", {"openai": "1.2.3", "langchain": "0.3.7"})
     t = await tracker_factory()
     ev = fake_event("open", f"{sp}/langchain/__init__.py")
-    t.on_event("a", ev.__class__(**{**ev.__dict__, "pid": os.getpid()}))
+    t.on_event("a", ev._replace(pid=os.getpid()))
     t.on_event("a", fake_event("open", f"{sp}/openai/__init__.py"))  # pid 0: no process
     t.on_event("a", fake_event("open", f"{sp}/openai-1.2.3.dist-info/METADATA"))
 
