@@ -18,7 +18,7 @@ from .link import Link
 from .maps import Map, bpf_obj_get, num_possible_cpus
 from .object import BpfObject, Program
 from .probe import libbpf_version, probe_map_type, probe_prog_type
-from .ringbuf import RingBuffer
+from .ringbuf import RingBuffer, RingReader
 
 __all__ = [
     "BPF_ANY",
@@ -35,6 +35,7 @@ __all__ = [
     "ProgType",
     "Program",
     "RingBuffer",
+    "RingReader",
     "bpf_obj_get",
     "libbpf_version",
     "num_possible_cpus",

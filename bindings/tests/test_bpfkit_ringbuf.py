@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import struct
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bpfkit import BpfObject, RingBuffer
+from bpfkit import BpfObject, RingBuffer, RingReader
 
 EVENT = struct.Struct("<IIQ")  # struct event {u32 tgid; u32 pad; u64 syscall_id;}
 GETPPID_NR = {"x86_64": 110, "aarch64": 173}.get(platform.machine())
@@ -136,3 +137,78 @@ async def test_asyncio_run_calls_after_batch_with_the_count(tracing: BpfObject) 
             await task
     assert batches and all(n > 0 for n in batches)
     assert sum(batches) == len(records)
+
+
+GETPID_NR = {"x86_64": 39, "aarch64": 172}.get(platform.machine())
+needs_tso = pytest.mark.skipif(
+    not RingReader.supported(), reason=f"RingReader is x86-64 only ({platform.machine()})"
+)
+
+
+def _total(obj: BpfObject) -> int:
+    per_cpu = obj.maps["counts"].lookup_percpu(struct.pack("<I", 0)) or []
+    return sum(struct.unpack("<Q", v)[0] for v in per_cpu)
+
+
+@needs_tso
+def test_reader_batches_wrap_around_the_ring_in_order(tracing: BpfObject) -> None:
+    """256 KiB ring, 24 bytes per record: 40,000 records go round it almost four times."""
+    ring = tracing.maps["events"]
+    got: list[bytes] = []
+    with RingReader(ring, max_batch=100_000) as reader:
+        reader.read()  # whatever the fixture's own syscalls left
+        start = _total(tracing)
+        for _ in range(8):
+            for _ in range(5000):
+                os.getppid()
+            got += reader.read()
+        got += reader.read()
+        produced = _total(tracing) - start
+    assert len(got) >= 40_000 and len(got) == produced, (len(got), produced)
+    assert all(len(r) == EVENT.size for r in got)
+    assert {decode(r)[0] for r in got} == {os.getpid()}
+    if GETPPID_NR is not None:
+        assert sum(1 for r in got if decode(r)[1] == GETPPID_NR) >= 40_000
+
+
+@needs_tso
+def test_reader_skips_discarded_records_and_caps_batches(tracing: BpfObject) -> None:
+    if GETPID_NR is None:
+        pytest.skip(f"no getpid number known for {platform.machine()}")
+    tracing.maps["discard_nr"].update(struct.pack("<I", 0), struct.pack("<Q", GETPID_NR))
+    try:
+        with RingReader(tracing.maps["events"], max_batch=10) as reader:
+            reader.read()
+            while reader.read():
+                pass
+            for _ in range(50):
+                os.getpid()  # reserved then discarded: never delivered
+                os.getppid()
+            batches = []
+            while batch := reader.read():
+                batches.append(batch)
+    finally:
+        tracing.maps["discard_nr"].update(struct.pack("<I", 0), struct.pack("<Q", 0))
+    records = [r for b in batches for r in b]
+    assert all(len(b) <= 10 for b in batches) and len(batches) >= 5
+    assert GETPID_NR not in {decode(r)[1] for r in records}
+    assert sum(1 for r in records if decode(r)[1] == GETPPID_NR) == 50
+
+
+@needs_tso
+async def test_reader_run_hands_batches_to_the_loop(tracing: BpfObject) -> None:
+    got: list[bytes] = []
+    with RingReader(tracing.maps["events"]) as reader:
+        task = asyncio.create_task(reader.run(got.extend))
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(
+                decode(r)[1] == GETPPID_NR for r in got
+            ):
+                os.getppid()
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert GETPPID_NR is None or any(decode(r)[1] == GETPPID_NR for r in got)

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer
+from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader
 
 from . import layout
 from .layout import DIMS, MODES, C
@@ -501,6 +501,10 @@ class Kernel:
 
     def ring_buffer(self, callback: Any) -> RingBuffer:
         return RingBuffer(self.map("events"), callback)
+
+    def ring_reader(self) -> RingReader:
+        """Batches of records without a libbpf callback each (x86-64: RingReader.supported)."""
+        return RingReader(self.map("events"))
 
 
 def remove_pins(pin_dir: Path) -> int:

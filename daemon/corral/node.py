@@ -24,6 +24,8 @@ from typing import Any
 
 import structlog
 
+from bpfkit import RingReader
+
 from . import __version__, document, events, identity, metrics, review
 from .agents import Agent, Deviation, Registry, check_mode, promotion_due
 from .aibom import load_rules
@@ -506,11 +508,24 @@ class Corral:
 
     async def _consume_events(self) -> None:
         assert self.kernel is not None
+        if RingReader.supported():
+            reader = self.kernel.ring_reader()
+            try:
+                await reader.run(self._on_batch)
+            finally:
+                reader.close()
+            return
         rb = self.kernel.ring_buffer(self._on_record)
         try:
             await rb.run(self._after_batch)
         finally:
             rb.close()
+
+    def _on_batch(self, records: list[bytes]) -> None:
+        on_record = self._on_record
+        for data in records:
+            on_record(data)
+        self._after_batch(len(records))
 
     def _after_batch(self, n: int) -> None:
         """After each ring-buffer batch: the entries learned in it go to the kernel, one

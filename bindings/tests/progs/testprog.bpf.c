@@ -54,6 +54,14 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+/* A syscall number whose records are reserved and then discarded (0: none). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} discard_nr SEC(".maps");
+
 /* Ports (host byte order) that connect4 denies. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -68,7 +76,7 @@ int trace_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	__u32 zero = 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 *target = bpf_map_lookup_elem(&target_tgid, &zero);
-	__u64 *count;
+	__u64 *count, *discard;
 	struct event *e;
 
 	if (!target || *target == 0 || *target != tgid)
@@ -82,6 +90,11 @@ int trace_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	e->tgid = tgid;
 	e->pad = 0;
 	e->syscall_id = ctx->args[1];
+	discard = bpf_map_lookup_elem(&discard_nr, &zero);
+	if (discard && *discard && *discard == e->syscall_id) {
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
