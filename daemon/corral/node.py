@@ -944,9 +944,16 @@ class Corral:
         for key in taken:
             agent.deviations.pop(key, None)
         self._prune_deviations(agent)
-        self._push_entries(agent)
         self._dirty.add(name)
         self.registry.dirty = True
+        try:
+            self._push_entries(agent)
+        except AllowListFull as e:
+            await self._save_all()  # the baseline keeps what was accepted: nothing is lost
+            raise Conflict(
+                f"the {len(added)} accepted entries are in {name}'s baseline, but not all "
+                f"fit the kernel list: {e}"
+            ) from None
         await self._save_all()
         log.info("deviations accepted", agent=name, deviations=len(taken), entries=len(added))
         return {
