@@ -38,7 +38,7 @@ class AgentLimitReached(Conflict):
     """Every agent id the kernel has room for (CORRAL_MAX_AGENTS - 1) is taken."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Deviation:
     """An object seen in ALERT (would-deny) or ENFORCE (denied) that the baseline lacks."""
 
