@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_probe(args, cfg)
     if args.command == "cleanup":
         return cmd_cleanup(cfg)
+    from .memory import one_arena
+
+    one_arena()  # before the first worker thread: freed heap can then be trimmed
     try:
         return asyncio.run(serve(cfg, args.config))
     except KeyboardInterrupt:
