@@ -247,6 +247,8 @@ class AibomTracker:
         self._pending: set[tuple[str, str]] = set()
         self._attempts: dict[tuple[str, str], float] = {}
         self._listed: dict[tuple[str, str], float] = {}
+        # packages dirs of baselines, listed again every RETRY_SECONDS (without re-deriving)
+        self._listings: dict[tuple[str, str], Sight] = {}
         self._derived: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._cache: dict[tuple[Any, ...], tuple[float, tuple[str, str, str] | None]] = {}
@@ -291,6 +293,7 @@ class AibomTracker:
         log.info("AI-BOM rules reloaded", rules=list(rules.files))
         self._derived.clear()
         self._listed.clear()
+        self._listings.clear()
         self.sync_baselines()
 
     # ---- events ------------------------------------------------------------------------------
@@ -444,6 +447,8 @@ class AibomTracker:
             mark = (id(b), b.revision)
             if self._derived.get(agent) != mark:
                 self._derived[agent] = mark
+                for k in [k for k in self._listings if k[0] == agent]:
+                    del self._listings[k]  # the new derivation names the dirs to list
                 resting = b.frozen
                 self._derive(agent, b)
                 if resting:  # read through once, then back to rest
@@ -475,10 +480,15 @@ class AibomTracker:
             return
         _, _, rest = loc
         if len(rest) <= 1 and self.read_proc and prefix.startswith("/"):
-            k = (agent, prefix)
-            if time.monotonic() - self._listed.get(k, -1e9) >= RETRY_SECONDS:
-                self._listed[k] = time.monotonic()
-                self._submit(_ListJob(agent, prefix, seen))
+            self._listings[(agent, prefix)] = seen
+            self._list(agent, prefix, seen)
+
+    def _list(self, agent: str, prefix: str, seen: Sight) -> None:
+        """Queues the listing of a packages dir, at most once every RETRY_SECONDS."""
+        k = (agent, prefix)
+        if time.monotonic() - self._listed.get(k, -1e9) >= RETRY_SECONDS:
+            self._listed[k] = time.monotonic()
+            self._submit(_ListJob(agent, prefix, seen))
 
     # ---- the worker --------------------------------------------------------------------------
 
@@ -607,7 +617,10 @@ class AibomTracker:
         self._listed = {
             k: t for k, t in self._listed.items() if time.monotonic() - t < RETRY_SECONDS
         }
-        self._derived.clear()  # re-derive: retries the listings of collapsed prefixes
+        # the listings of collapsed packages dirs, retried without re-deriving every baseline
+        # (which read every entry of every agent, thawing resting baselines, once a minute)
+        for (agent, prefix), seen in list(self._listings.items()):
+            self._list(agent, prefix, seen)
 
     async def _dns_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -198,6 +198,35 @@ async def test_derived_from_a_baseline_with_a_collapsed_prefix(
     assert len(t.agent_view("a")["models"]) == 2
 
 
+async def test_packages_dirs_listed_again_without_rederiving(
+    tmp_path: Path, tracker_factory: Any, monkeypatch: Any
+) -> None:
+    """The periodic retry lists collapsed packages dirs again (a package installed later
+    shows up) without reading every baseline again."""
+    from corral import inventory
+
+    sp = make_site(tmp_path / "venv", {"openai": "1.2.3"})
+    b = Baseline("a")
+    for i in range(25):
+        b.add("open", f"{sp}/pkg{i}/__init__.py", source="learned")
+    t = await tracker_factory({"a": b})
+    await until(lambda: len(t.agent_view("a")["frameworks"]) == 1)
+
+    make_site(tmp_path / "venv", {"anthropic": "0.40.0"})
+    derived: list[str] = []
+    monkeypatch.setattr(t, "_derive", lambda agent, _b: derived.append(agent))
+    monkeypatch.setattr(inventory, "RETRY_SECONDS", 0.0)
+    t._retry_versions()
+    await until(lambda: len(t.agent_view("a")["frameworks"]) == 2)
+    assert derived == []
+    t.sync_baselines()
+    assert derived == []  # the baseline did not change: nothing to derive
+
+    b.add("open", "/models/llama.gguf", source="learned")
+    t.sync_baselines()
+    assert derived == ["a"]
+
+
 async def test_persisted_across_restarts(tmp_path: Path, tracker_factory: Any) -> None:
     t = await tracker_factory(read_proc=False)
     t.on_event("team/a", fake_event("open", "/srv/node_modules/@anthropic-ai/sdk/index.js"))
