@@ -36,7 +36,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from fnmatch import fnmatchcase, translate
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,14 @@ class Rules:
     files: tuple[str, ...] = ()
     _model_exts: frozenset[str] = field(default=frozenset(), repr=False)
     _prefilter: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False)
+    _exe_prefilter: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False)
 
     def __post_init__(self) -> None:
+        # one match for "does any executable or MCP exe glob match this name" (fnmatchcase is
+        # re.match of fnmatch.translate): most exec'd names match none
+        globs = [g for r in (*self.executables, *self.mcp_exec) for g in r.exe]
+        exe_any = re.compile("|".join(map(translate, globs)) or r"(?!)")
+        object.__setattr__(self, "_exe_prefilter", exe_any)
         exts = frozenset(e for r in self.models for e in r.extensions)
         object.__setattr__(self, "_model_exts", exts)
         alternatives = [_INTERESTING_PREFILTER]
@@ -230,6 +236,9 @@ class Rules:
         """What an executed path (and, when known, its argv) is: shells/interpreters/tools
         and MCP servers. An exec can be both (python running an MCP server)."""
         base = exe.rsplit("/", 1)[-1]
+        if not self._exe_prefilter.match(base):
+            launched = self._launched_mcp(base, argv)
+            return [] if launched is None else [launched._replace_exe(exe)]
         hits: list[ExecHit] = []
         for rule in self.executables:
             if any(fnmatchcase(base, g) for g in rule.exe):

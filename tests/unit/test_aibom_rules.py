@@ -279,3 +279,23 @@ def test_rules_errors_are_config_errors() -> None:
     from corral.config import ConfigError
 
     assert issubclass(RulesError, ConfigError)
+
+
+def _without_exe_prefilter() -> aibom.Rules:
+    import re
+
+    ref = parse_rules(yaml.safe_load((REPO / "config" / "aibom.yaml").read_text()), "ref")
+    object.__setattr__(ref, "_exe_prefilter", re.compile(""))  # every name takes the slow path
+    return ref
+
+
+@pytest.mark.parametrize("argv", [None, ["npx", "-y", "@modelcontextprotocol/server-fs"]])
+def test_exec_prefilter_changes_no_answer(rules: aibom.Rules, argv: list[str] | None) -> None:
+    """The one-regex prefilter of classify_exec answers exactly as the glob loops."""
+    ref = _without_exe_prefilter()
+    globs = [g for r in (*rules.executables, *rules.mcp_exec) for g in r.exe]
+    names = {g.replace("*", "x").replace("?", "y").replace("[", "").replace("]", "") for g in globs}
+    names |= {"python3.11", "bash", "sh", "node", "npx", "uvx", "tool-0001", "", "mcp", "x*y"}
+    for name in sorted(names):
+        for exe in (f"/usr/bin/{name}", name):
+            assert rules.classify_exec(exe, argv) == ref.classify_exec(exe, argv), exe
