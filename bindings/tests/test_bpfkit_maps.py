@@ -110,6 +110,17 @@ def test_batch_update_delete(obj: BpfObject) -> None:
     assert sorted(kv.keys()) == sorted(keys[10:])
     with pytest.raises(ValueError, match="3 keys but 2 values"):
         kv.update_batch(keys[:3], [u64(0)] * 2)
+    # one wrong size among right ones is named, and nothing is written
+    with pytest.raises(ValueError, match="key is 5 bytes, key_size is 4"):
+        kv.update_batch([u32(60), u32(61) + b"\0", u32(62)], [u64(0)] * 3)
+    with pytest.raises(ValueError, match="value is 4 bytes, value_size is 8"):
+        kv.update_batch([u32(60), u32(61)], [u64(0), u32(0)])
+    with pytest.raises(ValueError, match="key is 5 bytes"):
+        kv.delete_batch([u32(60), u32(61) + b"\0"])
+    assert kv.lookup(u32(60)) is None
+    # buffers other than bytes are taken too
+    kv.update_batch([bytearray(u32(70))], [memoryview(u64(7))])
+    assert kv.lookup(u32(70)) == u64(7)
 
 
 def test_batch_on_lpm_trie(obj: BpfObject) -> None:
