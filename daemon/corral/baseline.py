@@ -81,6 +81,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, overload
 
@@ -859,7 +860,7 @@ class Baseline:
         ps = self._paths[dimension]
         rows = [(p, False, e) for p, e in ps.exact.items()]
         rows += [(p, True, e) for p, e in ps.prefixes.items()]
-        rows.sort(key=lambda r: (r[0], r[1]))
+        rows.sort(key=itemgetter(0, 1))
         return rows
 
     def net_entries(self) -> list[tuple[Network, int, Entry]]:

@@ -185,9 +185,12 @@ def _exact_head(list_id: int) -> bytes:
 def exact_key_bytes(list_id: int, path: str | bytes) -> bytes:
     """layout.to_bytes(exact_key(list_id, path)), without a cffi object per key (a whole
     baseline is pushed at start and after every swap)."""
-    head = _exact_head(list_id)
-    stored = _stored(path, prefix=False)
-    return head + stored + bytes(layout.sizeof("struct corral_path_key") - len(head) - len(stored))
+    return (_exact_head(list_id) + _stored(path, prefix=False)).ljust(_path_key_size(), b"\0")
+
+
+@functools.cache
+def _path_key_size() -> int:
+    return layout.sizeof("struct corral_path_key")
 
 
 def net_key(list_id: int, network: str, port: int = 0):
