@@ -23,11 +23,14 @@ the agent.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
 import socket
 import time
+import zlib
+from array import array
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +60,8 @@ CMDLINE_RETRY_DELAY = 0.05
 DENIED = frozenset({"denied", "killed"})
 HINT_SOURCE = "dist-info directory name"
 CACHE_MAX = 10000
+REST_SECONDS = 10.0
+TABLES = ("packages", "models", "endpoints", "processes", "hints", "truncated")
 _EVIDENCE = frozenset({"first_seen", "last_seen", "events", "via", "denied"})
 RECORD_FIELDS = {
     "packages": _EVIDENCE
@@ -101,8 +106,36 @@ def _touch(
     return before != (rec["first_seen"], rec["last_seen"], len(rec["via"]), rec["denied"])
 
 
+@dataclass(frozen=True)
+class _Rest:
+    """An inventory at rest: its tables as one compressed JSON document (the file's own
+    encoding, so nothing changes on the way back), and what the periodic passes need to know
+    without reading it: whether it makes its agent an AI agent (under these rules, and with
+    none of its host addresses named by DNS then), and hashes of those host addresses."""
+
+    blob: bytes
+    ai: bool
+    rules: Rules
+    hosts: array  # sorted hash() of every host endpoint's address
+    names_version: int
+
+    def may_name(self, names: HostNames) -> bool:
+        """Could DNS now name one of the host addresses (thaw and look)?"""
+        if names.version == self.names_version:
+            return False
+        for a in names.by_address:
+            h = hash(a)
+            i = bisect.bisect_left(self.hosts, h)
+            if i < len(self.hosts) and self.hosts[i] == h:
+                return True
+        return False
+
+
 @dataclass
 class Inventory:
+    """One agent's AI-BOM records. It may rest (``rest``): the tables then live compressed
+    and come back, unchanged, on first access (``__getattr__``)."""
+
     agent: str
     packages: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -110,6 +143,47 @@ class Inventory:
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     hints: dict[str, str] = field(default_factory=dict)  # "<dir>\0<canonical dist>" -> version
     truncated: dict[str, int] = field(default_factory=dict)
+    # when the tables were last made or thawed (time.monotonic)
+    live_since: float = field(default_factory=time.monotonic, compare=False, repr=False)
+
+    @property
+    def resting(self) -> _Rest | None:
+        return self.__dict__.get("_rest")
+
+    def rest(self, ai: bool, rules: Rules, names: HostNames) -> None:
+        """Puts the tables at rest (ai: what _is_ai answers now)."""
+        if self.resting is not None:
+            return
+        tables = {k: self.__dict__[k] for k in TABLES}
+        hosts = array("q", sorted({hash(r["address"]) for r in self.endpoints.values()
+                                   if not r["network"]}))  # fmt: skip
+        blob = zlib.compress(json.dumps(tables).encode(), 1)
+        for k in TABLES:
+            del self.__dict__[k]
+        self.__dict__["_rest"] = _Rest(blob, ai, rules, hosts, names.version)
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for a table of a resting inventory: brings every table back."""
+        rest = self.__dict__.get("_rest")
+        if rest is None or name not in TABLES:
+            raise AttributeError(name)
+        self.__dict__.update(self._tables(rest))
+        del self.__dict__["_rest"]
+        self.live_since = time.monotonic()
+        return self.__dict__[name]
+
+    @staticmethod
+    def _tables(rest: _Rest) -> dict[str, Any]:
+        tables: dict[str, Any] = json.loads(zlib.decompress(rest.blob))
+        return tables
+
+    def dump(self) -> bytes:
+        """The file's bytes (canonical JSON); a resting inventory stays at rest."""
+        rest = self.resting
+        doc = self.to_json() if rest is None else {
+            "schema": SCHEMA, "agent": self.agent, **self._tables(rest)
+        }  # fmt: skip
+        return json.dumps(doc, sort_keys=True).encode()
 
     def slot(self, kind: str, key: str) -> bool:
         """May a new record go into this table? Counts what was left out when full."""
@@ -154,14 +228,19 @@ class HostNames:
 
     def __init__(self) -> None:
         self.by_address: dict[str, dict[str, float]] = {}
+        self.version = 0  # moves whenever of() may answer differently
 
     def record(self, host: str, addresses: set[str], when: float) -> None:
         for a in addresses:
-            self.by_address.setdefault(a, {})[host] = when
+            hosts = self.by_address.setdefault(a, {})
+            if host not in hosts:
+                self.version += 1
+            hosts[host] = when
         if len(self.by_address) > ADDRESSES_MAX:
             oldest = sorted(self.by_address, key=lambda a: max(self.by_address[a].values()))
             for a in oldest[: len(self.by_address) - ADDRESSES_MAX]:
                 del self.by_address[a]
+            self.version += 1
 
     def of(self, address: str) -> list[str]:
         return sorted(self.by_address.get(address, {}))
@@ -251,6 +330,7 @@ class AibomTracker:
         self._listings: dict[tuple[str, str], Sight] = {}
         self._derived: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
+        self._saved_at: dict[str, float] = {}  # time.monotonic of each agent's last save
         self._cache: dict[tuple[Any, ...], tuple[float, tuple[str, str, str] | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dns_pool: ThreadPoolExecutor | None = None
@@ -606,11 +686,14 @@ class AibomTracker:
                 if now - last_save >= self.save_interval:
                     last_save = now
                     await self.save()
+                self.rest()
             except Exception as e:
                 log.error("AI-BOM maintenance failed", error=str(e))
 
     def _retry_versions(self) -> None:
         for agent, inv in self.inventories.items():
+            if inv.resting is not None:
+                continue  # rests only with every version known
             for key, rec in inv.packages.items():
                 if rec["version"] is None:
                     self._want_version(agent, key, rec, None, RETRY_SECONDS)
@@ -641,6 +724,9 @@ class AibomTracker:
 
     def _name_endpoints(self) -> None:
         for agent, inv in self.inventories.items():
+            rest = inv.resting
+            if rest is not None and not rest.may_name(self.names):
+                continue
             for rec in inv.endpoints.values():
                 if not rec["network"]:
                     self._add_names(agent, rec)
@@ -676,12 +762,43 @@ class AibomTracker:
             inv = self.inventories.get(agent)
             if inv is None:
                 continue
-            data = json.dumps(inv.to_json(), sort_keys=True).encode()
+            data = inv.dump()
+            self._saved_at[agent] = time.monotonic()
             try:
                 await asyncio.to_thread(atomic_write, self._file(agent), data)
             except OSError as e:
                 self._dirty.add(agent)
                 log.error("saving the AI-BOM failed; will retry", agent=agent, error=str(e))
+
+    # ---- rest --------------------------------------------------------------------------------
+
+    def rest(self, agent: str | None = None, *, quiet: float = REST_SECONDS) -> int:
+        """Puts inventories at rest (agent: that one only) that nothing changed or read for
+        quiet seconds; returns how many. Never one waiting for a package version or with an
+        endpoint DNS names (the periodic passes read those). The records of an agent that is
+        not acting (500 endpoints: 0.3 MB as dicts) then take a few kB."""
+        now = time.monotonic()
+        names = [agent] if agent is not None else list(self.inventories)
+        n = 0
+        for name in names:
+            inv = self.inventories.get(name)
+            if inv is None or inv.resting is not None:
+                continue
+            if quiet and (
+                name in self._dirty
+                or now - max(inv.live_since, self._saved_at.get(name, -1e9)) < quiet
+            ):
+                continue
+            if any(r["version"] is None for r in inv.packages.values()):
+                continue
+            named = self.names.by_address
+            if named and any(
+                not r["network"] and r["address"] in named for r in inv.endpoints.values()
+            ):
+                continue
+            inv.rest(self._is_ai(inv), self.rules, self.names)
+            n += 1
+        return n
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -756,10 +873,14 @@ class AibomTracker:
         }
 
     def ai_agents(self) -> int:
-        """How many agents are AI agents (cheaper than building every view)."""
+        """How many agents are AI agents (cheaper than building every view; a resting
+        inventory answers from its rest)."""
         return sum(1 for inv in self.inventories.values() if self._is_ai(inv))
 
     def _is_ai(self, inv: Inventory) -> bool:
+        rest = inv.resting
+        if rest is not None and rest.rules is self.rules and not rest.may_name(self.names):
+            return rest.ai
         if inv.packages or inv.models:
             return True
         if any(r["category"] == "mcp-server" for r in inv.processes.values()):

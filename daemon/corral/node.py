@@ -230,7 +230,8 @@ class Corral:
             self._ensure_baseline(name)
             self._sync_agent(agent, swap=self.kernel.adopted)
         self.aibom_tracker.sync_baselines()
-        self._rest(name)
+        if self._rest(name):
+            self.aibom_tracker.rest(name, quiet=0)  # its AI-BOM records rest with it
 
     def _may_rest(self, name: str) -> bool:
         """An agent learning in no dimension (or none at all: a stale file): the kernel lists

@@ -227,6 +227,52 @@ async def test_packages_dirs_listed_again_without_rederiving(
     assert derived == ["a"]
 
 
+async def test_resting_inventories_answer_the_same(tmp_path: Path, tracker_factory: Any) -> None:
+    """At rest an inventory saves the same bytes and counts as AI agent the same, without
+    coming back; any read brings it back unchanged; DNS naming one of its addresses too."""
+    t = await tracker_factory(read_proc=False)
+    t.on_event("a", fake_event("exec", "/bin/bash"))
+    t.on_event("a", fake_event("open", "/models/llama.gguf"))
+    for i in range(50):
+        t.on_event("a", fake_event("connect", f"10.0.{i}.1", 443))
+    t.on_event("b", fake_event("connect", "10.9.9.9", 443))
+    t.on_event("b", fake_event("connect", "10.8.0.0/16", 443))
+    views = {a: t.agent_view(a) for a in ("a", "b")}
+    dumps = {a: t.inventories[a].dump() for a in ("a", "b")}
+    assert t.ai_agents() == 1
+
+    assert t.rest() == 0  # just used: not quiet yet
+    assert t.rest(quiet=0) == 2
+    assert all(inv.resting for inv in t.inventories.values())
+    assert {a: t.inventories[a].dump() for a in ("a", "b")} == dumps
+    assert t.ai_agents() == 1
+    t._name_endpoints()  # nothing named: nothing read
+    assert all(inv.resting for inv in t.inventories.values())
+    await t.save()  # dirty ones are written from the rest
+    assert (tmp_path / "state" / "aibom" / "a.aibom.json").read_bytes() == dumps["a"]
+    assert all(inv.resting for inv in t.inventories.values())
+
+    assert t.agent_view("a") == views["a"]
+    assert t.inventories["a"].resting is None and t.inventories["b"].resting is not None
+    assert t.inventories["a"].dump() == dumps["a"]
+
+    # DNS names b's host: b comes back, is named, and becomes an AI agent (an LLM endpoint)
+    t.names.record("api.openai.com", {"10.9.9.9"}, time.time())
+    assert t.ai_agents() == 2
+    t._name_endpoints()
+    assert t.inventories["b"].resting is None
+    assert t.agent_view("b")["endpoints"][1]["hostnames"] == ["api.openai.com"]
+    assert t.rest(quiet=0) == 1  # a; b has a named endpoint: the DNS pass reads it
+    assert t.inventories["b"].resting is None
+
+
+async def test_inventory_waiting_for_a_version_does_not_rest(tracker_factory: Any) -> None:
+    t = await tracker_factory(read_proc=False)
+    t.on_event("a", fake_event("open", "/srv/app/node_modules/@anthropic-ai/sdk/index.js"))
+    assert any(r["version"] is None for r in t.inventories["a"].packages.values())
+    assert t.rest(quiet=0) == 0
+
+
 async def test_persisted_across_restarts(tmp_path: Path, tracker_factory: Any) -> None:
     t = await tracker_factory(read_proc=False)
     t.on_event("team/a", fake_event("open", "/srv/node_modules/@anthropic-ai/sdk/index.js"))
