@@ -365,8 +365,19 @@ class _PathSet:
 
     exact: dict[str, Entry] = field(default_factory=dict)
     prefixes: dict[str, Entry] = field(default_factory=dict)
-    # directory -> child component -> number of entries beneath directory through that child
-    children: dict[str, dict[str, int]] = field(default_factory=dict)
+    # directory -> child component -> number of entries beneath directory through that child;
+    # built on first use (only the open collapse reads it), kept up to date from then on: a
+    # baseline loaded to be read, pushed or put to rest never pays for it
+    _children: dict[str, dict[str, int]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def children(self) -> dict[str, dict[str, int]]:
+        if self._children is None:
+            self._children = {}
+            for table in (self.exact, self.prefixes):
+                for key in table:
+                    self._index(key, 1)
+        return self._children
 
     def __len__(self) -> int:
         return len(self.exact) + len(self.prefixes)
@@ -390,17 +401,18 @@ class _PathSet:
         return None
 
     def _index(self, key: str, delta: int) -> None:
-        if not key.startswith("/"):
-            return
+        children = self._children
+        if children is None or not key.startswith("/"):
+            return  # not built yet: built whole on first use
         for d, c in parent_dirs(key):
-            counts = self.children.setdefault(d, {})
+            counts = children.setdefault(d, {})
             n = counts.get(c, 0) + delta
             if n > 0:
                 counts[c] = n
             else:
                 counts.pop(c, None)
                 if not counts:
-                    del self.children[d]
+                    del children[d]
 
     def put(self, key: str, entry: Entry, *, prefix: bool) -> None:
         (self.prefixes if prefix else self.exact)[key] = entry
