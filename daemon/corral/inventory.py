@@ -40,7 +40,14 @@ from typing import Any
 import structlog
 
 from . import procfs
-from .aibom import AI_ENDPOINT_KINDS, PackageHit, Rules, canonical, split_package_path
+from .aibom import (
+    AI_ENDPOINT_KINDS,
+    EndpointRule,
+    PackageHit,
+    Rules,
+    canonical,
+    split_package_path,
+)
 from .baseline import Baseline, atomic_write, file_name, format_net, normalise_network
 from .events import Event
 
@@ -847,12 +854,16 @@ class AibomTracker:
             "truncated": dict(inv.truncated),
         }
 
-    def _endpoint_view(self, r: dict[str, Any]) -> dict[str, Any]:
+    def _endpoint_rule(self, r: dict[str, Any]) -> tuple[list[str], EndpointRule | None]:
+        """(host names, the endpoint rule it matches) of an endpoint record."""
         names = sorted(
             {*r["hostnames"], *(self.names.of(r["address"]) if not r["network"] else [])}
         )
         net = normalise_network(r["address"])
-        rule = self.rules.classify_endpoint(net, r["port"], names)
+        return names, self.rules.classify_endpoint(net, r["port"], names)
+
+    def _endpoint_view(self, r: dict[str, Any]) -> dict[str, Any]:
+        names, rule = self._endpoint_rule(r)
         return _view(
             r,
             ("object", "address", "port", "network"),
@@ -885,9 +896,11 @@ class AibomTracker:
             return True
         if any(r["category"] == "mcp-server" for r in inv.processes.values()):
             return True
-        return any(
-            self._endpoint_view(r)["kind"] in AI_ENDPOINT_KINDS for r in inv.endpoints.values()
-        )
+        for r in inv.endpoints.values():
+            rule = self._endpoint_rule(r)[1]
+            if rule is not None and rule.kind in AI_ENDPOINT_KINDS:
+                return True
+        return False
 
 
 def _view(r: dict[str, Any], fields: tuple[str, ...], **extra: Any) -> dict[str, Any]:
