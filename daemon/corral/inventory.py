@@ -760,6 +760,9 @@ class AibomTracker:
                     moved_to=str(target),
                 )
                 continue
+            # read one at a time and put to rest at once: records of every agent loaded
+            # together and freed agent by agent as they come up leave the heap fragmented
+            self._put_to_rest(inv)
             out[inv.agent] = inv
         return out
 
@@ -796,16 +799,22 @@ class AibomTracker:
                 or now - max(inv.live_since, self._saved_at.get(name, -1e9)) < quiet
             ):
                 continue
-            if any(r["version"] is None for r in inv.packages.values()):
-                continue
-            named = self.names.by_address
-            if named and any(
-                not r["network"] and r["address"] in named for r in inv.endpoints.values()
-            ):
-                continue
-            inv.rest(self._is_ai(inv), self.rules, self.names)
-            n += 1
+            if self._put_to_rest(inv):
+                n += 1
         return n
+
+    def _put_to_rest(self, inv: Inventory) -> bool:
+        """Rests inv unless a periodic pass must read it (a version to retry, an endpoint DNS
+        names)."""
+        if any(r["version"] is None for r in inv.packages.values()):
+            return False
+        named = self.names.by_address
+        if named and any(
+            not r["network"] and r["address"] in named for r in inv.endpoints.values()
+        ):
+            return False
+        inv.rest(self._is_ai(inv), self.rules, self.names)
+        return True
 
     # ---- views -------------------------------------------------------------------------------
 

@@ -467,17 +467,38 @@ class Kernel:
 
     def clear_list(self, dim: str, list_id: int) -> int:
         """Deletes every entry of one allow-list (after it has been swapped out)."""
-        if dim == "connect":
-            maps = [self.map("net_allow")]
-        else:
-            maps = [self._path_map(dim), self._exact_map(dim)]
+        return self.clear_lists(dim, (list_id,))
+
+    def clear_lists(self, dim: str, list_ids: Iterable[int]) -> int:
+        """Deletes every entry of these allow-lists: one pass over each of the dimension's
+        maps, whatever the number of lists (a pass reads every key of the map)."""
+        ids = set(list_ids)
+        if not ids:
+            return 0
         removed = 0
-        for m in maps:
-            doomed = [k for k in m if _list_of(m, k) == list_id]
-            for k in doomed:
-                m.delete(k)
-            removed += len(doomed)
+        for m in self._maps_of(dim):
+            list_of = _list_reader(m.name)
+            doomed = [k for k in m if list_of(k) in ids]
+            removed += m.delete_batch(doomed)
         return removed
+
+    def remove_paths(
+        self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()
+    ) -> int:
+        """Deletes these entries from one allow-list (those it does not hold are skipped)."""
+        n = self._exact_map(dim).delete_batch([exact_key_bytes(list_id, p) for p in exact])
+        keys = [layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes]
+        return n + self._path_map(dim).delete_batch(keys)
+
+    def remove_net(self, list_id: int, entries: Iterable[tuple[str, int]]) -> int:
+        """Deletes these (address or CIDR, port) entries from one allow-list."""
+        keys = [layout.to_bytes(net_key(list_id, a, p)) for a, p in entries]
+        return self.map("net_allow").delete_batch(keys)
+
+    def _maps_of(self, dim: str) -> list[Map]:
+        if dim == "connect":
+            return [self.map("net_allow")]
+        return [self._path_map(dim), self._exact_map(dim)]
 
     def _path_map(self, dim: str) -> Map:
         if dim not in ("exec", "open"):
@@ -543,6 +564,14 @@ def _u64(v: int) -> bytes:
     return bytes(layout.ffi().buffer(layout.ffi().new("__u64 *", v)))
 
 
-def _list_of(m: Map, key: bytes) -> int:
-    ctype = "struct corral_net_key" if m.name == "net_allow" else "struct corral_path_key"
-    return int(layout.from_bytes(ctype, key).list)
+@functools.cache
+def _list_reader(map_name: str) -> Any:
+    """key bytes -> the allow-list id in it, for one map (read with the header's unpacker)."""
+    ctype = "struct corral_net_key" if map_name == "net_allow" else "struct corral_path_key"
+    unpacker, names = layout.unpacker(ctype)
+    i = names.index("list")
+
+    def list_of(key: bytes) -> int:
+        return int(unpacker.unpack_from(key)[i])
+
+    return list_of

@@ -155,14 +155,17 @@ class Corral:
         # one baseline at a time: load, fill the kernel lists, derive its AI-BOM, put it to rest
         # (the peak is one baseline's objects, not every agent's)
         self.baselines = {}
+        stale: dict[str, set[int]] = {}  # adopted lists swapped out (see _sync_agent)
         for name in await asyncio.to_thread(self.store.names):
             b = await asyncio.to_thread(self.store.load, name)
             if b is not None:
                 self.baselines[name] = b
-                self._bring_up(name)
+                self._bring_up(name, stale)
         for agent in self.registry.agents.values():
             if agent.name not in self.baselines:
-                self._bring_up(agent.name)
+                self._bring_up(agent.name, stale)
+        for dim, ids in stale.items():  # what they held beyond the baselines: one sweep
+            self.kernel.clear_lists(dim, ids)
         self.kernel.activate()
         self._adopt_run_cgroups()
         self.source = self._make_source()
@@ -221,14 +224,14 @@ class Corral:
             self._dirty.add(name)
         return b
 
-    def _bring_up(self, name: str) -> None:
+    def _bring_up(self, name: str, stale: dict[str, set[int]]) -> None:
         """At start: an agent's kernel lists and modes from its baseline, then the baseline
         to rest if the agent is not learning."""
         assert self.kernel is not None
         agent = self.registry.get(name)
         if agent is not None:
             self._ensure_baseline(name)
-            self._sync_agent(agent, swap=self.kernel.adopted)
+            self._sync_agent(agent, swap=self.kernel.adopted, stale=stale)
         self.aibom_tracker.sync_baselines()
         if self._rest(name):
             self.aibom_tracker.rest(name, quiet=0)  # its AI-BOM records rest with it
@@ -282,9 +285,14 @@ class Corral:
         b = self.baselines[agent.name]
         return self._pushed.get(agent.name) == (id(b), b.revision)
 
-    def _sync_agent(self, agent: Agent, *, swap: bool = False) -> None:
+    def _sync_agent(
+        self, agent: Agent, *, swap: bool = False, stale: dict[str, set[int]] | None = None
+    ) -> None:
         """Kernel lists then modes: additions land before any flip. With swap, the lists are
-        rebuilt under new ids and switched in one write, then the old ones are cleared."""
+        rebuilt under new ids and switched in one write, then the old ones are cleared. With
+        stale (start-up on adopted maps), the old lists lose the baseline's entries at once
+        and their ids go into stale, for one sweep of whatever else they held after every
+        agent: a sweep reads the whole map, and one per agent made start-up quadratic."""
         assert self.kernel is not None
         if not swap:
             self._write_kernel_modes(agent, agent.modes)
@@ -300,9 +308,23 @@ class Corral:
             raise
         agent.lists = new
         self.kernel.set_agent(agent.id, self._agent_config(agent))
+        if stale is not None:
+            self._remove_entries(agent, old)
         for dim in DIMS:
-            self.kernel.clear_list(dim, old[dim])
+            if stale is None:
+                self.kernel.clear_list(dim, old[dim])
+            else:
+                stale.setdefault(dim, set()).add(old[dim])
         self.registry.dirty = True
+
+    def _remove_entries(self, agent: Agent, lists: dict[str, int]) -> None:
+        """Deletes the baseline's entries from lists no longer in use (frees their room)."""
+        assert self.kernel is not None
+        b = self.baselines[agent.name]
+        for dim in ("exec", "open"):
+            exact, prefixes = b.kernel_entries(dim)
+            self.kernel.remove_paths(dim, lists[dim], exact, prefixes)
+        self.kernel.remove_net(lists["connect"], b.kernel_entries("connect"))
 
     def _write_kernel_modes(self, agent: Agent, modes: dict[str, str]) -> None:
         """One map write switches the agent's modes. The lists are pushed first, and only when

@@ -266,6 +266,18 @@ async def test_resting_inventories_answer_the_same(tmp_path: Path, tracker_facto
     assert t.inventories["b"].resting is None
 
 
+async def test_inventories_come_back_from_disk_at_rest(tracker_factory: Any) -> None:
+    t = await tracker_factory(read_proc=False)
+    for i in range(20):
+        t.on_event("a", fake_event("connect", f"10.0.{i}.1", 443))
+    view = t.agent_view("a")
+    await t.save()
+    again = await tracker_factory(read_proc=False)
+    assert again.inventories["a"].resting is not None
+    assert again.ai_agents() == 0 and again.inventories["a"].resting is not None
+    assert again.agent_view("a") == view
+
+
 async def test_inventory_waiting_for_a_version_does_not_rest(tracker_factory: Any) -> None:
     t = await tracker_factory(read_proc=False)
     t.on_event("a", fake_event("open", "/srv/app/node_modules/@anthropic-ai/sdk/index.js"))

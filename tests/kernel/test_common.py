@@ -289,3 +289,38 @@ def test_proc_pid_paths_are_normalised(agent: Agent, collector: Collector) -> No
         lambda e: e.pid == res.pid and e.dimension == "open" and "stat" in (e.path or "")
     )
     assert ev.path == "/proc/*/stat"
+
+
+def test_clear_lists_and_remove_entries(kern) -> None:
+    """clear_lists empties several lists in one sweep and leaves the others; remove_* delete
+    given entries of one list (absent ones skipped). Checked on the real maps."""
+    from corral.kernel import exact_key_bytes, net_key
+
+    a, b, keep = 999_101, 999_102, 999_103
+    paths = [f"/srv/x/{i}" for i in range(50)]
+    for lst in (a, b, keep):
+        kern.allow_paths("open", lst, paths, ["/srv/dir/"])
+        kern.allow_net(lst, [("10.0.0.0/8", 0), ("10.1.2.3", 443)])
+
+    def held(lst: int) -> tuple[int, bool]:
+        """(exact paths found, 10.1.2.3:443 found) in list lst."""
+        exact = sum(
+            kern.map("open_exact").lookup(exact_key_bytes(lst, p)) is not None for p in paths
+        )
+        host = net_key(lst, "10.1.2.3", 443)
+        host.prefixlen = 8 * (layout.sizeof("struct corral_net_key") - 4)
+        net = kern.map("net_allow").lookup(layout.to_bytes(host)) is not None
+        return exact, net
+
+    try:
+        assert kern.remove_paths("open", a, [*paths[:10], "/never/added"]) == 10
+        assert kern.remove_net(a, [("10.1.2.3", 443), ("192.0.2.1", 1)]) == 1
+        assert held(a) == (40, False)
+        assert kern.clear_lists("open", [a, b]) == 40 + 1 + 50 + 1
+        assert kern.clear_lists("connect", {a, b}) == 1 + 2
+        assert held(a) == held(b) == (0, False)
+        assert held(keep) == (50, True)
+        assert kern.clear_lists("open", []) == 0
+    finally:
+        for dim in ("open", "connect"):
+            kern.clear_lists(dim, [a, b, keep])
