@@ -197,13 +197,22 @@ class Registry:
             self.agents = {}
 
     def save(self) -> None:
+        self.write(self.snapshot())
+
+    def snapshot(self) -> bytes:
+        """The registry file's bytes as of now; clears dirty. Take it where the agents change
+        (corrald's event loop) and write it elsewhere: to_json reads live tables."""
         doc = {
             "schema": SCHEMA,
             "next_list": self._next_list,
             "agents": [a.to_json() for a in sorted(self.agents.values(), key=lambda a: a.id)],
         }
-        atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
         self.dirty = False
+        return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    def write(self, data: bytes) -> None:
+        """Writes a snapshot crash-safe (the caller marks dirty again if this raises)."""
+        atomic_write(self.path, data)
 
     def get(self, name: str) -> Agent | None:
         return self.agents.get(name)

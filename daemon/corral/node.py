@@ -779,9 +779,12 @@ class Corral:
                     error=str(e),
                 )
         if self.registry.dirty:
+            # snapshot in the loop (events change the agents' tables), write in a thread
+            data = self.registry.snapshot()
             try:
-                await asyncio.to_thread(self.registry.save)
+                await asyncio.to_thread(self.registry.write, data)
             except OSError as e:
+                self.registry.dirty = True
                 log.error("saving the agent registry failed; will retry", error=str(e))
 
     # ---- Controller -------------------------------------------------------------------------

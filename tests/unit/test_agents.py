@@ -45,3 +45,18 @@ def test_loaded_deviations_are_ordered_by_last_seen() -> None:
     a.record_deviation("open", "/early", "denied", 1.0)
     b = Agent.from_json(a.to_json())
     assert list(b.deviations) == ["open\0/early", "open\0/late"]
+
+
+def test_registry_snapshot_is_what_save_writes(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    a = reg.create("snap", mode="alert", auto_promote=False, source="run")
+    a.record_deviation("open", "/etc/shadow", "would-deny", 1.0)
+    reg.dirty = True
+    data = reg.snapshot()
+    assert not reg.dirty
+    a.record_deviation("open", "/etc/passwd", "would-deny", 2.0)  # after the snapshot
+    reg.write(data)
+    assert (tmp_path / reg.path.name).read_bytes() == data
+    assert b"/etc/passwd" not in data and b"/etc/shadow" in data
+    reg.save()
+    assert b"/etc/passwd" in reg.path.read_bytes()
