@@ -173,11 +173,11 @@ class RingReader:
         data, words, mask = self._data, self._words, self._mask
         while cons < prod and len(out) < self.max_batch:
             off = cons & mask
-            length = words[off >> 2]
-            if length & _BUSY_BIT:
+            header = words[off >> 2]
+            if header & _BUSY_BIT:
                 break  # reserved, not yet submitted: later records wait for it
-            length &= ~(_BUSY_BIT | _DISCARD_BIT) & 0xFFFFFFFF
-            if not words[off >> 2] & _DISCARD_BIT:
+            length = header & ~(_BUSY_BIT | _DISCARD_BIT)
+            if not header & _DISCARD_BIT:
                 out.append(bytes(data[off + _HDR_SZ : off + _HDR_SZ + length]))
             cons += (length + _HDR_SZ + 7) & ~7
         self._cons[0] = cons

@@ -33,3 +33,10 @@ def one_arena() -> bool:
             return True
     log.debug("mallopt(M_ARENA_MAX) unavailable; threads keep their own heap arenas")
     return False
+
+
+def release_memory() -> None:
+    """Hands freed heap back to the system (glibc keeps it otherwise: libbpf's parse of the
+    kernel BTF at load, thawed baselines). A no-op where libc has no malloc_trim."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)

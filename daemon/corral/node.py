@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -34,6 +33,7 @@ from .config import Config
 from .inventory import AibomTracker
 from .kernel import AgentConfig, AllowListFull, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
+from .memory import release_memory
 from .probe import ProbeResult, run_probe
 from .service import BadRequest, Conflict, UnknownAgent, validate_agent_name
 
@@ -50,13 +50,6 @@ _MAP_FULL = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
 
 # an event as the ring keeps it: agent name, event, /proc/<pid>/exe, its cgroup's binding
 _Seen = tuple[str, events.Event, str, "Binding | None"]
-
-
-def release_memory() -> None:
-    """Hands freed heap back to the system (glibc keeps it otherwise: libbpf's parse of the
-    kernel BTF at load, thawed baselines). A no-op where libc has no malloc_trim."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 @dataclass
