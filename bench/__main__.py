@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if not a.report_only:
         cleanup_stale()
         env.build_helpers()
+        if not os.environ.get("CORRAL_BENCH_BIN"):
+            os.environ["CORRAL_BENCH_BIN"] = str(env.production_install())
+        env.log(f"corrald from {os.environ['CORRAL_BENCH_BIN']}")
         env.log(f"helpers built with {env.compiler_version()}; load {env.load()}")
         RESULTS.mkdir(parents=True, exist_ok=True)
         for part in parts:

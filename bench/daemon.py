@@ -24,7 +24,13 @@ from corral.kernel import remove_pins
 
 from .env import BUILD
 
-BIN = Path(sys.executable).parent
+
+# corrald as users install it (bench/__main__ sets this: env.production_install()), else the
+# one beside this interpreter
+def corral_bin() -> Path:
+    return Path(os.environ.get("CORRAL_BENCH_BIN") or Path(sys.executable).parent)
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -58,7 +64,7 @@ class Corrald:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [
-                str(BIN / "corrald"),
+                str(corral_bin() / "corrald"),
                 "--config",
                 str(self.cfg_path),
                 "--state-dir",

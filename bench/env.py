@@ -100,6 +100,38 @@ def build_helpers() -> dict[str, Path]:
     return out
 
 
+PROD_VENV = BUILD / "venv"
+
+
+def production_install() -> Path:
+    """The bin directory of a virtualenv holding corral as users install it: `pip install .`
+    of this tree, its runtime dependencies only (the Dockerfile installs the same). The
+    development venv also holds the test extras, and some change corrald's footprint (rich,
+    pulled in by schemathesis, is imported by structlog when present: ~4 MiB of RSS).
+    Created on first use (the dependencies come from the package index), corral itself
+    reinstalled from this tree on every run."""
+    py = PROD_VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PROD_VENV)], check=True)
+        _pip(py, ["install", "--quiet", str(REPO)])
+    else:
+        _pip(py, ["install", "--quiet", "--no-deps", "--force-reinstall", str(REPO)])
+    return py.parent
+
+
+def _pip(py: Path, args: list[str]) -> None:
+    r = subprocess.run(
+        [str(py), "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(
+            f"installing corral into {PROD_VENV} failed:\n{r.stderr[-3000:]}\n"
+            f"remove {PROD_VENV} and run again; pip needs the package index for the first run"
+        )
+
+
 def helpers() -> dict[str, Path]:
     """The helpers built by build_helpers() (inside the VM: built on the host, shared)."""
     out = {"loop": BUILD / "corral-bench-loop", "exit0": BUILD / "exit0"}

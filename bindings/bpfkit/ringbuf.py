@@ -151,10 +151,14 @@ class RingReader:
         page = mmap.PAGESIZE
         self._mask = size - 1
         self.max_batch = max_batch
+        self.joined = 0  # records that straddled the end of the ring (joined from two pieces)
+        self._size = size
         self._cons_map = mmap.mmap(self.fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        # producer page, then the data pages mapped twice: a record that wraps is contiguous
+        # the producer page, then the data pages once. The kernel offers them twice in a row
+        # (libbpf maps both, so that a record that wraps is contiguous), but every mapped page
+        # counts in the process's RSS: a wrapped record is joined from its two pieces instead.
         self._prod_map = mmap.mmap(
-            self.fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+            self.fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
         self._cons = memoryview(self._cons_map).cast("Q")
         self._prod = memoryview(self._prod_map)[:8].cast("Q")
@@ -170,7 +174,7 @@ class RingReader:
         cons = self._cons[0]
         prod = self._prod[0]
         out: list[bytes] = []
-        data, words, mask = self._data, self._words, self._mask
+        data, words, mask, size = self._data, self._words, self._mask, self._size
         while cons < prod and len(out) < self.max_batch:
             off = cons & mask
             header = words[off >> 2]
@@ -178,28 +182,45 @@ class RingReader:
                 break  # reserved, not yet submitted: later records wait for it
             length = header & ~(_BUSY_BIT | _DISCARD_BIT)
             if not header & _DISCARD_BIT:
-                out.append(bytes(data[off + _HDR_SZ : off + _HDR_SZ + length]))
+                start = off + _HDR_SZ  # headers are 8-aligned: one never wraps
+                end = start + length
+                if end <= size:
+                    out.append(bytes(data[start:end]))
+                else:
+                    out.append(bytes(data[start:]) + bytes(data[: end - size]))
+                    self.joined += 1
             cons += (length + _HDR_SZ + 7) & ~7
         self._cons[0] = cons
         return out
 
-    async def run(self, on_batch: Callable[[list[bytes]], None]) -> None:
+    async def run(self, on_batch: Callable[[list[bytes]], None], *, linger: float = 0.0) -> None:
         """Hands each batch to ``on_batch`` from the running event loop until cancelled (or
-        on_batch raises: the records of that batch count as consumed)."""
+        on_batch raises: the records of that batch count as consumed).
+
+        ``linger`` (seconds): after a batch, wait this long before reading again rather than
+        going back to the loop's poll at once. A busy ring is then read in batches of hundreds
+        of records instead of a few per wakeup (each wakeup costs a loop round and syscalls),
+        for at most ``linger`` of extra delay per record."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        loop.add_reader(self.fd, ready.set)  # the map fd polls readable while records wait
+        watching = False
         try:
             while True:
+                # the map fd polls readable while records wait (level-triggered): watched only
+                # while waiting, or every loop round of a linger would wake up for it
+                loop.add_reader(self.fd, ready.set)
+                watching = True
+                await ready.wait()
                 ready.clear()
+                loop.remove_reader(self.fd)
+                watching = False
                 while batch := self.read():
                     on_batch(batch)
-                    if len(batch) < self.max_batch:
-                        break
-                    await asyncio.sleep(0)  # a full batch: let the loop breathe
-                await ready.wait()
+                    # a full batch: let the loop breathe; else wait for more to gather
+                    await asyncio.sleep(0 if len(batch) >= self.max_batch else linger)
         finally:
-            loop.remove_reader(self.fd)
+            if watching:
+                loop.remove_reader(self.fd)
 
     def close(self) -> None:
         for view in ("_words", "_data", "_prod", "_cons"):

@@ -145,30 +145,60 @@ needs_tso = pytest.mark.skipif(
 )
 
 
-def _total(obj: BpfObject) -> int:
-    per_cpu = obj.maps["counts"].lookup_percpu(struct.pack("<I", 0)) or []
-    return sum(struct.unpack("<Q", v)[0] for v in per_cpu)
-
-
 @needs_tso
 def test_reader_batches_wrap_around_the_ring_in_order(tracing: BpfObject) -> None:
-    """256 KiB ring, 24 bytes per record: 40,000 records go round it almost four times."""
+    """256 KiB ring, 24 bytes per record: 40,000 records go round it almost four times, none
+    lost or repeated (counted by the getppid calls made; the interpreter's own syscalls add
+    records of other numbers)."""
     ring = tracing.maps["events"]
     got: list[bytes] = []
     with RingReader(ring, max_batch=100_000) as reader:
         reader.read()  # whatever the fixture's own syscalls left
-        start = _total(tracing)
         for _ in range(8):
             for _ in range(5000):
                 os.getppid()
             got += reader.read()
         got += reader.read()
-        produced = _total(tracing) - start
-    assert len(got) >= 40_000 and len(got) == produced, (len(got), produced)
+    assert len(got) >= 40_000
     assert all(len(r) == EVENT.size for r in got)
     assert {decode(r)[0] for r in got} == {os.getpid()}
     if GETPPID_NR is not None:
-        assert sum(1 for r in got if decode(r)[1] == GETPPID_NR) >= 40_000
+        assert sum(1 for r in got if decode(r)[1] == GETPPID_NR) == 40_000
+
+
+WIDE = struct.Struct("<IIQQQQ")  # struct wide_event
+
+
+@needs_tso
+def test_reader_joins_records_that_straddle_the_end_of_the_ring(tracing: BpfObject) -> None:
+    """48-byte records (40 + header) do not divide the 256 KiB ring: as 20,000 of them go
+    round it, some start before its end and finish at its start. The data pages are mapped
+    once (not twice, as libbpf does), so those come back joined from two pieces, intact and
+    in order."""
+    if GETPPID_NR is None:
+        pytest.skip(f"no getppid number known for {platform.machine()}")
+    tracing.maps["wide_nr"].update(struct.pack("<I", 0), struct.pack("<Q", GETPPID_NR))
+    got: list[bytes] = []
+    try:
+        with RingReader(tracing.maps["events"], max_batch=100_000) as reader:
+            reader.read()
+            for _ in range(8):
+                for _ in range(2500):
+                    os.getppid()
+                got += reader.read()
+            got += reader.read()
+            joined = reader.joined
+    finally:
+        tracing.maps["wide_nr"].update(struct.pack("<I", 0), struct.pack("<Q", 0))
+    wide = [WIDE.unpack(r) for r in got if len(r) == WIDE.size]
+    assert len(wide) >= 20_000
+    assert joined >= 1
+    mask = (1 << 64) - 1
+    for tgid, _pad, nr, seq, check, check2 in wide:
+        assert (tgid, nr) == (os.getpid(), GETPPID_NR)
+        assert check == (seq * 0x9E3779B97F4A7C15) & mask and check2 == ~seq & mask
+    seqs = [w[3] for w in wide]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
 @needs_tso

@@ -154,18 +154,22 @@ def path_fits(path: str, *, prefix: bool) -> bool:
     return 0 < path_bytes(path) <= limit
 
 
-def parent_dirs(path: str) -> Iterator[tuple[str, str]]:
+def parent_dirs(path: str) -> list[tuple[str, str]]:
     """(directory, child) for each proper ancestor directory of path, shallowest first.
     "/a/b/c" -> ("/", "a"), ("/a/", "b"), ("/a/b/", "c"); a prefix "/a/b/" -> ("/", "a"),
-    ("/a/", "b")."""
-    start = 0
-    while True:
-        i = path.find("/", start)
-        if i < 0 or i == len(path) - 1:
-            return
-        j = path.find("/", i + 1)
-        yield path[: i + 1], path[i + 1 : j if j >= 0 else len(path)]
-        start = i + 1
+    ("/a/", "b"). Everything before the first "/" is not a directory of it."""
+    first = path.find("/")
+    if first < 0:
+        return []
+    parts = path[first + 1 :].split("/")
+    if parts[-1] == "":
+        parts.pop()  # a trailing "/" names no child
+    out: list[tuple[str, str]] = []
+    d = path[: first + 1]
+    for c in parts:
+        out.append((d, c))
+        d = f"{d}{c}/"
+    return out
 
 
 def dir_depth(directory: str) -> int:
@@ -175,7 +179,20 @@ def dir_depth(directory: str) -> int:
 
 def collapse_allowed(directory: str, rules: BaselineRules) -> bool:
     """May "directory" (ending in "/") become a prefix rule? Absolute, at least min depth, and
-    not equal to or above a sensitive prefix."""
+    not equal to or above a sensitive prefix. Remembered per rules (BaselineRules.may_collapse):
+    learning asks it for every novel path beneath a directory with many children."""
+    known = rules.collapsible.get(directory)
+    if known is None:
+        if len(rules.collapsible) >= _COLLAPSIBLE_MAX:
+            rules.collapsible.clear()
+        known = rules.collapsible[directory] = _collapse_allowed(directory, rules)
+    return known
+
+
+_COLLAPSIBLE_MAX = 4096
+
+
+def _collapse_allowed(directory: str, rules: BaselineRules) -> bool:
     if not directory.startswith("/") or not directory.endswith("/"):
         return False
     if dir_depth(directory) < rules.collapse_min_depth:
@@ -346,6 +363,10 @@ class BaselineRules:
     collapse_min_depth: int = DEFAULT_COLLAPSE_MIN_DEPTH
     sensitive_prefixes: tuple[str, ...] = DEFAULT_SENSITIVE_PREFIXES
     net_collapse_threshold: int = DEFAULT_NET_COLLAPSE_THRESHOLD
+    # collapse_allowed's answers by directory (derived from the fields above)
+    collapsible: dict[str, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if self.collapse_threshold < 1 or self.net_collapse_threshold < 1:
@@ -400,11 +421,11 @@ class _PathSet:
                 return path[: i + 1]
         return None
 
-    def _index(self, key: str, delta: int) -> None:
+    def _index(self, key: str, delta: int, pairs: list[tuple[str, str]] | None = None) -> None:
         children = self._children
         if children is None or not key.startswith("/"):
             return  # not built yet: built whole on first use
-        for d, c in parent_dirs(key):
+        for d, c in parent_dirs(key) if pairs is None else pairs:
             counts = children.setdefault(d, {})
             n = counts.get(c, 0) + delta
             if n > 0:
@@ -414,9 +435,17 @@ class _PathSet:
                 if not counts:
                     del children[d]
 
-    def put(self, key: str, entry: Entry, *, prefix: bool) -> None:
+    def put(
+        self,
+        key: str,
+        entry: Entry,
+        *,
+        prefix: bool,
+        pairs: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Stores key; pairs: parent_dirs(key) when the caller has them."""
         (self.prefixes if prefix else self.exact)[key] = entry
-        self._index(key, 1)
+        self._index(key, 1, pairs)
 
     def pop_beneath(self, directory: str) -> list[Entry]:
         """Removes every entry strictly beneath directory (a prefix equal to it included)."""
@@ -427,10 +456,13 @@ class _PathSet:
                 self._index(key, -1)
         return out
 
-    def collapse_target(self, path: str, rules: BaselineRules) -> str | None:
+    def collapse_target(
+        self, path: str, rules: BaselineRules, pairs: list[tuple[str, str]] | None = None
+    ) -> str | None:
         """The shallowest ancestor of path that has too many children and may collapse."""
-        for d, _ in parent_dirs(path):
-            counts = self.children.get(d)
+        children = self.children
+        for d, _ in parent_dirs(path) if pairs is None else pairs:
+            counts = children.get(d)
             if counts and len(counts) > rules.collapse_threshold and collapse_allowed(d, rules):
                 return d
         return None
@@ -636,7 +668,8 @@ class Baseline:
         if event.dimension not in PATH_DIMENSIONS:
             log.debug("event of an unknown dimension ignored", dimension=event.dimension)
             return False
-        flagged = next((f for f in UNENFORCEABLE_FLAGS if f in event.flags), None)
+        flags = event.flags
+        flagged = next((f for f in UNENFORCEABLE_FLAGS if f in flags), None) if flags else None
         path = event.path or ""
         if flagged is None and not path:
             flagged = "unresolved"
@@ -644,7 +677,7 @@ class Baseline:
             flagged = "NUL in path"  # cannot come from the kernel's C strings; never raise
         if flagged is not None:
             return self._note_unenforceable(event.dimension, path, flagged, when, "learned")
-        if "relative" not in event.flags:
+        if "relative" not in flags:
             path = normalise_path(path)
         return self._add_path(event.dimension, path, when, "learned", prefix=False)
 
@@ -720,15 +753,16 @@ class Baseline:
             if beneath:
                 entry = Entry.merged([entry, *beneath])
                 entry.source, entry.origin = source, None
-        ps.put(path, entry, prefix=prefix)
+        pairs = parent_dirs(path)
+        ps.put(path, entry, prefix=prefix, pairs=pairs)
         if dim == "open":
-            self._collapse(ps, path)
+            self._collapse(ps, path, pairs)
         self.revision += 1
         self._novel(when)
         return True
 
-    def _collapse(self, ps: _PathSet, path: str) -> None:
-        target = ps.collapse_target(path, self.rules)
+    def _collapse(self, ps: _PathSet, path: str, pairs: list[tuple[str, str]]) -> None:
+        target = ps.collapse_target(path, self.rules, pairs)
         if target is None:
             return
         merged = Entry.merged(ps.pop_beneath(target))

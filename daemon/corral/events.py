@@ -8,7 +8,7 @@ import time
 from functools import cache
 from typing import Any, NamedTuple
 
-from . import layout
+from . import layout as layout_mod
 from .layout import BACKENDS, DIMS, EVENT_FLAGS, MODES, VERDICTS
 
 
@@ -62,53 +62,84 @@ def _cstr(raw: bytes) -> str:
     return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
 
 
-def _names(values: tuple[str, ...], i: int) -> str:
-    return values[i] if i < len(values) else str(i)
+cstr = _cstr
+
+
+class Layout(NamedTuple):
+    """struct corral_event as the consumer reads it: one unpack, then fields by index."""
+
+    unpack: Any  # struct.Struct.unpack_from of the record
+    size: int
+    index: dict[str, int]
+    dims: tuple[str, ...]  # by the dim byte (every value 0-255 has a name)
+    verdicts: tuple[str, ...]
+    modes: tuple[str, ...]
+    flags: tuple[tuple[str, ...], ...]
+
+
+def _byte_names(known: tuple[str, ...], unknown: str) -> tuple[str, ...]:
+    return tuple(known[i] if i < len(known) else f"{unknown}{i}" for i in range(256))
 
 
 @cache
-def _decoder() -> tuple[Any, dict[str, int], tuple[tuple[str, ...], ...], int]:
-    """(unpacker, field index, flags tuple per flag byte, AF_INET), built once."""
-    packer, names = layout.unpacker("struct corral_event")
+def layout() -> Layout:
+    """Built once from the header (layout.unpacker): the decoders below and corrald's
+    consumer share it."""
+    packer, names = layout_mod.unpacker("struct corral_event")
     flags = tuple(
         tuple(name for bit, name in sorted(EVENT_FLAGS.items()) if value & bit)
         for value in range(256)
     )
-    return packer, {n: i for i, n in enumerate(names)}, flags, socket.AF_INET
+    return Layout(
+        packer.unpack_from,
+        packer.size,
+        {n: i for i, n in enumerate(names)},
+        _byte_names(DIMS, "dim"),
+        _byte_names(VERDICTS, ""),
+        _byte_names(MODES, ""),
+        flags,
+    )
 
 
 def decode(data: bytes, offset_ns: int | None = None) -> Event:
     """One ring-buffer record -> Event. Raises ValueError on a short record.
 
     One struct.unpack_from of the layout cffi derives from corral.h (layout.unpacker): no
-    per-field cffi access, no copy of the record; this runs once per event in corrald."""
-    packer, ix, flag_names, af_inet = _decoder()
-    if len(data) < packer.size:
-        raise ValueError(f"struct corral_event: need {packer.size} bytes, got {len(data)}")
-    v = packer.unpack_from(data)
-    d = v[ix["dim"]]
-    dim = DIMS[d] if d < len(DIMS) else f"dim{d}"
-    offset = boot_offset_ns() if offset_ns is None else offset_ns
+    per-field cffi access, no copy of the record."""
+    lay = layout()
+    if len(data) < lay.size:
+        raise ValueError(f"struct corral_event: need {lay.size} bytes, got {len(data)}")
+    return from_fields(lay.unpack(data), boot_offset_ns() if offset_ns is None else offset_ns)
+
+
+def from_fields(
+    v: tuple[Any, ...], offset_ns: int, path: str | None = None, comm: str | None = None
+) -> Event:
+    """The Event of an unpacked record (layout().unpack); path and comm when the caller has
+    already decoded them."""
+    lay = layout()
+    ix = lay.index
+    dim = lay.dims[v[ix["dim"]]]
     common = (
-        v[ix["ts_ns"]] + offset,
+        v[ix["ts_ns"]] + offset_ns,
         v[ix["cgroup_id"]],
         v[ix["agent"]],
         v[ix["pid"]],
         v[ix["tid"]],
         v[ix["ppid"]],
         v[ix["uid"]],
-        _cstr(v[ix["comm"]]),
+        _cstr(v[ix["comm"]]) if comm is None else comm,
         dim,
-        _names(VERDICTS, v[ix["verdict"]]),
-        _names(MODES, v[ix["mode"]]),
+        lay.verdicts[v[ix["verdict"]]],
+        lay.modes[v[ix["mode"]]],
         BACKENDS.get(v[ix["backend"]], str(v[ix["backend"]])),
-        flag_names[v[ix["flags"]]],
+        lay.flags[v[ix["flags"]]],
         v[ix["err"]],
     )
     if dim != "connect":
-        return Event(*common, _cstr(v[ix["path"]]))
+        return Event(*common, _cstr(v[ix["path"]]) if path is None else path)
     raw = v[ix["addr"]]
-    if v[ix["family"]] == af_inet:
+    if v[ix["family"]] == socket.AF_INET:
         family, addr = "inet", socket.inet_ntop(socket.AF_INET, raw[:4])
     else:
         family, addr = "inet6", str(ipaddress.IPv6Address(raw))

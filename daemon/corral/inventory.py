@@ -541,6 +541,30 @@ class AibomTracker:
                 if resting:  # read through once, then back to rest
                     b.freeze()
 
+    def learned(
+        self, agent: str, b: Baseline, revision: int, dim: str, rule: tuple[str, Any] | None
+    ) -> None:
+        """corrald learned one object into b (its revision was `revision` before) from an event
+        this tracker saw (on_event). What a derivation of b would add beyond that event is the
+        rule the object collapsed into (a directory prefix, an aggregated network): added here,
+        and b stays derived, if it was before. A learning agent's baseline then costs nothing
+        per sync, where re-deriving it whole took a time that grew with the baseline."""
+        if self._derived.get(agent) != (id(b), revision):
+            return  # not derived yet, or changed by something else: the next sync derives all
+        self._derived[agent] = (id(b), b.revision)
+        if rule is None:
+            return
+        if dim == "open" and rule[1]:
+            e = b.entry("open", rule[0], prefix=True)
+            if e is not None:
+                self._prefix(agent, rule[0], Sight(e.last_seen, "baseline", first=e.first_seen))
+        elif dim == "connect":
+            net = normalise_network(rule[0])
+            e = b.entry("connect", (net, rule[1]))
+            if e is not None and net.prefixlen < net.max_prefixlen:
+                seen = Sight(e.last_seen, "baseline", first=e.first_seen)
+                self._endpoint(agent, net, rule[1], seen)
+
     def _derive(self, agent: str, b: Baseline) -> None:
         self._inv(agent)
         for path, prefix, e in b.path_entries("open"):

@@ -33,7 +33,7 @@ from .config import Config
 from .inventory import AibomTracker
 from .kernel import AgentConfig, AllowListFull, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
-from .memory import release_memory
+from .memory import freeze_startup_objects, release_memory
 from .probe import ProbeResult, run_probe
 from .service import BadRequest, Conflict, UnknownAgent, validate_agent_name
 
@@ -48,8 +48,36 @@ _Choice = tuple[review.Selector | None, list[Deviation]]
 _MAP_FULL = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
 
 
-# an event as the ring keeps it: agent name, event, /proc/<pid>/exe, its cgroup's binding
-_Seen = tuple[str, events.Event, str, "Binding | None"]
+# (namespace, pod, container) of an event's cgroup when it was seen
+_Pod = tuple[str, str, str]
+_NO_POD: _Pod = ("", "", "")
+# an event as the ring keeps it: agent name, the record, its path (None for connect),
+# /proc/<pid>/exe, its pod. Strings and bytes only: the garbage collector stops tracking such
+# tuples, and the ring holds thousands of them.
+_Item = tuple[str, bytes, "str | None", str, _Pod]
+# after each ring-buffer batch, wait this long for more records before reading again: a busy
+# ring is then read in batches of hundreds (bpfkit.RingReader.run); an event is processed at
+# most this much later (enforcement is the kernel's and does not wait for it)
+_EVENT_LINGER = 0.001
+# the fields of an event's log line (events.log_events)
+_LOGGED_FIELDS = (
+    "agent",
+    "dimension",
+    "verdict",
+    "mode",
+    "object",
+    "pid",
+    "ppid",
+    "comm",
+    "exe",
+    "cgroup_id",
+    "namespace",
+    "pod",
+    "container",
+    "node",
+    "flags",
+    "time",
+)
 
 
 @dataclass
@@ -83,9 +111,9 @@ class Corral:
         self.baselines: dict[str, Baseline] = {}
         self.bindings: dict[int, Binding] = {}
         self.by_id: dict[int, Agent] = {}
-        # (agent, event, exe, binding) as seen at the time: the record dict (_record) is built
-        # only when someone reads it, not for each of a burst of events
-        self.ring: deque[_Seen] = deque(maxlen=cfg.events.buffer)
+        # events as seen (_Item): the record dict (_record) is built only when someone reads
+        # it, not for each of a burst of events
+        self.ring: deque[_Item] = deque(maxlen=cfg.events.buffer)
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.kernel: Kernel | None = None
         self.probe: ProbeResult | None = None
@@ -103,6 +131,7 @@ class Corral:
         self._learned_by: set[str] = set()
         self._exe_cache: dict[tuple[int, str], str] = {}
         self._exe_cache_at = 0.0
+        self._comm_cache: dict[bytes, str] = {}
         self._time_prefix: tuple[int, str] = (-1, "")
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -163,6 +192,7 @@ class Corral:
         self._adopt_run_cgroups()
         self.source = self._make_source()
         release_memory()
+        freeze_startup_objects()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="events"),
             asyncio.create_task(self._identity_loop(), name="identity"),
@@ -527,46 +557,116 @@ class Corral:
         if RingReader.supported():
             reader = self.kernel.ring_reader()
             try:
-                await reader.run(self._on_batch)
+                await reader.run(self._on_batch, linger=_EVENT_LINGER)
             finally:
                 reader.close()
             return
-        rb = self.kernel.ring_buffer(self._on_record)
+        pending: list[bytes] = []  # libbpf's callback per record; processed per batch
+
+        def after_batch(n: int) -> None:
+            batch = pending.copy()
+            pending.clear()
+            self._on_batch(batch)
+
+        rb = self.kernel.ring_buffer(pending.append)
         try:
-            await rb.run(self._after_batch)
+            await rb.run(after_batch)
         finally:
             rb.close()
 
     def _on_batch(self, records: list[bytes]) -> None:
-        on_record = self._on_record
-        for data in records:
-            on_record(data)
-        self._after_batch(len(records))
-
-    def _after_batch(self, n: int) -> None:
-        """After each ring-buffer batch: the entries learned in it go to the kernel, one
-        batched write per list, so the kernel stops reporting them."""
-        self._flush_learned()
-
-    def _on_record(self, data: bytes) -> None:
+        """One ring-buffer batch (every record waiting at a wakeup); then the entries learned
+        in it go to the kernel, one batched write per list, so the kernel stops reporting
+        them."""
         try:
-            ev = events.decode(data, self._boot_offset)
-        except ValueError as e:
-            self.events_lost_in_daemon += 1
-            log.error("undecodable ring-buffer record", error=str(e), size=len(data))
-            return
-        self.events_total += 1
-        agent = self.by_id.get(ev.agent_id)
-        if agent is None:
-            return
-        if ev.verdict == "allowed" and agent.modes.get(ev.dimension) == "observe":
-            self._learn(agent, ev)
-        elif ev.verdict != "allowed":
-            agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9, ev.comm)
+            self._ingest(records)
+        finally:
+            self._flush_learned()
+
+    def _ingest(self, records: list[bytes]) -> None:
+        """Decodes, attributes, learns (OBSERVE) and counts deviations (ALERT, ENFORCE).
+
+        The hot path of corrald: per record one struct unpack, the path as a string and a few
+        lookups. An Event is built only where one is consumed (learning, connect, exec and
+        AI-BOM candidates); deviations are counted per agent per batch; the event ring keeps
+        the record itself and builds its dict only when it is read (_record)."""
+        lay = events.layout()
+        unpack, size, ix = lay.unpack, lay.size, lay.index
+        dims, verdicts = lay.dims, lay.verdicts
+        i_agent, i_dim, i_verdict, i_path = ix["agent"], ix["dim"], ix["verdict"], ix["path"]
+        i_comm, i_pid, i_ts, i_cg = ix["comm"], ix["pid"], ix["ts_ns"], ix["cgroup_id"]
+        by_id, bindings, offset = self.by_id, self.bindings, self._boot_offset
+        exes, comms = self._exe_cache_now(), self._comm_cache
+        if len(comms) > 4096:
+            comms.clear()
+        interesting = self.aibom_tracker.rules.maybe_interesting
+        published: list[_Item] = []
+        publish = published.append
+        # agent id -> (agent, its deviations in this batch); consecutive records mostly share
+        # their agent, process and cgroup: the last ones are kept at hand
+        deviations: dict[int, tuple[Agent, list[tuple[str, str, str, float, str]]]] = {}
+        dev_agent: Agent | None = None
+        dev_list: list[tuple[str, str, str, float, str]] = []
+        last_exe: tuple[int, str, str] = (-1, "", "")
+        last_cg: tuple[int, _Pod] = (-1, _NO_POD)
+        n = 0
+        for rec in records:
+            if len(rec) < size:
+                self._undecodable(len(rec), size)
+                continue
+            n += 1
+            v = unpack(rec)
+            agent = by_id.get(v[i_agent])
+            if agent is None:
+                continue
+            dim = dims[v[i_dim]]
+            ev: events.Event | None = None
+            path: str | None = None
+            raw = v[i_comm]
+            comm = comms.get(raw)
+            if comm is None:
+                comm = comms[raw] = events.cstr(raw)
+            if dim == "connect":
+                ev = events.from_fields(v, offset, None, comm)
+                obj = ev.object
+            else:
+                raw = v[i_path]
+                end = raw.find(b"\0")
+                obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
+            verdict = verdicts[v[i_verdict]]
+            if verdict != "allowed":
+                if agent is not dev_agent:
+                    dev_agent, dev_list = deviations.setdefault(agent.id, (agent, []))
+                dev_list.append((dim, obj, verdict, (v[i_ts] + offset) / 1e9, comm))
+            elif agent.modes.get(dim) == "observe":
+                ev = ev or events.from_fields(v, offset, path, comm)
+                self._learn(agent, ev)
+            pid = v[i_pid]
+            if pid != last_exe[0] or comm != last_exe[1]:
+                exe = exes.get((pid, comm))
+                if exe is None:
+                    exe = exes[(pid, comm)] = _exe(pid)
+                last_exe = (pid, comm, exe)
+            cgid = v[i_cg]
+            if cgid != last_cg[0]:
+                b = bindings.get(cgid)
+                last_cg = (cgid, (b.namespace, b.pod, b.container) if b else _NO_POD)
+            publish((agent.name, rec, path, last_exe[2], last_cg[1]))
+            if dim != "open" or interesting(obj):
+                self._aibom_event(agent, ev or events.from_fields(v, offset, path, comm))
+        self.events_total += n
+        for agent, seen in deviations.values():
+            agent.record_deviations(seen)
             self.registry.dirty = True
-        self._publish(
-            (agent.name, ev, self._exe_of(ev.pid, ev.comm), self.bindings.get(ev.cgroup_id))
-        )
+        self.ring.extend(published)
+        if self.subscribers or self.cfg.events.log_events:
+            self._publish(published)
+
+    def _undecodable(self, got: int, need: int) -> None:
+        self.events_lost_in_daemon += 1
+        log.error("undecodable ring-buffer record", size=got, need=need)
+
+    def _aibom_event(self, agent: Agent, ev: events.Event) -> None:
         try:
             self.aibom_tracker.on_event(agent.name, ev)
         except Exception as e:  # the inventory must never disturb learning or enforcement
@@ -591,9 +691,17 @@ class Corral:
             rule = b.kernel_rule(ev.dimension, ev.path)
             if rule is not None:
                 key = (ev.dimension, agent.lists[ev.dimension])
-                exact, prefixes = self._learned_paths.setdefault(key, (set(), set()))
-                (prefixes if rule[1] else exact).add(rule[0])
+                queued = self._learned_paths.get(key)
+                if queued is None:
+                    queued = self._learned_paths[key] = (set(), set())
+                queued[1 if rule[1] else 0].add(rule[0])
+        else:
+            rule = None
         self._learned_by.add(agent.name)
+        try:
+            self.aibom_tracker.learned(agent.name, b, revision, ev.dimension, rule)
+        except Exception as e:  # the inventory must never disturb learning or enforcement
+            log.error("AI-BOM update failed", agent=agent.name, error=str(e))
 
     def _flush_learned(self) -> None:
         """Writes the queued learned entries into the kernel lists. A failure (a full map) is
@@ -627,17 +735,19 @@ class Corral:
                             "updating the kernel allow-lists failed", agent=name, error=str(e)
                         )
 
-    def _record(self, seen: _Seen) -> dict[str, Any]:
-        name, ev, exe, b = seen
+    def _record(self, item: _Item) -> dict[str, Any]:
+        """What the events API, the event log and subscribers see of one event."""
+        name, raw, path, exe, (namespace, pod, container) = item
+        ev = events.from_fields(events.layout().unpack(raw), self._boot_offset, path)
         rec = ev.to_dict()
         rec.update(
             time=self._iso_time(ev.ts_ns),
             node=self._node_name,
             agent=name,
             exe=exe,
-            namespace=b.namespace if b else "",
-            pod=b.pod if b else "",
-            container=b.container if b else "",
+            namespace=namespace,
+            pod=pod,
+            container=container,
         )
         return rec
 
@@ -652,55 +762,28 @@ class Corral:
             self._time_prefix = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
         return f"{self._time_prefix[1]}.{ts_ns % 1_000_000_000 // 1000:06d}Z"
 
-    def _exe_of(self, pid: int, comm: str) -> str:
-        """/proc/<pid>/exe, remembered per (pid, comm) for up to a second: a busy agent's
-        events would otherwise cost a readlink each (an exec changes the comm, and so the
-        key; the value is as stale as one read at processing time could be anyway)."""
+    def _exe_cache_now(self) -> dict[tuple[int, str], str]:
+        """/proc/<pid>/exe by (pid, comm), remembered for up to a second: a busy agent's events
+        would otherwise cost a readlink each (an exec changes the comm, and so the key; the
+        value is as stale as one read at processing time could be anyway)."""
         now = time.monotonic()
         if now - self._exe_cache_at > 1.0:
             self._exe_cache.clear()
             self._exe_cache_at = now
-        key = (pid, comm)
-        exe = self._exe_cache.get(key)
-        if exe is None:
-            exe = self._exe_cache[key] = _exe(pid)
-        return exe
+        return self._exe_cache
 
-    def _publish(self, seen: _Seen) -> None:
-        self.ring.append(seen)
-        if not self.cfg.events.log_events and not self.subscribers:
-            return
-        rec = self._record(seen)
-        if self.cfg.events.log_events:
-            event_log.info(
-                "event",
-                **{
-                    k: rec[k]
-                    for k in (
-                        "agent",
-                        "dimension",
-                        "verdict",
-                        "mode",
-                        "object",
-                        "pid",
-                        "ppid",
-                        "comm",
-                        "exe",
-                        "cgroup_id",
-                        "namespace",
-                        "pod",
-                        "container",
-                        "node",
-                        "flags",
-                        "time",
-                    )
-                },
-            )
-        for q in list(self.subscribers):
-            try:
-                q.put_nowait(rec)
-            except asyncio.QueueFull:
-                self.events_lost_in_daemon += 1
+    def _publish(self, items: list[_Item]) -> None:
+        """Logs (events.log_events) and hands to subscribers the events of one batch."""
+        log_events = self.cfg.events.log_events
+        for item in items:
+            rec = self._record(item)
+            if log_events:
+                event_log.info("event", **{k: rec[k] for k in _LOGGED_FIELDS})
+            for q in list(self.subscribers):
+                try:
+                    q.put_nowait(rec)
+                except asyncio.QueueFull:
+                    self.events_lost_in_daemon += 1
 
     # ---- maintenance ------------------------------------------------------------------------
 

@@ -227,6 +227,36 @@ async def test_packages_dirs_listed_again_without_rederiving(
     assert derived == ["a"]
 
 
+async def test_learning_keeps_the_inventory_derived_without_rederiving(
+    tmp_path: Path, tracker_factory: Any, monkeypatch: Any
+) -> None:
+    """corrald learns event by event and tells the tracker (learned): the baseline stays
+    derived, so a learning agent is not read whole at every sync, and the directory its
+    entries collapsed into is listed as a derivation would list it."""
+    sp = make_site(tmp_path / "venv", {"openai": "1.2.3"})
+    b = Baseline("a")
+    t = await tracker_factory({"a": b})
+    t.sync_baselines()
+    derived: list[str] = []
+    derive = t._derive
+    monkeypatch.setattr(t, "_derive", lambda agent, bb: (derived.append(agent), derive(agent, bb)))
+    for i in range(21):  # the 21st child collapses site-packages/ into a prefix
+        ev = fake_event("open", f"{sp}/pkg{i}/__init__.py")
+        before = b.revision
+        assert b.observe(ev)
+        t.on_event("a", ev)
+        t.learned("a", b, before, "open", b.kernel_rule("open", ev.path or ""))
+    assert [p for p, pre, _ in b.path_entries("open") if pre] == [f"{sp}/"]
+    t.sync_baselines()
+    assert derived == []
+    await until(lambda: [f["name"] for f in t.agent_view("a")["frameworks"]] == ["openai"])
+
+    b.add("open", "/models/llama.gguf", source="accepted")  # not learned: derived at the sync
+    t.sync_baselines()
+    assert derived == ["a"]
+    assert [m["name"] for m in t.agent_view("a")["models"]] == ["llama.gguf"]
+
+
 async def test_resting_inventories_answer_the_same(tmp_path: Path, tracker_factory: Any) -> None:
     """At rest an inventory saves the same bytes and counts as AI agent the same, without
     coming back; any read brings it back unchanged; DNS naming one of its addresses too."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,12 @@ def test_registry_snapshot_is_what_save_writes(tmp_path: Path) -> None:
     assert not reg.dirty
     a.record_deviation("open", "/etc/passwd", "would-deny", 2.0)  # after the snapshot
     reg.write(data)
-    assert (tmp_path / reg.path.name).read_bytes() == data
-    assert b"/etc/passwd" not in data and b"/etc/shadow" in data
+    written = (tmp_path / reg.path.name).read_bytes()
+    assert written == Registry.encode(data)
+    assert b"/etc/passwd" not in written and b"/etc/shadow" in written
     reg.save()
     assert b"/etc/passwd" in reg.path.read_bytes()
+    again = Registry(tmp_path)
+    again.load()
+    assert again.agents["snap"].to_json() == a.to_json()
+    assert json.loads(reg.path.read_bytes())["next_list"] == reg._next_list

@@ -1,0 +1,142 @@
+"""corrald's batch consumer (Corral._ingest) against the plain per-event reading of the same
+records: events.decode, then Agent.record_deviation or Baseline.observe, one at a time.
+
+The consumer is written for speed (one unpack per record, deviations counted per batch, the
+event ring holding the raw record); this checks it means the same. No kernel: the records are
+built from the header with cffi, the learned entries are read from the queue the kernel write
+would take them from."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from corral import config, events, layout
+from corral.agents import Agent
+from corral.baseline import Baseline
+from corral.layout import C
+from corral.node import Corral
+
+PATHS = [f"/opt/tool/{n}" for n in ("a", "b", "c")] + [
+    "/etc/ssl/certs/ca.pem",
+    "/proc/1234/status",
+    "relative/file",
+    "/" + "d" * 250,  # as long as the kernel buffer allows, unterminated
+]
+COMMS = [b"python3", b"curl", b"x" * 16]
+
+
+def record(rng: random.Random, agent_id: int) -> bytes:
+    e = layout.new("struct corral_event")
+    e.ts_ns = rng.randrange(10**9, 10**12)
+    e.cgroup_id = rng.choice([11, 12])
+    e.agent = agent_id
+    e.pid = rng.choice([2**22 + 1, 2**22 + 2])  # no such process: exe ""
+    e.tid = e.pid
+    e.ppid = 1
+    e.dim = rng.randrange(3)
+    e.verdict = rng.randrange(4)
+    e.mode = rng.randrange(4)
+    e.backend = C.CORRAL_BACKEND_LSM
+    e.flags = rng.choice([0, C.CORRAL_EF_INHERITED])
+    comm = rng.choice(COMMS)
+    layout.ffi().memmove(e.comm, comm, len(comm))
+    if e.dim == C.CORRAL_DIM_CONNECT:
+        e.family = rng.choice([socket.AF_INET, socket.AF_INET6])
+        e.port = rng.choice([443, 8080])
+        e.proto = 6
+        addr = (
+            socket.inet_pton(socket.AF_INET, "10.0.0.7")
+            if e.family == socket.AF_INET
+            else (socket.inet_pton(socket.AF_INET6, "2001:db8::7"))
+        )
+        layout.ffi().memmove(e.addr, addr, len(addr))
+    else:
+        path = rng.choice(PATHS).encode()
+        layout.ffi().memmove(e.path, path, min(len(path), C.CORRAL_PATH_MAX))
+    return layout.to_bytes(e)
+
+
+@pytest.fixture
+def corral(tmp_path: Path) -> Corral:
+    cfg = config.from_dict({"state_dir": str(tmp_path), "events": {"log_events": False}})
+    c = Corral(cfg)
+    for name, mode in (("watched", "alert"), ("learner", "observe")):
+        a = c.registry.create(name, mode=mode, auto_promote=False, source="local")
+        c.by_id[a.id] = a
+        c.baselines[name] = c._new_baseline(name)
+    c.registry.agents["watched"].modes["exec"] = "enforce"
+    return c
+
+
+def reference(c: Corral, records: list[bytes]) -> tuple[dict[str, Agent], dict[str, Baseline]]:
+    """The per-event reading, on copies of the agents and fresh baselines."""
+    agents = {
+        n: Agent(name=a.name, id=a.id, modes=dict(a.modes), lists=dict(a.lists))
+        for n, a in c.registry.agents.items()
+    }
+    by_id = {a.id: a for a in agents.values()}
+    baselines = {n: c._new_baseline(n) for n in agents}
+    for raw in records:
+        try:
+            ev = events.decode(raw, c._boot_offset)
+        except ValueError:
+            continue
+        agent = by_id.get(ev.agent_id)
+        if agent is None:
+            continue
+        if ev.verdict != "allowed":
+            agent.record_deviation(ev.dimension, ev.object, ev.verdict, ev.ts_ns / 1e9, ev.comm)
+        elif agent.modes.get(ev.dimension) == "observe":
+            baselines[agent.name].observe(ev)
+    return agents, baselines
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_consumer_means_what_the_per_event_reading_means(corral: Corral, seed: int) -> None:
+    rng = random.Random(seed)
+    ids = [a.id for a in corral.registry.agents.values()] + [C.CORRAL_MAX_AGENTS - 1]
+    records = [record(rng, rng.choice(ids)) for _ in range(600)]
+    records.insert(rng.randrange(len(records)), b"\0" * 12)  # short: counted lost, skipped
+    want_agents, want_baselines = reference(corral, records)
+    for start in range(0, len(records), 97):  # batches of various sizes
+        corral._ingest(records[start : start + 97])
+
+    assert corral.events_total == len(records) - 1
+    assert corral.events_lost_in_daemon == 1
+    for name, want in want_agents.items():
+        got = corral.registry.agents[name]
+        assert list(got.deviations) == list(want.deviations)  # same order: least recent first
+        assert list(got.deviations.values()) == list(want.deviations.values())
+        assert corral.baselines[name].keys() == want_baselines[name].keys()
+    ours = [r for r in records if len(r) >= layout.sizeof("struct corral_event")]
+    known = {a.id: a.name for a in corral.registry.agents.values()}
+    shown = corral.recent_events(None, 10_000)
+    expected = [events.decode(r, corral._boot_offset) for r in ours]
+    expected = [ev for ev in expected if ev.agent_id in known]
+    assert len(shown) == len(expected)
+    for rec, ev in zip(shown, expected, strict=True):
+        assert {k: rec[k] for k in ev.to_dict()} == ev.to_dict()
+        assert rec["agent"] == known[ev.agent_id] and rec["exe"] == ""
+        assert rec["namespace"] == rec["pod"] == rec["container"] == ""
+
+
+def test_learned_entries_wait_for_the_kernel_write(corral: Corral) -> None:
+    """OBSERVE: each novel object is queued for its kernel list (written after the batch)."""
+    learner = corral.registry.agents["learner"]
+    rng = random.Random(1)
+    recs = []
+    for _ in range(200):
+        raw = bytearray(record(rng, learner.id))
+        raw[layout.offsetof("struct corral_event", "verdict")] = 0  # allowed
+        recs.append(bytes(raw))
+    corral._ingest(recs)
+    entries = corral.baselines["learner"].keys()  # (dimension, key, is_prefix)
+    for dim in ("exec", "open"):
+        exact, prefixes = corral._learned_paths.get((dim, learner.lists[dim]), (set(), set()))
+        want = {k for d, k, _ in entries if d == dim}
+        assert exact | prefixes == want
+    assert corral._learned_by == {"learner"}
