@@ -85,17 +85,28 @@ def load() -> dict[str, float]:
 def build_helpers() -> dict[str, Path]:
     """Compiles bench/csrc with the system compiler (at bench time, every run)."""
     BUILD.mkdir(parents=True, exist_ok=True)
-    out = {"loop": BUILD / "corral-bench-loop", "exit0": BUILD / "exit0"}
+    out = _helper_paths()
+    bpf = [os.environ.get("CLANG", "clang"), "-g", "-O2", "-target", "bpf", "-Wall", "-Werror"]
+    bpf += [f"-D__TARGET_ARCH_{_BPF_ARCH.get(platform.machine(), platform.machine())}"]
     cmds = [
         [CC, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out["loop"]), str(CSRC / "loop.c")],
         [CC, "-O2", "-static", "-nostdlib", "-o", str(out["exit0"]), str(CSRC / "exit0.c")],
+        [
+            *bpf,
+            f"-I{REPO / 'bpf'}",
+            "-c",
+            str(CSRC / "ingest_gen.bpf.c"),
+            "-o",
+            str(out["ingest_gen"]),
+        ],
     ]
     for cmd in cmds:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(
                 f"building a benchmark helper failed ({' '.join(cmd)}):\n{r.stderr}\n"
-                "install a C compiler and libc headers (Debian: build-essential)"
+                "install a C compiler, libc headers and clang (Debian: build-essential clang; "
+                "`make deps` installs them)"
             )
     return out
 
@@ -132,9 +143,20 @@ def _pip(py: Path, args: list[str]) -> None:
         )
 
 
+_BPF_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
+
+
+def _helper_paths() -> dict[str, Path]:
+    return {
+        "loop": BUILD / "corral-bench-loop",
+        "exit0": BUILD / "exit0",
+        "ingest_gen": BUILD / "ingest_gen.bpf.o",
+    }
+
+
 def helpers() -> dict[str, Path]:
     """The helpers built by build_helpers() (inside the VM: built on the host, shared)."""
-    out = {"loop": BUILD / "corral-bench-loop", "exit0": BUILD / "exit0"}
+    out = _helper_paths()
     missing = [str(p) for p in out.values() if not p.exists()]
     if missing:
         raise RuntimeError(f"missing {', '.join(missing)}: run `make bench` (it builds them)")

@@ -6,8 +6,11 @@ new, nonexistent path at a fixed rate: on the tracepoint backend every one of th
 novel event (the kernel's suppression and rate limit are configured out of the way). Each step
 uses a fresh agent; the rate doubles until the kernel reports drops (ring buffer full) or the
 daemon has not consumed every event within a short drain. The consumer path measured is the
-daemon's own: bpfkit RingBuffer -> events.decode -> Corral._on_record (learning in OBSERVE,
-deviations in ALERT).
+daemon's own: bpfkit.RingReader -> Corral._ingest (learning in OBSERVE, deviations in ALERT).
+
+The same search is then run with a test BPF program as the generator (measure_synthetic): it
+writes the records straight into corrald's ring, so the consumer is measured without a process
+paying an open() per event beside it on this 2-CPU machine.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bpfkit import BpfObject, Map
+from corral import layout
 
 from . import env
 from .daemon import Corrald, corrald, wait4
@@ -91,13 +99,7 @@ def step(
         "kernel_counters": c,
         "dropped": c["dropped"],
         "zero_drops": ok,
-        "daemon_cpu_seconds": cpu,
-        "wall_seconds": wall,
-        "cpu_fraction": cpu / wall,
-        # % of one core that 1,000 events/s cost: CPU-seconds per event x 1,000 x 100
-        "cpu_pct_per_1k": 100 * 1000 * cpu / received if received else 0.0,
-        "rss_mib": d.memory().get("VmRSS", 0.0),
-        "load1": env.load()["load1"],
+        **_daemon_side(d, cpu, wall, received),
     }
     if spy is not None:
         out["profile"] = pyspy_collect(*spy)
@@ -115,6 +117,141 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
+def search(
+    run: Callable[[int], dict[str, Any]], label: str, start_rate: int, max_rate: int
+) -> tuple[float, list[dict[str, Any]], int]:
+    """The highest zero-drop rate: doubling from start_rate until a step drops, then once
+    between the last two. Returns (best generated rate, the steps, the last rate asked)."""
+    steps: list[dict[str, Any]] = []
+    rate, best, refined = start_rate, 0.0, False
+    while rate <= max_rate:
+        s = run(rate)
+        steps.append(s)
+        env.log(
+            f"{label}: asked {rate}/s generated {s['rate_generated']:.0f}/s "
+            f"received {s['received']}/{s['generated']} dropped {s['dropped']} "
+            f"cpu {s['cpu_fraction']:.2f}"
+        )
+        if s["zero_drops"]:
+            best = max(best, s["rate_generated"])
+            if s["rate_generated"] < 0.9 * rate or refined:
+                break  # the generator is the limit, or the limit is bracketed
+            rate *= 2
+        elif refined or rate == start_rate:
+            break
+        else:
+            rate, refined = rate * 3 // 4, True  # once: between the last two steps
+    return best, steps, rate
+
+
+def measure_synthetic(
+    d: Corrald, modes: tuple[str, ...], seconds: float, tag: str, start_rate: int, max_rate: int
+) -> dict[str, Any]:
+    """The consumer alone: records written into corrald's ring by a test BPF program
+    (bench/csrc/ingest_gen.bpf.c, run with BPF_PROG_TEST_RUN from this process), so no
+    process pays an open() per event on the same CPUs. Each record is a novel open, as the
+    tracepoint hook writes it."""
+    obj = BpfObject.open_file(env.helpers()["ingest_gen"])
+    ring = Map.open_pinned(next(d.pins.glob("*/maps/events")))
+    try:
+        obj.maps["events"].reuse_fd(ring.fd)
+        obj.load()
+        prog = obj.programs["ingest_gen"]
+        out: dict[str, Any] = {"batch": GEN_BATCH, "steps": [], "max_zero_drop_rate": {}}
+        for mode in modes:
+
+            def one(rate: int, mode: str = mode) -> dict[str, Any]:
+                return synthetic_step(d, prog, mode, rate, seconds, tag)
+
+            best, steps, last = search(one, f"ingest {mode} (bpf generator)", start_rate, max_rate)
+            out["steps"] += steps
+            out["max_zero_drop_rate"][mode] = best
+            # the consumer alone at its limit: where does an event's time go?
+            s = synthetic_step(d, prog, mode, last, seconds, tag, profile=True)
+            out.setdefault("profile", {})[mode] = {
+                "rate": s["rate_generated"],
+                "cpu_fraction": s["cpu_fraction"],
+                **s.get("profile", {}),
+            }
+        return out
+    finally:
+        obj.close()
+        ring.close()
+
+
+GEN_BATCH = 256  # records per BPF_PROG_TEST_RUN call
+
+
+def synthetic_step(
+    d: Corrald, prog: Any, mode: str, rate: int, seconds: float, tag: str, profile: bool = False
+) -> dict[str, Any]:
+    agent = f"ingest-bpf-{mode}-{tag}-{rate}{'p' if profile else ''}"
+    wait4(d.spawn(agent, ["/bin/true"]))
+    info = d.api("GET", d.agent_path(agent))
+    if mode != "observe":
+        d.set_mode(agent, mode)
+    verdict = 0 if mode == "observe" else 1  # allowed (learned) / would-deny
+    received0 = d.api("GET", "/v1/status")["events"]["received"]
+    spy = pyspy_start(d.pid, max(1, int(seconds))) if profile else None
+    cpu0, t0 = d.cpu_seconds(), time.monotonic()
+    sent = written = 0
+    while (now := time.monotonic()) - t0 < seconds:
+        due = int((now - t0) * rate) - sent
+        if due < GEN_BATCH:
+            time.sleep((GEN_BATCH - due) / rate)
+            continue
+        args = (info["id"], verdict, layout.mode_index(mode), int(tag))
+        written += prog.test_run(struct.pack("<6Q", *args, sent, GEN_BATCH))
+        sent += GEN_BATCH
+    gen_seconds = time.monotonic() - t0
+    received = _drain(d, received0, written)
+    wall = time.monotonic() - t0
+    cpu = d.cpu_seconds() - cpu0
+    if mode == "observe":
+        d.api("DELETE", d.agent_path(agent, "baseline"))
+    out: dict[str, Any] = {"profile": pyspy_collect(*spy)} if spy is not None else {}
+    return out | {
+        "mode": mode,
+        "generator": "bpf",
+        "rate_asked": rate,
+        "generated": sent,
+        "rate_generated": sent / gen_seconds,
+        "gen_seconds": gen_seconds,
+        "received": received,
+        "dropped": sent - written,
+        "zero_drops": written == sent and received >= sent,
+        **_daemon_side(d, cpu, wall, received),
+    }
+
+
+def _daemon_side(d: Corrald, cpu: float, wall: float, received: int) -> dict[str, Any]:
+    return {
+        "daemon_cpu_seconds": cpu,
+        "wall_seconds": wall,
+        "cpu_fraction": cpu / wall,
+        # % of one core that 1,000 events/s cost: CPU-seconds per event x 1,000 x 100
+        "cpu_pct_per_1k": 100 * 1000 * cpu / received if received else 0.0,
+        "rss_mib": d.memory().get("VmRSS", 0.0),
+        "load1": env.load()["load1"],
+    }
+
+
+def _drain(d: Corrald, received0: int, want: int) -> int:
+    """corrald's received count once it stops moving (or has want, or DRAIN_SECONDS)."""
+    t_gen = time.monotonic()
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - t_gen < DRAIN_SECONDS:
+        got = d.api("GET", "/v1/status")["events"]["received"] - received0
+        if got >= want:
+            return got
+        if got != last:
+            last, stable_since = got, time.monotonic()
+        elif time.monotonic() - stable_since > 0.3:
+            break
+        time.sleep(0.05)
+    return last
+
+
 def measure(
     modes: tuple[str, ...] = ("observe", "alert"),
     start_rate: int = 5000,
@@ -122,6 +259,7 @@ def measure(
     seconds: float = STEP_SECONDS,
     log_events: bool = False,
     profile: bool = True,
+    synthetic: bool = True,
 ) -> dict[str, Any]:
     tools = env.helpers()
     cfg = {**DAEMON_CONFIG, "events": {"log_events": log_events}}
@@ -136,35 +274,23 @@ def measure(
     with corrald(cfg) as d:
         out["daemon_startup_seconds"] = d.startup_seconds
         for mode in modes:
-            rate = start_rate
-            best = 0.0
-            refined = False
-            while rate <= max_rate:
-                s = step(d, tools["loop"], mode, rate, seconds, tag)
-                out["steps"].append(s)
-                env.log(
-                    f"ingest {mode}: asked {rate}/s generated {s['rate_generated']:.0f}/s "
-                    f"received {s['received']}/{s['generated']} dropped {s['dropped']} "
-                    f"cpu {s['cpu_fraction']:.2f}"
-                )
-                if s["zero_drops"]:
-                    best = max(best, s["rate_generated"])
-                    if s["rate_generated"] < 0.9 * rate or refined:
-                        break  # the generator is the limit, or the limit is bracketed
-                    rate *= 2
-                elif refined or rate == start_rate:
-                    break
-                else:
-                    rate, refined = rate * 3 // 4, True  # once: between the last two steps
+
+            def open_step(rate: int, mode: str = mode) -> dict[str, Any]:
+                return step(d, tools["loop"], mode, rate, seconds, tag)
+
+            best, steps, last = search(open_step, f"ingest {mode}", start_rate, max_rate)
+            out["steps"] += steps
             out.setdefault("max_zero_drop_rate", {})[mode] = best
             if profile:
                 # the consumer at (or just past) its limit: where does a event's time go?
-                s = step(d, tools["loop"], mode, max(rate, 5000), seconds, tag + "p", True)
+                s = step(d, tools["loop"], mode, max(last, 5000), seconds, tag + "p", True)
                 out.setdefault("profile", {})[mode] = {
                     "rate": s["rate_generated"],
                     "cpu_fraction": s["cpu_fraction"],
                     **s.get("profile", {}),
                 }
+        if synthetic:
+            out["synthetic"] = measure_synthetic(d, modes, seconds, tag, start_rate, max_rate)
     out["load_end"] = env.load()
     return out
 

@@ -21,7 +21,7 @@ DATA = ASSETS / "results.json"
 
 TARGETS = {"open": 3.0, "exec": 2.0, "connect": 2.0}  # % overhead in ENFORCE
 INGEST_TARGET = 300_000  # events/s, one core
-RSS_TARGET = 60.0  # MiB at 100 agents x 10,000 entries
+RSS_TARGET = 60e6 / 2**20  # 60 MB = 57.2 MiB, at 100 agents x 10,000 entries
 FLIP_TARGET = 1.0  # ms
 
 OP_TEXT = {
@@ -129,12 +129,23 @@ def plot_ingest(ing: dict[str, Any], path: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax2 = ax.twinx()
-    for mode, color in (("observe", "#3182bd"), ("alert", "#e6550d")):
-        rows = sorted((s for s in steps if s["mode"] == mode), key=lambda s: s["rate_generated"])
+    series = [
+        (mode, color, style, label, src)
+        for src, style, label in (
+            (steps, "o-", "{} (open() generator)"),
+            (ing.get("synthetic", {}).get("steps") or [], "s--", "{} (BPF generator)"),
+        )
+        for mode, color in (("observe", "#3182bd"), ("alert", "#e6550d"))
+    ]
+    for mode, color, style, label, src in series:
+        rows = sorted((s for s in src if s["mode"] == mode), key=lambda s: s["rate_generated"])
         if not rows:
             continue
         xs = [s["rate_generated"] for s in rows]
-        ax.plot(xs, [s["cpu_fraction"] * 100 for s in rows], "o-", color=color, label=mode)
+        ax.plot(
+            xs, [s["cpu_fraction"] * 100 for s in rows], style, color=color,
+            label=label.format(mode),
+        )  # fmt: skip
         lost = [s for s in rows if not s["zero_drops"]]
         ax.plot(
             [s["rate_generated"] for s in lost],
@@ -182,28 +193,37 @@ def targets_section(results: dict[str, Any]) -> list[str]:
                 if p > limit and state == "enforce":
                     why.append(_why_syscall(op, name, r))
     ing = results.get("ingest", {})
-    best = ing.get("max_zero_drop_rate", {})
-    for mode, rate in best.items():
-        verdict = (
-            "met" if rate >= INGEST_TARGET else f"**missed**: {rate / INGEST_TARGET:.0%} of it"
-        )
-        rows.append(
-            (
-                "≥ 300,000 novel events/s, one core",
-                f"corrald, agent in {mode.upper()}",
-                f"{rate:,.0f}/s",
-                verdict,
+    missed_ingest = False
+    for gen, where, best in (
+        ("bpf", "corrald alone (records from a test BPF program)", _synthetic(ing)),
+        ("open", "end to end (a process doing novel opens)", ing.get("max_zero_drop_rate", {})),
+    ):
+        for mode, rate in best.items():
+            ok = rate >= INGEST_TARGET
+            missed_ingest |= not ok and gen == "bpf"
+            verdict = "met" if ok else f"**missed**: {rate / INGEST_TARGET:.0%} of it"
+            rows.append(
+                (
+                    "≥ 300,000 novel events/s, one core",
+                    f"{where}, agent in {mode.upper()}",
+                    f"{rate:,.0f}/s",
+                    verdict,
+                )
             )
-        )
-    if best and min(best.values()) < INGEST_TARGET:
+    if missed_ingest or (ing and not _synthetic(ing)):
         why.append(_why_ingest(ing))
     fp = results.get("footprint", {})
     if fp.get("runs"):
         rss = max(r["rss_mib"] for r in fp["runs"])
-        verdict = "met" if rss <= RSS_TARGET else f"**missed** by {rss - RSS_TARGET:.0f} MiB"
+        verdict = (
+            "met"
+            if rss <= RSS_TARGET
+            else f"**missed** by {rss - RSS_TARGET:.1f} MiB"
+            + (f" ({rss - 60:.1f} over 60 MiB)" if rss > 60 else " (under 60 MiB)")
+        )
         rows.append(
             (
-                f"RSS ≤ {RSS_TARGET:g} MB at 100 x 10k",
+                "RSS ≤ 60 MB (57.2 MiB) at 100 x 10k",
                 f"corrald, {fp['agents']} agents x {fp['store']['entries_per_baseline']:,}",
                 f"{rss:.0f} MiB",
                 verdict,
@@ -273,9 +293,9 @@ def _verdict(median_pct: float, lo: float, hi: float, limit: float) -> str:
 _WRAPPERS = (
     "main (",
     "RingBuffer.",
+    "RingReader.run",
     "Corral._consume_events",
-    "Corral._on_record",
-    "Corral._after_batch",
+    "Corral._on_batch",
     "Thread.",
     "_worker (",
     "_WorkItem.",
@@ -352,32 +372,49 @@ def _why_syscall(op: str, name: str, r: dict[str, Any]) -> str:
     return f"{head} Program cost: {_prog_ns(r, op)}."
 
 
+def _synthetic(ing: dict[str, Any]) -> dict[str, float]:
+    return dict(ing.get("synthetic", {}).get("max_zero_drop_rate", {}))
+
+
 def _why_ingest(ing: dict[str, Any]) -> str:
-    prof = ing.get("profile", {})
+    syn = ing.get("synthetic", {})
     lines = [
-        "- **ingest**: the consumer is CPython. Records arrive in batches read straight from "
-        "the mapped ring (`bpfkit.RingReader`, no callback per record), but each one is still "
-        "decoded, attributed and recorded in Python (a deviation in ALERT, plus the AI-BOM's "
-        "classification), and in OBSERVE learned (baseline insert with its collapse check, "
-        "plus a kernel allow-list write per batch). One core then caps the rate. Top of the "
-        "profile at the limit:"
+        "- **ingest**: the consumer is CPython on one core. Records come in batches read "
+        "straight from the mapped ring (`bpfkit.RingReader`, no callback per record, a 1 ms "
+        "linger between batches); per record `Corral._ingest` does one struct unpack of the "
+        "fields it needs, decodes the path, attributes the event (agent, process, pod), "
+        "queues it for the event ring and, in ALERT, counts it in the agent's deviation table "
+        "(an ordered dict of at most 2,000, one `Deviation` per new object), plus the "
+        "AI-BOM's path pre-filter; in OBSERVE it is learned instead (baseline insert, "
+        "collapse check, the kernel allow-list write per batch). That is 2-3 µs per record "
+        "in-process and more in the running daemon (a profile below): one core of CPython "
+        "does not reach 300,000/s, and the design card rules out a compiled extension. Top "
+        "of the profile at the limit:"
     ]
-    for mode, p in prof.items():
-        if "inclusive" not in p:
-            continue
-        ours = [
-            (f, v)
-            for f, v in p["inclusive"]
-            if ("corral/" in f or "bpfkit/" in f) and not f.startswith(_WRAPPERS)
-        ]
-        top = ", ".join(f"`{f}` {v}%" for f, v in ours[:7])
-        lines.append(f"  {mode.upper()} at {p['rate']:,.0f}/s offered: {top}.")
-    caps = _capacity(ing)
+    for label, prof in (
+        ("BPF generator", syn.get("profile", {})),
+        ("open() generator", ing.get("profile", {})),
+    ):
+        for mode, p in prof.items():
+            if "inclusive" not in p:
+                continue
+            ours = [
+                (f, v)
+                for f, v in p["inclusive"]
+                if ("corral/" in f or "bpfkit/" in f) and not f.startswith(_WRAPPERS)
+            ]
+            top = ", ".join(f"`{f}` {v}%" for f, v in ours[:7])
+            lines.append(
+                f"  {mode.upper()}, {label}, at {p['rate']:,.0f}/s offered "
+                f"(CPU {p['cpu_fraction'] * 100:.0f} %): {top}."
+            )
+    caps = _capacity(syn) or _capacity(ing)
     if caps:
         lines.append(
-            f"  {_drop_cpu(ing)} The CPU per event projects a single-core capacity of "
+            f"  {_drop_cpu(ing)} The CPU per event at the best zero-drop step projects a "
+            "single-core capacity of "
             + ", ".join(f"~{v:,.0f}/s in {m.upper()}" for m, v in caps.items())
-            + ": short of 300,000/s by the per-event cost of CPython."
+            + " (an extrapolation)."
         )
     return "\n".join(lines)
 
@@ -408,14 +445,18 @@ def _why_rss(fp: dict[str, Any]) -> str:
     rss = max(r["rss_mib"] for r in runs)
     per_entry = (rss - fp.get("idle_rss_mib", 0)) * 2**20 / max(1, fp["entries_total"])
     return (
-        f"- **RSS**: {rss:.0f} MiB. An idle corrald is "
-        f"{fp.get('idle_rss_mib', float('nan')):.0f} MiB "
-        "(of it 8 MiB are the kernel's 4 MiB event ring mapped twice, ~14 MiB shared libraries, "
-        "the rest CPython and the imported modules); the agents add "
+        f"- **RSS**: {rss:.1f} MiB. An idle corrald is "
+        f"{fp.get('idle_rss_mib', float('nan')):.1f} MiB: ~45 MiB are CPython with the "
+        "modules corrald imports (asyncio with ssl/OpenSSL ~10 MiB, aiohttp ~13 MiB, the rest "
+        "structlog, yaml, cffi with the parsed header, prometheus_client and corral itself), "
+        "4 MiB the kernel's event ring (mapped once: libbpf's reader maps its data twice). "
+        "The agents add "
         f"≈ {per_entry:.0f} bytes per baseline entry for {fp['entries_total']:,} entries: "
         "their baselines and AI-BOM inventories rest compressed in memory (the bench's paths "
-        "compress unusually well: real baselines cost more), plus heap fragmentation. Below "
-        "this needs a smaller ring or baselines at rest on disk, not in memory."
+        "compress unusually well: real baselines cost more) and the start-up's decoding "
+        "leaves pymalloc arenas part-used. Below the target needs fewer imported modules "
+        "than aiohttp and asyncio bring, a smaller event ring (less burst tolerance), or "
+        "baselines at rest on disk instead of in memory."
     )
 
 
@@ -597,11 +638,13 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
         f"{ing['step_seconds']:g} s — on the tracepoint backend each one is a novel event. The "
         "rate doubles until the kernel counts drops (ring buffer full) or the daemon has not "
         "consumed every event within a short drain. Consumer path measured: "
-        "`bpfkit.RingBuffer` → `events.decode` → `Corral._on_record` (OBSERVE: learned into "
-        "the baseline and the kernel allow-list; ALERT: recorded as deviations). CPU is "
-        "corrald's user+system time over the step including the drain. Machine: "
-        f"{_machine(ing['machine'])}; the generator and corrald share its cores. Load (1 min) "
-        f"start → end: {_load(ing)}.",
+        "`bpfkit.RingReader` → `Corral._ingest` (OBSERVE: learned into the baseline and the "
+        "kernel allow-list; ALERT: recorded as deviations). CPU is corrald's user+system time "
+        "over the step including the drain; corrald runs from a production install (`pip "
+        "install .` into build/bench/venv: runtime dependencies only, as the image has). "
+        f"Machine: {_machine(ing['machine'])}; the generator and corrald share its cores, and "
+        "at these rates the generator's opens (each one running corral's hook) take most of "
+        f"a CPU. Load (1 min) start → end: {_load(ing)}.",
         "",
         "| mode | asked/s | generated/s | received | dropped in kernel | corrald CPU "
         "| CPU per 1k events/s | zero drops |",
@@ -636,13 +679,57 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
             f"- **ALERT with `events.log_events: true`** (the default: one JSON log line per "
             f"event): {logged.get('alert', 0):,.0f} events/s with zero drops."
         )
-    for mode, p in ing.get("profile", {}).items():
+    out += _profiles(ing.get("profile", {}), "open() generator")
+    syn = ing.get("synthetic", {})
+    if syn.get("steps"):
+        out += [
+            "",
+            "### corrald alone: records from a test BPF program",
+            "",
+            "**Method.** The same search, with the generator replaced by "
+            "`bench/csrc/ingest_gen.bpf.c`: a BPF program loaded with corrald's pinned event "
+            "ring as its own (`bpf_map__reuse_fd`) and run with `BPF_PROG_TEST_RUN` from the "
+            f"bench process, {syn.get('batch', 256)} records per run, paced to the rate. Each "
+            "record is a `struct corral_event` as corral's open hook writes it (a new path "
+            "every time, the agent's id, ALERT: would-deny, OBSERVE: allowed): corrald cannot "
+            "tell them apart. No process pays an open() per event on the same 2 CPUs, so this "
+            "measures the consumer. Dropped = records the ring had no room for.",
+            "",
+            "| mode | asked/s | generated/s | received | dropped | corrald CPU "
+            "| CPU per 1k events/s | zero drops |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for s_ in syn["steps"]:
+            out.append(
+                f"| {s_['mode']} | {s_['rate_asked']:,} | {s_['rate_generated']:,.0f} | "
+                f"{s_['received']:,}/{s_['generated']:,} | {s_['dropped']:,} | "
+                f"{s_['cpu_fraction'] * 100:.0f} % | {s_['cpu_pct_per_1k']:.2f} % | "
+                f"{'yes' if s_['zero_drops'] else 'no'} |"
+            )
+        out.append("")
+        caps = _capacity(syn)
+        for mode, rate in syn.get("max_zero_drop_rate", {}).items():
+            out.append(
+                f"- **{mode.upper()}**: highest sustained zero-drop rate {rate:,.0f} "
+                f"events/s; one full core at the CPU per event measured there: "
+                f"~{caps.get(mode, float('nan')):,.0f}/s (an extrapolation)."
+            )
+        out += _profiles(syn.get("profile", {}), "BPF generator")
+    if plotted:
+        out += ["", "![event ingest](benchmarks/ingest.png)"]
+    return [*out, ""]
+
+
+def _profiles(prof: dict[str, Any], label: str) -> list[str]:
+    out: list[str] = []
+    for mode, p in prof.items():
         if "self" not in p:
             continue
         out += [
             "",
-            f"Profile of corrald ({p['tool']}, {p['samples']:,} samples) in {mode.upper()} at "
-            f"{p['rate']:,.0f} events/s offered, CPU {p['cpu_fraction'] * 100:.0f} %:",
+            f"Profile of corrald ({p['tool']}, {p['samples']:,} samples) in {mode.upper()}, "
+            f"{label}, at {p['rate']:,.0f} events/s offered, CPU "
+            f"{p['cpu_fraction'] * 100:.0f} %:",
             "",
             "| self | function | | inclusive | function |",
             "|---|---|---|---|---|",
@@ -651,9 +738,7 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
         incl = [x for x in incl if not x[0].startswith(("main (", "run (", "Runner."))]
         for a, b in zip(p["self"][:12], incl[:12], strict=False):
             out.append(f"| {a[1]} % | `{a[0]}` | | {b[1]} % | `{b[0]}` |")
-    if plotted:
-        out += ["", "![event ingest](benchmarks/ingest.png)"]
-    return [*out, ""]
+    return out
 
 
 def footprint_section(fp: dict[str, Any]) -> list[str]:
@@ -816,10 +901,14 @@ def _ours(results: dict[str, Any]) -> dict[str, str]:
             f"wall {pct(e['wall_ratio']):+.1f} %"
         )
     ing = results.get("ingest", {}).get("max_zero_drop_rate", {})
-    if ing:
-        out["syscalls/s before drops"] = "novel events/s with zero drops: " + ", ".join(
+    syn = _synthetic(results.get("ingest", {}))
+    if ing or syn:
+        text = "novel events/s with zero drops, end to end: " + ", ".join(
             f"{m} {v:,.0f}" for m, v in ing.items()
         )
+        if syn:
+            text += "; corrald alone: " + ", ".join(f"{m} {v:,.0f}" for m, v in syn.items())
+        out["syscalls/s before drops"] = text
     fp = results.get("footprint", {})
     if fp.get("runs"):
         rss = max(r["rss_mib"] for r in fp["runs"])

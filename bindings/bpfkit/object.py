@@ -160,6 +160,28 @@ class BpfObject:
         return f"<BpfObject {self._label} {state}>"
 
 
+class BpfTestRunOpts(ctypes.Structure):
+    """``struct bpf_test_run_opts`` from <bpf/bpf.h>; ``sz`` must be set."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
 class Program:
     """A BPF program inside a :class:`BpfObject`."""
 
@@ -210,6 +232,19 @@ class Program:
     @property
     def expected_attach_type(self) -> AttachType | int:
         return _enum_or_int(AttachType, lib.bpf_program__expected_attach_type(self._handle()))
+
+    def test_run(self, ctx: bytes = b"") -> int:
+        """Runs the loaded program once in the kernel (``BPF_PROG_TEST_RUN``) with ``ctx`` as
+        its context (for raw_tp programs: the u64 arguments); returns its return value. For
+        the program types the kernel can test-run (raw_tp, syscall, XDP, skb, ...)."""
+        buf = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+        opts = BpfTestRunOpts(sz=ctypes.sizeof(BpfTestRunOpts))
+        if buf is not None:
+            opts.ctx_in = ctypes.cast(buf, ctypes.c_void_p)
+            opts.ctx_size_in = len(ctx)
+        op = f"test-run program '{self.name}'"
+        check_int(lib.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts)), op)
+        return int(opts.retval)
 
     def attach(self) -> Link:
         """Attach by section (lsm/, fentry/, tp_btf/, raw_tp/, tracepoint/, kprobe/, ...)."""

@@ -153,6 +153,7 @@ class RingReader:
         self.max_batch = max_batch
         self.joined = 0  # records that straddled the end of the ring (joined from two pieces)
         self._size = size
+        self._page = page
         self._cons_map = mmap.mmap(self.fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         # the producer page, then the data pages once. The kernel offers them twice in a row
         # (libbpf maps both, so that a record that wraps is contiguous), but every mapped page
@@ -174,8 +175,11 @@ class RingReader:
         cons = self._cons[0]
         prod = self._prod[0]
         out: list[bytes] = []
-        data, words, mask, size = self._data, self._words, self._mask, self._size
-        while cons < prod and len(out) < self.max_batch:
+        add = out.append
+        words, mask, size, page = self._words, self._mask, self._size, self._page
+        mm = self._prod_map  # slicing the mmap copies straight into a bytes object
+        limit = self.max_batch
+        while cons < prod and len(out) < limit:
             off = cons & mask
             header = words[off >> 2]
             if header & _BUSY_BIT:
@@ -185,9 +189,9 @@ class RingReader:
                 start = off + _HDR_SZ  # headers are 8-aligned: one never wraps
                 end = start + length
                 if end <= size:
-                    out.append(bytes(data[start:end]))
+                    add(mm[page + start : page + end])
                 else:
-                    out.append(bytes(data[start:]) + bytes(data[: end - size]))
+                    add(mm[page + start : page + size] + mm[page : page + end - size])
                     self.joined += 1
             cons += (length + _HDR_SZ + 7) & ~7
         self._cons[0] = cons

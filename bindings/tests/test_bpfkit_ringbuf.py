@@ -242,3 +242,16 @@ async def test_reader_run_hands_batches_to_the_loop(tracing: BpfObject) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     assert GETPPID_NR is None or any(decode(r)[1] == GETPPID_NR for r in got)
+
+
+@needs_tso
+def test_test_run_runs_a_raw_tp_program_with_the_given_arguments(tracing: BpfObject) -> None:
+    """Program.test_run (BPF_PROG_TEST_RUN): the raw_tp program sees the u64 arguments given
+    as its context, here a made-up syscall number, and its record reaches the ring."""
+    prog = tracing.programs["trace_sys_enter"]
+    with RingReader(tracing.maps["events"]) as reader:
+        while reader.read():
+            pass
+        assert prog.test_run(struct.pack("<QQ", 0, 987_654)) == 0
+        got = [decode(r) for r in reader.read()]
+    assert (os.getpid(), 987_654) in got

@@ -23,7 +23,9 @@ from .service import Conflict
 
 log = structlog.get_logger("corral.agents")
 
-SCHEMA = 1
+# 2: deviations as arrays in Deviation's field order (1: as objects; still read)
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 HISTORY_MAX = 200
 DEVIATIONS_MAX = 2000
 
@@ -160,7 +162,13 @@ class Agent:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Agent:
-        devs = sorted((Deviation(**v) for v in d.pop("deviations", [])), key=lambda v: v.last_seen)
+        devs = sorted(
+            (
+                Deviation(**v) if isinstance(v, dict) else Deviation(*v)
+                for v in d.pop("deviations", [])
+            ),
+            key=lambda v: v.last_seen,
+        )
         a = cls(**d)
         a.deviations = OrderedDict((v.key, v) for v in devs)
         return a
@@ -168,12 +176,13 @@ class Agent:
 
 # an agent's fields (containers copied) and its deviations as tuples (Deviation's field order)
 AgentSnapshot = tuple[dict[str, Any], list[tuple[Any, ...]]]
-_DEVIATION_FIELDS = ("dimension", "object", "count", "first_seen", "last_seen", "verdict", "comm")
 
 
 def _agent_json(snapshot: AgentSnapshot) -> dict[str, Any]:
+    """The registry's form of an agent: its deviations as arrays (no object per deviation
+    to build, and json's C encoder writes tuples as they are)."""
     fields, devs = snapshot
-    return {**fields, "deviations": [dict(zip(_DEVIATION_FIELDS, d, strict=True)) for d in devs]}
+    return {**fields, "deviations": devs}
 
 
 def promotion_due(
@@ -224,7 +233,7 @@ class Registry:
     def load(self) -> None:
         try:
             doc = json.loads(self.path.read_text())
-            if doc.get("schema") != SCHEMA:
+            if doc.get("schema") not in READABLE_SCHEMAS:
                 raise ValueError(f"unknown schema {doc.get('schema')!r}")
             self._next_list = int(doc["next_list"])
             self.agents = {a["name"]: Agent.from_json(a) for a in doc["agents"]}
@@ -253,17 +262,33 @@ class Registry:
         return self._next_list, agents
 
     @staticmethod
-    def encode(snapshot: RegistrySnapshot) -> bytes:
-        """The registry file: one agent per line (json's C encoder; an indented document
+    def encode_agent(snapshot: AgentSnapshot) -> str:
+        """One agent's line of the registry file (json's C encoder: an indented document
         takes its pure-Python one, several times slower)."""
-        next_list, agents = snapshot
-        lines = ",\n".join(json.dumps(_agent_json(a), sort_keys=True) for a in agents)
+        return json.dumps(_agent_json(snapshot), sort_keys=True)
+
+    @staticmethod
+    def document(next_list: int, lines: list[str]) -> bytes:
+        """The registry file from its agents' lines: one agent per line."""
         head = json.dumps({"next_list": next_list, "schema": SCHEMA})[:-1]
-        return f'{head}, "agents": [\n{lines}\n]}}\n'.encode()
+        body = ",\n".join(lines)
+        return f'{head}, "agents": [\n{body}\n]}}\n'.encode()
+
+    @classmethod
+    def encode(cls, snapshot: RegistrySnapshot) -> bytes:
+        next_list, agents = snapshot
+        return cls.document(next_list, [cls.encode_agent(a) for a in agents])
 
     def write(self, snapshot: RegistrySnapshot) -> None:
         """Writes a snapshot crash-safe (the caller marks dirty again if this raises)."""
-        atomic_write(self.path, self.encode(snapshot))
+        self.write_bytes(self.encode(snapshot))
+
+    def write_bytes(self, data: bytes) -> None:
+        atomic_write(self.path, data)
+
+    @property
+    def next_list(self) -> int:
+        return self._next_list
 
     def get(self, name: str) -> Agent | None:
         return self.agents.get(name)

@@ -71,6 +71,7 @@ class Layout(NamedTuple):
     unpack: Any  # struct.Struct.unpack_from of the record
     size: int
     index: dict[str, int]
+    hot_unpack: Any  # only HOT_FIELDS, in this order (what corrald's consumer reads each time)
     dims: tuple[str, ...]  # by the dim byte (every value 0-255 has a name)
     verdicts: tuple[str, ...]
     modes: tuple[str, ...]
@@ -79,6 +80,10 @@ class Layout(NamedTuple):
 
 def _byte_names(known: tuple[str, ...], unknown: str) -> tuple[str, ...]:
     return tuple(known[i] if i < len(known) else f"{unknown}{i}" for i in range(256))
+
+
+# the fields corrald's consumer reads from every record, in the header's order
+HOT_FIELDS = ("ts_ns", "cgroup_id", "agent", "pid", "dim", "verdict", "comm", "path")
 
 
 @cache
@@ -90,10 +95,13 @@ def layout() -> Layout:
         tuple(name for bit, name in sorted(EVENT_FLAGS.items()) if value & bit)
         for value in range(256)
     )
+    hot, hot_names = layout_mod.unpacker("struct corral_event", HOT_FIELDS)
+    assert hot_names == HOT_FIELDS, hot_names
     return Layout(
         packer.unpack_from,
         packer.size,
         {n: i for i, n in enumerate(names)},
+        hot.unpack_from,
         _byte_names(DIMS, "dim"),
         _byte_names(VERDICTS, ""),
         _byte_names(MODES, ""),

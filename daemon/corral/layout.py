@@ -133,19 +133,29 @@ _INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 
 
 @cache
-def unpacker(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
+def unpacker(
+    ctype: str, only: tuple[str, ...] | None = None
+) -> tuple[struct.Struct, tuple[str, ...]]:
     """(struct.Struct, field names) reading every field of ctype in one call: the hot path's
     decoder (a cffi copy plus one attribute access per field costs several times more).
+    With `only`, just those fields (in the header's order; the others are skipped as pad
+    bytes): fewer Python objects per record where a reader needs a few fields.
 
     The format is derived here from cffi's view of the header (offsets, sizes, signedness,
     array lengths; padding as pad bytes), never written by hand. Integer fields come back as
     ints, arrays as bytes (NUL padding included)."""
     f = ffi()
     t = f.typeof(ctype)
+    if only is not None:
+        unknown = set(only) - {name for name, _ in t.fields}
+        if unknown:
+            raise KeyError(f"{ctype} has no field {sorted(unknown)[0]!r}")
     parts = ["="]  # native byte order, no implicit alignment: every gap is explicit
     names: list[str] = []
     pos = 0
     for name, field in t.fields:
+        if only is not None and name not in only:
+            continue
         ft = field.type
         if field.offset > pos:
             parts.append(f"{field.offset - pos}x")

@@ -591,10 +591,8 @@ class Corral:
         AI-BOM candidates); deviations are counted per agent per batch; the event ring keeps
         the record itself and builds its dict only when it is read (_record)."""
         lay = events.layout()
-        unpack, size, ix = lay.unpack, lay.size, lay.index
+        unpack, hot, size = lay.unpack, lay.hot_unpack, lay.size
         dims, verdicts = lay.dims, lay.verdicts
-        i_agent, i_dim, i_verdict, i_path = ix["agent"], ix["dim"], ix["verdict"], ix["path"]
-        i_comm, i_pid, i_ts, i_cg = ix["comm"], ix["pid"], ix["ts_ns"], ix["cgroup_id"]
         by_id, bindings, offset = self.by_id, self.bindings, self._boot_offset
         exes, comms = self._exe_cache_now(), self._comm_cache
         if len(comms) > 4096:
@@ -615,45 +613,41 @@ class Corral:
                 self._undecodable(len(rec), size)
                 continue
             n += 1
-            v = unpack(rec)
-            agent = by_id.get(v[i_agent])
+            ts, cgid, agent_id, pid, d, vi, raw_comm, raw = hot(rec)  # events.HOT_FIELDS
+            agent = by_id.get(agent_id)
             if agent is None:
                 continue
-            dim = dims[v[i_dim]]
+            dim = dims[d]
             ev: events.Event | None = None
             path: str | None = None
-            raw = v[i_comm]
-            comm = comms.get(raw)
+            comm = comms.get(raw_comm)
             if comm is None:
-                comm = comms[raw] = events.cstr(raw)
+                comm = comms[raw_comm] = events.cstr(raw_comm)
             if dim == "connect":
-                ev = events.from_fields(v, offset, None, comm)
+                ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
             else:
-                raw = v[i_path]
                 end = raw.find(b"\0")
                 obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
-            verdict = verdicts[v[i_verdict]]
+            verdict = verdicts[vi]
             if verdict != "allowed":
                 if agent is not dev_agent:
                     dev_agent, dev_list = deviations.setdefault(agent.id, (agent, []))
-                dev_list.append((dim, obj, verdict, (v[i_ts] + offset) / 1e9, comm))
+                dev_list.append((dim, obj, verdict, (ts + offset) / 1e9, comm))
             elif agent.modes.get(dim) == "observe":
-                ev = ev or events.from_fields(v, offset, path, comm)
+                ev = ev or events.from_fields(unpack(rec), offset, path, comm)
                 self._learn(agent, ev)
-            pid = v[i_pid]
             if pid != last_exe[0] or comm != last_exe[1]:
                 exe = exes.get((pid, comm))
                 if exe is None:
                     exe = exes[(pid, comm)] = _exe(pid)
                 last_exe = (pid, comm, exe)
-            cgid = v[i_cg]
             if cgid != last_cg[0]:
                 b = bindings.get(cgid)
                 last_cg = (cgid, (b.namespace, b.pod, b.container) if b else _NO_POD)
             publish((agent.name, rec, path, last_exe[2], last_cg[1]))
             if dim != "open" or interesting(obj):
-                self._aibom_event(agent, ev or events.from_fields(v, offset, path, comm))
+                self._aibom_event(agent, ev or events.from_fields(unpack(rec), offset, path, comm))
         self.events_total += n
         for agent, seen in deviations.values():
             agent.record_deviations(seen)
@@ -855,13 +849,24 @@ class Corral:
                     error=str(e),
                 )
         if self.registry.dirty:
-            # snapshot in the loop (events change the agents' tables), write in a thread
-            data = self.registry.snapshot()
-            try:
-                await asyncio.to_thread(self.registry.write, data)
-            except OSError as e:
-                self.registry.dirty = True
-                log.error("saving the agent registry failed; will retry", error=str(e))
+            await self._save_registry()
+
+    async def _save_registry(self) -> None:
+        """Agent by agent in the loop (where events change their tables: each one copied and
+        encoded in a few ms, the event consumer running in between), the file written in a
+        thread. An agent changed meanwhile marks the registry dirty again: the next save."""
+        reg = self.registry
+        reg.dirty = False
+        next_list, lines = reg.next_list, []
+        for agent in sorted(reg.agents.values(), key=lambda a: a.id):
+            if reg.agents.get(agent.name) is agent:  # not removed meanwhile
+                lines.append(reg.encode_agent(agent.snapshot()))
+            await asyncio.sleep(0)
+        try:
+            await asyncio.to_thread(reg.write_bytes, reg.document(next_list, lines))
+        except OSError as e:
+            reg.dirty = True
+            log.error("saving the agent registry failed; will retry", error=str(e))
 
     # ---- Controller -------------------------------------------------------------------------
 

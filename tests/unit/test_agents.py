@@ -66,3 +66,33 @@ def test_registry_snapshot_is_what_save_writes(tmp_path: Path) -> None:
     again.load()
     assert again.agents["snap"].to_json() == a.to_json()
     assert json.loads(reg.path.read_bytes())["next_list"] == reg._next_list
+
+
+def test_schema_1_registries_are_read_and_rewritten_as_schema_2(tmp_path: Path) -> None:
+    """Schema 1 kept deviations as objects (before comm existed, without it); schema 2 keeps
+    them as arrays in Deviation's field order."""
+    reg = Registry(tmp_path)
+    a = reg.create("old", mode="alert", auto_promote=False, source="local")
+    doc = json.loads(Registry.encode(reg.snapshot()))
+    doc["schema"] = 1
+    doc["agents"][0]["deviations"] = [
+        {"dimension": "open", "object": "/etc/shadow", "count": 3, "first_seen": 1.0,
+         "last_seen": 5.0, "verdict": "would-deny"},
+        {"dimension": "exec", "object": "/bin/nc", "count": 1, "first_seen": 2.0,
+         "last_seen": 2.0, "verdict": "denied", "comm": "sh"},
+    ]  # fmt: skip
+    reg.path.write_text(json.dumps(doc))
+    old = Registry(tmp_path)
+    old.load()
+    devs = old.agents["old"].deviations
+    assert list(devs) == ["exec\0/bin/nc", "open\0/etc/shadow"]  # least recently seen first
+    assert devs["open\0/etc/shadow"].count == 3 and devs["open\0/etc/shadow"].comm == ""
+    old.save()
+    written = json.loads(reg.path.read_bytes())
+    assert written["schema"] == 2
+    assert written["agents"][0]["deviations"][1] == [
+        "open", "/etc/shadow", 3, 1.0, 5.0, "would-deny", ""
+    ]  # fmt: skip
+    again = Registry(tmp_path)
+    again.load()
+    assert again.agents["old"].to_json() == old.agents["old"].to_json() != a.to_json()

@@ -4,11 +4,14 @@ endpoints, and rule-file validation errors that name the file, the rule and the 
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corral import aibom
 from corral.aibom import RulesError, load_rules, parse_rules
@@ -299,3 +302,22 @@ def test_exec_prefilter_changes_no_answer(rules: aibom.Rules, argv: list[str] | 
     for name in sorted(names):
         for exe in (f"/usr/bin/{name}", name):
             assert rules.classify_exec(exe, argv) == ref.classify_exec(exe, argv), exe
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["a", "B", "/", ".", "site-packages", "Dist-Packages", "node_modules"]
+            + [e.upper() for e in (".gguf", ".pt")]
+            + [".safetensors", "x.pth"]
+        ),
+        max_size=8,
+    ).map("".join)
+)
+def test_prefilter_is_the_case_blind_package_dir_or_model_extension_test(path: str) -> None:
+    """maybe_interesting (string methods, on every open event) says what this regex says."""
+    rules = load_rules([])
+    exts = sorted({e for r in rules.models for e in r.extensions})
+    dirs = "|".join(map(re.escape, (*aibom.PYTHON_DIRS, aibom.NPM_DIR)))
+    ref = re.compile(rf"/({dirs})/|" + "|".join(re.escape(e) + r"\Z" for e in exts), re.I)
+    assert rules.maybe_interesting(path) == (ref.search(path) is not None)

@@ -176,3 +176,18 @@ def test_exact_key_bytes_refuses_what_exact_key_refuses() -> None:
     for bad in (b"a\0b", b"/" + b"x" * 255):
         with pytest.raises(ValueError):
             kernel.exact_key_bytes(1, bad)
+
+
+def test_unpacker_of_some_fields_reads_them_where_the_whole_one_does() -> None:
+    import random
+
+    whole, names = layout.unpacker("struct corral_event")
+    hot, hot_names = layout.unpacker("struct corral_event", events.HOT_FIELDS)
+    assert hot_names == events.HOT_FIELDS and hot.size == whole.size
+    rng = random.Random(3)
+    for _ in range(50):
+        raw = bytes(rng.randrange(256) for _ in range(whole.size))
+        full = dict(zip(names, whole.unpack(raw), strict=True))
+        assert hot.unpack(raw) == tuple(full[n] for n in events.HOT_FIELDS)
+    with pytest.raises(KeyError):
+        layout.unpacker("struct corral_event", ("no_such_field",))
