@@ -118,12 +118,18 @@ def _read_all(fd: int) -> str:
 
 
 def search(
-    run: Callable[[int], dict[str, Any]], label: str, start_rate: int, max_rate: int
+    run: Callable[[int], dict[str, Any]],
+    label: str,
+    start_rate: int,
+    max_rate: int,
+    refinements: int = 2,
 ) -> tuple[float, list[dict[str, Any]], int]:
-    """The highest zero-drop rate: doubling from start_rate until a step drops, then once
-    between the last two. Returns (best generated rate, the steps, the last rate asked)."""
+    """The highest zero-drop rate: doubling from start_rate until a step drops, then halving
+    the bracket between the best zero-drop rate and the lowest dropping one `refinements`
+    times. Returns (best generated rate, the steps, the last rate asked)."""
     steps: list[dict[str, Any]] = []
-    rate, best, refined = start_rate, 0.0, False
+    lo, hi = 0, 0  # the highest zero-drop rate asked, the lowest dropping one (0: none yet)
+    best, rate, refined = 0.0, start_rate, 0
     while rate <= max_rate:
         s = run(rate)
         steps.append(s)
@@ -134,15 +140,19 @@ def search(
         )
         if s["zero_drops"]:
             best = max(best, s["rate_generated"])
-            if s["rate_generated"] < 0.9 * rate or refined:
-                break  # the generator is the limit, or the limit is bracketed
-            rate *= 2
-        elif refined or rate == start_rate:
-            break
+            if s["rate_generated"] < 0.9 * rate:
+                break  # the generator is the limit
+            lo = max(lo, rate)
         else:
-            rate, refined = rate * 3 // 4, True  # once: between the last two steps
-    return best, steps, rate
-
+            hi = min(hi, rate) if hi else rate
+        if not hi:
+            rate *= 2
+            continue
+        if not lo or refined == refinements:
+            break  # drops from the first step, or bracketed closely enough
+        refined += 1
+        rate = (lo + hi) // 2
+    return best, steps, min(rate, max_rate)
 
 def measure_synthetic(
     d: Corrald, modes: tuple[str, ...], seconds: float, tag: str, start_rate: int, max_rate: int
