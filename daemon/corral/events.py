@@ -57,12 +57,10 @@ class Event(NamedTuple):
         return d
 
 
-def _cstr(raw: bytes) -> str:
+def cstr(raw: bytes) -> str:
+    """A NUL-padded C string from the kernel as text (undecodable bytes kept)."""
     end = raw.find(b"\0")
     return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
-
-
-cstr = _cstr
 
 
 class Layout(NamedTuple):
@@ -136,7 +134,7 @@ def from_fields(
         v[ix["tid"]],
         v[ix["ppid"]],
         v[ix["uid"]],
-        _cstr(v[ix["comm"]]) if comm is None else comm,
+        cstr(v[ix["comm"]]) if comm is None else comm,
         dim,
         lay.verdicts[v[ix["verdict"]]],
         lay.modes[v[ix["mode"]]],
@@ -145,7 +143,7 @@ def from_fields(
         v[ix["err"]],
     )
     if dim != "connect":
-        return Event(*common, _cstr(v[ix["path"]]) if path is None else path)
+        return Event(*common, cstr(v[ix["path"]]) if path is None else path)
     raw = v[ix["addr"]]
     if v[ix["family"]] == socket.AF_INET:
         family, addr = "inet", socket.inet_ntop(socket.AF_INET, raw[:4])

@@ -45,10 +45,11 @@ def release_memory() -> None:
 
 def freeze_startup_objects() -> None:
     """Moves every object alive now (imported modules, the agents and baselines loaded at
-    start-up) out of the garbage collector's generations. Its full collections, triggered by
-    the allocations of the event consumer, then walk only what was made since, not the
-    hundreds of thousands of long-lived objects (they went to the sampled profile of the
-    consumer's hottest function). Frozen objects are still freed by reference counting; only
-    a cycle among them would never be collected."""
+    start-up) out of the garbage collector's generations: its full collections, triggered by
+    the allocations of the event consumer, then walk only what was made since, not every
+    long-lived object (with 100 agents, hundreds of thousands). Measured at 120k events/s:
+    no difference in corrald's CPU with the collector off, so this bounds pauses rather than
+    saving throughput. Frozen objects are still freed by reference counting; only a cycle
+    among them would never be collected."""
     gc.collect()
     gc.freeze()
