@@ -113,6 +113,11 @@ def _touch(
     return before != (rec["first_seen"], rec["last_seen"], len(rec["via"]), rec["denied"])
 
 
+def _host_hash(address: str) -> int:
+    """32 bits of hash(): a collision only costs a thaw that finds nothing."""
+    return hash(address) & 0xFFFFFFFF
+
+
 @dataclass(frozen=True)
 class _Rest:
     """An inventory at rest: its tables as one compressed JSON document (the file's own
@@ -123,7 +128,7 @@ class _Rest:
     blob: bytes
     ai: bool
     rules: Rules
-    hosts: array  # sorted hash() of every host endpoint's address
+    hosts: array  # sorted _host_hash of every host endpoint's address
     names_version: int
 
     def may_name(self, names: HostNames) -> bool:
@@ -131,7 +136,7 @@ class _Rest:
         if names.version == self.names_version:
             return False
         for a in names.by_address:
-            h = hash(a)
+            h = _host_hash(a)
             i = bisect.bisect_left(self.hosts, h)
             if i < len(self.hosts) and self.hosts[i] == h:
                 return True
@@ -162,7 +167,7 @@ class Inventory:
         if self.resting is not None:
             return
         tables = {k: self.__dict__[k] for k in TABLES}
-        hosts = array("q", sorted({hash(r["address"]) for r in self.endpoints.values()
+        hosts = array("I", sorted({_host_hash(r["address"]) for r in self.endpoints.values()
                                    if not r["network"]}))  # fmt: skip
         blob = zlib.compress(json.dumps(tables).encode(), 1)
         for k in TABLES:
@@ -567,16 +572,16 @@ class AibomTracker:
 
     def _derive(self, agent: str, b: Baseline) -> None:
         self._inv(agent)
-        for path, prefix, e in b.path_entries("open"):
+        for path, prefix, e in b.iter_path_entries("open"):
             seen = Sight(e.last_seen, "baseline", first=e.first_seen)
             if prefix:
                 self._prefix(agent, path, seen)
             else:
                 self._path(agent, path, seen)
-        for path, prefix, e in b.path_entries("exec"):
+        for path, prefix, e in b.iter_path_entries("exec"):
             if not prefix:
                 self._exec(agent, path, None, Sight(e.last_seen, "baseline", first=e.first_seen))
-        for net, port, e in b.net_entries():
+        for net, port, e in b.iter_net_entries():
             self._endpoint(agent, net, port, Sight(e.last_seen, "baseline", first=e.first_seen))
 
     def _prefix(self, agent: str, prefix: str, seen: Sight) -> None:

@@ -179,7 +179,9 @@ class Corral:
         self.baselines = {}
         stale: dict[str, set[int]] = {}  # adopted lists swapped out (see _sync_agent)
         for name in await asyncio.to_thread(self.store.names):
-            b = await asyncio.to_thread(self.store.load, name)
+            # an agent learning in no dimension loads at rest: its entries never become objects
+            rest = self._may_rest(name)
+            b = await asyncio.to_thread(functools.partial(self.store.load, name, rest=rest))
             if b is not None:
                 self.baselines[name] = b
                 self._bring_up(name, stale)
@@ -256,7 +258,9 @@ class Corral:
             self._ensure_baseline(name)
             self._sync_agent(agent, swap=self.kernel.adopted, stale=stale)
         self.aibom_tracker.sync_baselines()
-        if self._rest(name):
+        self._rest(name)
+        b = self.baselines.get(name)
+        if b is not None and b.frozen:
             self.aibom_tracker.rest(name, quiet=0)  # its AI-BOM records rest with it
 
     def _may_rest(self, name: str) -> bool:

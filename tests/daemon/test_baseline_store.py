@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from corral.baseline import (
     BaselineRules,
     BaselineStore,
     CorruptBaseline,
+    _decode_resting,
     atomic_write,
     decode_file,
+    decode_payload,
     encode_file,
     encode_payload,
     file_name,
@@ -489,3 +492,113 @@ def test_a_resting_baseline_thaws_on_use_and_keeps_learning() -> None:
     revision = b.revision
     b.freeze()
     assert b.revision == revision and b.kernel_entries("connect") == [("10.0.0.1/32", 443)]
+
+
+# ---- loading at rest: the entries streamed into the blob, never objects ------------------------
+
+
+def _inflated(b: Baseline) -> tuple[bytes, dict]:
+    assert b._frozen is not None
+    return zlib.decompress(b._frozen[0]), b._frozen[1]
+
+
+def _readers(b: Baseline) -> tuple:
+    return (
+        [b.kernel_entries(d) for d in ("exec", "open", "connect")],
+        [b.path_entries(d) for d in ("exec", "open")],
+        b.net_entries(),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_event, max_size=60), st.integers(1, 5))
+def test_property_loading_at_rest_is_decode_then_freeze(events: list, threshold: int) -> None:
+    rules = BaselineRules(collapse_threshold=threshold, collapse_min_depth=1)
+    b = Baseline("prop/agent", rules=rules, learning_since=T0)
+    for e in events:
+        b.observe(e)
+    b.add("open", "/srv/imported/data", "imported", T0)
+    payload = encode_payload(b)
+    assert _decode_resting(payload, rules) is not None  # what corral writes: streamed
+    resting = decode_payload(payload, rules, rest=True)
+    full = decode_payload(payload, rules)
+    live = _readers(full)
+    full.freeze()
+    assert resting.frozen
+    assert _inflated(resting) == _inflated(full)
+    assert resting.summary() == full.summary() == b.summary()
+    # what start-up reads from a resting baseline comes from the blob: it stays at rest
+    assert _readers(resting) == live
+    assert resting.frozen
+    assert encode_payload(resting) == payload
+    assert resting.to_dict() == b.to_dict()  # thaws
+
+
+def _repacked(payload: bytes, change) -> bytes:
+    data = msgpack.unpackb(payload, raw=False)
+    change(data)
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def _sample() -> Baseline:
+    b = Baseline("rest/agent", learning_since=T0)
+    for i in range(50):
+        b.add("open", f"/srv/app/mod_{i:03d}.py", "learned", T0 + i)
+    b.add("open", "/srv/app/cache/", "accepted", T0, prefix=True)
+    b.add("exec", "/usr/bin/git", "learned", T0)
+    b.add("connect", ("10.0.0.0/8", 443), "learned", T0)
+    b.add("connect", ("::ffff:10.1.2.3", 80), "learned", T0)
+    return b
+
+
+@pytest.mark.parametrize(
+    ("change", "streamed"),
+    [
+        (lambda d: d["open"].reverse(), False),  # rows out of order
+        (lambda d: d["open"].append(list(d["open"][0])), False),  # a duplicate row
+        (lambda d: d.update(exec=d.pop("exec")), False),  # tables in another order
+        # forms each row is written back in: streamed, normalised as the full decode does
+        (lambda d: d["connect"].__setitem__(0, ["10.9.9.9/8", *d["connect"][0][1:]]), True),
+        (lambda d: [r.pop() for r in d["open"]], True),  # schema 1 rows: no origin
+    ],
+    ids=["reversed", "duplicate", "table-order", "host-bits", "schema-1-rows"],
+)
+def test_loading_at_rest_is_the_full_decode_for_rows_it_would_not_write(change, streamed) -> None:
+    """Rows that are not what freeze() writes (hand-made or older files) give the same
+    resting baseline as the full decode, never a blob with other bytes."""
+    payload = _repacked(encode_payload(_sample()), change)
+    assert (_decode_resting(payload, None) is not None) is streamed
+    resting = decode_payload(payload, rest=True)
+    full = decode_payload(payload)
+    full.freeze()
+    assert resting.frozen
+    assert _inflated(resting) == _inflated(full)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["open"].__setitem__(0, ["not bytes", False, 1.0, 1.0, 1, "learned", None]),
+        lambda d: d["open"].__setitem__(0, [b"/x", False, 1.0, 1.0, 1, "invented", None]),
+        lambda d: d.pop("connect"),
+        lambda d: d.update(open={"a": 1}),
+    ],
+    ids=["path-not-bytes", "unknown-source", "table-missing", "table-not-a-list"],
+)
+def test_loading_at_rest_rejects_what_the_full_decode_rejects(change) -> None:
+    payload = _repacked(encode_payload(_sample()), change)
+    with pytest.raises(CorruptBaseline):
+        decode_payload(payload)
+    with pytest.raises(CorruptBaseline):
+        decode_payload(payload, rest=True)
+
+
+def test_store_loads_at_rest(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    b = _sample()
+    store.save(b)
+    loaded = store.load("rest/agent", rest=True)
+    assert loaded is not None and loaded.frozen
+    assert loaded.summary() == b.summary()
+    assert loaded.kernel_entries("open") == b.kernel_entries("open")
+    assert loaded.frozen
