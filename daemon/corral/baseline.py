@@ -901,19 +901,20 @@ class Baseline:
         baseline reads them from its blob and stays at rest."""
         if dimension not in (*PATH_DIMENSIONS, "connect"):
             raise ValueError(f"unknown dimension {dimension!r}")
+        if dimension == "connect":
+            if self._frozen is not None:
+                return [(c, p) for c, p, *_ in _blob_rows(self._frozen[0], "connect")]
+            return [(str(n), p) for n, p in sorted(self._net.entries, key=net_sort_key)]
+        return list(self.kernel_paths(dimension)), list(self.kernel_paths(dimension, prefix=True))
+
+    def kernel_paths(self, dimension: str, *, prefix: bool = False) -> Iterator[str]:
+        """The exact paths (or the "dir/" prefixes) of kernel_entries, one at a time: a
+        resting baseline streams them from its blob and stays at rest."""
         if self._frozen is not None:
             rows = _blob_rows(self._frozen[0], dimension)
-            if dimension == "connect":
-                return [(cidr, port) for cidr, port, *_ in rows]
-            exact: list[str] = []
-            prefixes: list[str] = []
-            for raw, pre, *_ in rows:
-                (prefixes if pre else exact).append(_ps(raw))
-            return exact, prefixes
-        if dimension == "connect":
-            return [(str(n), p) for n, p in sorted(self._net.entries, key=net_sort_key)]
+            return (_ps(raw) for raw, pre, *_ in rows if bool(pre) is prefix)
         ps = self._paths[dimension]
-        return sorted(ps.exact), sorted(ps.prefixes)
+        return iter(sorted(ps.prefixes if prefix else ps.exact))
 
     def path_entries(self, dimension: str) -> list[tuple[str, bool, Entry]]:
         """(path, is_prefix, entry), sorted by path."""

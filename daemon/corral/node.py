@@ -300,8 +300,8 @@ class Corral:
         assert self.kernel is not None
         b = self.baselines[agent.name]
         lists = lists or agent.lists
-        for dim in ("exec", "open"):
-            exact, prefixes = b.kernel_entries(dim)
+        for dim in ("exec", "open"):  # streamed: a resting baseline's paths never all exist
+            exact, prefixes = b.kernel_paths(dim), b.kernel_paths(dim, prefix=True)
             self.kernel.allow_paths(dim, lists[dim], exact, prefixes)
         self.kernel.allow_net(lists["connect"], b.kernel_entries("connect"))
         self._pushed[agent.name] = (id(b), b.revision)
