@@ -924,8 +924,7 @@ class Baseline:
         """path_entries one at a time; a resting baseline streams them from its blob (and
         stays at rest)."""
         if self._frozen is not None:
-            rows = _blob_rows(self._frozen[0], dimension)
-            return ((_ps(raw), bool(pre), _entry_of(row)) for raw, pre, *row in rows)
+            return map(_path_of, _blob_rows(self._frozen[0], dimension))
         ps = self._paths[dimension]
         out = [(p, False, e) for p, e in ps.exact.items()]
         out += [(p, True, e) for p, e in ps.prefixes.items()]
@@ -938,8 +937,7 @@ class Baseline:
     def iter_net_entries(self) -> Iterator[tuple[Network, int, Entry]]:
         """net_entries one at a time (streamed from the blob at rest, as iter_path_entries)."""
         if self._frozen is not None:
-            rows = _blob_rows(self._frozen[0], "connect")
-            return ((normalise_network(c), p, _entry_of(row)) for c, p, *row in rows)
+            return map(_net_of, _blob_rows(self._frozen[0], "connect"))
         keys = sorted(self._net.entries, key=net_sort_key)
         return ((n, p, self._net.entries[(n, p)]) for n, p in keys)
 
@@ -1042,18 +1040,47 @@ def _entry_of(row: list[Any]) -> Entry:
 _ENTRY_TABLES = (*PATH_DIMENSIONS, "connect", "unenforceable")
 
 
+# One stored row per table, written and read by these alone: (path, is prefix, entry), (network,
+# port, entry), (dimension, object, reason, entry); the entry's fields follow.
+
+
+def _path_row(path: str, prefix: bool, e: Entry) -> list[Any]:
+    return [_pb(path), prefix, *_entry_row(e)]
+
+
+def _net_row(net: Network, port: int, e: Entry) -> list[Any]:
+    return [str(net), port, *_entry_row(e)]
+
+
+def _unenforceable_row(u: Unenforceable) -> list[Any]:
+    return [u.dimension, _pb(u.object), u.reason, *_entry_row(u.entry)]
+
+
+def _path_of(row: list[Any]) -> tuple[str, bool, Entry]:
+    raw, pre, *rest = row
+    return _ps(raw), bool(pre), _entry_of(rest)
+
+
+def _net_of(row: list[Any]) -> tuple[Network, int, Entry]:
+    cidr, port, *rest = row
+    return normalise_network(cidr), int(port), _entry_of(rest)
+
+
+def _unenforceable_of(row: list[Any]) -> Unenforceable:
+    dim, raw, reason, *rest = row
+    return Unenforceable(dim, _ps(raw), reason, _entry_of(rest))
+
+
 def _entry_rows(b: Baseline, table: str) -> tuple[int, Iterator[list[Any]]]:
     """(row count, the rows) of one stored table, made one at a time."""
     if table in PATH_DIMENSIONS:
         paths = b.path_entries(table)
-        return len(paths), ([_pb(p), pre, *_entry_row(e)] for p, pre, e in paths)
+        return len(paths), (_path_row(*p) for p in paths)
     if table == "connect":
         nets = b.net_entries()
-        return len(nets), ([str(n), p, *_entry_row(e)] for n, p, e in nets)
+        return len(nets), (_net_row(*n) for n in nets)
     unenf = b.unenforceable
-    return len(unenf), (
-        [u.dimension, _pb(u.object), u.reason, *_entry_row(u.entry)] for u in unenf
-    )
+    return len(unenf), (_unenforceable_row(u) for u in unenf)
 
 
 def _encode_entries(b: Baseline) -> dict[str, Any]:
@@ -1152,13 +1179,15 @@ def _decode_entries(b: Baseline, data: dict[str, Any]) -> None:
     """Fills b from data's tables, emptying them."""
     for d in PATH_DIMENSIONS:
         ps = b._paths[d]
-        for raw, pre, *row in _taken(data, d):
-            ps.put(_ps(raw), _entry_of(row), prefix=bool(pre))
-    for cidr, port, *row in _taken(data, "connect"):
-        b._net.put((normalise_network(cidr), int(port)), _entry_of(row))
-    for dim, raw, reason, *row in _taken(data, "unenforceable"):
-        obj = _ps(raw)
-        b._unenforceable[(dim, obj)] = Unenforceable(dim, obj, reason, _entry_of(row))
+        for row in _taken(data, d):
+            path, pre, e = _path_of(row)
+            ps.put(path, e, prefix=pre)
+    for row in _taken(data, "connect"):
+        net, port, e = _net_of(row)
+        b._net.put((net, port), e)
+    for row in _taken(data, "unenforceable"):
+        u = _unenforceable_of(row)
+        b._unenforceable[(u.dimension, u.object)] = u
 
 
 def encode_payload(b: Baseline) -> bytes:
@@ -1256,19 +1285,15 @@ def _decode_resting(payload: bytes, rules: BaselineRules | None) -> Baseline | N
 
 def _canonical_row(table: str, row: list[Any]) -> tuple[Any, list[Any], Entry]:
     """(the sort key the baseline orders the table by, the row as _entry_rows writes it, the
-    entry), through the decoders _decode_entries uses."""
+    entry), through the readers _decode_entries uses."""
     if table in PATH_DIMENSIONS:
-        raw, pre, *rest = row
-        path, entry = _ps(raw), _entry_of(rest)
-        return (path, bool(pre)), [_pb(path), bool(pre), *_entry_row(entry)], entry
+        path, pre, e = _path_of(row)
+        return (path, pre), _path_row(path, pre, e), e
     if table == "connect":
-        cidr, port, *rest = row
-        net, entry = normalise_network(cidr), _entry_of(rest)
-        key = (net, int(port))
-        return net_sort_key(key), [str(net), key[1], *_entry_row(entry)], entry
-    dim, raw, reason, *rest = row
-    obj, entry = _ps(raw), _entry_of(rest)
-    return (dim, obj), [dim, _pb(obj), reason, *_entry_row(entry)], entry
+        net, port, e = _net_of(row)
+        return net_sort_key((net, port)), _net_row(net, port, e), e
+    u = _unenforceable_of(row)
+    return (u.dimension, u.object), _unenforceable_row(u), u.entry
 
 
 class _Tally:
