@@ -301,8 +301,84 @@ def measure(
                 }
         if synthetic:
             out["synthetic"] = measure_synthetic(d, modes, seconds, tag, start_rate, max_rate)
+    out["in_process"] = {mode: measure_in_process(mode) for mode in modes}
     out["load_end"] = env.load()
     return out
+
+
+class _ListWrites:
+    """Stands in for the kernel's allow-list writes in measure_in_process (counts the keys)."""
+
+    def __init__(self) -> None:
+        self.keys = 0
+
+    def allow_paths(self, dim: str, list_id: int, exact: Any, prefixes: Any = ()) -> int:
+        n = len(exact) + len(prefixes)
+        self.keys += n
+        return n
+
+    def allow_net(self, list_id: int, entries: Any) -> int:
+        self.keys += len(entries)
+        return len(entries)
+
+
+def measure_in_process(
+    mode: str, records: int = 100_000, reps: int = 5, batch: int = 256
+) -> dict[str, Any]:
+    """corrald's consumer code alone: Corral._on_batch over records built in memory (the open
+    generator's: a new path each, one agent, one process), in batches of `batch`, timed
+    `reps` times (a table of at most 2,000 deviations: each pass is novel again). No ring,
+    no event loop, no other process; in OBSERVE the kernel list writes are left out (counted,
+    not made): what the Python per record costs, without this shared machine's noise."""
+    import tempfile
+
+    from corral import config
+    from corral.node import Corral
+
+    with tempfile.TemporaryDirectory(prefix="corral-bench-inproc-") as tmp:
+        cfg = config.from_dict({"state_dir": tmp, "events": {"log_events": False}})
+        c = Corral(cfg)
+        agent = c.registry.create("inproc", mode=mode, auto_promote=False, source="local")
+        c.by_id[agent.id] = agent
+        c.baselines[agent.name] = c._new_baseline(agent.name)
+        writes = _ListWrites()
+        c.kernel = writes  # type: ignore[assignment]
+        verdict = "allowed" if mode == "observe" else "would-deny"
+        recs = [_record(agent.id, i, verdict, mode) for i in range(records)]
+        times = []
+        for _ in range(reps):
+            if mode == "observe":  # learning again from an empty baseline
+                c.baselines[agent.name] = c._new_baseline(agent.name)
+            t0 = time.perf_counter()
+            for i in range(0, records, batch):
+                c._on_batch(recs[i : i + batch])
+            times.append(time.perf_counter() - t0)
+    per = sorted(t / records * 1e6 for t in times)
+    return {
+        "records": records,
+        "reps": reps,
+        "batch": batch,
+        "us_per_record_min": per[0],
+        "us_per_record_median": per[len(per) // 2],
+        "kernel_keys_queued": writes.keys,
+    }
+
+
+def _record(agent_id: int, i: int, verdict: str, mode: str) -> bytes:
+    e = layout.new("struct corral_event")
+    e.ts_ns = 10**12 + i
+    e.cgroup_id = 4242
+    e.agent = agent_id
+    e.pid = e.tid = 2**22 + 7  # no such process
+    e.ppid = 1
+    e.dim = layout.dim_index("open")
+    e.verdict = layout.VERDICTS.index(verdict)
+    e.mode = layout.mode_index(mode)
+    e.backend = layout.C.CORRAL_BACKEND_TRACEPOINT
+    path = f"/tmp/corral-bench-inproc/{i:08x}".encode()
+    layout.ffi().memmove(e.path, path, len(path))
+    layout.ffi().memmove(e.comm, b"loop", 4)
+    return layout.to_bytes(e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,10 @@ class Deviation:
         return deviation_key(self.dimension, self.object)
 
 
+# what record_deviations is given per event: (dimension, object, verdict, time, comm)
+Seen = tuple[str, str, str, float, str]
+
+
 def deviation_key(dimension: str, obj: str) -> str:
     return f"{dimension}\0{obj}"
 
@@ -73,10 +77,32 @@ class Agent:
     source: str = "local"  # kubernetes | local | run
     mode_since: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    # least recently seen first: an OrderedDict drops its oldest in O(1) (a plain dict finds
-    # its first key by scanning past the holes its earlier deletions left: ~1 us at 2,000)
-    deviations: OrderedDict[str, Deviation] = field(default_factory=OrderedDict)
     created: float = field(default_factory=time.time)
+    # the deviations, least recently seen first: an OrderedDict drops its oldest in O(1) (a
+    # plain dict finds its first key by scanning past the holes its earlier deletions left:
+    # ~1 us at 2,000). A deviation seen once since the table was last read is kept as the
+    # tuple record_deviations was given (most are novel objects seen once, at up to hundreds
+    # of thousands a second: no object built for them); `deviations` builds the rest on read.
+    _devs: OrderedDict[str, Deviation | Seen] = field(
+        default_factory=OrderedDict, repr=False, compare=False
+    )
+    _unbuilt: int = field(default=0, repr=False, compare=False)
+
+    @property
+    def deviations(self) -> OrderedDict[str, Deviation]:
+        """The deviation table, least recently seen first (mutable: pop, clear, del)."""
+        devs = self._devs
+        if self._unbuilt:
+            self._unbuilt = 0
+            for key, v in [kv for kv in devs.items() if type(kv[1]) is tuple]:
+                dim, obj, verdict, now, comm = v  # type: ignore[misc]
+                devs[key] = Deviation(dim, obj, 1, now, now, verdict, comm)  # keeps its place
+        return devs  # type: ignore[return-value]
+
+    @deviations.setter
+    def deviations(self, table: OrderedDict[str, Deviation]) -> None:
+        self._devs = table  # type: ignore[assignment]
+        self._unbuilt = 0
 
     def set_mode(
         self, dim: str, mode: str, *, reason: str, by: str, now: float | None = None
@@ -110,20 +136,26 @@ class Agent:
         """Counts one deviation (record_deviations with one)."""
         self.record_deviations(((dim, obj, verdict, now, comm),))
 
-    def record_deviations(self, seen: Iterable[tuple[str, str, str, float, str]]) -> None:
+    def record_deviations(self, seen: Iterable[Seen]) -> None:
         """Counts each (dimension, object, verdict, time, comm), in order: corrald calls it once
         per agent per ring-buffer batch. `deviations` stays least recently seen first (a hit
         moves its entry to the end), so the one dropped beyond DEVIATIONS_MAX is the first."""
-        devs = self.deviations
+        devs = self._devs
         to_end = devs.move_to_end
-        for dim, obj, verdict, now, comm in seen:
+        unbuilt = 0
+        for item in seen:
+            dim, obj, verdict, now, comm = item
             key = f"{dim}\0{obj}"
             d = devs.get(key)
             if d is None:
                 if len(devs) >= DEVIATIONS_MAX:
                     devs.popitem(last=False)
-                devs[key] = Deviation(dim, obj, 1, now, now, verdict, comm)
+                devs[key] = item
+                unbuilt += 1
                 continue
+            if type(d) is tuple:  # seen a second time: now an object
+                first, first_comm = d[3], d[4]
+                d = devs[key] = Deviation(dim, obj, 1, first, first, verdict, first_comm)
             d.count += 1
             if now > d.last_seen:
                 d.last_seen = now
@@ -131,6 +163,7 @@ class Agent:
             if comm:
                 d.comm = comm
             to_end(key)
+        self._unbuilt += unbuilt
 
     def deviations_since(self, dim: str, since: float) -> int:
         return sum(
@@ -155,8 +188,10 @@ class Agent:
             "created": self.created,
         }
         devs = [
-            (d.dimension, d.object, d.count, d.first_seen, d.last_seen, d.verdict, d.comm)
-            for d in self.deviations.values()
+            (d[0], d[1], 1, d[3], d[3], d[2], d[4])  # seen once: (dim, obj, verdict, now, comm)
+            if type(d) is tuple
+            else (d.dimension, d.object, d.count, d.first_seen, d.last_seen, d.verdict, d.comm)
+            for d in self._devs.values()
         ]
         return fields, devs
 

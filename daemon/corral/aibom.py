@@ -144,6 +144,7 @@ class Rules:
     files: tuple[str, ...] = ()
     _model_exts: frozenset[str] = field(default=frozenset(), repr=False)
     _model_suffixes: tuple[str, ...] = field(default=(), repr=False)
+    _model_line_end: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False)
     _exe_prefilter: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +156,10 @@ class Rules:
         exts = frozenset(e for r in self.models for e in r.extensions)
         object.__setattr__(self, "_model_exts", exts)
         object.__setattr__(self, "_model_suffixes", tuple(sorted(e.lower() for e in exts)))
+        # a model extension at the end of a line (one search: a scan per extension costs 4x)
+        ends = "|".join(re.escape(e) for e in self._model_suffixes)
+        line_end = re.compile(f"(?:{ends})\n" if ends else r"(?!)")
+        object.__setattr__(self, "_model_line_end", line_end)
 
     @property
     def hostnames(self) -> list[str]:
@@ -171,6 +176,15 @@ class Rules:
         a regex search (twice the cost): corrald asks it for every open event."""
         low = path.lower()
         return low.endswith(self._model_suffixes) or _SITE in low or _DIST in low or _NPM in low
+
+    def any_maybe_interesting(self, paths: list[str]) -> bool:
+        """maybe_interesting for a whole batch of open paths at once: False means it is False
+        for each of them (a path containing a newline can only make it answer True wrongly).
+        One lowered join and a few substring scans in C instead of a call per path."""
+        text = "\n".join(paths).lower() + "\n"
+        if _SITE in text or _DIST in text or _NPM in text:
+            return True
+        return self._model_line_end.search(text) is not None
 
     # ---- classification ----------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ _NO_POD: _Pod = ("", "", "")
 # /proc/<pid>/exe, its pod. Strings and bytes only: the garbage collector stops tracking such
 # tuples, and the ring holds thousands of them.
 _Item = tuple[str, bytes, "str | None", str, _Pod]
+# an exec or connect for the AI-BOM: agent, record, path, comm, its Event if one was built
+_Candidate = tuple[Agent, bytes, "str | None", str, "events.Event | None"]
 # after each ring-buffer batch, wait this long for more records before reading again: a busy
 # ring is then read in batches of hundreds (bpfkit.RingReader.run); an event is processed at
 # most this much later (enforcement is the kernel's and does not wait for it)
@@ -601,7 +603,6 @@ class Corral:
         exes, comms = self._exe_cache_now(), self._comm_cache
         if len(comms) > 4096:
             comms.clear()
-        interesting = self.aibom_tracker.rules.maybe_interesting
         published: list[_Item] = []
         publish = published.append
         # agent id -> (agent, its deviations in this batch); consecutive records mostly share
@@ -611,6 +612,11 @@ class Corral:
         dev_list: list[tuple[str, str, str, float, str]] = []
         last_exe: tuple[int, str, str] = (-1, "", "")
         last_cg: tuple[int, _Pod] = (-1, _NO_POD)
+        # AI-BOM candidates in order: every exec and connect here; the opens' paths are checked
+        # after the loop, the whole batch's at once (most batches have none to take)
+        aibom: list[_Candidate] = []
+        opens: list[str] = []
+        add_open = opens.append
         n = 0
         for rec in records:
             if len(rec) < size:
@@ -631,7 +637,7 @@ class Corral:
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
             else:
-                end = raw.find(b"\0")
+                end = raw.find(b"\0")  # events.cstr, inline: a call per record costs
                 obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
             verdict = verdicts[vi]
             if verdict != "allowed":
@@ -650,9 +656,16 @@ class Corral:
                 b = bindings.get(cgid)
                 last_cg = (cgid, (b.namespace, b.pod, b.container) if b else _NO_POD)
             publish((agent.name, rec, path, last_exe[2], last_cg[1]))
-            if dim != "open" or interesting(obj):
-                self._aibom_event(agent, ev or events.from_fields(unpack(rec), offset, path, comm))
+            if dim == "open" and path is not None:
+                add_open(path)
+            else:
+                aibom.append((agent, rec, path, comm, ev))
         self.events_total += n
+        if opens and self.aibom_tracker.rules.any_maybe_interesting(opens):
+            self._aibom_rescan(records)  # in order, the opens among them filtered one by one
+        else:
+            for agent, rec, path, comm, ev in aibom:
+                self._aibom_event(agent, ev or events.from_fields(unpack(rec), offset, path, comm))
         for agent, seen in deviations.values():
             agent.record_deviations(seen)
             self.registry.dirty = True
@@ -663,6 +676,27 @@ class Corral:
     def _undecodable(self, got: int, need: int) -> None:
         self.events_lost_in_daemon += 1
         log.error("undecodable ring-buffer record", size=got, need=need)
+
+    def _aibom_rescan(self, records: list[bytes]) -> None:
+        """The AI-BOM's share of a batch in which some open may be a package or a model: every
+        exec and connect, and the opens the rules' pre-filter lets through, in order."""
+        lay = events.layout()
+        unpack, offset, by_id, comms = lay.unpack, self._boot_offset, self.by_id, self._comm_cache
+        interesting = self.aibom_tracker.rules.maybe_interesting
+        for rec in records:
+            if len(rec) < lay.size:
+                continue
+            _ts, _cg, agent_id, _pid, d, _vi, raw_comm, raw = lay.hot_unpack(rec)
+            agent = by_id.get(agent_id)
+            if agent is None:
+                continue
+            path = None
+            if lay.dims[d] != "connect":
+                path = events.cstr(raw)
+                if lay.dims[d] == "open" and not interesting(path):
+                    continue
+            comm = comms.get(raw_comm) or events.cstr(raw_comm)
+            self._aibom_event(agent, events.from_fields(unpack(rec), offset, path, comm))
 
     def _aibom_event(self, agent: Agent, ev: events.Event) -> None:
         try:

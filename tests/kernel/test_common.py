@@ -150,7 +150,10 @@ def test_a_mode_flip_reports_the_new_verdict_within_the_window(
 
 def test_rate_limit_drops_are_counted(agent: Agent, collector: Collector, kern) -> None:
     agent.configure(connect="observe", rate_limit=2)
-    ports = [free_port() for _ in range(8)]
+    ports: list[int] = []
+    while len(ports) < 8:  # distinct: a port drawn twice would be suppressed, not reported
+        if (p := free_port()) not in ports:
+            ports.append(p)
 
     def burst() -> None:
         for p in ports:

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from corral.agents import DEVIATIONS_MAX, Agent, AgentLimitReached, Registry
+from corral.agents import DEVIATIONS_MAX, Agent, AgentLimitReached, Deviation, Registry
 from corral.layout import C
 from corral.service import Conflict
 
@@ -96,3 +98,66 @@ def test_schema_1_registries_are_read_and_rewritten_as_schema_2(tmp_path: Path) 
     again = Registry(tmp_path)
     again.load()
     assert again.agents["old"].to_json() == old.agents["old"].to_json() != a.to_json()
+
+
+def _eager(seen: list[tuple[str, str, str, float, str]]) -> list[tuple[object, ...]]:
+    """The table as an object-per-deviation OrderedDict would keep it (the plain reading)."""
+    table: dict[str, list[object]] = {}
+    for dim, obj, verdict, now, comm in seen:
+        key = f"{dim}\0{obj}"
+        d = table.pop(key, None)
+        if d is None:
+            if len(table) >= DEVIATIONS_MAX:
+                del table[next(iter(table))]
+            d = [dim, obj, 0, now, now, verdict, comm]
+        d[2] = int(d[2]) + 1  # type: ignore[call-overload]
+        d[4] = max(float(d[4]), now)  # type: ignore[arg-type]
+        d[5] = verdict
+        d[6] = comm or d[6]
+        table[key] = d
+    return [tuple(d) for d in table.values()]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["open", "exec"]),
+            st.integers(0, DEVIATIONS_MAX + 40),
+            st.sampled_from(["would-deny", "denied"]),
+            st.floats(0, 100, allow_nan=False),
+            st.sampled_from(["", "curl", "python3"]),
+            st.booleans(),
+        ),
+        max_size=300,
+    ),
+    st.integers(1, 50),
+)
+@settings(max_examples=60, deadline=None)
+def test_deviations_seen_once_stay_tuples_until_read_and_mean_the_same(
+    ops: list[tuple[str, int, str, float, str, bool]], batch: int
+) -> None:
+    """record_deviations keeps a deviation seen once as its tuple (no object per novel event)
+    and `deviations` builds the objects on read: whatever the interleaving of batches and
+    reads, the table (order, counts, times, verdicts, commands) and the registry's snapshot
+    are those of one object per deviation."""
+    a = _agent()
+    seen: list[tuple[str, str, str, float, str]] = []
+    pending: list[tuple[str, str, str, float, str]] = []
+    for dim, i, verdict, now, comm, read in ops:
+        item = (dim, f"/f{i}", verdict, now, comm)
+        seen.append(item)
+        pending.append(item)
+        if len(pending) >= batch or read:
+            a.record_deviations(pending)
+            pending = []
+        if read:
+            got = [
+                (d.dimension, d.object, d.count, d.first_seen, d.last_seen, d.verdict, d.comm)
+                for d in a.deviations.values()
+            ]
+            assert got == _eager(seen)
+    a.record_deviations(pending)
+    assert a.snapshot()[1] == _eager(seen)  # straight from the tuples: nothing built
+    assert [tuple(d) for d in a.to_json()["deviations"]] == _eager(seen)
+    assert all(isinstance(d, Deviation) for d in a.deviations.values())
+    assert list(a.deviations) == [f"{d[0]}\0{d[1]}" for d in _eager(seen)]

@@ -321,3 +321,28 @@ def test_prefilter_is_the_case_blind_package_dir_or_model_extension_test(path: s
     dirs = "|".join(map(re.escape, (*aibom.PYTHON_DIRS, aibom.NPM_DIR)))
     ref = re.compile(rf"/({dirs})/|" + "|".join(re.escape(e) + r"\Z" for e in exts), re.I)
     assert rules.maybe_interesting(path) == (ref.search(path) is not None)
+
+
+PATH_PARTS = ["a", "B", "/", ".", "\n", "site-packages", "Dist-Packages", "node_modules"]
+PATH_PARTS += [".GGUF", ".pt", ".safetensors", "x.pth", ".bin"]
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(PATH_PARTS),
+            max_size=8,
+        ).map("".join),
+        max_size=12,
+    )
+)
+def test_batch_prefilter_never_misses_what_the_per_path_one_takes(paths: list[str]) -> None:
+    """any_maybe_interesting (corrald asks it once per ring-buffer batch of open paths) is True
+    whenever maybe_interesting is for one of them, and exact when no path has a newline."""
+    rules = load_rules([])
+    one_by_one = any(rules.maybe_interesting(p) for p in paths)
+    together = rules.any_maybe_interesting(paths)
+    if one_by_one:
+        assert together
+    if not any("\n" in p for p in paths):
+        assert together == one_by_one

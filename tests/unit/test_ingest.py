@@ -140,3 +140,42 @@ def test_learned_entries_wait_for_the_kernel_write(corral: Corral) -> None:
         want = {k for d, k, _ in entries if d == dim}
         assert exact | prefixes == want
     assert corral._learned_by == {"learner"}
+
+
+INTERESTING = [
+    "/usr/lib/python3/site-packages/requests/__init__.py",
+    "/models/llama.GGUF",
+    "/app/node_modules/left-pad/index.js",
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_aibom_sees_execs_connects_and_candidate_opens_in_order(corral: Corral, seed: int) -> None:
+    """The AI-BOM pre-filter runs once per batch over the batch's open paths: batches without
+    a candidate hand over only their execs and connects, batches with one are read again;
+    either way the tracker gets what a per-event filter gives it, in record order."""
+    rng = random.Random(seed)
+    ids = [a.id for a in corral.registry.agents.values()]
+    records = []
+    for _ in range(400):
+        raw = record(rng, rng.choice(ids))
+        if raw[layout.offsetof("struct corral_event", "dim")] == C.CORRAL_DIM_OPEN and (
+            rng.random() < 0.05
+        ):
+            e = layout.from_bytes("struct corral_event", raw)
+            path = rng.choice(INTERESTING).encode()
+            layout.ffi().memmove(e.path, path + b"\0", len(path) + 1)
+            raw = layout.to_bytes(e)
+        records.append(raw)
+    rules = corral.aibom_tracker.rules
+    want = []
+    for raw in records:
+        ev = events.decode(raw, corral._boot_offset)
+        if ev.dimension != "open" or rules.maybe_interesting(ev.object):
+            want.append(ev)
+    got: list[events.Event] = []
+    corral._aibom_event = lambda agent, ev: got.append(ev)  # type: ignore[method-assign]
+    for start in range(0, len(records), 37):
+        corral._ingest(records[start : start + 37])
+    assert [ev.to_dict() for ev in got] == [ev.to_dict() for ev in want]
+    assert any(ev.dimension == "open" for ev in got)  # some batches had a candidate
