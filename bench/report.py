@@ -437,10 +437,17 @@ def _drop_cpu(ing: dict[str, Any]) -> str:
     lost = [s["cpu_fraction"] * 100 for s in ing.get("steps", []) if not s["zero_drops"]]
     if not lost:
         return ""
-    return (
+    text = (
         f"The steps with drops ran corrald at {min(lost):.0f}-{max(lost):.0f} % of one core "
         "(it shares the 2 CPUs with the generator and other work)."
     )
+    if min(lost) < 80:
+        text += (
+            " A step that dropped well short of a full core was short of a CPU at the right "
+            "time rather than of CPU time: the ring (4 MiB, ~12,000 records: some 50 ms at "
+            "these rates) filled while corrald waited to run."
+        )
+    return text
 
 
 def _capacity(ing: dict[str, Any]) -> dict[str, float]:
@@ -1008,10 +1015,11 @@ def machine_section(results: dict[str, Any]) -> list[str]:
             out.append(f"| vm {k.get('series')} | — | — | failed: {k['error'].splitlines()[0]} | |")
     out += [
         "",
-        "The host has 2 CPUs shared with other work (other test suites ran on it during these "
-        "measurements). A run is marked **noisy** when the 1-minute load average exceeded "
-        "0.75 per core at its start or end; the interleaved A/B design keeps such load from "
-        "biasing one state, but widens the spread.",
+        "The host is a 2-CPU virtual machine whose physical CPUs are shared with other "
+        "tenants (a CPU-bound loop's speed varies by tens of percent from minute to minute), "
+        "and the VM parts run QEMU on the same 2 CPUs. A run is marked **noisy** when the "
+        "1-minute load average exceeded 0.75 per core at its start or end; the interleaved A/B "
+        "design keeps such load from biasing one state, but widens the spread.",
         "",
     ]
     return out
