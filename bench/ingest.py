@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bpfkit import BpfObject, Map
-from corral import layout
+from corral import config, layout
 
 from . import env
 from .daemon import Corrald, corrald, wait4
@@ -302,6 +302,9 @@ def measure(
         if synthetic:
             out["synthetic"] = measure_synthetic(d, modes, seconds, tag, start_rate, max_rate)
     out["in_process"] = {mode: measure_in_process(mode) for mode in modes}
+    out["ring_buffer_mib"] = config.KernelConfig().ring_buffer_mib  # the default: not set here
+    stride = (layout.sizeof("struct corral_event") + 8 + 7) & ~7  # record + ring header
+    out["ring_records"] = (out["ring_buffer_mib"] << 20) // stride
     out["load_end"] = env.load()
     return out
 
@@ -332,7 +335,6 @@ def measure_in_process(
     not made): what the Python per record costs, without this shared machine's noise."""
     import tempfile
 
-    from corral import config
     from corral.node import Corral
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-inproc-") as tmp:

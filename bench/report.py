@@ -442,10 +442,12 @@ def _drop_cpu(ing: dict[str, Any]) -> str:
         "(it shares the 2 CPUs with the generator and other work)."
     )
     if min(lost) < 80:
+        mib, records = ing.get("ring_buffer_mib", 4), ing.get("ring_records", 12_192)
         text += (
             " A step that dropped well short of a full core was short of a CPU at the right "
-            "time rather than of CPU time: the ring (4 MiB, ~12,000 records: some 50 ms at "
-            "these rates) filled while corrald waited to run."
+            f"time rather than of CPU time: the ring ({mib} MiB, {records:,} records: "
+            f"{records / 240:.0f} ms at 240,000/s) filled while corrald waited to run "
+            "(`kernel.ring_buffer_mib` sizes it)."
         )
     return text
 

@@ -88,6 +88,9 @@ class KernelConfig:
     exec_allow_entries: int = 65536
     open_allow_entries: int = 262144
     net_allow_entries: int = 65536
+    # The event ring buffer shared by every CPU, in MiB (a power of two): what absorbs bursts
+    # while corrald is busy or waiting for a CPU. Pages it has been through count in corrald's RSS.
+    ring_buffer_mib: int = 4
     # Where BPF LSM is missing: report opens through tracepoints, or leave them unwatched.
     fallback_open: str = "report"
 
@@ -180,7 +183,9 @@ _POSITIVE = {
     "kernel.exec_allow_entries",
     "kernel.open_allow_entries",
     "kernel.net_allow_entries",
+    "kernel.ring_buffer_mib",
 }
+_POWERS_OF_TWO = {"kernel.ring_buffer_mib": 1024}  # and their largest value
 
 
 _LISTEN_FIELDS = {"metrics.listen"}
@@ -242,6 +247,12 @@ def _value(typ: Any, raw: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
         if where in _POSITIVE and raw <= 0:
             raise ConfigError(f"{where}: must be greater than 0")
+        top = _POWERS_OF_TWO.get(where)
+        if top is not None and (raw & (raw - 1) or raw > top):
+            raise ConfigError(
+                f"{where}: {raw} is not a power of two from 1 to {top} (the kernel sizes ring "
+                "buffers in powers of two), e.g. 4, 8 or 16"
+            )
         return raw
     if typ == list[str]:
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):

@@ -171,6 +171,7 @@ class Corral:
                 "exec_allow": k.exec_allow_entries,
                 "open_allow": k.open_allow_entries,
                 "net_allow": k.net_allow_entries,
+                "events": k.ring_buffer_mib << 20,
             },
         )
         self.registry.load()
@@ -610,18 +611,19 @@ class Corral:
         deviations: dict[int, tuple[Agent, list[tuple[str, str, str, float, str]]]] = {}
         dev_agent: Agent | None = None
         dev_list: list[tuple[str, str, str, float, str]] = []
-        last_exe: tuple[int, str, str] = (-1, "", "")
-        last_cg: tuple[int, _Pod] = (-1, _NO_POD)
+        last_pid, last_comm, exe = -1, "", ""
+        last_raw_comm, comm = b"", ""
+        last_cgid, pod = -1, _NO_POD
+        allowed = verdicts.index("allowed")
         # AI-BOM candidates in order: every exec and connect here; the opens' paths are checked
         # after the loop, the whole batch's at once (most batches have none to take)
         aibom: list[_Candidate] = []
         opens: list[str] = []
         add_open = opens.append
         n = 0
+        if records and min(map(len, records)) < size:
+            records = self._decodable(records, size)
         for rec in records:
-            if len(rec) < size:
-                self._undecodable(len(rec), size)
-                continue
             n += 1
             ts, cgid, agent_id, pid, d, vi, raw_comm, raw = hot(rec)  # events.HOT_FIELDS
             agent = by_id.get(agent_id)
@@ -630,32 +632,34 @@ class Corral:
             dim = dims[d]
             ev: events.Event | None = None
             path: str | None = None
-            comm = comms.get(raw_comm)
-            if comm is None:
-                comm = comms[raw_comm] = events.cstr(raw_comm)
+            if raw_comm != last_raw_comm:
+                last_raw_comm = raw_comm
+                comm = comms.get(raw_comm)
+                if comm is None:
+                    comm = comms[raw_comm] = events.cstr(raw_comm)
             if dim == "connect":
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
             else:
                 end = raw.find(b"\0")  # events.cstr, inline: a call per record costs
                 obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
-            verdict = verdicts[vi]
-            if verdict != "allowed":
+            if vi != allowed:
                 if agent is not dev_agent:
                     dev_agent, dev_list = deviations.setdefault(agent.id, (agent, []))
-                dev_list.append((dim, obj, verdict, (ts + offset) / 1e9, comm))
+                dev_list.append((dim, obj, verdicts[vi], (ts + offset) / 1e9, comm))
             elif agent.modes.get(dim) == "observe":
                 ev = ev or events.from_fields(unpack(rec), offset, path, comm)
                 self._learn(agent, ev)
-            if pid != last_exe[0] or comm != last_exe[1]:
+            if pid != last_pid or comm != last_comm:
+                last_pid, last_comm = pid, comm
                 exe = exes.get((pid, comm))
                 if exe is None:
                     exe = exes[(pid, comm)] = _exe(pid)
-                last_exe = (pid, comm, exe)
-            if cgid != last_cg[0]:
+            if cgid != last_cgid:
+                last_cgid = cgid
                 b = bindings.get(cgid)
-                last_cg = (cgid, (b.namespace, b.pod, b.container) if b else _NO_POD)
-            publish((agent.name, rec, path, last_exe[2], last_cg[1]))
+                pod = (b.namespace, b.pod, b.container) if b else _NO_POD
+            publish((agent.name, rec, path, exe, pod))
             if dim == "open" and path is not None:
                 add_open(path)
             else:
@@ -672,6 +676,13 @@ class Corral:
         self.ring.extend(published)
         if self.subscribers or self.cfg.events.log_events:
             self._publish(published)
+
+    def _decodable(self, records: list[bytes], size: int) -> list[bytes]:
+        """The records long enough to decode; each short one is counted lost and logged."""
+        for rec in records:
+            if len(rec) < size:
+                self._undecodable(len(rec), size)
+        return [rec for rec in records if len(rec) >= size]
 
     def _undecodable(self, got: int, need: int) -> None:
         self.events_lost_in_daemon += 1

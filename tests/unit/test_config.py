@@ -28,6 +28,9 @@ def test_documented_file_equals_the_defaults() -> None:
         ({"learnign": {}}, r"learnign: unknown field"),
         ({"identity": {"kublet": {}}}, r"identity\.kublet: unknown field"),
         ({"kernel": []}, r"kernel: expected a mapping"),
+        ({"kernel": {"ring_buffer_mib": 6}}, r"ring_buffer_mib: 6 is not a power of two"),
+        ({"kernel": {"ring_buffer_mib": 2048}}, r"power of two from 1 to 1024"),
+        ({"kernel": {"ring_buffer_mib": 0}}, r"ring_buffer_mib: must be greater than 0"),
     ],
 )
 def test_errors_name_the_field_and_the_fix(data: dict, message: str) -> None:
