@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bpfkit import BpfObject, Map
+from bpfkit import BpfObject, Map, record_span
 from corral import config, layout
 
 from . import env
@@ -303,8 +303,9 @@ def measure(
             out["synthetic"] = measure_synthetic(d, modes, seconds, tag, start_rate, max_rate)
     out["in_process"] = {mode: measure_in_process(mode) for mode in modes}
     out["ring_buffer_mib"] = config.KernelConfig().ring_buffer_mib  # the default: not set here
-    stride = (layout.sizeof("struct corral_event") + 8 + 7) & ~7  # record + ring header
-    out["ring_records"] = (out["ring_buffer_mib"] << 20) // stride
+    out["ring_records"] = (out["ring_buffer_mib"] << 20) // record_span(
+        layout.sizeof("struct corral_event")
+    )
     out["load_end"] = env.load()
     return out
 

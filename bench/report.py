@@ -442,12 +442,14 @@ def _drop_cpu(ing: dict[str, Any]) -> str:
         "(it shares the 2 CPUs with the generator and other work)."
     )
     if min(lost) < 80:
-        mib, records = ing.get("ring_buffer_mib", 4), ing.get("ring_records", 12_192)
+        mib, records = ing.get("ring_buffer_mib"), ing.get("ring_records")
+        size = ""
+        if records:
+            size = f" ({mib} MiB, {records:,} records: {records / 240:.0f} ms at 240,000/s)"
         text += (
             " A step that dropped well short of a full core was short of a CPU at the right "
-            f"time rather than of CPU time: the ring ({mib} MiB, {records:,} records: "
-            f"{records / 240:.0f} ms at 240,000/s) filled while corrald waited to run "
-            "(`kernel.ring_buffer_mib` sizes it)."
+            f"time rather than of CPU time: the ring{size} filled while "
+            "corrald waited to run (`kernel.ring_buffer_mib` sizes it)."
         )
     return text
 

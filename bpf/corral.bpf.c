@@ -140,7 +140,7 @@ struct {
 	__type(value, struct corral_rate);
 } rate SEC(".maps");
 
-/* 4 MiB = ~12k events of 336 bytes: a few seconds of a worst-case burst at the default rate limit. */
+/* Resized at load time (kernel.ring_buffer_mib); 4 MiB = ~12k events of 336 bytes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);

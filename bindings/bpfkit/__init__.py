@@ -18,7 +18,7 @@ from .link import Link
 from .maps import Map, bpf_obj_get, num_possible_cpus
 from .object import BpfObject, Program
 from .probe import libbpf_version, probe_map_type, probe_prog_type
-from .ringbuf import RingBuffer, RingReader
+from .ringbuf import RingBuffer, RingReader, record_span
 
 __all__ = [
     "BPF_ANY",
@@ -41,4 +41,5 @@ __all__ = [
     "num_possible_cpus",
     "probe_map_type",
     "probe_prog_type",
+    "record_span",
 ]

@@ -126,6 +126,11 @@ _BUSY_BIT = 1 << 31
 _DISCARD_BIT = 1 << 30
 _HDR_SZ = 8
 
+
+def record_span(length: int) -> int:
+    """Bytes a record of ``length`` takes in a ring buffer: its header and data, 8-aligned."""
+    return (length + _HDR_SZ + 7) & ~7
+
 # Reading the shared pages straight from Python relies on the CPU not reordering loads (a
 # record's header, then its bytes, after the kernel published them in that order): true of
 # x86-64 (TSO). Elsewhere RingReader.supported() is False and callers use RingBuffer.
@@ -196,7 +201,7 @@ class RingReader:
                 else:
                     add(mm[page + start : page + size] + mm[page : page + end - size])
                     self.joined += 1
-            cons += (length + _HDR_SZ + 7) & ~7
+            cons += (length + _HDR_SZ + 7) & ~7  # record_span, inline: a call per record costs
         self._cons[0] = cons
         return out
 
@@ -209,7 +214,7 @@ class RingReader:
         A header read at one stride on is a real header only if the one before it was read as
         this same length: the headers are compared in order, and the run stops at the first
         that differs (a record still reserved, a discarded one, another length)."""
-        stride = (header + _HDR_SZ + 7) & ~7
+        stride = record_span(header)
         off = (cons & self._mask) + stride
         cons += stride
         # records whose bytes end before the end of the ring, and that the producer reached

@@ -694,9 +694,7 @@ class Corral:
         lay = events.layout()
         unpack, offset, by_id, comms = lay.unpack, self._boot_offset, self.by_id, self._comm_cache
         interesting = self.aibom_tracker.rules.maybe_interesting
-        for rec in records:
-            if len(rec) < lay.size:
-                continue
+        for rec in records:  # decodable ones (_ingest dropped the short)
             _ts, _cg, agent_id, _pid, d, _vi, raw_comm, raw = lay.hot_unpack(rec)
             agent = by_id.get(agent_id)
             if agent is None:
