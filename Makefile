@@ -12,12 +12,19 @@ RULES_OUT := daemon/corral/rules/aibom.yaml
 # systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
 # curl: the documented way to scrape /metrics over the admin socket (tested).
 SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
+# Where $(PYTHON) cannot make a venv (Debian's python3 without ensurepip, or no python3 at all).
+PYTHON_PKGS := python3 python3-venv
+# The host suite: git lists a checkout's files (tests/ship copies a fresh clone from it);
+# procps: ps, which the demo test calls.
+TEST_PKGS := git procps
 # make bench: a C compiler and static libc for its helpers, perf for profiles
 BENCH_PKGS := gcc libc6-dev linux-perf
-VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
+# virtme-ng builds the guest's initramfs with busybox (without it every boot ends at once with
+# "initramfs is needed, and no busybox was found").
+VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
 
-.PHONY: help deps vm-deps venv bpf vmlinux run test test-host test-vm lint clean distclean \
-	demo wheel install uninstall bench
+.PHONY: help deps vm-deps test-deps venv bpf vmlinux run test test-host test-vm test-fresh lint \
+	clean distclean demo wheel install uninstall bench
 
 # `make install`: a virtualenv at PREFIX (the package and its Python dependencies, isolated from
 # the system Python), the systemd unit, the configuration (kept if present) and two symlinks.
@@ -36,6 +43,7 @@ help:
 	@echo "make test      the whole suite: lint, unit, host kernel tests, VM (BPF LSM) tests"
 	@echo "make test-host host suite only (this machine's kernel)"
 	@echo "make test-vm   VM suite only (Debian 6.1 and 6.12 kernels under QEMU)"
+	@echo "make test-fresh  make test on a pristine Debian 12 root (what CI runs; ~40 min, root)"
 	@echo "make vmlinux   regenerate bpf/vmlinux.h from this machine's BTF"
 	@echo "make bench     benchmarks (host + VM, ~25 min, root) -> docs/benchmarks.md; not part of make test"
 	@echo "make demo      the walkthrough, scripted: learn, alert, enforce an injected agent (root)"
@@ -45,21 +53,26 @@ help:
 	@echo "make clean     remove build outputs (BPF objects, build/, egg-info); keeps dist/ and .venv"
 	@echo "make distclean clean, plus dist/ and .venv"
 
-deps:
-	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# Installs the Debian packages named, those not installed yet (one apt-get for all of them).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(SYSTEM_PKGS) $(if $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo ok),,$(PYTHON_PKGS)))
 
 vm-deps:
-	@missing=$$(for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(VM_PKGS))
 
-$(VENV)/.stamp: pyproject.toml
+test-deps:
+	$(call apt_install,$(TEST_PKGS))
+
+$(VENV)/.stamp: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' virtme-ng
@@ -137,26 +150,31 @@ uninstall:
 	@echo "kept $(SYSCONFDIR)/corral (configuration) and the state directory (baselines): remove them by hand if you want them gone"
 
 # Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
-# Tests marked `lsm` need a kernel that loads BPF LSM programs: they run in test-vm instead.
-test-host: deps venv bpf
-	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon tests/ship -m "not lsm"
+# Tests marked `deny` need a backend that denies with EPERM (BPF LSM or fmod_ret), those marked
+# `lsm_inactive` a kernel where BPF LSM is compiled in but not active: they run in test-vm.
+test-host: deps test-deps venv bpf
+	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon tests/ship \
+		-m "not deny and not lsm_inactive"
 
-# VM suite: the kernel suite on Debian 6.1 and 6.12 kernels with lsm=...,bpf (QEMU, no KVM needed).
+# VM suite: the kernel suite on Debian 6.1 and 6.12 kernels (QEMU, no KVM needed), each booted
+# with lsm=...,bpf and without bpf (BPF LSM compiled in, inactive). See tests/vm/run_vm.py.
 test-vm: deps vm-deps venv bpf
 	$(PY) tests/vm/run_vm.py --python $(PY)
 
 test: lint test-host test-vm
+
+# `make test` on a pristine Debian 12 root (debootstrap minbase), in a new mount namespace with
+# fresh /proc, /sys, /dev and cgroup2 and nothing else mounted: proves that `make test` installs
+# and mounts everything it needs. CI runs this. See tests/fresh/run_fresh.sh.
+test-fresh:
+	bash tests/fresh/run_fresh.sh
 
 # Benchmarks (not part of make test): host syscall overhead, the example agent, event ingest,
 # footprint, flip latency, then the syscall overhead inside the VM (BPF LSM). Writes
 # docs/benchmarks.md, docs/benchmarks/*.png and docs/benchmarks/results.json.
 # BENCH_ARGS="--parts ingest,flip" or "--quick" or "--report-only": see python -m bench --help.
 bench: deps vm-deps venv bpf
-	@missing=$$(for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(BENCH_PKGS))
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 

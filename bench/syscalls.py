@@ -246,7 +246,7 @@ def _prog_stats() -> dict[str, tuple[int, int]]:
 
 def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
     tools = env.helpers()
-    lsm = probe.try_program("lsm").ok
+    lsm = probe.run_probe().lsm  # proven by effect, not by a load
     backends = Backends.choose(lsm)
     result: dict[str, Any] = {
         "machine": env.machine(),

@@ -4,6 +4,8 @@
  *
  * Backends in this one object (user space picks with autoload):
  *   LSM        lsm/bprm_check_security, lsm/file_open, lsm/socket_connect  -> -EPERM
+ *   fmod_ret   fmod_ret/security_bprm_check, security_file_open, security_socket_connect
+ *              -> -EPERM where BPF LSM is not active (same decisions as LSM, other attachment)
  *   cgroup     cgroup/connect4/6 (+ sendmsg4/6 for unconnected UDP)         -> EPERM
  *   tracepoint tp_btf/sched_process_exec (SIGKILL); open (report only): the syscall tracepoints
  *              syscalls/sys_enter_open{,at,at2}, else tp_btf/sys_enter
@@ -146,11 +148,19 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+/* fmod_ret exec: a program's path resolved at its open_exec, read back at the exec check. */
+struct exec_path {
+	__s32 err;
+	__u8 flags;
+	__u8 path[CORRAL_PATH_MAX];
+};
+
 /* Per-CPU scratch: the path key is 260 bytes, too big to build next to other locals on the stack. */
 struct scratch {
 	struct corral_path_key pkey;
 	struct corral_net_key nkey;
 	__u8 tmp[CORRAL_PATH_MAX];
+	struct exec_path xpath;
 	/* unused: keeps struct corral_event in the object's BTF (a ring buffer cannot name it) */
 	struct corral_event event_btf;
 };
@@ -484,6 +494,79 @@ static __always_inline void resolve_d_path(struct subject *s, struct scratch *sc
 	normalize_proc(sc);
 }
 
+#define FMODE_EXEC_OPEN 040 /* __FMODE_EXEC in f_flags: the file was opened by open_exec() */
+
+/*
+ * fmod_ret exec: bpf_d_path is not allowed at security_bprm_check (the kernel's d_path allow-list
+ * has security_file_open, not it). execve opens the program with __FMODE_EXEC first (open_exec,
+ * also for a script's interpreter), so that open resolves the path, kept per struct file, and the
+ * check reads it back: the same bpf_d_path of the same struct path as on the LSM backend.
+ * Entries live from open_exec to the check (the ELF interpreter's are never read: LRU evicts).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096); /* execs of agents between open_exec and the check, node-wide */
+	__type(key, __u64);
+	__type(value, struct exec_path);
+} exec_paths SEC(".maps");
+
+static __always_inline void stash_exec_path(struct subject *s, struct file *file)
+{
+	struct scratch *sc = get_scratch();
+	__u64 key = (__u64)file;
+
+	if (!sc)
+		return;
+	resolve_d_path(s, sc, (struct path *)&file->f_path);
+	sc->xpath.err = s->err;
+	sc->xpath.flags = s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED);
+	__builtin_memcpy(sc->xpath.path, sc->pkey.path, sizeof(sc->xpath.path));
+	bpf_map_update_elem(&exec_paths, &key, &sc->xpath, BPF_ANY);
+}
+
+/* The path stashed at open_exec for this file; none (evicted) fails closed as unresolved. */
+static __always_inline void take_exec_path(struct subject *s, struct scratch *sc, struct file *file)
+{
+	__u64 key = (__u64)file;
+	struct exec_path *x = bpf_map_lookup_elem(&exec_paths, &key);
+
+	if (!x) {
+		__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
+		s->flags |= CORRAL_EF_UNRESOLVED;
+		s->err = -2; /* ENOENT */
+		return;
+	}
+	__builtin_memcpy(sc->pkey.path, x->path, sizeof(sc->pkey.path));
+	s->flags |= x->flags;
+	s->err = x->err;
+	bpf_map_delete_elem(&exec_paths, &key);
+}
+
+/* The exec decision, shared by the LSM and fmod_ret backends. */
+static __always_inline int decide_exec(struct subject *s, struct file *file, bool stashed)
+{
+	struct scratch *sc = get_scratch();
+
+	if (!sc)
+		return s->mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
+	if (stashed)
+		take_exec_path(s, sc, file);
+	else
+		resolve_d_path(s, sc, (struct path *)&file->f_path);
+	return blocks(judge_path(s, sc, true, false)) ? -EPERM : 0;
+}
+
+/* The open decision, shared by the LSM and fmod_ret backends. */
+static __always_inline int decide_open(struct subject *s, struct file *file)
+{
+	struct scratch *sc = get_scratch();
+
+	if (!sc)
+		return s->mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
+	resolve_d_path(s, sc, (struct path *)&file->f_path);
+	return blocks(judge_path(s, sc, true, false)) ? -EPERM : 0;
+}
+
 /*
  * Not lsm.s/: sleepable programs may not use LPM tries on 6.1-6.12 ("Sleepable programs can only
  * use array, hash, ringbuf and local storage maps"). bpf_d_path stays allowed because the hooks are
@@ -493,26 +576,18 @@ SEC("lsm/bprm_check_security")
 int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 {
 	struct subject s;
-	struct scratch *sc;
 
 	if (ret)
 		return keep_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_LSM))
 		return 0;
-	sc = get_scratch();
-	if (!sc)
-		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
-	resolve_d_path(&s, sc, (struct path *)&bprm->file->f_path);
-	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
+	return decide_exec(&s, BPF_CORE_READ(bprm, file), false);
 }
-
-#define FMODE_EXEC_OPEN 040 /* __FMODE_EXEC in f_flags: the file was opened by open_exec() */
 
 SEC("lsm/file_open")
 int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 {
 	struct subject s;
-	struct scratch *sc;
 
 	if (ret)
 		return keep_ret(ret);
@@ -521,11 +596,41 @@ int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 		return 0;
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_LSM))
 		return 0;
-	sc = get_scratch();
-	if (!sc)
-		return s.mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
-	resolve_d_path(&s, sc, (struct path *)&file->f_path);
-	return blocks(judge_path(&s, sc, true, false)) ? -EPERM : 0;
+	return decide_open(&s, file);
+}
+
+/*
+ * fmod_ret: the same decisions on the security_* functions themselves, for kernels where BPF
+ * LSM is built but not active (or not built): any kernel with BTF and BPF trampolines. A
+ * non-zero return skips the function and is what the caller gets.
+ */
+SEC("fmod_ret/security_bprm_check")
+int BPF_PROG(corral_fmod_exec, struct linux_binprm *bprm, int ret)
+{
+	struct subject s;
+
+	if (ret)
+		return keep_ret(ret);
+	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))
+		return 0;
+	return decide_exec(&s, BPF_CORE_READ(bprm, file), true);
+}
+
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(corral_fmod_open, struct file *file, int ret)
+{
+	struct subject s;
+
+	if (ret)
+		return keep_ret(ret);
+	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN) {
+		if (subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))
+			stash_exec_path(&s, file);
+		return 0;
+	}
+	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_FMOD_RET))
+		return 0;
+	return decide_open(&s, file);
 }
 
 /* Reads a user or kernel string into the scratch key; TOOLONG when it does not fit. */
@@ -716,20 +821,19 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 	return verdict;
 }
 
-SEC("lsm/socket_connect")
-int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+/* The connect decision, shared by the LSM and fmod_ret backends. */
+static __always_inline int decide_connect(struct socket *sock, struct sockaddr *address, int addrlen,
+					  __u8 backend)
 {
 	struct subject s;
 	struct scratch *sc;
 	__u16 family;
 	__u8 proto;
 
-	if (ret)
-		return keep_ret(ret);
 	family = BPF_CORE_READ(address, sa_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	if (!subject_init(&s, CORRAL_DIM_CONNECT, CORRAL_BACKEND_LSM))
+	if (!subject_init(&s, CORRAL_DIM_CONNECT, backend))
 		return 0;
 	sc = get_scratch();
 	if (!sc)
@@ -759,6 +863,22 @@ int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, 
 		bpf_probe_read_kernel(sc->nkey.addr, 16, &in6->sin6_addr);
 	}
 	return blocks(judge_net(&s, sc, proto, true)) ? -EPERM : 0;
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	if (ret)
+		return keep_ret(ret);
+	return decide_connect(sock, address, addrlen, CORRAL_BACKEND_LSM);
+}
+
+SEC("fmod_ret/security_socket_connect")
+int BPF_PROG(corral_fmod_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	if (ret)
+		return keep_ret(ret);
+	return decide_connect(sock, address, addrlen, CORRAL_BACKEND_FMOD_RET);
 }
 
 /* cgroup sock_addr: 1 = allow, 0 = EPERM to the caller. No task access here: ppid stays 0. */

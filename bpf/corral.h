@@ -49,6 +49,7 @@ enum corral_backend {
 	CORRAL_BACKEND_LSM = 1,
 	CORRAL_BACKEND_CGROUP = 2,     /* cgroup/connect*, cgroup/sendmsg* */
 	CORRAL_BACKEND_TRACEPOINT = 3, /* tracepoints: exec (kill) and open (observe only) */
+	CORRAL_BACKEND_FMOD_RET = 4,   /* fmod_ret on security_*: BPF LSM's decisions without it */
 };
 
 enum corral_event_flag {
@@ -158,6 +159,16 @@ struct corral_event {
 	__u8 addr[CORRAL_ADDR_LEN];
 	char comm[CORRAL_COMM_LEN];
 	char path[CORRAL_PATH_MAX];
+};
+
+/*
+ * map probe_state (probe.bpf.c): ARRAY of one. The probe proves a hook by its effect: the hook
+ * counts, and denies where it can, the operations of one process (tgid) and nothing else.
+ */
+struct corral_probe {
+	__u32 tgid;                 /* the probe's child; 0 = the hooks do nothing */
+	__u32 deny;                 /* 1: deny (-EPERM, or SIGKILL on the exec tracepoint) */
+	__u64 hits[CORRAL_NDIMS];   /* operations of tgid seen, per dimension */
 };
 
 #endif /* CORRAL_H */

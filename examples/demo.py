@@ -337,15 +337,16 @@ def flip_and_run_normally(d: Demo, rep: Report, mode: str, lsm: bool) -> None:
 
 
 def show_capabilities(d: Demo) -> bool:
-    """Prints what this kernel enforces (from corrald's probe); True when BPF LSM runs."""
+    """Prints what this kernel enforces (from corrald's probe); True when exec, open and
+    connect are denied with EPERM (BPF LSM, or fmod_ret where BPF LSM is not active)."""
     status = d.ctl_json("status")
     caps = status["capabilities"]
-    lsm = bool(caps["open"]["backend"] == "lsm")
+    lsm = bool(caps["open"]["mode"] == "enforce")
     heading(f"this kernel ({status['kernel']}): what corral can enforce here")
     for dim, cap in caps.items():
         print(f"  {dim:<8} {cap['mode']:<13} {cap['backend']:<11} {cap['how']}")
     print(
-        "  -> BPF LSM: exec, open and connect are denied with EPERM"
+        f"  -> {caps['open']['backend']}: exec, open and connect are denied with EPERM"
         if lsm
         else "  -> fallback backends: connect denied (EPERM), exec killed (SIGKILL), open reported"
     )

@@ -404,7 +404,11 @@ async def _put_baseline(request: web.Request) -> web.Response:
             f"fix metadata.name, or import it as {name!r} with rename=1 (corralctl: --rename)"
         )
     result = await _controller(request).import_baseline(
-        name, doc, strategy=strategy, keep_modes=keep_modes, dry_run=dry_run  # type: ignore[arg-type]
+        name,
+        doc,
+        strategy=strategy,
+        keep_modes=keep_modes,
+        dry_run=dry_run,  # type: ignore[arg-type]
     )
     return _json(result, status=201 if result.get("created") and not dry_run else 200)
 

@@ -581,7 +581,8 @@ def render_import(name: str, label: str, data: Any) -> str:
     ]
     if data.get("created"):
         lines.append(
-            "the agent did not exist: it " + ("would be" if dry else "was")
+            "the agent did not exist: it "
+            + ("would be" if dry else "was")
             + " created, and uses this baseline and these modes when it first runs"
         )
     return "\n".join(lines)
@@ -1074,7 +1075,7 @@ def _dim_object(value: str) -> dict[str, str]:
 
 
 def _index_list(value: str) -> list[int]:
-    """"3", "1,3", "2-5" -> row numbers."""
+    """ "3", "1,3", "2-5" -> row numbers."""
     out: list[int] = []
     try:
         for part in value.split(","):

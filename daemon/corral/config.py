@@ -93,6 +93,8 @@ class KernelConfig:
     ring_buffer_mib: int = 4
     # Where BPF LSM is missing: report opens through tracepoints, or leave them unwatched.
     fallback_open: str = "report"
+    # How often the probe re-proves, by effect, that the backends in use still act.
+    recheck_interval: float = 300.0
 
 
 @dataclass
@@ -164,6 +166,7 @@ _DURATION_FIELDS = {
     "save_interval",
     "suppress_window",
     "dns_refresh",
+    "recheck_interval",
 }
 _CHOICES = {
     "identity.source": ("auto", "kubernetes", "local"),

@@ -24,7 +24,7 @@ import structlog
 
 from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader
 
-from . import layout
+from . import hostfs, layout
 from .layout import DIMS, MODES, C
 from .service import Conflict
 
@@ -35,6 +35,14 @@ LSM_PROGRAMS = {
     "open": "corral_lsm_open",
     "connect": "corral_lsm_connect",
 }
+# The same decisions as fmod_ret programs on the security_* functions (BPF LSM not active).
+# The fmod_ret exec check reads the path its open program resolved at open_exec: exec needs it.
+FMOD_PROGRAMS = {
+    "exec": "corral_fmod_exec",
+    "open": "corral_fmod_open",
+    "connect": "corral_fmod_connect",
+}
+DENY_PROGRAMS = {"lsm": LSM_PROGRAMS, "fmod_ret": FMOD_PROGRAMS}
 EXEC_TRACEPOINT = "corral_tp_exec"
 # Fallback open hooks, by Backends.open: the syscall tracepoints run only for their syscall
 # (corral_tp_open exists on x86 only: arm64 has no open(2)); tp_btf/sys_enter runs for every
@@ -105,16 +113,21 @@ def cgroup_id(path: str | os.PathLike[str]) -> int:
 class Backends:
     """Which program decides each dimension on this kernel, and whether it can deny."""
 
-    exec: str  # "lsm" | "tracepoint"
-    open: str  # "lsm" | "tracepoint" (syscall tracepoints) | "sys_enter" (tp_btf) | "none"
-    connect: str  # "lsm" | "cgroup"
+    exec: str  # "lsm" | "fmod_ret" | "tracepoint"
+    # "lsm" | "fmod_ret" | "tracepoint" (syscall tracepoints) | "sys_enter" (tp_btf) | "none"
+    open: str
+    connect: str  # "lsm" | "fmod_ret" | "cgroup"
 
     @classmethod
-    def choose(cls, lsm: bool, *, open_fallback: str = "tracepoint") -> Backends:
-        """open_fallback: the open hook where BPF LSM is missing ("tracepoint", "sys_enter",
-        or "none": opens not watched)."""
-        if lsm:
-            return cls(exec="lsm", open="lsm", connect="lsm")
+    def choose(cls, deny: bool | str | None, *, open_fallback: str = "tracepoint") -> Backends:
+        """deny: the family that denies all three dimensions here ("lsm" or "fmod_ret"; True
+        means "lsm"), or a false value for the fallback backends. open_fallback: the open hook
+        of the fallback ("tracepoint", "sys_enter", or "none": opens not watched)."""
+        if deny:
+            family = "lsm" if deny is True else str(deny)
+            if family not in DENY_PROGRAMS:
+                raise ValueError(f"unknown backend family {family!r}")
+            return cls(exec=family, open=family, connect=family)
         return cls(exec="tracepoint", open=open_fallback, connect="cgroup")
 
     def of(self, dim: str) -> str:
@@ -123,7 +136,7 @@ class Backends:
     def enforcement(self, dim: str) -> str:
         """What ENFORCE means for dim here: 'deny', 'kill', 'observe-only' or 'unwatched'."""
         b = self.of(dim)
-        if b in ("lsm", "cgroup"):
+        if b in ("lsm", "fmod_ret", "cgroup"):
             return "deny"
         if b == "none":
             return "unwatched"
@@ -275,7 +288,10 @@ class Kernel:
         return self.pin_dir / self.fingerprint
 
     def _adopt(self) -> bool:
-        if self.pin_dir is None or not (self._pins / "maps" / "settings").exists():
+        if self.pin_dir is None:
+            return False
+        hostfs.ensure_bpffs(self.pin_dir)
+        if not (self._pins / "maps" / "settings").exists():
             return False
         try:
             self._maps = {p.name: Map.open_pinned(p) for p in (self._pins / "maps").iterdir()}
@@ -296,7 +312,14 @@ class Kernel:
 
     def program_names(self) -> set[str]:
         """The programs this backend choice runs."""
-        wanted = {LSM_PROGRAMS[d] for d in DIMS if self.backends.of(d) == "lsm"}
+        wanted = {
+            progs[d]
+            for family, progs in DENY_PROGRAMS.items()
+            for d in DIMS
+            if self.backends.of(d) == family
+        }
+        if self.backends.exec == "fmod_ret":
+            wanted.add(FMOD_PROGRAMS["open"])  # resolves the path of what execve opens
         if self.backends.exec == "tracepoint":
             wanted.add(EXEC_TRACEPOINT)
         wanted |= set(OPEN_PROGRAMS.get(self.backends.open, ()))
@@ -310,6 +333,10 @@ class Kernel:
         if self._active:
             return
         assert self._obj is not None
+        if any(
+            p.autoload and p.section.startswith("tracepoint/") for p in self._obj.programs.values()
+        ):
+            hostfs.ensure_tracefs()
         for name, prog in self._obj.programs.items():
             if not prog.autoload:
                 continue

@@ -138,7 +138,8 @@ def node_families(s: Sample) -> Iterator[Metric]:
     enforcement = InfoMetricFamily(
         "corral_enforcement",
         "What ENFORCE does per dimension on this node: enforce (EPERM), kill (SIGKILL), "
-        "observe-only or unwatched, and the backend that decides.",
+        "observe-only, unwatched, or lost (the backend in use no longer seen to act at the "
+        "last re-check), and the backend that decides.",
         labels=["dimension"],
     )
     for dim, cap in sorted(s.capabilities.items()):

@@ -35,6 +35,7 @@ from .kernel import AgentConfig, AllowListFull, Kernel, cgroup2_root, cgroup_id
 from .layout import DIMS
 from .memory import freeze_startup_objects, release_memory
 from .probe import ProbeResult, run_probe
+from .recheck import Capabilities, Rechecker
 from .service import BadRequest, Conflict, UnknownAgent, validate_agent_name
 
 log = structlog.get_logger("corral.node")
@@ -203,6 +204,7 @@ class Corral:
             asyncio.create_task(self._identity_loop(), name="identity"),
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),
             asyncio.create_task(self._kernel_flush_loop(), name="kernel-flush"),
+            asyncio.create_task(self._rechecker().run(self._stopping), name="recheck"),
         ]
         log.info(
             "corrald started",
@@ -210,6 +212,21 @@ class Corral:
             agents=len(self.registry.agents),
             identity=self.cfg.identity_source(),
             adopted_kernel_state=self.kernel.adopted,
+        )
+
+    def _rechecker(self) -> Rechecker:
+        assert self.kernel is not None and self.probe is not None
+        kern, probe = self.kernel, self.probe
+
+        def apply(caps: Capabilities) -> None:
+            probe.capabilities = caps
+
+        return Rechecker(
+            self.cfg.kernel.recheck_interval,
+            functools.partial(run_probe, self.cfg.kernel.fallback_open),
+            lambda: kern.backends,
+            lambda: probe.capabilities,
+            apply,
         )
 
     def _say_what_is_enforced(self) -> None:
@@ -982,6 +999,8 @@ class Corral:
         cap = self.probe.capabilities[dim]["mode"]
         if cap in ("unwatched", "unavailable") and mode != "off":
             return f"{mode} (not watched here)"
+        if cap == "lost" and mode != "off":
+            return f"{mode} (NOT enforced: hook lost)"
         if mode != "enforce":
             return mode
         return {"enforce": "enforce", "kill": "enforce (kill)"}.get(

@@ -7,8 +7,6 @@ the tiny programs in bpf/probe.bpf.c. Nothing is inferred from version numbers.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -20,21 +18,51 @@ import structlog
 
 from bpfkit import BpfError, BpfObject, libbpf_version
 
-from .kernel import Backends, object_path
+from . import hostfs
+from .effect import Effect, run_round
+from .hostfs import BPFFS, SECURITYFS, TRACEFS
+from .kernel import Backends, cgroup2_root, object_path
 
 log = structlog.get_logger("corral.probe")
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
-BPFFS = Path("/sys/fs/bpf")
-SECURITYFS = Path("/sys/kernel/security")
-TRACEFS = Path("/sys/kernel/tracing")
 OPEN_TRACEPOINT = "events/syscalls/sys_enter_openat"
 
+# Load-only probes: does this program type load here.
 PROBE_PROGRAMS = {
-    "lsm": "probe_lsm",
+    "lsm": "effect_lsm_open",
+    "fmod_ret": "effect_fmod_open",
     "tp_btf": "probe_tp_btf",
-    "cgroup_sock_addr": "probe_cgroup_sock_addr",
+    "cgroup_sock_addr": "effect_cg_connect4",
     "ringbuf": "probe_ringbuf",
+}
+
+# Probes by effect, one round per hook family: the round's programs are attached together and
+# the probe's child execs, opens and connects once.
+EFFECT_PROGRAMS: dict[str, dict[str, str]] = {
+    "lsm": {"exec": "effect_lsm_exec", "open": "effect_lsm_open", "connect": "effect_lsm_connect"},
+    "fmod_ret": {
+        "exec": "effect_fmod_exec",
+        "open": "effect_fmod_open",
+        "connect": "effect_fmod_connect",
+    },
+    "fallback": {
+        "exec": "effect_tp_exec",
+        "open": "effect_tp_openat",
+        "connect": "effect_cg_connect4",
+    },
+}
+# What the child must see where a family's hook enforces (tracepoint exec: killed after exec).
+EFFECT_WANTED = {
+    ("lsm", "exec"): "EPERM",
+    ("lsm", "open"): "EPERM",
+    ("lsm", "connect"): "EPERM",
+    ("fmod_ret", "exec"): "EPERM",
+    ("fmod_ret", "open"): "EPERM",
+    ("fmod_ret", "connect"): "EPERM",
+    ("fallback", "exec"): "killed",
+    ("fallback", "open"): "allowed",
+    ("fallback", "connect"): "EPERM",
 }
 
 
@@ -50,39 +78,30 @@ class ProbeResult:
     arch: str
     libbpf: str
     checks: dict[str, Check] = field(default_factory=dict)
+    # hook family -> dimension -> what its program did for the probe's child
+    effects: dict[str, dict[str, Effect]] = field(default_factory=dict)
     capabilities: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def lsm(self) -> bool:
-        return self.checks["lsm_program"].ok
+        """BPF LSM decides here: `bpf` is an active LSM and each LSM hook was seen to deny."""
+        return proven("lsm", self.checks, self.effects)
+
+    @property
+    def deny(self) -> str | None:
+        """The family that denies exec, open and connect here ('lsm', 'fmod_ret'), if any."""
+        return deny_family(self.checks, self.effects)
 
     def backends(self) -> Backends:
-        return Backends.choose(self.lsm, open_fallback=self.capabilities["open"]["backend"])
+        return Backends.choose(self.deny, open_fallback=self.capabilities["open"]["backend"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _mount(source: str, target: Path, fstype: str) -> str | None:
-    """mount(2) through libc; returns an error string or None."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.mount(source.encode(), str(target).encode(), fstype.encode(), 0, None) == 0:
-        return None
-    return os.strerror(ctypes.get_errno())
-
-
-def _mounted(target: Path, fstype: str) -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(len(p) > 2 and p[1] == str(target) and p[2] == fstype for p in map(str.split, f))
-
-
 def ensure_mount(target: Path, fstype: str) -> Check:
-    if _mounted(target, fstype):
-        return Check(True, f"{fstype} mounted at {target}")
-    err = _mount(fstype, target, fstype)
-    if err:
-        return Check(False, f"{fstype} not mounted at {target} and mounting failed: {err}")
-    return Check(True, f"{fstype} was not mounted; mounted it at {target}")
+    res = hostfs.ensure_mount(target, fstype)
+    return Check(res.ok, res.detail)
 
 
 def _cgroup2() -> Check:
@@ -142,24 +161,74 @@ def try_program(kind: str, obj_path: Path | None = None) -> Check:
             obj.load()
     except BpfError as e:
         hint = ""
-        if kind == "lsm" and e.errno == 1:
+        if kind in DENY_FAMILIES and e.errno == 1:
             hint = " (typical of kernels without ftrace-patchable functions / BPF trampolines)"
         return Check(False, f"load failed: {os.strerror(e.errno or 0)}{hint}")
     return Check(True, "loads")
 
 
-def _fallback_open(checks: dict[str, Check], fallback_open: str) -> dict[str, str]:
+# The families that deny all three dimensions with EPERM, in order of preference.
+DENY_FAMILIES = ("lsm", "fmod_ret")
+_DENY_HOW = {
+    "lsm": "denied with EPERM by BPF LSM (seen: the probe's child was denied)",
+    "fmod_ret": "denied with EPERM by fmod_ret on security_* (seen: the probe's child was denied)",
+}
+
+
+def proven(family: str, checks: dict[str, Check], effects: dict[str, dict[str, Effect]]) -> bool:
+    """Each hook of the family was seen to act as enforcement by it looks (and, for LSM, `bpf`
+    is an active LSM)."""
+    eff = effects.get(family, {})
+    ok = bool(eff) and all(eff[d].shows(EFFECT_WANTED[family, d]) for d in eff)
+    return ok and (family != "lsm" or checks["bpf_lsm_active"].ok)
+
+
+def deny_family(checks: dict[str, Check], effects: dict[str, dict[str, Effect]]) -> str | None:
+    return next((f for f in DENY_FAMILIES if proven(f, checks, effects)), None)
+
+
+def _family_check(
+    family: str, checks: dict[str, Check], effects: dict[str, dict[str, Effect]]
+) -> Check:
+    if proven(family, checks, effects):
+        return Check(True, "exec, open and connect of the probe's child denied with EPERM")
+    eff = effects.get(family, {})
+    if not eff:
+        load = checks[f"{family}_program"]
+        if load.ok:
+            return Check(False, "not tried: a family before it enforces here")
+        return Check(False, "not tried: " + load.detail)
+    bad = [f"{d}: {e.detail}" for d, e in eff.items() if not e.shows(EFFECT_WANTED[family, d])]
+    if family == "lsm" and not checks["bpf_lsm_active"].ok and not bad:
+        bad = ["the hooks ran, yet 'bpf' is not in the active LSM list"]
+    return Check(False, "; ".join(bad))
+
+
+def _fallback_check(effects: dict[str, dict[str, Effect]]) -> Check:
+    fb = effects.get("fallback")
+    if fb is None:
+        return Check(True, "not needed: a family above denies every dimension")
+    parts = [f"{d}: {e.detail}" for d, e in fb.items()]
+    return Check(
+        all(e.shows(EFFECT_WANTED["fallback", d]) for d, e in fb.items()), "; ".join(parts)
+    )
+
+
+def _fallback_open(
+    checks: dict[str, Check], effect: Effect | None, fallback_open: str
+) -> dict[str, str]:
     if fallback_open == "off":
         return {
             "mode": "unwatched",
             "backend": "none",
             "how": "not watched: kernel.fallback_open is off (no BPF LSM here)",
         }
-    if checks["syscall_tracepoints"].ok:
+    if effect is not None and effect.fired:
         return {
             "mode": "observe-only",
             "backend": "tracepoint",
-            "how": "reported, never denied: needs BPF LSM to enforce (syscall tracepoints)",
+            "how": "reported, never denied: needs BPF LSM to enforce (syscall tracepoints, "
+            "seen to run)",
         }
     if checks["tp_btf_program"].ok:
         return {
@@ -168,36 +237,74 @@ def _fallback_open(checks: dict[str, Check], fallback_open: str) -> dict[str, st
             "how": "reported, never denied: needs BPF LSM to enforce (tp_btf/sys_enter: runs "
             "for every syscall)",
         }
-    return {"mode": "unavailable", "backend": "none", "how": "no open hook loads"}
+    why = effect.detail if effect is not None else "no open hook loads"
+    return {"mode": "unavailable", "backend": "none", "how": f"no open hook: {why}"}
 
 
 def capability_matrix(
-    checks: dict[str, Check], fallback_open: str = "report"
+    checks: dict[str, Check],
+    effects: dict[str, dict[str, Effect]],
+    fallback_open: str = "report",
 ) -> dict[str, dict[str, str]]:
-    lsm = checks["lsm_program"].ok
-    tp = checks["tp_btf_program"].ok
-    cg = checks["cgroup_sock_addr_program"].ok
+    """What each dimension gets here, from what the probe's child saw, never from a load."""
     caps: dict[str, dict[str, str]] = {}
-    if lsm:
+    family = deny_family(checks, effects)
+    if family is not None:
         for dim in ("exec", "open", "connect"):
-            caps[dim] = {"mode": "enforce", "backend": "lsm", "how": "denied with EPERM"}
+            caps[dim] = {"mode": "enforce", "backend": family, "how": _DENY_HOW[family]}
         return caps
+    fb = effects.get("fallback", {})
+    exec_ = fb.get("exec")
     caps["exec"] = (
         {
             "mode": "kill",
             "backend": "tracepoint",
-            "how": "killed with SIGKILL before the new image runs (not EPERM)",
+            "how": "killed with SIGKILL before the new image runs, not EPERM (seen: the probe's "
+            "child was killed)",
         }
-        if tp
-        else {"mode": "unavailable", "backend": "none", "how": "no exec hook loads"}
+        if exec_ is not None and exec_.shows(EFFECT_WANTED["fallback", "exec"])
+        else {
+            "mode": "unavailable",
+            "backend": "none",
+            "how": f"no exec hook: {exec_.detail if exec_ else 'none loads'}",
+        }
     )
-    caps["open"] = _fallback_open(checks, fallback_open)
+    caps["open"] = _fallback_open(checks, fb.get("open"), fallback_open)
+    conn = fb.get("connect")
     caps["connect"] = (
-        {"mode": "enforce", "backend": "cgroup", "how": "denied with EPERM (cgroup/connect4/6)"}
-        if cg
-        else {"mode": "unavailable", "backend": "none", "how": "no connect hook loads"}
+        {
+            "mode": "enforce",
+            "backend": "cgroup",
+            "how": "denied with EPERM, cgroup/connect4/6 (seen: the probe's child was denied)",
+        }
+        if conn is not None and conn.shows(EFFECT_WANTED["fallback", "connect"])
+        else {
+            "mode": "unavailable",
+            "backend": "none",
+            "how": f"no connect hook: {conn.detail if conn else 'none loads'}",
+        }
     )
     return caps
+
+
+def prove_effects(
+    checks: dict[str, Check], obj_path: Path | None = None, cgroup_root: Path | None = None
+) -> dict[str, dict[str, Effect]]:
+    """Runs the probe's child under the hook families that load, in order of preference (BPF
+    LSM, fmod_ret, the fallback hooks), until one denies all three dimensions; the fallback
+    family runs where none does."""
+    obj = obj_path or object_path("probe.bpf.o")
+    if cgroup_root is None and checks["cgroup2"].ok:
+        cgroup_root = cgroup2_root()
+    effects: dict[str, dict[str, Effect]] = {}
+    with _quiet_libbpf():
+        for family in DENY_FAMILIES:
+            if checks[f"{family}_program"].ok:
+                effects[family] = run_round(EFFECT_PROGRAMS[family], obj, cgroup_root)
+                if proven(family, checks, effects):
+                    return effects
+        effects["fallback"] = run_round(EFFECT_PROGRAMS["fallback"], obj, cgroup_root)
+    return effects
 
 
 def run_probe(fallback_open: str = "report") -> ProbeResult:
@@ -218,7 +325,11 @@ def run_probe(fallback_open: str = "report") -> ProbeResult:
     c["syscall_tracepoints"] = _syscall_tracepoints(c["tracefs"])
     for kind in PROBE_PROGRAMS:
         c[f"{kind}_program"] = try_program(kind)
-    res.capabilities = capability_matrix(c, fallback_open)
+    res.effects = prove_effects(c)
+    for family in DENY_FAMILIES:
+        c[f"{family}_effect"] = _family_check(family, c, res.effects)
+    c["fallback_effect"] = _fallback_check(res.effects)
+    res.capabilities = capability_matrix(c, res.effects, fallback_open)
     log.debug("probe done", **{k: v.ok for k, v in c.items()})
     return res
 

@@ -11,7 +11,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,27 @@ def make_site(root: Path, packages: dict[str, str]) -> Path:
     return sp
 
 
-def own_cgroup() -> list[str]:
-    rel = Path("/proc/self/cgroup").read_text().strip().split("::", 1)[1]
-    return [str(cgroup2_root() / rel.lstrip("/"))]
+@pytest.fixture
+def agent_cgroup() -> Iterator[list[str]]:
+    """A cgroup of its own holding one process (a `sleep`) that shares this test's root: the
+    tracker reads package versions through /proc/<pid>/root of an agent's processes. (This
+    test's own cgroup may be the root cgroup, whose first processes can have another root,
+    e.g. when the suite runs in a chroot.)"""
+    cg = cgroup2_root() / f"corral-test-inv-{uuid.uuid4().hex[:8]}"
+    cg.mkdir()
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        (cg / "cgroup.procs").write_text(str(sleeper.pid))
+        yield [str(cg)]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for _ in range(50):
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
@@ -52,13 +71,15 @@ async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
 
 
 @pytest.fixture
-async def tracker_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def tracker_factory(
+    tmp_path: Path, agent_cgroup: list[str]
+) -> AsyncIterator[Callable[..., Any]]:
     made: list[AibomTracker] = []
 
     async def make(baselines: dict[str, Baseline] | None = None, **kw: Any) -> AibomTracker:
         t = AibomTracker(
             load_rules(), tmp_path / "state", "node-1",
-            baselines=lambda: baselines or {}, cgroups_of=lambda _: own_cgroup(),
+            baselines=lambda: baselines or {}, cgroups_of=lambda _: agent_cgroup,
             resolve_hosts=False, **kw,
         )  # fmt: skip
         await t.start()
@@ -159,7 +180,7 @@ async def test_events_versions_and_hints(tmp_path: Path, tracker_factory: Any) -
     await until(lambda: fw()["langchain"]["version"] == "0.3.7")
     assert fw()["langchain"]["version_source"] == f"{sp}/langchain-0.3.7.dist-info/METADATA"
     assert fw()["openai"]["version"] == "1.2.3"
-    # pid 0 is never readable; the agent's cgroup (this process's) answers instead
+    # pid 0 is never readable; the agent's cgroup (its process shares our root) answers instead
     assert fw()["openai"]["version_source"] in (
         "dist-info directory name",
         f"{sp}/openai-1.2.3.dist-info/METADATA",

@@ -1,9 +1,11 @@
 """Real-kernel fixtures: the corral object loaded into this kernel, fresh cgroup v2 directories,
 and processes forked into them. Nothing here is mocked.
 
-Backend selection follows the probe: on a kernel that loads BPF LSM programs (the VM suite) the
-LSM backend is tested, elsewhere the cgroup/tracepoint fallback. Tests for one backend carry the
-marker `lsm` or `fallback`; the runner deselects the other set (`-m "not lsm"` on the host).
+Backend selection follows the probe (by effect): where BPF LSM runs (the VM booted with `bpf` in
+lsm=) the LSM backend is tested, where it is compiled in but inactive (the VM booted without)
+fmod_ret, elsewhere the cgroup/tracepoint fallback. Tests for the denying backends carry the
+marker `deny`, those for the fallback `fallback`; the runner deselects the other set (`-m "not
+deny"` on the host).
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def lsm_available() -> bool:
-    return probe.try_program("lsm").ok
+def deny_family() -> str | None:
+    """The family proven by effect to deny here ("lsm", "fmod_ret"), or None (a load proves
+    nothing: see corral.effect)."""
+    return probe.run_probe().deny
 
 
 @pytest.fixture(scope="session")
-def backends(lsm_available: bool) -> Backends:
-    return Backends.choose(lsm_available)
+def backends(deny_family: str | None) -> Backends:
+    return Backends.choose(deny_family)
 
 
 @dataclass
@@ -310,7 +314,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for k in ("passed", "failed", "skipped", "error")
     }
     failed = counts["failed"] + counts["error"]
+    lsm = os.environ.get("CORRAL_VM_LSM", "active")
     terminalreporter.write_line(
-        f"vm-suite kernel={os.uname().release} passed={counts['passed']} failed={failed} "
-        f"skipped={counts['skipped']}"
+        f"vm-suite kernel={os.uname().release} lsm={lsm} passed={counts['passed']} "
+        f"failed={failed} skipped={counts['skipped']}"
     )

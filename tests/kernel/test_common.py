@@ -214,7 +214,7 @@ def test_exec_enforce_blocks_novel_allows_baselined(agent: Agent, workdir: Path,
     agent.configure(exec="enforce")
     assert agent.run(exec_child(str(allowed))).exit_code == 0
     res = agent.run(exec_child(str(novel)))
-    if backends.exec == "lsm":
+    if backends.enforcement("exec") == "deny":
         assert res.error == errno.EPERM
     else:
         assert res.signal == signal.SIGKILL

@@ -41,12 +41,12 @@ def cgroup(kern: Kernel) -> Iterator[Path]:
     _cleanup_cgroup(cg)
 
 
-def _owner_script(pin_dir: Path, cg: Path, lsm: bool) -> str:
+def _owner_script(pin_dir: Path, cg: Path, deny: str | None) -> str:
     return textwrap.dedent(f"""
         import os, signal, sys
         from pathlib import Path
         from corral.kernel import AgentConfig, Backends, Kernel, cgroup_id
-        k = Kernel(Backends.choose({lsm}), pin_dir=Path({str(pin_dir)!r}))
+        k = Kernel(Backends.choose({deny!r}), pin_dir=Path({str(pin_dir)!r}))
         k.register_cgroup(cgroup_id({str(cg)!r}), {AGENT})
         k.set_agent({AGENT}, AgentConfig(modes={{"exec": "off", "open": "off",
                      "connect": "enforce"}}, lists={{"exec": 1, "open": 2, "connect": 3}}))
@@ -57,10 +57,10 @@ def _owner_script(pin_dir: Path, cg: Path, lsm: bool) -> str:
 
 
 def test_enforcement_survives_kill9_and_restart_adopts(
-    pin_dir: Path, cgroup: Path, backends: Backends, lsm_available: bool
+    pin_dir: Path, cgroup: Path, backends: Backends, deny_family: str | None
 ) -> None:
     owner = subprocess.Popen(
-        [sys.executable, "-c", _owner_script(pin_dir, cgroup, lsm_available)],
+        [sys.executable, "-c", _owner_script(pin_dir, cgroup, deny_family)],
         stdout=subprocess.PIPE,
         text=True,
     )

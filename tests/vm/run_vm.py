@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""Runs the kernel suite inside QEMU (virtme-ng) on each Debian kernel with BPF LSM enabled.
+"""Runs the kernel suite inside QEMU (virtme-ng) on each Debian kernel, booted twice.
 
-One VM boot per kernel, one pytest session inside it. The guest prints
-`vm-suite kernel=<uname -r> passed=<n> failed=<n> skipped=<n>`; this script collects those lines
-and fails unless every kernel ran with failed=0 and skipped=0.
+- `lsm=active`: booted with `lsm=lockdown,capability,bpf`: the BPF LSM backend, the daemon's
+  end-to-end test and the demo.
+- `lsm=inactive`: booted with `lsm=lockdown,capability`, Debian's and Ubuntu's default: BPF LSM
+  is compiled in, its programs load and attach, and never run. The probe must not report it
+  (tests marked `lsm_inactive`); the fmod_ret backend is chosen, and the enforcement tests
+  (marked `deny`) run on it, with the daemon's end-to-end test.
+
+One pytest session per boot. The guest prints `vm-suite kernel=<uname -r> lsm=<active|inactive>
+passed=<n> failed=<n> skipped=<n>`; this script collects those lines and fails unless every
+boot ran with failed=0 and skipped=0.
 """
 
 from __future__ import annotations
@@ -19,9 +26,24 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SUMMARY = re.compile(r"vm-suite kernel=(\S+) passed=(\d+) failed=(\d+) skipped=(\d+)")
+SUMMARY = re.compile(
+    r"vm-suite kernel=(\S+) lsm=(\S+) passed=(\d+) failed=(\d+) skipped=(\d+)"
+)
 DEFAULT_KERNELS = ("6.1", "6.12")
 LSM_APPEND = "lsm=lockdown,capability,bpf"
+# A boot per LSM state: the kernel command line and what pytest runs there.
+BOOTS = {
+    "active": (
+        LSM_APPEND,
+        "tests/kernel tests/daemon/test_e2e.py tests/ship/test_demo.py",
+        "not fallback and not lsm_inactive",
+    ),
+    "inactive": (
+        "lsm=lockdown,capability",
+        "tests/kernel tests/daemon/test_e2e.py",
+        "not fallback",
+    ),
+}
 
 
 def find_kernel(series: str) -> str | None:
@@ -32,33 +54,38 @@ def find_kernel(series: str) -> str | None:
     return sorted(found)[-1] if found else None
 
 
-def guest_command(python: str, pytest_args: list[str]) -> str:
+def guest_command(python: str, pytest_args: list[str], boot: str = "active") -> str:
+    _, paths, marks = BOOTS[boot]
     args = " ".join(shlex.quote(a) for a in pytest_args)
     return (
         f"cd {shlex.quote(str(REPO))} && "
-        f"CORRAL_VM_SUITE=1 PYTHONDONTWRITEBYTECODE=1 {shlex.quote(python)} -m pytest "
-        f"tests/kernel tests/daemon/test_e2e.py tests/ship/test_demo.py -m 'not fallback' "
+        f"CORRAL_VM_SUITE=1 CORRAL_VM_LSM={boot} PYTHONDONTWRITEBYTECODE=1 "
+        f"{shlex.quote(python)} -m pytest {paths} -m {shlex.quote(marks)} "
         f"-p no:cacheprovider -q -rs {args}"
     )
 
 
-def vng(python: str, kernel: str, command: str, cpus: int = 2) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) booting kernel under QEMU/TCG with BPF LSM and running command in
-    the guest, with the venv of `python` first on PATH (also used by bench/vm.py)."""
+def vng(
+    python: str, kernel: str, command: str, cpus: int = 2, append: str = LSM_APPEND
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) booting kernel under QEMU/TCG (with BPF LSM unless append says
+    otherwise) and running command in the guest, with the venv of `python` first on PATH (also
+    used by bench/vm.py)."""
     venv_bin = str(Path(python).parent)
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
     cmd = [f"{venv_bin}/vng", "--disable-kvm", "--memory", "2G", "--cpus", str(cpus)]
-    cmd += ["--run", kernel, "--append", LSM_APPEND, "--", command]
+    cmd += ["--run", kernel, "--append", append, "--", command]
     return cmd, env
 
 
 def run_one(
-    kernel: str, python: str, pytest_args: list[str], timeout: int, logdir: Path
+    kernel: str, boot: str, python: str, pytest_args: list[str], timeout: int, logdir: Path
 ) -> tuple[bool, str]:
-    cmd, env = vng(python, kernel, guest_command(python, pytest_args))
-    log = logdir / (Path(kernel).name + ".log")
+    append = BOOTS[boot][0]
+    cmd, env = vng(python, kernel, guest_command(python, pytest_args, boot), append=append)
+    log = logdir / f"{Path(kernel).name}-lsm-{boot}.log"
     started = time.monotonic()
-    print(f"== booting {kernel} under QEMU (TCG) ...", flush=True)
+    print(f"== booting {kernel} under QEMU (TCG), {append} ...", flush=True)
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
@@ -80,7 +107,7 @@ def run_one(
             f"kernel {kernel}: no vm-suite line (boot or pytest failed; log {log}, {took:.0f}s)",
         )
     line = m.group(0)
-    ok = int(m.group(3)) == 0 and int(m.group(4)) == 0 and int(m.group(2)) > 0
+    ok = int(m.group(4)) == 0 and int(m.group(5)) == 0 and int(m.group(3)) > 0
     return ok, f"{line}  ({took:.0f}s)"
 
 
@@ -93,6 +120,11 @@ def main() -> int:
     )
     ap.add_argument(
         "--kernels", default=",".join(DEFAULT_KERNELS), help="kernel series, comma separated"
+    )
+    ap.add_argument(
+        "--boots",
+        default=",".join(BOOTS),
+        help="LSM states to boot each kernel in: active (lsm=...,bpf), inactive (without bpf)",
     )
     ap.add_argument("--timeout", type=int, default=1500, help="seconds per VM")
     ap.add_argument("pytest_args", nargs="*")
@@ -107,7 +139,8 @@ def main() -> int:
                 (False, f"kernel series {series}: no /boot/vmlinuz-{series}* — run `make vm-deps`")
             )
             continue
-        results.append(run_one(kernel, a.python, a.pytest_args, a.timeout, logdir))
+        for boot in a.boots.split(","):
+            results.append(run_one(kernel, boot, a.python, a.pytest_args, a.timeout, logdir))
     print("\n== VM suite summary")
     for ok, line in results:
         print(("ok   " if ok else "FAIL ") + line)

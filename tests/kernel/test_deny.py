@@ -1,4 +1,6 @@
-"""BPF LSM backend: runs in the VM suite (kernels that load lsm/ programs)."""
+"""The backends that deny with EPERM: BPF LSM, and fmod_ret on the security_* functions where
+BPF LSM is not active. Runs in the VM suite: booted with `bpf` in lsm= these tests run on the LSM
+backend, booted without it on fmod_ret (the same decisions, another attachment)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,16 @@ from corral.kernel import path_key
 
 from .conftest import Agent, Collector, connect_child, open_child
 
-pytestmark = pytest.mark.lsm
+pytestmark = pytest.mark.deny
 
 
-def test_probe_says_all_three_enforce_via_lsm() -> None:
+def test_probe_says_all_three_enforce_via_the_expected_family() -> None:
+    """BPF LSM where `bpf` is an active LSM, fmod_ret where it is not (CORRAL_VM_LSM: the boot)."""
+    want = "fmod_ret" if os.environ.get("CORRAL_VM_LSM") == "inactive" else "lsm"
     res = probe.run_probe()
     for dim in ("exec", "open", "connect"):
         assert res.capabilities[dim]["mode"] == "enforce", res.capabilities
-        assert res.capabilities[dim]["backend"] == "lsm"
+        assert res.capabilities[dim]["backend"] == want, res.checks
 
 
 def test_open_enforce_denies_with_eperm(agent: Agent, workdir: Path) -> None:
@@ -78,12 +82,12 @@ def test_open_path_golden(agent: Agent, workdir: Path, collector: Collector) -> 
     assert agent.run(open_child(link)).value == "opened"
 
 
-def test_exec_denied_is_eperm_not_kill(agent: Agent, collector: Collector) -> None:
+def test_exec_denied_is_eperm_not_kill(agent: Agent, collector: Collector, backends) -> None:
     agent.configure(exec="enforce")
     res = agent.run(lambda: os.execv("/bin/true", ["/bin/true"]))
     assert res.error == errno.EPERM and res.signal is None
     ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "exec")
-    assert ev.verdict == "denied" and ev.backend == "lsm"
+    assert ev.verdict == "denied" and ev.backend == backends.exec
     assert ev.path == os.path.realpath("/bin/true")
 
 
@@ -104,7 +108,7 @@ def test_exec_is_judged_by_the_exec_hook_not_file_open(agent: Agent, collector: 
     assert res.error is None and res.exit_code == 127
 
 
-def test_lsm_connect_reports_ppid(agent: Agent, collector: Collector) -> None:
+def test_connect_reports_ppid(agent: Agent, collector: Collector, backends) -> None:
     agent.configure(connect="enforce")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,7 +116,7 @@ def test_lsm_connect_reports_ppid(agent: Agent, collector: Collector) -> None:
     res = agent.run(connect_child(socket.AF_INET, "127.0.0.1", port))
     assert res.error == errno.EPERM
     ev = collector.wait(lambda e: e.pid == res.pid and e.dimension == "connect")
-    assert ev.ppid == os.getpid() and ev.backend == "lsm"
+    assert ev.ppid == os.getpid() and ev.backend == backends.connect
 
 
 def test_proc_normalised_entry_enforced(agent: Agent) -> None:

@@ -1,0 +1,118 @@
+"""The backends in use, proven again while corrald runs.
+
+A kernel can change under a running corrald (an LSM list edited by a later boot stage, a
+livepatch, another tool detaching trampolines), so corrald re-runs the probe by effect every
+`kernel.recheck_interval`. A dimension whose backend in use is no longer seen to act becomes
+`lost`: status, agents and metrics stop saying `enforce` for it, and corrald logs an error. The
+backends are chosen once, at start: a restart picks them anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from .kernel import Backends
+from .layout import DIMS
+from .memory import release_memory
+from .probe import ProbeResult
+
+log = structlog.get_logger("corral.recheck")
+
+Capabilities = dict[str, dict[str, str]]
+
+
+def reconcile(in_use: Backends, fresh: Mapping[str, Mapping[str, str]]) -> Capabilities:
+    """What each dimension gets now: the fresh probe's answer where it names the backend in use,
+    else `lost` (the programs attached at start are no longer proven to act)."""
+    out: Capabilities = {}
+    for dim in DIMS:
+        cap = dict(fresh[dim])
+        backend = in_use.of(dim)
+        if cap["backend"] == backend:
+            out[dim] = cap
+            continue
+        out[dim] = {
+            "mode": "lost",
+            "backend": backend,
+            "how": (
+                f"NOT ENFORCED: the {backend} hook was not seen to act at the last re-check "
+                f"(the probe now finds {cap['mode']} via {cap['backend']}: {cap['how']}); "
+                "restart corrald to choose backends again"
+            ),
+        }
+    return out
+
+
+def changed(old: Mapping[str, Mapping[str, str]], new: Capabilities) -> list[str]:
+    """Dimensions whose mode or backend changed."""
+    return [
+        d
+        for d in DIMS
+        if (old[d]["mode"], old[d]["backend"]) != (new[d]["mode"], new[d]["backend"])
+    ]
+
+
+class Rechecker:
+    """Re-runs probe() every interval seconds (0: never) and hands changed capabilities to
+    apply()."""
+
+    def __init__(
+        self,
+        interval: float,
+        probe: Callable[[], ProbeResult],
+        in_use: Callable[[], Backends],
+        current: Callable[[], Mapping[str, Mapping[str, str]]],
+        apply: Callable[[Capabilities], None],
+    ) -> None:
+        self.interval = interval
+        self._probe = probe
+        self._in_use = in_use
+        self._current = current
+        self._apply = apply
+        self.checks = 0
+        self.last_check: float | None = None
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        if self.interval <= 0:
+            return
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.interval)
+            if stopping.is_set():
+                return
+            try:
+                await self.once()
+            except Exception as e:
+                log.error("re-check of the backends failed", error=str(e))
+
+    async def once(self) -> list[str]:
+        res = await asyncio.to_thread(self._probe)
+        release_memory()  # libbpf's BTF parse for the probe's objects
+        self.checks += 1
+        self.last_check = asyncio.get_running_loop().time()
+        new = reconcile(self._in_use(), res.capabilities)
+        dims = changed(self._current(), new)
+        for dim in dims:
+            cap = new[dim]
+            if cap["mode"] == "lost":
+                log.error(
+                    "enforcement lost: the hook in use no longer acts",
+                    dimension=dim,
+                    backend=cap["backend"],
+                    how=cap["how"],
+                )
+            else:
+                log.warning(
+                    "capability changed",
+                    dimension=dim,
+                    enforcement=cap["mode"],
+                    backend=cap["backend"],
+                    how=cap["how"],
+                )
+        if dims:
+            self._apply(new)
+        return dims

@@ -1,0 +1,61 @@
+"""The probe reports a backend only where its hooks were seen to act (corral.effect).
+
+Runs everywhere: on this host (BPF LSM does not load), in the VM with BPF LSM active, and in the
+VM booted without `bpf` in lsm= (compiled in, loads and attaches, never runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corral import probe
+from corral.effect import run_round
+from corral.kernel import object_path
+
+ACTIVE_LSMS = Path("/sys/kernel/security/lsm")
+
+
+def _bpf_lsm_active() -> bool:
+    probe.ensure_mount(probe.SECURITYFS, "securityfs")
+    return "bpf" in ACTIVE_LSMS.read_text().strip().split(",")
+
+
+def test_every_reported_backend_was_seen_to_act() -> None:
+    res = probe.run_probe()
+    for dim, cap in res.capabilities.items():
+        if cap["backend"] == "lsm":
+            assert _bpf_lsm_active()
+            assert res.effects["lsm"][dim].shows("EPERM"), res.effects
+        elif cap["mode"] == "kill":
+            assert res.effects["fallback"][dim].shows("killed"), res.effects
+        elif cap["backend"] == "cgroup":
+            assert res.effects["fallback"][dim].shows("EPERM"), res.effects
+        if cap["mode"] in ("enforce", "kill"):
+            assert "seen" in cap["how"]
+
+
+def test_a_hook_that_could_not_be_attached_proves_nothing() -> None:
+    """Without a cgroup for the child the connect program cannot be attached: the round says
+    so, and the other hooks are still proven."""
+    effects = run_round(probe.EFFECT_PROGRAMS["fallback"], object_path("probe.bpf.o"), None)
+    assert not effects["connect"].attached
+    assert not effects["connect"].fired
+    assert "no cgroup v2 directory" in effects["connect"].detail
+    assert effects["open"].fired
+
+
+@pytest.mark.lsm_inactive
+def test_lsm_attached_but_inactive_is_never_reported() -> None:
+    """Debian's default: BPF LSM compiled in, `bpf` not in lsm=. Its programs load and attach
+    and never run; the probe says so and picks the fallback backends."""
+    assert not _bpf_lsm_active()
+    res = probe.run_probe()
+    lsm = res.effects["lsm"]
+    assert all(e.attached and not e.fired for e in lsm.values()), lsm
+    assert not res.lsm
+    assert all(cap["backend"] != "lsm" for cap in res.capabilities.values()), res.capabilities
+    assert not res.checks["lsm_effect"].ok
+    assert "never ran" in res.checks["lsm_effect"].detail
+    assert res.backends().open != "lsm"
