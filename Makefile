@@ -15,13 +15,14 @@ SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
 # Where $(PYTHON) cannot make a venv (Debian's python3 without ensurepip, or no python3 at all).
 PYTHON_PKGS := python3 python3-venv
 # The host suite: git lists a checkout's files (tests/ship copies a fresh clone from it);
-# procps: ps, which the demo test calls.
+# procps: ps, which the demo test calls (also in the VM suite).
 TEST_PKGS := git procps
 # make bench: a C compiler and static libc for its helpers, perf for profiles
 BENCH_PKGS := gcc libc6-dev linux-perf
 # virtme-ng builds the guest's initramfs with busybox (without it every boot ends at once with
-# "initramfs is needed, and no busybox was found").
-VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
+# "initramfs is needed, and no busybox was found") and runs `file` on it and on the kernel; its
+# init brings the guest's loopback up with `ip` (iproute2): without it 127.0.0.1 is unreachable.
+VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static file iproute2
 
 .PHONY: help deps vm-deps test-deps venv bpf vmlinux run test test-host test-vm test-fresh lint \
 	clean distclean demo wheel install uninstall bench
@@ -150,15 +151,15 @@ uninstall:
 	@echo "kept $(SYSCONFDIR)/corral (configuration) and the state directory (baselines): remove them by hand if you want them gone"
 
 # Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
-# Tests marked `deny` need a backend that denies with EPERM (BPF LSM or fmod_ret), those marked
-# `lsm_inactive` a kernel where BPF LSM is compiled in but not active: they run in test-vm.
+# Tests marked `deny` need a backend that denies with EPERM (BPF LSM or fmod_ret), `lsm_active`
+# BPF LSM running, `lsm_inactive` BPF LSM compiled in but not active: they run in test-vm.
 test-host: deps test-deps venv bpf
 	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon tests/ship \
-		-m "not deny and not lsm_inactive"
+		-m "not deny and not lsm_active and not lsm_inactive"
 
 # VM suite: the kernel suite on Debian 6.1 and 6.12 kernels (QEMU, no KVM needed), each booted
 # with lsm=...,bpf and without bpf (BPF LSM compiled in, inactive). See tests/vm/run_vm.py.
-test-vm: deps vm-deps venv bpf
+test-vm: deps vm-deps test-deps venv bpf
 	$(PY) tests/vm/run_vm.py --python $(PY)
 
 test: lint test-host test-vm

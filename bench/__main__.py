@@ -22,7 +22,7 @@ from typing import Any
 
 from . import env, report
 
-PARTS = ("syscalls", "workload", "ingest", "footprint", "flip", "vm")
+PARTS = ("syscalls", "workload", "ingest", "footprint", "flip", "vm", "families")
 RESULTS = env.BUILD / "results"
 
 
@@ -69,6 +69,10 @@ def run_part(part: str, quick: bool) -> dict[str, Any]:
         from . import vm
 
         res = vm.measure(rounds=3 if quick else 9, target_s=0.5)
+    elif part == "families":
+        from . import families
+
+        res = families.measure(rounds=3 if quick else 5, target_s=0.3)
     else:
         raise ValueError(part)
     res["elapsed_seconds"] = round(time.monotonic() - t0, 1)

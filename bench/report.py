@@ -1029,6 +1029,30 @@ def machine_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def families_section(res: dict[str, Any]) -> list[str]:
+    """Backend families side by side in the VMs (bench/families.py)."""
+    from .families import table
+
+    head = ["## Backends side by side: BPF LSM, fmod_ret, fallback (VM)", ""]
+    if not res.get("boots"):
+        return [*head, "Not measured in this run (`python -m bench --parts families`).", ""]
+    return [
+        *head,
+        "Each Debian kernel booted twice under QEMU/TCG: with `bpf` in `lsm=` (BPF LSM and "
+        "fmod_ret measured in the same boot) and without it (fmod_ret and the fallback "
+        "backends). ns/call: each program's `run_time_ns / run_cnt` "
+        "(`kernel.bpf_stats_enabled`) with the agent in ENFORCE, 10,000 entries per "
+        "allow-list and the checked object allowed (the worst-case lookup of "
+        "`bench/syscalls.py`); `corral_fmod_open` also runs for each exec (it resolves the "
+        "path of the program `execve` opens). Overheads: CPU time per operation in ENFORCE "
+        "against no corral loaded, median of the rounds (min … max). TCG emulates the CPU: "
+        "compare only rows of the same boot.",
+        "",
+        *table(res),
+        "",
+    ]
+
+
 def write(results: dict[str, Any]) -> Path:
     ASSETS.mkdir(parents=True, exist_ok=True)
     DATA.write_text(json.dumps(results, indent=1, sort_keys=True))
@@ -1052,6 +1076,7 @@ def write(results: dict[str, Any]) -> Path:
         *ingest_section(results.get("ingest", {}), ing_png),
         *footprint_section(results.get("footprint", {})),
         *flip_section(results.get("flip", {})),
+        *families_section(results.get("families", {})),
         *anchors_section(results),
     ]
     DOC.write_text("\n".join(lines).rstrip() + "\n")

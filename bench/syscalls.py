@@ -244,10 +244,16 @@ def _prog_stats() -> dict[str, tuple[int, int]]:
     return out
 
 
-def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
+def measure(
+    rounds: int,
+    target_s: float,
+    seed: int,
+    backends: Backends | None = None,
+    profile: bool = True,
+) -> dict[str, Any]:
+    """backends: the ones to measure (default: what the probe proves here, by effect)."""
     tools = env.helpers()
-    lsm = probe.run_probe().lsm  # proven by effect, not by a load
-    backends = Backends.choose(lsm)
+    backends = backends or probe.run_probe().backends()
     result: dict[str, Any] = {
         "machine": env.machine(),
         "backends": backends.__dict__,
@@ -298,9 +304,10 @@ def measure(rounds: int, target_s: float, seed: int) -> dict[str, Any]:
                         )
                 env.log(f"syscalls: round {r + 1}/{rounds} done ({' '.join(order)})")
             result["bpf_prog_ns"] = bpf_prog_costs(c, tools["loop"], fx, iters)
-            c.set("enforce")
-            loop_cmd = [str(tools["loop"]), "-c", str(cg), "open", str(iters["open"] * 3)]
-            result["perf_open_enforce"] = perf_symbols([*loop_cmd, op_arg(fx, "open")])
+            if profile:
+                c.set("enforce")
+                loop_cmd = [str(tools["loop"]), "-c", str(cg), "open", str(iters["open"] * 3)]
+                result["perf_open_enforce"] = perf_symbols([*loop_cmd, op_arg(fx, "open")])
             result["load_seconds"] = c.load_seconds
         finally:
             c.unload()

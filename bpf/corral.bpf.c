@@ -581,7 +581,7 @@ int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 		return keep_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_LSM))
 		return 0;
-	return decide_exec(&s, BPF_CORE_READ(bprm, file), false);
+	return decide_exec(&s, bprm->file, false);
 }
 
 SEC("lsm/file_open")
@@ -613,7 +613,7 @@ int BPF_PROG(corral_fmod_exec, struct linux_binprm *bprm, int ret)
 		return keep_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))
 		return 0;
-	return decide_exec(&s, BPF_CORE_READ(bprm, file), true);
+	return decide_exec(&s, bprm->file, true);
 }
 
 SEC("fmod_ret/security_file_open")

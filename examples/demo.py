@@ -8,9 +8,10 @@ examples/agent.py (outside any agent cgroup), then drives the agent with corralc
   1. observe  three normal runs; corral learns the agent's execs, opens and connects
   2. alert    a normal run (no deviation) and an injected run (every step reported as
               would-deny, nothing stopped)
-  3. enforce  a normal run (still works) and an injected run: connect EPERM; exec EPERM (BPF LSM)
-              or killed by SIGKILL (fallback); credential open EPERM (BPF LSM) or reported only
-              (fallback) — which applies is read from corrald's probe, not assumed
+  3. enforce  a normal run (still works) and an injected run: connect EPERM; exec EPERM (BPF LSM,
+              fmod_ret) or killed by SIGKILL (fallback); credential open EPERM (BPF LSM,
+              fmod_ret) or reported only (fallback) — which applies is read from corrald's
+              probe, not assumed
 
 Each check prints PASS or FAIL. Exit 0 when every check passed, 1 when one failed, 2 when the
 demo could not run (not root, corrald did not start). Everything it made is removed at the end:
@@ -415,7 +416,7 @@ def check_shell_stopped(rep: Report, recs: Records, evs: Records, lsm: bool) -> 
     if lsm:  # the binary's open may be what the kernel refuses first
         hits = find(evs, "exec", is_shell) + find(evs, "open", is_shell)
         ok = seen == "denied" and any(e["verdict"] == "denied" for e in hits)
-        rep.check(ok, "exec sh: EPERM (BPF LSM)", f"agent saw {seen}")
+        rep.check(ok, "exec sh: EPERM (BPF LSM or fmod_ret)", f"agent saw {seen}")
         return
     killed = [e for e in find(evs, "exec", is_shell) if e["verdict"] == "killed"]
     rep.check(
@@ -430,12 +431,12 @@ def check_credentials_open(rep: Report, recs: Records, evs: Records, creds: str,
     hits = find(evs, "open", is_creds)
     if lsm:
         ok = seen == "denied" and any(e["verdict"] == "denied" for e in hits)
-        rep.check(ok, f"open {creds}: EPERM (BPF LSM)", f"agent saw {seen}")
+        rep.check(ok, f"open {creds}: EPERM (BPF LSM or fmod_ret)", f"agent saw {seen}")
         return
     reported = any(e["verdict"] == "would-deny" and "noenforce" in e["flags"] for e in hits)
     rep.check(
         reported,
-        f"open {creds}: reported, not denied (this kernel has no usable BPF LSM)",
+        f"open {creds}: reported, not denied (no BPF LSM nor fmod_ret here)",
         f"agent saw {seen}",
     )
 

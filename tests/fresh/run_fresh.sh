@@ -20,13 +20,15 @@
 #
 # The exit code is make test's. The root is deleted afterwards (KEEP_ROOT=1 keeps it).
 # Environment: FRESH_SUITE (bookworm), FRESH_CACHE (/var/cache/corral/test-fresh),
-# FRESH_TARGET (the make target to run, default `test`), FRESH_MIRROR (default: the host's).
+# FRESH_TARGET (the make target to run, default `test`), FRESH_MIRROR (default: the host's),
+# FRESH_LOGS (where the guests' logs of a failed run are copied: /var/tmp/corral-fresh-logs).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 SUITE=${FRESH_SUITE:-bookworm}
 CACHE=${FRESH_CACHE:-/var/cache/corral/test-fresh}
 TARGET=${FRESH_TARGET:-test}
+LOGS=${FRESH_LOGS:-/var/tmp/corral-fresh-logs}  # the VM logs of a failed run are kept here
 ARCH=$(dpkg --print-architecture)
 BASE="$CACHE/$SUITE-minbase-$ARCH-v2.tar"  # v2: with /etc/hosts
 MAX_AGE_DAYS=7
@@ -171,6 +173,10 @@ main() {
 	say "root $root: Debian $SUITE minbase + make, checkout $(cat "$root/src/.git/fresh-commit") at /src"
 	say "running \`make $TARGET\` in it (fresh /proc, /sys, /dev, cgroup2; no tracefs, no bpffs)"
 	unshare --mount --propagation private "$0" --enter "$root" || rc=$?
+	if [ "$rc" -ne 0 ] && [ -d "$root/src/.vm-results" ]; then
+		rm -rf "$LOGS" && mkdir -p "$LOGS" && cp -r "$root/src/.vm-results/." "$LOGS/"
+		say "the VM logs of that run: $LOGS"
+	fi
 	say "make $TARGET in the pristine root: rc=$rc after $((SECONDS - t0)) s"
 	return "$rc"
 }

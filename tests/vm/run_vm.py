@@ -41,7 +41,7 @@ BOOTS = {
     "inactive": (
         "lsm=lockdown,capability",
         "tests/kernel tests/daemon/test_e2e.py",
-        "not fallback",
+        "not fallback and not lsm_active",
     ),
 }
 
