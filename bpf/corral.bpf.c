@@ -25,16 +25,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET6 10
 #define NSEC_PER_SEC 1000000000ULL
 
+#include "lsm_ret.h"
+
 #define PATH_KEY_BITS ((4 + CORRAL_PATH_MAX) * 8)
 #define NET_KEY_BITS ((4 + 4 + CORRAL_ADDR_LEN) * 8)
-
-/* A previous LSM program's verdict passes through; newer verifiers want [-4095, 0] proven. */
-static __always_inline int keep_ret(int ret)
-{
-	if (ret < -4095 || ret > 0)
-		return -EPERM;
-	return ret;
-}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -578,10 +572,10 @@ int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 	struct subject s;
 
 	if (ret)
-		return keep_ret(ret);
+		return lsm_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_LSM))
 		return 0;
-	return decide_exec(&s, bprm->file, false);
+	return lsm_ret(decide_exec(&s, bprm->file, false));
 }
 
 SEC("lsm/file_open")
@@ -590,13 +584,13 @@ int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 	struct subject s;
 
 	if (ret)
-		return keep_ret(ret);
+		return lsm_ret(ret);
 	/* execve's own open of the program (and a script's interpreter) is judged by the exec hook */
 	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN)
 		return 0;
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_LSM))
 		return 0;
-	return decide_open(&s, file);
+	return lsm_ret(decide_open(&s, file));
 }
 
 /*
@@ -610,10 +604,10 @@ int BPF_PROG(corral_fmod_exec, struct linux_binprm *bprm, int ret)
 	struct subject s;
 
 	if (ret)
-		return keep_ret(ret);
+		return lsm_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))
 		return 0;
-	return decide_exec(&s, bprm->file, true);
+	return lsm_ret(decide_exec(&s, bprm->file, true));
 }
 
 SEC("fmod_ret/security_file_open")
@@ -622,7 +616,7 @@ int BPF_PROG(corral_fmod_open, struct file *file, int ret)
 	struct subject s;
 
 	if (ret)
-		return keep_ret(ret);
+		return lsm_ret(ret);
 	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN) {
 		if (subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))
 			stash_exec_path(&s, file);
@@ -630,7 +624,7 @@ int BPF_PROG(corral_fmod_open, struct file *file, int ret)
 	}
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_FMOD_RET))
 		return 0;
-	return decide_open(&s, file);
+	return lsm_ret(decide_open(&s, file));
 }
 
 /* Reads a user or kernel string into the scratch key; TOOLONG when it does not fit. */
@@ -869,16 +863,16 @@ SEC("lsm/socket_connect")
 int BPF_PROG(corral_lsm_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
 {
 	if (ret)
-		return keep_ret(ret);
-	return decide_connect(sock, address, addrlen, CORRAL_BACKEND_LSM);
+		return lsm_ret(ret);
+	return lsm_ret(decide_connect(sock, address, addrlen, CORRAL_BACKEND_LSM));
 }
 
 SEC("fmod_ret/security_socket_connect")
 int BPF_PROG(corral_fmod_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
 {
 	if (ret)
-		return keep_ret(ret);
-	return decide_connect(sock, address, addrlen, CORRAL_BACKEND_FMOD_RET);
+		return lsm_ret(ret);
+	return lsm_ret(decide_connect(sock, address, addrlen, CORRAL_BACKEND_FMOD_RET));
 }
 
 /* cgroup sock_addr: 1 = allow, 0 = EPERM to the caller. No task access here: ppid stays 0. */

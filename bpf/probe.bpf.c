@@ -18,6 +18,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define SIGKILL 9
 #define FMODE_EXEC_OPEN 040 /* __FMODE_EXEC in f_flags: open_exec(), judged as an exec */
 
+#include "lsm_ret.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
@@ -57,23 +59,23 @@ static __always_inline int hit(__u32 dim)
 SEC("lsm/bprm_check_security")
 int BPF_PROG(effect_lsm_exec, struct linux_binprm *bprm, int ret)
 {
-	return ret ? ret : hit(CORRAL_DIM_EXEC);
+	return lsm_ret(ret ? ret : hit(CORRAL_DIM_EXEC));
 }
 
 SEC("lsm/file_open")
 int BPF_PROG(effect_lsm_open, struct file *file, int ret)
 {
 	if (ret)
-		return ret;
+		return lsm_ret(ret);
 	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN)
 		return 0;
-	return hit(CORRAL_DIM_OPEN);
+	return lsm_ret(hit(CORRAL_DIM_OPEN));
 }
 
 SEC("lsm/socket_connect")
 int BPF_PROG(effect_lsm_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
 {
-	return ret ? ret : hit(CORRAL_DIM_CONNECT);
+	return lsm_ret(ret ? ret : hit(CORRAL_DIM_CONNECT));
 }
 
 /* ---- fmod_ret on the security_* functions (BPF LSM's decisions where it is not active) ----- */
