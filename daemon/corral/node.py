@@ -120,6 +120,7 @@ class Corral:
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.kernel: Kernel | None = None
         self.probe: ProbeResult | None = None
+        self.rechecker: Rechecker | None = None
         self.source: identity.KubernetesSource | identity.LocalSource | None = None
         self.started = time.time()
         self.events_total = 0
@@ -195,6 +196,7 @@ class Corral:
         for dim, ids in stale.items():  # what they held beyond the baselines: one sweep
             self.kernel.clear_lists(dim, ids)
         self.kernel.activate()
+        self.rechecker = self._rechecker()
         self._adopt_run_cgroups()
         self.source = self._make_source()
         release_memory()
@@ -204,7 +206,7 @@ class Corral:
             asyncio.create_task(self._identity_loop(), name="identity"),
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),
             asyncio.create_task(self._kernel_flush_loop(), name="kernel-flush"),
-            asyncio.create_task(self._rechecker().run(self._stopping), name="recheck"),
+            asyncio.create_task(self.rechecker.run(self._stopping), name="recheck"),
         ]
         log.info(
             "corrald started",
@@ -949,6 +951,7 @@ class Corral:
             "kernel": self.probe.kernel,
             "uptime_seconds": round(time.time() - self.started, 1),
             "capabilities": self.probe.capabilities,
+            "rechecks": self.rechecker.summary() if self.rechecker else None,
             "identity": {
                 "source": self.cfg.identity_source(),
                 "kubelet": health.to_dict() if health is not None else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -25,11 +26,22 @@ log = structlog.get_logger("corral.recheck")
 Capabilities = dict[str, dict[str, str]]
 
 
-def reconcile(in_use: Backends, fresh: Mapping[str, Mapping[str, str]]) -> Capabilities:
+NOTHING_TO_LOSE = ("unavailable", "unwatched")
+
+
+def reconcile(
+    in_use: Backends,
+    at_start: Mapping[str, Mapping[str, str]],
+    fresh: Mapping[str, Mapping[str, str]],
+) -> Capabilities:
     """What each dimension gets now: the fresh probe's answer where it names the backend in use,
-    else `lost` (the programs attached at start are no longer proven to act)."""
+    else `lost` (the programs attached at start are no longer proven to act). A dimension that
+    had no working hook at start keeps what it was."""
     out: Capabilities = {}
     for dim in DIMS:
+        if at_start[dim]["mode"] in NOTHING_TO_LOSE:
+            out[dim] = dict(at_start[dim])
+            continue
         cap = dict(fresh[dim])
         backend = in_use.of(dim)
         if cap["backend"] == backend:
@@ -73,8 +85,14 @@ class Rechecker:
         self._in_use = in_use
         self._current = current
         self._apply = apply
+        self.at_start = {d: dict(c) for d, c in current().items()}
         self.checks = 0
-        self.last_check: float | None = None
+        self.last_check: float | None = None  # time.monotonic()
+
+    def summary(self) -> dict[str, float | int | None]:
+        """For status: how often the backends were proven again, and how long ago last."""
+        ago = None if self.last_check is None else round(time.monotonic() - self.last_check, 1)
+        return {"interval_seconds": self.interval, "done": self.checks, "last_seconds_ago": ago}
 
     async def run(self, stopping: asyncio.Event) -> None:
         if self.interval <= 0:
@@ -93,8 +111,8 @@ class Rechecker:
         res = await asyncio.to_thread(self._probe)
         release_memory()  # libbpf's BTF parse for the probe's objects
         self.checks += 1
-        self.last_check = asyncio.get_running_loop().time()
-        new = reconcile(self._in_use(), res.capabilities)
+        self.last_check = time.monotonic()
+        new = reconcile(self._in_use(), self.at_start, res.capabilities)
         dims = changed(self._current(), new)
         for dim in dims:
             cap = new[dim]

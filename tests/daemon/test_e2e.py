@@ -288,3 +288,24 @@ def _cgroup_of_child(parent: int, timeout: float = 30) -> Path:
                 return cgroup2_root() / rel.lstrip("/")
         time.sleep(0.1)
     raise AssertionError("the agent process did not start in a corral.run cgroup")
+
+
+def test_rechecks_prove_the_backends_again_and_keep_what_acts(tmp_path: Path) -> None:
+    """corrald re-runs the probe by effect every kernel.recheck_interval: the backends it
+    enforces with are proven again (status counts the checks) and stay as they were."""
+    extra = "kernel: {suppress_window: 1s, recheck_interval: 1s}\n"
+    with running_daemon(tmp_path, extra_config=extra) as d:
+        first = ctl_json(d, "status")
+        assert isinstance(first, dict)
+        deadline = time.monotonic() + 180  # a probe takes seconds under TCG
+        while True:
+            status = ctl_json(d, "status")
+            assert isinstance(status, dict)
+            if status["rechecks"]["done"] >= 2:
+                break
+            assert time.monotonic() < deadline, status["rechecks"]
+            time.sleep(0.5)
+        assert status["rechecks"]["interval_seconds"] == 1.0
+        assert status["capabilities"] == first["capabilities"]
+        assert all(c["mode"] != "lost" for c in status["capabilities"].values())
+        assert "enforcement lost" not in d.logs()

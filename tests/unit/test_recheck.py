@@ -23,12 +23,20 @@ def caps(kind: str) -> dict[str, dict[str, str]]:
 
 
 def test_the_same_backends_stay_as_the_probe_says() -> None:
-    assert reconcile(LSM, caps("lsm")) == caps("lsm")
-    assert reconcile(FALLBACK, caps("fallback")) == caps("fallback")
+    assert reconcile(LSM, caps("lsm"), caps("lsm")) == caps("lsm")
+    assert reconcile(FALLBACK, caps("fallback"), caps("fallback")) == caps("fallback")
+
+
+def test_a_dimension_without_a_hook_at_start_has_nothing_to_lose() -> None:
+    start = caps("fallback")
+    start["open"] = {"mode": "unwatched", "backend": "none", "how": "kernel.fallback_open: off"}
+    fresh = caps("fallback")
+    fresh["open"] = {"mode": "observe-only", "backend": "tracepoint", "how": "seen"}
+    assert reconcile(FALLBACK, start, fresh)["open"] == start["open"]
 
 
 def test_lsm_that_stopped_acting_is_lost_in_every_dimension() -> None:
-    now = reconcile(LSM, caps("fallback"))
+    now = reconcile(LSM, caps("lsm"), caps("fallback"))
     for dim, cap in now.items():
         assert cap["mode"] == "lost", dim
         assert cap["backend"] == "lsm"
