@@ -113,10 +113,14 @@ def table(res: dict[str, Any]) -> list[str]:
 
 
 def _prog_cost(costs: dict[str, Any], op: str) -> str:
+    """The programs that ran for each operation of the loop (not those the harness's own few
+    execs and opens ran), ns per call."""
     progs = costs.get(op, {})
     if not progs:
         return "-"
-    return ", ".join(f"{name} {v['ns_per_run']:.0f}" for name, v in sorted(progs.items()))
+    most = max(v["runs"] for v in progs.values())
+    per_op = {n: v for n, v in progs.items() if v["runs"] * 2 >= most}
+    return ", ".join(f"{name} {v['ns_per_run']:.0f}" for name, v in sorted(per_op.items()))
 
 
 def _overhead(summ: dict[str, Any], op: str) -> str:

@@ -1017,6 +1017,15 @@ def machine_section(results: dict[str, Any]) -> list[str]:
             )
         elif "error" in k:
             out.append(f"| vm {k.get('series')} | — | — | failed: {k['error'].splitlines()[0]} | |")
+    fams = results.get("families", {})
+    for b in fams.get("boots", []):
+        first = next(iter(b.get("families", {}).values()), {})
+        if "load_start" in first:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(first["load_start"]["at"]))
+            out.append(
+                f"| families {b['series']} lsm {b['boot']} | {when} | {b.get('seconds')} s "
+                f"| {_load(first)} (guest) | {fams.get('quick', False)} |"
+            )
     out += [
         "",
         "The host is a 2-CPU virtual machine whose physical CPUs are shared with other "

@@ -31,10 +31,14 @@ from .layout import DIMS
 
 # The child: says "ready" once started (the hooks act on it only after that: its own start-up
 # opens files), waits for "go", opens, connects, reports, then execs (last: an exec that works
-# replaces it). Everything it needs is imported before "ready".
+# replaces it). Everything it needs is imported before "ready". What it opens and execs are
+# files the parent holds open and passes down (an unnamed temporary file, reopened through
+# /proc/self/fd; /bin/true, exec'd by fd): no name in a shared directory that a process on the
+# node could swap for a dangling link, making the operation fail before the hook runs.
 CHILD = r"""
 import json, os, socket, sys
-path, port, exe = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+target, port, exe_fd, exe = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path = f"/proc/self/fd/{target}"
 sys.stdout.write("ready\n")
 sys.stdout.flush()
 sys.stdin.readline()
@@ -56,7 +60,7 @@ s.close()
 sys.stdout.write(json.dumps(seen) + "\n")
 sys.stdout.flush()
 try:
-    os.execv(exe, [exe])
+    os.execve(exe_fd, [exe], {})
 except OSError as e:
     sys.stdout.write(json.dumps({"exec": e.errno}) + "\n")
     sys.stdout.flush()
@@ -168,12 +172,15 @@ def _closed_port() -> int:
 
 def _run_child(state, cgroup: Path | None) -> dict[str, str]:  # type: ignore[no-untyped-def]
     exe = shutil.which("true") or "/bin/true"
-    with tempfile.NamedTemporaryFile(prefix="corral-probe-") as target:
+    with tempfile.TemporaryFile(prefix="corral-probe-") as target, open(exe, "rb") as binary:
+        fds = (target.fileno(), binary.fileno())
+        args = [str(fds[0]), str(_closed_port()), str(fds[1]), exe]
         child = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", CHILD, target.name, str(_closed_port()), exe],
+            [sys.executable, "-I", "-S", "-c", CHILD, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            pass_fds=fds,
         )
         assert child.stdout is not None
         try:

@@ -194,10 +194,10 @@ def _family_check(
         return Check(True, "exec, open and connect of the probe's child denied with EPERM")
     eff = effects.get(family, {})
     if not eff:
-        load = checks[f"{family}_program"]
-        if load.ok:
-            return Check(False, "not tried: a family before it enforces here")
-        return Check(False, "not tried: " + load.detail)
+        earlier = deny_family(checks, effects)
+        if earlier is not None:
+            return Check(True, f"not needed: {earlier} denies every dimension here")
+        return Check(False, "not tried: " + checks[f"{family}_program"].detail)
     bad = [f"{d}: {e.detail}" for d, e in eff.items() if not e.shows(EFFECT_WANTED[family, d])]
     if family == "lsm" and not checks["bpf_lsm_active"].ok and not bad:
         bad = ["the hooks ran, yet 'bpf' is not in the active LSM list"]

@@ -6,6 +6,10 @@ VM booted without `bpf` in lsm= (compiled in, loads and attaches, never runs).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,3 +63,38 @@ def test_lsm_attached_but_inactive_is_never_reported() -> None:
     assert not res.checks["lsm_effect"].ok
     assert "never ran" in res.checks["lsm_effect"].detail
     assert res.backends().open != "lsm"
+
+
+def test_a_process_swapping_names_in_tmp_cannot_make_a_hook_look_dead() -> None:
+    """Attack (red team, 2026-12-06): a process on the node replaced the probe's temporary file
+    with a dangling symlink as soon as it appeared, so the child's open failed before the hook
+    ran and the probe fell back to weaker backends. The probe's files have no name now."""
+    tmp = Path(tempfile.gettempdir())
+    stop = threading.Event()
+    swapped: list[str] = []
+
+    def attacker() -> None:
+        while not stop.is_set():
+            for p in tmp.iterdir():
+                if p.name.startswith("corral-probe") and not p.is_symlink():
+                    with contextlib.suppress(OSError):
+                        link = tmp / f".swap-{p.name}"
+                        link.symlink_to("/nonexistent/corral")
+                        os.replace(link, p)
+                        swapped.append(p.name)
+
+    t = threading.Thread(target=attacker, daemon=True)
+    t.start()
+    try:
+        for _ in range(3):
+            effects = run_round(
+                probe.EFFECT_PROGRAMS["fallback"], object_path("probe.bpf.o"), None
+            )
+            assert effects["open"].fired, effects["open"]
+            assert effects["exec"].shows("killed"), effects["exec"]
+    finally:
+        stop.set()
+        t.join()
+        for name in swapped:
+            (tmp / name).unlink(missing_ok=True)
+    assert swapped == []
