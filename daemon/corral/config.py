@@ -189,6 +189,8 @@ _POSITIVE = {
     "kernel.ring_buffer_mib",
 }
 _POWERS_OF_TWO = {"kernel.ring_buffer_mib": 1024}  # and their largest value
+# 0 (off) or at least this many seconds: each re-check starts a process and attaches programs
+_ZERO_OR_AT_LEAST = {"kernel.recheck_interval": 1.0}
 
 
 _LISTEN_FIELDS = {"metrics.listen"}
@@ -240,7 +242,11 @@ def _value(typ: Any, raw: Any, where: str) -> Any:
     if is_dataclass(typ):
         return _build(typ, raw, where)
     if name in _DURATION_FIELDS:
-        return parse_duration(raw, where)
+        seconds = parse_duration(raw, where)
+        floor = _ZERO_OR_AT_LEAST.get(where)
+        if floor is not None and 0 < seconds < floor:
+            raise ConfigError(f"{where}: {raw!r} is too short: use 0 (off) or at least {floor:g}s")
+        return seconds
     if typ is bool:
         if not isinstance(raw, bool):
             raise ConfigError(f"{where}: expected true or false, got {raw!r}")

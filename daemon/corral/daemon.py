@@ -67,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     probe = sub.add_parser(
         "probe",
         help="report kernel features and which backend enforces each dimension",
-        description="Probe the running kernel by loading tiny BPF programs, and print which "
-        "backend decides exec, open and connect here: enforce (BPF LSM or cgroup), kill "
-        "(tracepoint + SIGKILL) or observe only. Mounts bpffs and securityfs if missing.",
+        description="Probe the running kernel and print which backend decides exec, open and "
+        "connect here: enforce (BPF LSM, fmod_ret or cgroup), kill (tracepoint + SIGKILL) or "
+        "observe only. Each backend is proven by its effect: tiny BPF programs are attached and "
+        "a child process's exec, open and connect must be seen denied (or killed) by them; a "
+        "program that only loads proves nothing. Mounts bpffs, securityfs and tracefs if missing.",
     )
     probe.add_argument("-o", "--output", choices=["table", "json"], default="table")
     sub.add_parser(
@@ -155,7 +157,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
 
 
 def _reload(node: object, config_path: str | None) -> None:
-    """SIGHUP: settings that apply live (logging, defaults, promotion, learning, events)."""
+    """SIGHUP: settings that apply live (logging, defaults, promotion, learning, events, AI-BOM
+    rules). kernel.* and the paths are read at start only."""
     try:
         new = config_mod.load(config_path)
     except config_mod.ConfigError as e:
@@ -170,7 +173,7 @@ def _reload(node: object, config_path: str | None) -> None:
         log.error("AI-BOM rules not reloaded; keeping the running rules", error=str(e))
     cfg.log_level = new.log_level
     logs.setup(cfg.log_level, cfg.log_format)
-    log.info("configuration reloaded", path=config_path)
+    log.info("configuration reloaded", path=config_path, not_reloaded="kernel.*, paths: restart")
 
 
 def main(argv: list[str] | None = None) -> int:

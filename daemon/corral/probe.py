@@ -221,21 +221,22 @@ def _fallback_open(
         return {
             "mode": "unwatched",
             "backend": "none",
-            "how": "not watched: kernel.fallback_open is off (no BPF LSM here)",
+            "how": "not watched: kernel.fallback_open is off (neither BPF LSM nor fmod_ret "
+            "acts here)",
         }
     if effect is not None and effect.fired:
         return {
             "mode": "observe-only",
             "backend": "tracepoint",
-            "how": "reported, never denied: needs BPF LSM to enforce (syscall tracepoints, "
-            "seen to run)",
+            "how": "reported, never denied: needs BPF LSM or fmod_ret to enforce (syscall "
+            "tracepoints, seen to run)",
         }
     if checks["tp_btf_program"].ok:
         return {
             "mode": "observe-only",
             "backend": "sys_enter",
-            "how": "reported, never denied: needs BPF LSM to enforce (tp_btf/sys_enter: runs "
-            "for every syscall)",
+            "how": "reported, never denied: needs BPF LSM or fmod_ret to enforce "
+            "(tp_btf/sys_enter: runs for every syscall)",
         }
     why = effect.detail if effect is not None else "no open hook loads"
     return {"mode": "unavailable", "backend": "none", "how": f"no open hook: {why}"}

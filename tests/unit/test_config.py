@@ -31,6 +31,7 @@ def test_documented_file_equals_the_defaults() -> None:
         ({"kernel": {"ring_buffer_mib": 6}}, r"ring_buffer_mib: 6 is not a power of two"),
         ({"kernel": {"ring_buffer_mib": 2048}}, r"power of two from 1 to 1024"),
         ({"kernel": {"ring_buffer_mib": 0}}, r"ring_buffer_mib: must be greater than 0"),
+        ({"kernel": {"recheck_interval": "10ms"}}, r"recheck_interval: .10ms. is too short: use 0"),
     ],
 )
 def test_errors_name_the_field_and_the_fix(data: dict, message: str) -> None:
@@ -72,3 +73,8 @@ def test_identity_source_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     c = config.Config()
     assert c.identity_source() == "kubernetes"
     assert c.kubelet_url() == "https://10.0.0.5:10250/pods"
+
+
+def test_recheck_interval_zero_turns_rechecks_off() -> None:
+    assert config.from_dict({"kernel": {"recheck_interval": 0}}).kernel.recheck_interval == 0
+    assert config.from_dict({"kernel": {"recheck_interval": "1s"}}).kernel.recheck_interval == 1
