@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpfkit import BpfError, BpfObject, Link
+from bpfkit import BpfError, BpfObject, Link, Map, Program
 
 from . import hostfs, layout
 from .layout import DIMS
@@ -120,7 +120,7 @@ def run_round(
     }
 
 
-def _attach(stack: contextlib.ExitStack, prog, cgroup: Path | None) -> str:  # type: ignore[no-untyped-def]
+def _attach(stack: contextlib.ExitStack, prog: Program, cgroup: Path | None) -> str:
     """Attaches prog for the round; '' or why it could not be."""
     try:
         if prog.section.startswith("cgroup/"):
@@ -170,7 +170,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_child(state, cgroup: Path | None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _run_child(state: Map, cgroup: Path | None) -> dict[str, str]:
     exe = shutil.which("true") or "/bin/true"
     with tempfile.TemporaryFile(prefix="corral-probe-") as target, open(exe, "rb") as binary:
         fds = (target.fileno(), binary.fileno())
@@ -214,18 +214,18 @@ def _name(v: str | int) -> str:
     return v if isinstance(v, str) else errno.errorcode.get(v, str(v))
 
 
-def _EMPTY() -> bytes:
+def _empty_state() -> bytes:
     return bytes(layout.sizeof("struct corral_probe"))
 
 
-def _set_state(state, tgid: int) -> None:  # type: ignore[no-untyped-def]
+def _set_state(state: Map, tgid: int) -> None:
     """Points the hooks at tgid (0: at nobody), keeping the counts."""
-    v = layout.from_bytes("struct corral_probe", state.lookup(bytes(4)) or _EMPTY())
+    v = layout.from_bytes("struct corral_probe", state.lookup(bytes(4)) or _empty_state())
     v.tgid = tgid
     v.deny = 1
     state.update(bytes(4), layout.to_bytes(v))
 
 
-def _hits(state) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    v = layout.from_bytes("struct corral_probe", state.lookup(bytes(4)) or _EMPTY())
+def _hits(state: Map) -> dict[str, int]:
+    v = layout.from_bytes("struct corral_probe", state.lookup(bytes(4)) or _empty_state())
     return {d: int(v.hits[i]) for i, d in enumerate(DIMS)}
