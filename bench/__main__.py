@@ -28,7 +28,7 @@ RESULTS = env.BUILD / "results"
 
 def cleanup_stale() -> None:
     """Pins left by an interrupted bench run (only ours: /sys/fs/bpf/corral-bench-*)."""
-    from corral.kernel import remove_pins
+    from corral.kernel.loader import remove_pins
 
     for d in Path("/sys/fs/bpf").glob("corral-bench-*"):
         for fp in list(d.iterdir()):

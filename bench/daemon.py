@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from corral.cli import Client
-from corral.kernel import remove_pins
+from corral.kernel.loader import remove_pins
 
 from .env import BUILD
 

@@ -178,7 +178,7 @@ def run_json(cmd: list[str], timeout: float = 600) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def cgroup(prefix: str = "corral-bench") -> Iterator[Path]:
     """A fresh cgroup v2 directory under the root; removed (after its processes) at the end."""
-    from corral.kernel import cgroup2_root
+    from corral.kernel.loader import cgroup2_root
 
     cg = cgroup2_root() / f"{prefix}-{uuid.uuid4().hex[:8]}"
     cg.mkdir()

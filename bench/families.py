@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from corral.kernel import Backends
+from corral.kernel.loader import Backends
 from tests.vm.run_vm import BOOTS, find_kernel
 
 from . import env, syscalls, vm

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.agents import Registry
-from corral.baseline import BaselineStore
+from corral.policy.agents import Registry
+from corral.policy.baseline import BaselineStore
 
 from . import env
 from .daemon import Corrald, corrald

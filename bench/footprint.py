@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.agents import Registry
-from corral.baseline import Baseline, BaselineStore
+from corral.policy.agents import Registry
+from corral.policy.baseline import Baseline, BaselineStore
 
 from . import env
 from .daemon import corrald

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bpfkit import BpfObject, Map, record_span
-from corral import config, layout
+from corral import config
+from corral.kernel import layout
 
 from . import env
 from .daemon import Corrald, corrald, wait4
@@ -153,6 +154,7 @@ def search(
         refined += 1
         rate = (lo + hi) // 2
     return best, steps, min(rate, max_rate)
+
 
 def measure_synthetic(
     d: Corrald, modes: tuple[str, ...], seconds: float, tag: str, start_rate: int, max_rate: int

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral import events, probe
-from corral.kernel import AgentConfig, Backends, Kernel, cgroup_id
+from corral.kernel import events, probe
+from corral.kernel.loader import AgentConfig, Backends, Kernel, cgroup_id
 
 from . import env
 from .profile import perf_symbols

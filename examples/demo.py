@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("demo: run as root: corrald loads BPF programs and makes cgroups", file=sys.stderr)
         return 2
-    from corral.kernel import cgroup2_root  # the venv's corral: after the root check
+    from corral.kernel.loader import cgroup2_root  # the venv's corral: after the root check
 
     work = Path(tempfile.mkdtemp(prefix="corral-demo-"))
     (work / "home" / ".aws").mkdir(parents=True)

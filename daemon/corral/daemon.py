@@ -99,7 +99,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def cmd_probe(args: argparse.Namespace, cfg: config_mod.Config) -> int:
-    from .probe import render_table, run_probe
+    from corral.kernel.probe import render_table, run_probe
 
     res = run_probe(fallback_open=cfg.kernel.fallback_open)
     print(json.dumps(res.to_dict(), indent=2) if args.output == "json" else render_table(res))
@@ -107,7 +107,7 @@ def cmd_probe(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 
 
 def cmd_cleanup(cfg: config_mod.Config) -> int:
-    from .kernel import remove_pins
+    from corral.kernel.loader import remove_pins
 
     root = Path(cfg.pin_dir)
     if not root.is_dir():
@@ -120,8 +120,9 @@ def cmd_cleanup(cfg: config_mod.Config) -> int:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
-    from . import metrics
-    from .api import start_api
+    from corral.api import metrics
+    from corral.api.server import start_api
+
     from .node import Corral
 
     node = Corral(cfg)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args)
         if args.command in (None, "run"):
-            from .aibom import load_rules
+            from corral.aibom.rules import load_rules
 
             load_rules(cfg.aibom.rule_files)  # a bad rule file stops corrald here, exit 2
     except config_mod.ConfigError as e:

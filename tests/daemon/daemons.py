@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from corral.kernel import remove_pins
+from corral.kernel.loader import remove_pins
 from tests.daemon.test_api_fakes import short_tmpdir
 from tests.daemon.test_e2e import Daemon
 

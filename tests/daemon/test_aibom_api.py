@@ -15,7 +15,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from corral import cli
-from corral.api import ApiServer
+from corral.api.server import ApiServer
 from tests.daemon import test_cli
 from tests.daemon.test_api_fakes import LONG_NAME, FakeController
 

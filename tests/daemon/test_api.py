@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from yarl import URL
 
-from corral import api
-from corral.api import ApiServer, ApiStartError, start_api
-from corral.service import AGENT_NAME_RE
+from corral.api import server as api
+from corral.api.server import ApiServer, ApiStartError, start_api
+from corral.contract import AGENT_NAME_RE
 from tests.daemon.test_api_fakes import (
     LONG_NAME,
     FakeController,

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from corral import cyclonedx, document
-from corral.aibom import load_rules
-from corral.baseline import Baseline, BaselineRules
-from corral.events import Event
-from corral.inventory import AibomTracker
-from corral.service import BadRequest, Conflict, ServiceError, UnknownAgent
+from corral.aibom import cyclonedx
+from corral.aibom.inventory import AibomTracker
+from corral.aibom.rules import load_rules
+from corral.contract import BadRequest, Conflict, ServiceError, UnknownAgent
+from corral.kernel.events import Event
+from corral.policy import document
+from corral.policy.baseline import Baseline, BaselineRules
 
 DIMS = ("exec", "open", "connect")
 LONG_NAME = "prod/Deployment/chatbot/agent"

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral import kernel
-from corral.baseline import (
+from corral.kernel import loader as kernel
+from corral.kernel.events import Event
+from corral.policy.baseline import (
     Baseline,
     BaselineRules,
     aggregate_networks,
@@ -24,7 +25,6 @@ from corral.baseline import (
     parse_net,
     path_max,
 )
-from corral.events import Event
 
 T0 = 1_700_000_000.0
 

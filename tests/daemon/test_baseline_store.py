@@ -20,7 +20,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.baseline import (
+from corral.policy.baseline import (
     MAGIC,
     Baseline,
     BaselineRules,
@@ -460,7 +460,7 @@ def test_schema_1_files_are_read_and_migrated(tmp_path: Path) -> None:
 
 
 def test_provenance_survives_the_store(tmp_path: Path) -> None:
-    from corral.baseline import Entry
+    from corral.policy.baseline import Entry
 
     store = BaselineStore(tmp_path)
     b = sample("prov", n=5)

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from corral import cli, layout
-from corral.api import ApiServer, start_api
+from corral import cli
+from corral.api.server import ApiServer, start_api
+from corral.kernel import layout
 from tests.daemon.test_api_fakes import LONG_NAME, FakeController, make_event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,7 +358,7 @@ def test_agent_path_encodes_slashes() -> None:
     assert cli.agent_path(LONG_NAME, "mode") == (
         "/v1/agents/prod%2FDeployment%2Fchatbot%2Fagent/mode"
     )
-    assert REPO.joinpath("daemon/corral/cli.py").is_file()
+    assert REPO.joinpath("daemon/corral/cli/__init__.py").is_file()
 
 
 async def test_run_restores_sigpipe(server: ApiServer) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.kernel import remove_pins
+from corral.kernel.loader import remove_pins
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads BPF, makes cgroups")
@@ -277,7 +277,7 @@ def test_learn_enforce_kill9_restart(daemon: Daemon, tmp_path: Path) -> None:
 
 def _cgroup_of_child(parent: int, timeout: float = 30) -> Path:
     """The cgroup v2 directory of parent's child (read from outside: the agent may not open)."""
-    from corral.kernel import cgroup2_root
+    from corral.kernel.loader import cgroup2_root
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

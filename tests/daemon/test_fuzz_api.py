@@ -44,9 +44,9 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks as oas
 
-from corral import document
-from corral.api import openapi_document
-from corral.baseline import normalise_network
+from corral.api.server import openapi_document
+from corral.policy import document
+from corral.policy.baseline import normalise_network
 from tests.daemon.daemons import corrald
 from tests.daemon.test_e2e import BIN, Daemon, _cgroup_of_child, ctl, ctl_json
 from tests.daemon.unix_http import BASE_URL, unix_session

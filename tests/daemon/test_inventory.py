@@ -20,11 +20,11 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from corral import cyclonedx, procfs
-from corral.aibom import load_rules
-from corral.baseline import Baseline
-from corral.inventory import AibomTracker, _matching_cmdline
-from corral.kernel import cgroup2_root
+from corral.aibom import cyclonedx, procfs
+from corral.aibom.inventory import AibomTracker, _matching_cmdline
+from corral.aibom.rules import load_rules
+from corral.kernel.loader import cgroup2_root
+from corral.policy.baseline import Baseline
 from tests.daemon.test_api_fakes import fake_event
 
 
@@ -224,7 +224,7 @@ async def test_packages_dirs_listed_again_without_rederiving(
 ) -> None:
     """The periodic retry lists collapsed packages dirs again (a package installed later
     shows up) without reading every baseline again."""
-    from corral import inventory
+    from corral.aibom import inventory
 
     sp = make_site(tmp_path / "venv", {"openai": "1.2.3"})
     b = Baseline("a")
@@ -364,7 +364,7 @@ async def test_persisted_across_restarts(tmp_path: Path, tracker_factory: Any) -
 
 
 async def test_caps_count_what_was_left_out(tracker_factory: Any, monkeypatch: Any) -> None:
-    from corral import inventory
+    from corral.aibom import inventory
 
     monkeypatch.setitem(inventory.CAPS, "endpoints", 2)
     t = await tracker_factory(read_proc=False)

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral import __version__
-from corral.api import ApiServer, make_app, openapi_document, start_api
+from corral.api.server import ApiServer, make_app, openapi_document, start_api
 from tests.daemon.test_api_fakes import FakeController
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

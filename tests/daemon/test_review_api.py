@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from corral.api import start_api
+from corral.api.server import start_api
 from tests.daemon.test_api import assert_error, call, url
 from tests.daemon.test_api_fakes import DIFF_VIEW, LONG_NAME, FakeController
 

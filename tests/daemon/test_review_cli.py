@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from corral import cli
-from corral.api import ApiServer
+from corral.api.server import ApiServer
 from tests.daemon.test_api_fakes import DIFF_VIEW, LONG_NAME, FakeController
 from tests.daemon.test_cli import ctl_main
 from tests.daemon.test_cli import quiet_daemon_logs as quiet_daemon_logs  # autouse fixture

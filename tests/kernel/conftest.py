@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from corral import events, kernel, probe
-from corral.kernel import AgentConfig, Backends, Kernel
+from corral.kernel import events, probe
+from corral.kernel import loader as kernel
+from corral.kernel.loader import AgentConfig, Backends, Kernel
 
 SUPPRESS_NS = 3_000_000_000
 

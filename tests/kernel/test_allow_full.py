@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from corral.kernel import AllowListFull, Backends, Kernel
-from corral.service import Conflict
+from corral.contract import Conflict
+from corral.kernel.loader import AllowListFull, Backends, Kernel
 
 
 def test_full_maps_name_the_setting_to_raise(backends: Backends) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from corral import layout, probe
-from corral.kernel import path_key
+from corral.kernel import layout, probe
+from corral.kernel.loader import path_key
 
 from .conftest import Agent, Collector, connect_child, open_child
 

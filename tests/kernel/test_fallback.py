@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corral import probe
+from corral.kernel import probe
 
 from .conftest import Agent, Collector, exec_child, open_child
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from corral import config, probe
-from corral.kernel import OPEN_PROGRAMS, Backends, Kernel
+from corral import config
+from corral.kernel import probe
+from corral.kernel.loader import OPEN_PROGRAMS, Backends, Kernel
 
 from .conftest import SUPPRESS_NS, Collector, exec_child, make_agent, open_child
 

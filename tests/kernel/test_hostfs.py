@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from corral import hostfs
+from corral.kernel import hostfs
 
 FRESH = textwrap.dedent(
     """

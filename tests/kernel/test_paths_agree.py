@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.kernel import Backends, Kernel
+from corral.kernel.loader import Backends, Kernel
 
 from .conftest import Collector, exec_child, make_agent
 
@@ -72,9 +72,7 @@ def _seen(family: str, workdir: Path) -> list[tuple[str, str, str]]:
             collector.close()
     wanted = ("tool", "script", "/bin/sh", "/bin/dash", "f.txt", "/proc/")
     out = {
-        (e.dimension, e.path, e.verdict)
-        for e in evs
-        if e.path and any(w in e.path for w in wanted)
+        (e.dimension, e.path, e.verdict) for e in evs if e.path and any(w in e.path for w in wanted)
     }
     return sorted(out)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from corral import kernel
-from corral.kernel import AgentConfig, Backends, Kernel, remove_pins
+from corral.kernel import loader as kernel
+from corral.kernel.loader import AgentConfig, Backends, Kernel, remove_pins
 
 from .conftest import _cleanup_cgroup, connect_child, free_port, run_in_cgroup
 

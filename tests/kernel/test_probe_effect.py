@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from corral import probe
-from corral.effect import run_round
-from corral.kernel import object_path
+from corral.kernel import probe
+from corral.kernel.effect import run_round
+from corral.kernel.loader import object_path
 
 ACTIVE_LSMS = Path("/sys/kernel/security/lsm")
 
@@ -106,9 +106,7 @@ def test_a_process_swapping_names_in_tmp_cannot_make_a_hook_look_dead() -> None:
     t.start()
     try:
         for _ in range(3):
-            effects = run_round(
-                probe.EFFECT_PROGRAMS["fallback"], object_path("probe.bpf.o"), None
-            )
+            effects = run_round(probe.EFFECT_PROGRAMS["fallback"], object_path("probe.bpf.o"), None)
             # the open reached the file (on LSM and fmod_ret the hook runs only then; the
             # fallback's syscall tracepoint runs at entry, so "allowed" is what tells here)
             assert effects["open"].shows("allowed"), effects["open"]

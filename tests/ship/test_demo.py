@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.kernel import cgroup2_root
+from corral.kernel.loader import cgroup2_root
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads BPF, makes cgroups")

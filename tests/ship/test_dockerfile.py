@@ -266,7 +266,7 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_host_objects() -> Non
     rules = ignore_rules(REPO / ".dockerignore")
     for needed in ("bpf/corral.bpf.c", "bpf/vmlinux.h", "bpf/corral.h", "pyproject.toml",
                    "setup.py", "Makefile", "README.md", "config/corral.yaml",
-                   "daemon/corral/node.py", "bindings/bpfkit/_lib.py"):  # fmt: skip
+                   "daemon/corral/config.py", "bindings/bpfkit/_lib.py"):  # fmt: skip
         assert not ignored(needed, rules), needed
     dropped_paths = (
         "daemon/corral/bpf/corral.bpf.o",

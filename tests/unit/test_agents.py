@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.agents import DEVIATIONS_MAX, Agent, AgentLimitReached, Deviation, Registry
-from corral.layout import C
-from corral.service import Conflict
+from corral.contract import Conflict
+from corral.kernel.layout import C
+from corral.policy.agents import DEVIATIONS_MAX, Agent, AgentLimitReached, Deviation, Registry
 
 
 def test_the_agent_limit_is_a_conflict_not_a_crash(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral import aibom
-from corral.aibom import RulesError, load_rules, parse_rules
+from corral.aibom import rules as aibom
+from corral.aibom.rules import RulesError, load_rules, parse_rules
 
 REPO = Path(__file__).resolve().parents[2]
 SP = "/app/.venv/lib/python3.11/site-packages"

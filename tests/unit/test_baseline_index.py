@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.baseline import Baseline, Entry, _PathSet, parent_dirs
+from corral.policy.baseline import Baseline, Entry, _PathSet, parent_dirs
 
 components = st.sampled_from(["a", "b", "c", "lib", "x.py", "y.py"])
 paths = st.lists(components, min_size=1, max_size=4).map(lambda cs: "/" + "/".join(cs))

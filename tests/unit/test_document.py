@@ -13,8 +13,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.baseline import Baseline, BaselineRules, Entry
-from corral.document import (
+from corral.policy.baseline import Baseline, BaselineRules, Entry
+from corral.policy.document import (
     PROBLEMS_MAX,
     DocumentError,
     dump_json,

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from corral import config, events, layout
-from corral.agents import Agent
-from corral.baseline import Baseline
-from corral.layout import C
+from corral import config
+from corral.kernel import events, layout
+from corral.kernel.layout import C
 from corral.node import Corral
+from corral.policy.agents import Agent
+from corral.policy.baseline import Baseline
 
 PATHS = [f"/opt/tool/{n}" for n in ("a", "b", "c")] + [
     "/etc/ssl/certs/ca.pem",

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral import events, kernel, layout
-from corral.layout import C
+from corral.kernel import events, layout
+from corral.kernel import loader as kernel
+from corral.kernel.layout import C
 
 STRUCTS = [
     "corral_cgroup_val",

@@ -10,10 +10,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from corral import config, metrics
+from corral import config
+from corral.api import metrics
 from corral.config import ConfigError
-from corral.kernel import COUNTER_FIELDS
-from corral.layout import DIMS, MODES
+from corral.kernel.layout import DIMS, MODES
+from corral.kernel.loader import COUNTER_FIELDS
 
 
 def _counters(**by_dim: dict[str, int]) -> dict[str, dict[str, int]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from corral.effect import Effect, _read_outcome
-from corral.probe import Check, capability_matrix, deny_family
+from corral.kernel.effect import Effect, _read_outcome
+from corral.kernel.probe import Check, capability_matrix, deny_family
 
 DIMS = ("exec", "open", "connect")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from corral.kernel import Backends
-from corral.probe import ProbeResult
-from corral.recheck import Rechecker, changed, reconcile
+from corral.kernel.loader import Backends
+from corral.kernel.probe import ProbeResult
+from corral.kernel.recheck import Rechecker, changed, reconcile
 
 LSM = Backends.choose(True)
 FALLBACK = Backends.choose(False, open_fallback="tracepoint")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from corral import review
-from corral.agents import Agent, Deviation
-from corral.baseline import Baseline
+from corral.policy import review
+from corral.policy.agents import Agent, Deviation
+from corral.policy.baseline import Baseline
 
 T0 = 1_700_000_000.0
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .document import Document, Strategy
+    from corral.policy.document import Document, Strategy
 
 # An agent name: 1-4 segments joined by "/", e.g. "demo" or "prod/Deployment/chatbot/agent".
 # Segments: letters, digits, ".", "_", "-"; at most 253 characters each, 512 in all.

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from .kernel import Backends
+from corral.memory import release_memory
+
 from .layout import DIMS
-from .memory import release_memory
+from .loader import Backends
 from .probe import ProbeResult
 
 log = structlog.get_logger("corral.recheck")

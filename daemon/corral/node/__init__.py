@@ -24,19 +24,21 @@ from typing import Any
 import structlog
 
 from bpfkit import RingReader
-
-from . import __version__, document, events, identity, metrics, review
-from .agents import Agent, Deviation, Registry, check_mode, promotion_due
-from .aibom import load_rules
-from .baseline import Baseline, BaselineRules, BaselineStore
-from .config import Config
-from .inventory import AibomTracker
-from .kernel import AgentConfig, AllowListFull, Kernel, cgroup2_root, cgroup_id
-from .layout import DIMS
-from .memory import freeze_startup_objects, release_memory
-from .probe import ProbeResult, run_probe
-from .recheck import Capabilities, Rechecker
-from .service import BadRequest, Conflict, UnknownAgent, validate_agent_name
+from corral import __version__, identity
+from corral.aibom.inventory import AibomTracker
+from corral.aibom.rules import load_rules
+from corral.api import metrics
+from corral.config import Config
+from corral.contract import BadRequest, Conflict, UnknownAgent, validate_agent_name
+from corral.kernel import events
+from corral.kernel.layout import DIMS
+from corral.kernel.loader import AgentConfig, AllowListFull, Kernel, cgroup2_root, cgroup_id
+from corral.kernel.probe import ProbeResult, run_probe
+from corral.kernel.recheck import Capabilities, Rechecker
+from corral.memory import freeze_startup_objects, release_memory
+from corral.policy import document, review
+from corral.policy.agents import Agent, Deviation, Registry, check_mode, promotion_due
+from corral.policy.baseline import Baseline, BaselineRules, BaselineStore
 
 log = structlog.get_logger("corral.node")
 event_log = structlog.get_logger("corral.event")
@@ -1362,7 +1364,7 @@ class Corral:
         view = t.agent_view(name) if name is not None else t.node_view()
         if fmt == "json":
             return view
-        from . import cyclonedx  # ~7 MB of CycloneDX model classes: only when asked for
+        from corral.aibom import cyclonedx  # ~7 MB of CycloneDX model classes: only when asked for
 
         render = cyclonedx.agent_bom if name is not None else cyclonedx.node_bom
         return await asyncio.to_thread(render, view)

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from .layout import DIMS, MODES
+from corral.kernel.layout import DIMS, MODES
 
 log = structlog.get_logger("corral.identity")
 

@@ -50,6 +50,9 @@ from typing import Any, Literal
 
 import yaml
 
+from corral.config import MODES
+from corral.contract import BadRequest, validate_agent_name
+
 from .baseline import (
     PATH_DIMENSIONS,
     SOURCES,
@@ -65,8 +68,6 @@ from .baseline import (
     path_fits,
     path_max,
 )
-from .config import MODES
-from .service import BadRequest, validate_agent_name
 
 API_VERSION = "corral.io/v1"
 KIND = "Baseline"

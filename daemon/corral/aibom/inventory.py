@@ -39,17 +39,11 @@ from typing import Any
 
 import structlog
 
+from corral.kernel.events import Event
+from corral.policy.baseline import Baseline, atomic_write, file_name, format_net, normalise_network
+
 from . import procfs
-from .aibom import (
-    AI_ENDPOINT_KINDS,
-    EndpointRule,
-    PackageHit,
-    Rules,
-    canonical,
-    split_package_path,
-)
-from .baseline import Baseline, atomic_write, file_name, format_net, normalise_network
-from .events import Event
+from .rules import AI_ENDPOINT_KINDS, EndpointRule, PackageHit, Rules, canonical, split_package_path
 
 log = structlog.get_logger("corral.aibom")
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import structlog
 
+from corral.contract import Conflict
+from corral.kernel.layout import DIMS, MODES, C
+
 from .baseline import atomic_write
-from .layout import DIMS, MODES, C
-from .service import Conflict
 
 log = structlog.get_logger("corral.agents")
 

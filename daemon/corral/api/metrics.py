@@ -34,8 +34,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from . import __version__
-from .layout import DIMS, MODES
+from corral import __version__
+from corral.kernel.layout import DIMS, MODES
 
 log = structlog.get_logger("corral.metrics")
 

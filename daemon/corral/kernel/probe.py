@@ -21,7 +21,7 @@ from bpfkit import BpfError, BpfObject, libbpf_version
 from . import hostfs
 from .effect import Effect, run_round
 from .hostfs import BPFFS, SECURITYFS, TRACEFS
-from .kernel import Backends, cgroup2_root, object_path
+from .loader import Backends, cgroup2_root, object_path
 
 log = structlog.get_logger("corral.probe")
 

@@ -32,7 +32,7 @@ def header_path() -> Path:
     packaged = resources.files("corral").joinpath("bpf/corral.h")
     if packaged.is_file():
         return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "bpf" / "corral.h"
+    return Path(__file__).resolve().parents[3] / "bpf" / "corral.h"
 
 
 def cdef_source(text: str) -> str:

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .aibom import canonical, dist_info_version
+from .rules import canonical, dist_info_version
 
 MAX_FILE = 1 << 20  # package.json, METADATA: a version is in the first lines
 MAX_CMDLINE = 64 * 1024

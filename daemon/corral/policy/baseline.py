@@ -89,7 +89,7 @@ from typing import Any, Literal, TypeAlias, overload
 import msgpack
 import structlog
 
-from .events import Event
+from corral.kernel.events import Event
 
 log = structlog.get_logger("corral.baseline")
 
@@ -130,7 +130,7 @@ _PROC_PID = re.compile(r"/proc/[0-9]{1,11}(?=/|\Z)")
 @cache
 def path_max() -> int:
     """The kernel path buffer, NUL included (CORRAL_PATH_MAX from corral.h)."""
-    from .layout import C
+    from corral.kernel.layout import C
 
     return C.CORRAL_PATH_MAX
 

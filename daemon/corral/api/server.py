@@ -53,10 +53,11 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from . import document
+from corral.contract import BadRequest, Controller, ServiceError, validate_agent_name
+from corral.kernel.layout import DIMS, MODES
+from corral.policy import document
+
 from . import metrics as metrics_mod
-from .layout import DIMS, MODES
-from .service import BadRequest, Controller, ServiceError, validate_agent_name
 
 log = structlog.get_logger("corral.api")
 
@@ -462,7 +463,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
 @cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3 document of this API (daemon/corral/openapi.yaml, package data)."""
-    text = resources.files("corral").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    text = resources.files("corral.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
     doc: dict[str, Any] = yaml.safe_load(text)
     return doc
 

@@ -23,10 +23,10 @@ from typing import Any
 import structlog
 
 from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader
+from corral.contract import Conflict
 
 from . import hostfs, layout
 from .layout import DIMS, MODES, C
-from .service import Conflict
 
 log = structlog.get_logger("corral.kernel")
 

@@ -31,8 +31,9 @@ from cyclonedx.model.service import Service
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from . import __version__
-from .aibom import canonical
+from corral import __version__
+
+from .rules import canonical
 
 
 def agent_bom(view: dict[str, Any]) -> dict[str, Any]:

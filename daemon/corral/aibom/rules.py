@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
+from corral.config import ConfigError
 
 RULES_VERSION = 1
 SECTIONS = ("frameworks", "mcp_servers", "models", "endpoints", "executables")
@@ -447,7 +447,7 @@ def default_rules_path() -> Path:
     """The built-in rules: config/aibom.yaml of the source tree (a checkout, an editable
     install), else corral/rules/aibom.yaml in an installed package (copied there by `make bpf`
     before the package is built)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the corral package
     for candidate in (here.parents[1] / "config" / "aibom.yaml", here / "rules" / "aibom.yaml"):
         if candidate.is_file():
             return candidate

@@ -1,0 +1,7 @@
+"""`python -m corral.cli`: corralctl."""
+
+import sys
+
+from corral.cli import main
+
+sys.exit(main())
