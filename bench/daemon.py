@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from corral.cli import Client
+from corral.cli.client import Client
 from corral.kernel.loader import remove_pins
 
 from .env import BUILD

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.policy.agents import Registry
-from corral.policy.baseline import BaselineStore
+from corral.policy.store import BaselineStore
 
 from . import env
 from .daemon import Corrald, corrald

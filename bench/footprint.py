@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.policy.agents import Registry
-from corral.policy.baseline import Baseline, BaselineStore
+from corral.policy.baseline import Baseline
+from corral.policy.store import BaselineStore
 
 from . import env
 from .daemon import corrald

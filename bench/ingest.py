@@ -6,7 +6,7 @@ new, nonexistent path at a fixed rate: on the tracepoint backend every one of th
 novel event (the kernel's suppression and rate limit are configured out of the way). Each step
 uses a fresh agent; the rate doubles until the kernel reports drops (ring buffer full) or the
 daemon has not consumed every event within a short drain. The consumer path measured is the
-daemon's own: bpfkit.RingReader -> Corral._ingest (learning in OBSERVE, deviations in ALERT).
+daemon's own: bpfkit.RingReader -> pipeline.Ingest (learning in OBSERVE, deviations in ALERT).
 
 The same search is then run with a test BPF program as the generator (measure_synthetic): it
 writes the records straight into corrald's ring, so the consumer is measured without a process
@@ -331,32 +331,33 @@ class _ListWrites:
 def measure_in_process(
     mode: str, records: int = 100_000, reps: int = 5, batch: int = 256
 ) -> dict[str, Any]:
-    """corrald's consumer code alone: Corral._on_batch over records built in memory (the open
-    generator's: a new path each, one agent, one process), in batches of `batch`, timed
+    """corrald's consumer code alone: pipeline.Ingest.on_batch over records built in memory
+    (the open generator's: a new path each, one agent, one process), in batches of `batch`, timed
     `reps` times (a table of at most 2,000 deviations: each pass is novel again). No ring,
     no event loop, no other process; in OBSERVE the kernel list writes are left out (counted,
     not made): what the Python per record costs, without this shared machine's noise."""
     import tempfile
 
-    from corral.node import Corral
+    from corral.app import Node
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-inproc-") as tmp:
         cfg = config.from_dict({"state_dir": tmp, "events": {"log_events": False}})
-        c = Corral(cfg)
-        agent = c.registry.create("inproc", mode=mode, auto_promote=False, source="local")
-        c.by_id[agent.id] = agent
-        c.baselines[agent.name] = c._new_baseline(agent.name)
+        c = Node(cfg)
+        state = c.state
+        agent = state.registry.create("inproc", mode=mode, auto_promote=False, source="local")
+        state.by_id[agent.id] = agent
+        state.baselines[agent.name] = state.new_baseline(agent.name)
         writes = _ListWrites()
-        c.kernel = writes  # type: ignore[assignment]
+        c.sync.kernel = writes  # type: ignore[assignment]
         verdict = "allowed" if mode == "observe" else "would-deny"
         recs = [_record(agent.id, i, verdict, mode) for i in range(records)]
         times = []
         for _ in range(reps):
             if mode == "observe":  # learning again from an empty baseline
-                c.baselines[agent.name] = c._new_baseline(agent.name)
+                state.baselines[agent.name] = state.new_baseline(agent.name)
             t0 = time.perf_counter()
             for i in range(0, records, batch):
-                c._on_batch(recs[i : i + batch])
+                c.ingest.on_batch(recs[i : i + batch])
             times.append(time.perf_counter() - t0)
     per = sorted(t / records * 1e6 for t in times)
     return {

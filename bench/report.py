@@ -294,8 +294,8 @@ _WRAPPERS = (
     "main (",
     "RingBuffer.",
     "RingReader.run",
-    "Corral._consume_events",
-    "Corral._on_batch",
+    "Ingest.run",
+    "Ingest.on_batch",
     "Thread.",
     "_worker (",
     "_WorkItem.",
@@ -392,7 +392,8 @@ def _why_ingest(ing: dict[str, Any]) -> str:
     lines = [
         "- **ingest**: the consumer is CPython on one core. Records come in batches read "
         "straight from the mapped ring (`bpfkit.RingReader`, no callback per record, a 1 ms "
-        "linger between batches); per record `Corral._ingest` does one struct unpack of the "
+        "linger between batches); per record `pipeline.Decoder.decode` does one struct "
+        "unpack of the "
         "fields it needs, decodes the path, attributes the event (agent, process, pod), "
         "queues it for the event ring and, in ALERT, counts it in the agent's deviation table "
         "(an ordered dict of at most 2,000; a deviation seen once stays the tuple it came "
@@ -666,7 +667,7 @@ def ingest_section(ing: dict[str, Any], plotted: bool) -> list[str]:
         f"{ing['step_seconds']:g} s — on the tracepoint backend each one is a novel event. The "
         "rate doubles until the kernel counts drops (ring buffer full) or the daemon has not "
         "consumed every event within a short drain. Consumer path measured: "
-        "`bpfkit.RingReader` → `Corral._ingest` (OBSERVE: learned into the baseline and the "
+        "`bpfkit.RingReader` → `pipeline.Ingest` (OBSERVE: learned into the baseline and the "
         "kernel allow-list; ALERT: recorded as deviations). CPU is corrald's user+system time "
         "over the step including the drain; corrald runs from a production install (`pip "
         "install .` into build/bench/venv: runtime dependencies only, as the image has). "
@@ -757,7 +758,7 @@ def _in_process(inp: dict[str, Any]) -> list[str]:
         "",
         "### The consumer's code alone, in the bench process",
         "",
-        "**Method.** `Corral._on_batch` (what corrald runs per ring-buffer batch) over "
+        "**Method.** `Ingest.on_batch` (what corrald runs per ring-buffer batch) over "
         f"{any_run['records']:,} records built in memory as the open generator's (a new path "
         f"each, one agent, one process), in batches of {any_run['batch']}, timed "
         f"{any_run['reps']} times; in ALERT the 2,000-entry deviation table makes every pass "
@@ -950,8 +951,7 @@ def _ours(results: dict[str, Any]) -> dict[str, str]:
             if (v := progs.get(op, {}).get(name))
         ]
         out["cost per traced syscall"] = (
-            "host (native), average per program run in ENFORCE: "
-            + ", ".join(costs)
+            "host (native), average per program run in ENFORCE: " + ", ".join(costs)
         )
     wl = results.get("workload", {})
     if "summary" in wl:

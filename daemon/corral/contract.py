@@ -1,13 +1,16 @@
-"""The contract between the admin API (api.py) and the daemon (daemon core, agents.py).
+"""The contract between the admin API (corral/api) and the node (corral/node, corral/pipeline).
 
-The API only talks to a Controller; everything it returns is JSON-ready (dicts, lists, str, int,
-float, bool, None). Errors are the exceptions below, which the API maps to HTTP statuses.
+A base module: the API edge and the services that implement it both import it, neither
+imports the other. The API only talks to the narrow services below (bundled as `Services`);
+everything they return is JSON-ready (dicts, lists, str, int, float, bool, None). Errors are
+the exceptions below, which the API maps to HTTP statuses.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -51,11 +54,15 @@ def validate_agent_name(name: str) -> str:
     return name
 
 
-class Controller(Protocol):
-    """What the admin API needs from the daemon."""
+class StatusService(Protocol):
+    """The node as a whole (node/status.py)."""
 
     def status(self) -> dict[str, Any]:
         """Probe matrix, node, agents count by mode, kubelet health, ring-buffer drops, version."""
+
+
+class AgentService(Protocol):
+    """Agents, their modes and their cgroups (node/agents.py)."""
 
     def list_agents(self) -> list[dict[str, Any]]:
         """One summary per agent: name, modes per dimension, baseline sizes, counters, cgroups."""
@@ -63,11 +70,22 @@ class Controller(Protocol):
     def get_agent(self, name: str) -> dict[str, Any]:
         """Full detail: modes, counters, baseline summary, history of transitions, workloads."""
 
-    def get_baseline(self, name: str) -> dict[str, Any]:
-        """The stored baseline: entries per dimension with first/last seen and hits."""
-
     async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
         """modes: {"exec"|"open"|"connect": "off"|"observe"|"alert"|"enforce"} -> the agent."""
+
+    async def reset(self, name: str) -> dict[str, Any]:
+        """Forget the baseline and relearn (modes go back to observe)."""
+
+    async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
+        """Move process pid (a child of caller_pid) into a fresh cgroup registered as agent name,
+        creating the agent if needed. Returns {"agent": name, "cgroup": path, "cgroup_id": id}."""
+
+
+class BaselineService(Protocol):
+    """Baselines: read, review (diff, accept), export and import (node/baselines.py)."""
+
+    def get_baseline(self, name: str) -> dict[str, Any]:
+        """The stored baseline: entries per dimension with first/last seen and hits."""
 
     async def accept(
         self,
@@ -105,8 +123,9 @@ class Controller(Protocol):
         is unknown. Returns {"agent", "created", "strategy", "digest", "dry_run", "added",
         "removed", "kept", "entries", "modes"}."""
 
-    async def reset(self, name: str) -> dict[str, Any]:
-        """Forget the baseline and relearn (modes go back to observe)."""
+
+class EventService(Protocol):
+    """The events ring and live subscriptions (pipeline/feed.py)."""
 
     def recent_events(self, agent: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest events from the in-memory ring, oldest first."""
@@ -114,10 +133,53 @@ class Controller(Protocol):
     def subscribe(self, agent: str | None) -> AsyncIterator[dict[str, Any]]:
         """Live events (for `events?follow=1`), ends when the daemon stops."""
 
+
+class AibomService(Protocol):
+    """The AI-BOM of an agent or of the node (node/aibom.py)."""
+
     async def aibom(self, name: str | None, fmt: str) -> dict[str, Any]:
         """The AI-BOM of agent name, or of the node when name is None; fmt "json" (corral's
         shape, see inventory.py) or "cyclonedx" (a CycloneDX 1.6 document)."""
 
-    async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
-        """Move process pid (a child of caller_pid) into a fresh cgroup registered as agent name,
-        creating the agent if needed. Returns {"agent": name, "cgroup": path, "cgroup_id": id}."""
+
+@dataclass(frozen=True)
+class Services:
+    """What the admin API serves: one narrow service per concern, wired by the composition root
+    (corral/app.py)."""
+
+    status: StatusService
+    agents: AgentService
+    baselines: BaselineService
+    events: EventService
+    aibom: AibomService
+
+    @classmethod
+    def of(cls, impl: Any) -> Services:
+        """One object that implements every service (test doubles of the whole daemon)."""
+        return cls(status=impl, agents=impl, baselines=impl, events=impl, aibom=impl)
+
+
+# ---- what /metrics reads at scrape time (api/metrics.py renders it, node/status.py builds it)
+
+
+@dataclass(frozen=True)
+class AgentSample:
+    name: str
+    modes: Mapping[str, str]  # dimension -> mode
+    baseline: Mapping[str, int]  # dimension -> entries
+    counters: Mapping[str, Mapping[str, int]]  # dimension -> struct corral_counters field -> n
+    deviations: int  # distinct deviations waiting for review
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The daemon's state at one scrape (node/status.py: StatusView.metrics_sample)."""
+
+    agents: Sequence[AgentSample] = ()
+    events_consumed: int = 0  # records read from the ring buffer
+    events_lost: int = 0  # undecodable records, or dropped for a slow `events --follow` client
+    cgroups: int = 0
+    ai_agents: int = 0
+    kubelet_last_success: float | None = None  # wall clock; None: no kubelet or never answered
+    capabilities: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    kernel: str = ""

@@ -123,12 +123,12 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
     from corral.api import metrics
     from corral.api.server import start_api
 
-    from .node import Corral
+    from .app import Node
 
-    node = Corral(cfg)
+    node = Node(cfg)
     await node.start()
     api = await start_api(
-        node,
+        node.services,
         cfg.socket,
         group=cfg.socket_group or None,
         max_body=cfg.max_request_bytes,
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args)
         if args.command in (None, "run"):
-            from corral.aibom.rules import load_rules
+            from corral.aibom.rulefile import load_rules
 
             load_rules(cfg.aibom.rule_files)  # a bad rule file stops corrald here, exit 2
     except config_mod.ConfigError as e:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the API and CLI tests: a short socket directory and a fake controller."""
+"""Fixtures shared by the API and CLI tests: a short socket directory and fake services."""
 
 from __future__ import annotations
 

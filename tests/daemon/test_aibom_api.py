@@ -1,5 +1,5 @@
 """GET /v1/aibom, GET /v1/agents/{name}/aibom and `corralctl aibom` against a real API server on
-a unix socket (the controller is the in-memory fake; the views and the CycloneDX rendering are
+a unix socket (the services are the in-memory fake; the views and the CycloneDX rendering are
 the real ones)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from corral.api.server import ApiServer
 from tests.daemon import test_cli
 from tests.daemon.test_api_fakes import LONG_NAME, FakeController
 
-# the CLI tests' fixtures: a real API server over the fake controller, daemon logs captured
+# the CLI tests' fixtures: a real API server over the fake services, daemon logs captured
 server = test_cli.server
 quiet_daemon_logs = test_cli.quiet_daemon_logs
 

@@ -1,4 +1,4 @@
-"""The admin API against a real server on a real unix socket, with an in-memory Controller."""
+"""The admin API against a real server on a real unix socket, with in-memory services."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from yarl import URL
 
-from corral.api import server as api
+from corral.api import requests
 from corral.api.server import ApiServer, ApiStartError, start_api
-from corral.contract import AGENT_NAME_RE
+from corral.contract import AGENT_NAME_RE, Services
 from tests.daemon.test_api_fakes import (
     LONG_NAME,
     FakeController,
@@ -36,7 +36,7 @@ ENC = quote(LONG_NAME, safe="")
 
 @pytest.fixture
 async def server(ctl: FakeController, sock_dir: Path) -> AsyncIterator[ApiServer]:
-    srv = await start_api(ctl, sock_dir / "run" / "corral.sock", max_body=1024)
+    srv = await start_api(Services.of(ctl), sock_dir / "run" / "corral.sock", max_body=1024)
     yield srv
     await srv.close()
 
@@ -233,7 +233,7 @@ async def test_run_bad_pid(session: aiohttp.ClientSession, pid: Any) -> None:
 async def test_events_list(session: aiohttp.ClientSession, ctl: FakeController) -> None:
     status, body = await call(session, "GET", "/v1/events")
     assert status == 200 and len(body) == 6
-    assert ctl.calls[-1] == ("recent_events", None, api.DEFAULT_LIMIT)
+    assert ctl.calls[-1] == ("recent_events", None, requests.DEFAULT_LIMIT)
     status, body = await call(session, "GET", f"/v1/events?agent={ENC}&limit=10")
     assert status == 200 and [e["agent"] for e in body] == [LONG_NAME]
     status, body = await call(session, "GET", "/v1/events?limit=2")
@@ -333,14 +333,14 @@ async def test_socket_is_0600_in_a_0755_dir(server: ApiServer) -> None:
 
 async def test_group_socket_is_0660(ctl: FakeController, sock_dir: Path) -> None:
     group = grp.getgrgid(os.getgid()).gr_name
-    srv = await start_api(ctl, sock_dir / "g.sock", group=group)
+    srv = await start_api(Services.of(ctl), sock_dir / "g.sock", group=group)
     try:
         st = srv.path.stat()
         assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == os.getgid()
     finally:
         await srv.close()
     with pytest.raises(ApiStartError, match="unknown group"):
-        await start_api(ctl, sock_dir / "g.sock", group="no-such-group-corral")
+        await start_api(Services.of(ctl), sock_dir / "g.sock", group="no-such-group-corral")
 
 
 async def test_stale_socket_is_replaced(ctl: FakeController, sock_dir: Path) -> None:
@@ -349,7 +349,7 @@ async def test_stale_socket_is_replaced(ctl: FakeController, sock_dir: Path) -> 
     dead.bind(str(path))
     dead.close()  # the file stays, nobody listens: a crashed daemon's leftover
     assert path.exists()
-    srv = await start_api(ctl, path)
+    srv = await start_api(Services.of(ctl), path)
     try:
         connector = aiohttp.UnixConnector(path=str(path))
         async with aiohttp.ClientSession(connector=connector) as s:
@@ -362,7 +362,7 @@ async def test_stale_socket_is_replaced(ctl: FakeController, sock_dir: Path) -> 
 
 async def test_live_socket_is_refused(server: ApiServer, ctl: FakeController) -> None:
     with pytest.raises(ApiStartError, match="another corrald is running on"):
-        await start_api(ctl, server.path)
+        await start_api(Services.of(ctl), server.path)
     assert server.path.exists()  # untouched, still serving
     connector = aiohttp.UnixConnector(path=str(server.path))
     async with aiohttp.ClientSession(connector=connector) as s:
@@ -374,7 +374,7 @@ async def test_a_regular_file_is_not_removed(ctl: FakeController, sock_dir: Path
     path = sock_dir / "corral.sock"
     path.write_text("precious")
     with pytest.raises(ApiStartError, match="not a socket"):
-        await start_api(ctl, path)
+        await start_api(Services.of(ctl), path)
     assert path.read_text() == "precious"
 
 
@@ -433,7 +433,7 @@ async def test_follow_ends_when_the_subscription_ends(
 
 
 async def test_follow_ends_when_the_server_closes(ctl: FakeController, sock_dir: Path) -> None:
-    srv = await start_api(ctl, sock_dir / "c.sock")
+    srv = await start_api(Services.of(ctl), sock_dir / "c.sock")
     connector = aiohttp.UnixConnector(path=str(srv.path))
     async with aiohttp.ClientSession(connector=connector) as s:
         resp = await s.get(url("/v1/events?follow=1"))
@@ -471,7 +471,7 @@ class EchoController(FakeController):
 def test_any_valid_name_survives_the_round_trip(names: list[str]) -> None:
     async def check() -> None:
         with short_tmpdir() as d:
-            srv = await start_api(EchoController(), d / "h.sock")
+            srv = await start_api(Services.of(EchoController()), d / "h.sock")
             try:
                 connector = aiohttp.UnixConnector(path=str(srv.path))
                 async with aiohttp.ClientSession(connector=connector) as s:

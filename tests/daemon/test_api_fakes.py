@@ -1,4 +1,4 @@
-"""An in-memory Controller (corral's own daemon logic, faked) and helpers for the API/CLI tests.
+"""In-memory services (corral's own daemon logic, faked) and helpers for the API/CLI tests.
 
 No tests here: test_api.py and test_cli.py import from this module.
 """
@@ -16,11 +16,12 @@ from typing import Any
 
 from corral.aibom import cyclonedx
 from corral.aibom.inventory import AibomTracker
-from corral.aibom.rules import load_rules
+from corral.aibom.rulefile import load_rules
 from corral.contract import BadRequest, Conflict, ServiceError, UnknownAgent
 from corral.kernel.events import Event
 from corral.policy import document
-from corral.policy.baseline import Baseline, BaselineRules
+from corral.policy.baseline import Baseline
+from corral.policy.rules import BaselineRules
 
 DIMS = ("exec", "open", "connect")
 LONG_NAME = "prod/Deployment/chatbot/agent"
@@ -64,7 +65,8 @@ def make_event(n: int, agent: str = "demo", verdict: str = "allowed") -> dict[st
 
 
 class FakeController:
-    """Implements corral.service.Controller in memory and records what it was asked."""
+    """Implements every service of corral.contract in memory (serve it as
+    `Services.of(FakeController())`) and records what it was asked."""
 
     def __init__(self) -> None:
         self.agents: dict[str, dict[str, Any]] = {

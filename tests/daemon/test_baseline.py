@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from corral.kernel import loader as kernel
 from corral.kernel.events import Event
-from corral.policy.baseline import (
-    Baseline,
+from corral.policy.baseline import Baseline
+from corral.policy.rules import (
     BaselineRules,
     aggregate_networks,
     collapse_allowed,

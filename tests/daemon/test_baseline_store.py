@@ -20,20 +20,18 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.policy.baseline import (
+from corral.policy.baseline import Baseline
+from corral.policy.blob import (
     MAGIC,
-    Baseline,
-    BaselineRules,
-    BaselineStore,
     CorruptBaseline,
     _decode_resting,
-    atomic_write,
     decode_file,
     decode_payload,
     encode_file,
     encode_payload,
-    file_name,
 )
+from corral.policy.rules import BaselineRules
+from corral.policy.store import BaselineStore, atomic_write, file_name
 
 from .test_baseline import T0, conn, ev
 
@@ -460,7 +458,7 @@ def test_schema_1_files_are_read_and_migrated(tmp_path: Path) -> None:
 
 
 def test_provenance_survives_the_store(tmp_path: Path) -> None:
-    from corral.policy.baseline import Entry
+    from corral.policy.rules import Entry
 
     store = BaselineStore(tmp_path)
     b = sample("prov", n=5)

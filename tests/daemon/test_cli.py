@@ -1,4 +1,4 @@
-"""corralctl end to end against a real API server on a unix socket (fake Controller)."""
+"""corralctl end to end against a real API server on a unix socket (fake services)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from structlog.testing import capture_logs
 
 from corral import cli
 from corral.api.server import ApiServer, start_api
+from corral.cli.client import DIMENSIONS, MODES, agent_path
+from corral.cli.render import ago
+from corral.contract import Services
 from corral.kernel import layout
 from tests.daemon.test_api_fakes import LONG_NAME, FakeController, make_event
 
@@ -31,7 +34,7 @@ def quiet_daemon_logs() -> Any:
 
 @pytest.fixture
 async def server(ctl: FakeController, sock_dir: Path) -> AsyncIterator[ApiServer]:
-    srv = await start_api(ctl, sock_dir / "corral.sock")
+    srv = await start_api(Services.of(ctl), sock_dir / "corral.sock")
     yield srv
     await srv.close()
 
@@ -342,22 +345,20 @@ async def test_events_follow_table(server: ApiServer, ctl: FakeController) -> No
 
 
 def test_ago() -> None:
-    assert cli.ago(1000, now=1005) == "5s ago"
-    assert cli.ago(1000, now=1000 + 150) == "2m ago"
-    assert cli.ago(1000, now=1000 + 7200) == "2h ago"
-    assert cli.ago(1000, now=1000 + 3 * 86400) == "3d ago"
-    assert cli.ago(1010, now=1000) == "in 10s"
+    assert ago(1000, now=1005) == "5s ago"
+    assert ago(1000, now=1000 + 150) == "2m ago"
+    assert ago(1000, now=1000 + 7200) == "2h ago"
+    assert ago(1000, now=1000 + 3 * 86400) == "3d ago"
+    assert ago(1010, now=1000) == "in 10s"
 
 
 def test_cli_vocabulary_matches_the_kernel_header() -> None:
-    assert set(cli.MODES) == set(layout.MODES)
-    assert cli.DIMENSIONS == layout.DIMS
+    assert set(MODES) == set(layout.MODES)
+    assert DIMENSIONS == layout.DIMS
 
 
 def test_agent_path_encodes_slashes() -> None:
-    assert cli.agent_path(LONG_NAME, "mode") == (
-        "/v1/agents/prod%2FDeployment%2Fchatbot%2Fagent/mode"
-    )
+    assert agent_path(LONG_NAME, "mode") == "/v1/agents/prod%2FDeployment%2Fchatbot%2Fagent/mode"
     assert REPO.joinpath("daemon/corral/cli/__init__.py").is_file()
 
 

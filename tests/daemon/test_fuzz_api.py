@@ -1,6 +1,6 @@
 """Fuzz every operation of the OpenAPI document against a REAL corrald over its unix socket.
 
-schemathesis generates the requests from daemon/corral/openapi.yaml (valid ones, and invalid
+schemathesis generates the requests from daemon/corral/api/openapi.yaml (valid ones, and invalid
 ones: wrong types, broken names, bodies that violate the schema) and checks each answer: no
 5xx, a documented status code and content type, a body that matches the documented schema, and
 invalid input rejected with a 4xx. Requests go through requests + a unix-socket transport
@@ -44,9 +44,9 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks as oas
 
-from corral.api.server import openapi_document
+from corral.api.routes import openapi_document
 from corral.policy import document
-from corral.policy.baseline import normalise_network
+from corral.policy.rules import normalise_network
 from tests.daemon.daemons import corrald
 from tests.daemon.test_e2e import BIN, Daemon, _cgroup_of_child, ctl, ctl_json
 from tests.daemon.unix_http import BASE_URL, unix_session

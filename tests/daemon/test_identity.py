@@ -13,27 +13,22 @@ from typing import Any
 import pytest
 import structlog
 
-from corral import identity
-from corral.identity import (
-    CgroupIndex,
+from corral.identity import pods as identity_pods
+from corral.identity.cgroupfs import CgroupIndex, cgroup2_mount, scan_cgroups
+from corral.identity.pods import (
     PodInfo,
     PodListError,
-    PodSelector,
-    Requirement,
-    Workload,
     agent_name,
-    cgroup2_mount,
-    discover,
-    match_local,
     parse_container_id,
-    parse_label_selector,
     parse_mode,
     parse_pod,
     parse_pod_list,
     pod_cgroup_uid,
     resolve_workload,
-    scan_cgroups,
 )
+from corral.identity.selector import PodSelector, Requirement, parse_label_selector
+from corral.identity.sources import match_local
+from corral.identity.workloads import Workload, discover
 
 FIXTURES = Path(__file__).parent / "fixtures" / "identity"
 DAEMON_START = datetime(2025, 3, 1, 11, 0, tzinfo=UTC)  # between the fixture's T0 and T1
@@ -272,9 +267,10 @@ def test_parse_mode() -> None:
 
 
 def test_invalid_annotations_warn_and_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    # a private capturing logger: capture_logs() misses loggers cached by logs.setup()
+    # a private capturing logger: capture_logs() misses loggers cached by logs.setup();
+    # the annotation warnings are logged by corral.identity.pods (pod_mode, pod_auto_promote)
     cap = structlog.testing.LogCapture()
-    monkeypatch.setattr(identity, "log", structlog.wrap_logger(None, processors=[cap]))
+    monkeypatch.setattr(identity_pods, "log", structlog.wrap_logger(None, processors=[cap]))
     ws = discover(fixture_pods(), CgroupIndex(root="/x"), started_at=DAEMON_START)
     logs = cap.entries
     w = next(w for w in ws if w.agent == "legacy/DaemonSet/log-agent/shipper")

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from corral.identity import (
-    CgroupWatcher,
-    LocalSource,
-    cgroup2_mount,
-    discover,
-    parse_pod_list,
-    scan_cgroups,
-)
+from corral.identity import LocalSource
+from corral.identity.cgroupfs import cgroup2_mount, scan_cgroups
+from corral.identity.pods import parse_pod_list
+from corral.identity.watch import CgroupWatcher
+from corral.identity.workloads import discover
 
 from .test_identity import DAEMON_START, load
 

@@ -21,8 +21,8 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from corral.aibom import cyclonedx, procfs
-from corral.aibom.inventory import AibomTracker, _matching_cmdline
-from corral.aibom.rules import load_rules
+from corral.aibom.inventory import AibomTracker
+from corral.aibom.rulefile import load_rules
 from corral.kernel.loader import cgroup2_root
 from corral.policy.baseline import Baseline
 from tests.daemon.test_api_fakes import fake_event
@@ -154,9 +154,9 @@ def test_argv_of_a_live_process(tmp_path: Path) -> None:
         deadline = time.monotonic() + 5
         argv = None
         while argv is None and time.monotonic() < deadline:
-            argv = _matching_cmdline(p.pid, str(script))
+            argv = procfs.matching_cmdline(p.pid, str(script))
         assert argv == ["/bin/sh", str(script), "@modelcontextprotocol/server-x"]
-        assert _matching_cmdline(p.pid, "/usr/bin/uvx") is None  # not what was exec'd
+        assert procfs.matching_cmdline(p.pid, "/usr/bin/uvx") is None  # not what was exec'd
     finally:
         p.kill()
         p.wait()
@@ -364,9 +364,9 @@ async def test_persisted_across_restarts(tmp_path: Path, tracker_factory: Any) -
 
 
 async def test_caps_count_what_was_left_out(tracker_factory: Any, monkeypatch: Any) -> None:
-    from corral.aibom import inventory
+    from corral.aibom import records
 
-    monkeypatch.setitem(inventory.CAPS, "endpoints", 2)
+    monkeypatch.setitem(records.CAPS, "endpoints", 2)
     t = await tracker_factory(read_proc=False)
     for port in (1, 2, 3, 4):
         t.on_event("a", fake_event("connect", "10.0.0.1", port))

@@ -1,5 +1,5 @@
-"""The OpenAPI document (daemon/corral/openapi.yaml) is valid, served, and describes exactly the
-routes api.py registers. Its schemas are checked against real answers by test_fuzz_api.py."""
+"""The OpenAPI document (daemon/corral/api/openapi.yaml) is valid, served, and describes exactly the
+routes api/routes.py registers. Its schemas are checked against real answers by test_fuzz_api.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral import __version__
-from corral.api.server import ApiServer, make_app, openapi_document, start_api
+from corral.api.routes import openapi_document
+from corral.api.server import ApiServer, make_app, start_api
+from corral.contract import Services
 from tests.daemon.test_api_fakes import FakeController
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -42,12 +44,12 @@ def route_diff(doc: dict[str, Any], app: aiohttp.web.Application) -> str:
     extra = sorted(documented(doc) - routed(app))
     lines = []
     if missing:
-        lines.append("routes in api.py that daemon/corral/openapi.yaml does not document:")
+        lines.append("routes in api/routes.py that api/openapi.yaml does not document:")
         lines += [f"    {m} {p}" for m, p in missing]
         if any(m == "HEAD" for m, _ in missing):
             lines.append("    (HEAD: add_get(..., allow_head=False) like the other routes)")
     if extra:
-        lines.append("operations in daemon/corral/openapi.yaml with no route in api.py:")
+        lines.append("operations in api/openapi.yaml with no route in api/routes.py:")
         lines += [f"    {m} {p}" for m, p in extra]
     if lines:
         lines.append("see docs/api.md: add the operation with its request/response schemas")
@@ -62,14 +64,14 @@ def test_document_is_valid_openapi_3() -> None:
 
 
 def test_document_and_route_table_are_the_same() -> None:
-    app = make_app(FakeController())
+    app = make_app(Services.of(FakeController()))
     diff = route_diff(openapi_document(), app)
     assert not diff, "\n" + diff
 
 
 def test_route_diff_names_what_is_missing_and_extra() -> None:
     """The failure message other branches' new routes will see."""
-    app = make_app(FakeController())
+    app = make_app(Services.of(FakeController()))
 
     async def fake(request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({})
@@ -80,7 +82,7 @@ def test_route_diff_names_what_is_missing_and_extra() -> None:
     diff = route_diff(doc, app)
     fake = "GET /v1/zz-test-only\n    HEAD /v1/zz-test-only\n    (HEAD:"
     assert f"does not document:\n    {fake}" in diff
-    assert "no route in api.py:\n    POST /v1/nope" in diff
+    assert "no route in api/routes.py:\n    POST /v1/nope" in diff
 
 
 def test_every_operation_is_described() -> None:
@@ -112,7 +114,7 @@ def test_documented_file_is_package_data() -> None:
 
 @pytest.fixture
 async def server(ctl: FakeController, sock_dir: Path) -> AsyncIterator[ApiServer]:
-    srv = await start_api(ctl, sock_dir / "corral.sock")
+    srv = await start_api(Services.of(ctl), sock_dir / "corral.sock")
     yield srv
     await srv.close()
 

@@ -1,4 +1,4 @@
-"""Admin API routes for baseline review (fake Controller, real document module, real socket):
+"""Admin API routes for baseline review (fake services, real document module, real socket):
 export (JSON and YAML), import (merge/replace, pre-seeding, errors, limits), diff, accept."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from corral.api.server import start_api
+from corral.contract import Services
 from tests.daemon.test_api import assert_error, call, url
 from tests.daemon.test_api_fakes import DIFF_VIEW, LONG_NAME, FakeController
 
@@ -39,7 +40,9 @@ def doc(name: str = "demo") -> bytes:
 
 @pytest.fixture
 async def api(ctl: FakeController, sock_dir: Path) -> AsyncIterator[aiohttp.ClientSession]:
-    srv = await start_api(ctl, sock_dir / "corral.sock", max_body=1024, max_import=4096)
+    srv = await start_api(
+        Services.of(ctl), sock_dir / "corral.sock", max_body=1024, max_import=4096
+    )
     connector = aiohttp.UnixConnector(path=str(srv.path))
     async with aiohttp.ClientSession(connector=connector) as s:
         yield s
@@ -151,7 +154,7 @@ async def test_import_size_limit_is_its_own(api: aiohttp.ClientSession) -> None:
 
 
 async def test_node_capacity_errors_pass_through(ctl: FakeController, sock_dir: Path) -> None:
-    srv = await start_api(ctl, sock_dir / "big.sock", max_import=1 << 20)
+    srv = await start_api(Services.of(ctl), sock_dir / "big.sock", max_import=1 << 20)
     entries = b"".join(f"  - {{path: /f{i}}}\n".encode() for i in range(1001))
     many = doc().replace(b"  open:\n", b"  open:\n" + entries)
     try:

@@ -1,5 +1,5 @@
 """corralctl baseline show/export/import, diff and accept against a real API server on a unix
-socket (fake Controller, real document module)."""
+socket (fake services, real document module)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import yaml
 
 from corral import cli
 from corral.api.server import ApiServer
+from corral.cli.baselines import render_accept
+from corral.cli.entry import _default_baseline_action
 from tests.daemon.test_api_fakes import DIFF_VIEW, LONG_NAME, FakeController
 from tests.daemon.test_cli import ctl_main
 from tests.daemon.test_cli import quiet_daemon_logs as quiet_daemon_logs  # autouse fixture
@@ -20,7 +22,7 @@ Capsys = pytest.CaptureFixture[str]
 
 
 def test_baseline_name_means_show() -> None:
-    f = cli._default_baseline_action
+    f = _default_baseline_action
     assert f(["baseline", "demo"]) == ["baseline", "show", "demo"]
     assert f(["-o", "yaml", "baseline", "-o", "json", "demo"])[-2:] == ["show", "demo"]
     assert f(["--socket", "/s", "baseline", "--output=yaml", "x"])[-2:] == ["show", "x"]
@@ -176,7 +178,7 @@ async def test_accept_selectors_and_rows(
 
 
 def test_accept_output() -> None:
-    text = cli.render_accept("demo", {
+    text = render_accept("demo", {
         "agent": "demo", "accepted": 3, "remaining": 1, "skipped": ["1.2.3.4:0"],
         "entries": [{"dimension": "connect", "object": "10.0.0.1:443", "kind": "host"},
                     {"dimension": "open", "object": "/tmp/cache/", "kind": "prefix"}],

@@ -26,7 +26,7 @@ FRESH = textwrap.dedent(
                    b"/sys/fs/bpf"):
         while libc.umount2(target, 2) == 0:  # MNT_DETACH, every stacked mount
             pass
-    from corral import hostfs
+    from corral.kernel import hostfs
     assert not hostfs.mounted(hostfs.TRACEFS, "tracefs"), "tracefs still mounted"
     assert not hostfs.mounted(hostfs.BPFFS, "bpf"), "bpffs still mounted"
     """
@@ -45,7 +45,7 @@ def run_fresh(body: str) -> subprocess.CompletedProcess[str]:
 def test_kernel_activate_mounts_tracefs_for_its_tracepoints() -> None:
     r = run_fresh(
         """
-        from corral.kernel import Backends, Kernel
+        from corral.kernel.loader import Backends, Kernel
         with Kernel(Backends.choose(False, open_fallback="tracepoint")) as k:
             k.activate()
             assert "corral_tp_openat" in k.programs
@@ -60,7 +60,7 @@ def test_kernel_mounts_bpffs_for_its_pins() -> None:
     r = run_fresh(
         """
         from pathlib import Path
-        from corral.kernel import Backends, Kernel, remove_pins
+        from corral.kernel.loader import Backends, Kernel, remove_pins
         pins = Path("/sys/fs/bpf/corral-hostfs-test")
         with Kernel(Backends.choose(False, open_fallback="none"), pin_dir=pins) as k:
             k.activate()
@@ -77,7 +77,7 @@ def test_kernel_mounts_bpffs_for_its_pins() -> None:
 def test_pins_off_bpffs_get_an_error_that_says_what_to_do(tmp_path: Path) -> None:
     r = run_fresh(
         f"""
-        from corral.kernel import Backends, Kernel
+        from corral.kernel.loader import Backends, Kernel
         try:
             Kernel(Backends.choose(False, open_fallback="none"), pin_dir={str(tmp_path)!r})
         except hostfs.MountError as e:

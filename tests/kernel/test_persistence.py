@@ -45,7 +45,7 @@ def _owner_script(pin_dir: Path, cg: Path, deny: str | None) -> str:
     return textwrap.dedent(f"""
         import os, signal, sys
         from pathlib import Path
-        from corral.kernel import AgentConfig, Backends, Kernel, cgroup_id
+        from corral.kernel.loader import AgentConfig, Backends, Kernel, cgroup_id
         k = Kernel(Backends.choose({deny!r}), pin_dir=Path({str(pin_dir)!r}))
         k.register_cgroup(cgroup_id({str(cg)!r}), {AGENT})
         k.set_agent({AGENT}, AgentConfig(modes={{"exec": "off", "open": "off",

@@ -309,7 +309,7 @@ def test_build_stages_really_build_and_the_image_runs(stages: list[Stage], tmp_p
         "connect",
     }
     objs = subprocess.run(
-        [str(runtime.python), "-c", "import corral.kernel as k; print(k.object_path())"],
+        [str(runtime.python), "-c", "import corral.kernel.loader as k; print(k.object_path())"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert objs.startswith(str(runtime.python.parent.parent)), "objects come from the wheel"

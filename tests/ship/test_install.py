@@ -84,7 +84,7 @@ def test_install_lays_out_venv_unit_config_and_links(installed: Install) -> None
 def test_installed_wheel_carries_the_bpf_objects(installed: Install) -> None:
     py = installed.root / "opt/corral/bin/python"
     out = subprocess.run(
-        [str(py), "-c", "import corral.kernel as k; print(k.object_path()); "
+        [str(py), "-c", "import corral.kernel.loader as k; print(k.object_path()); "
          "print(k.object_path('probe.bpf.o'))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip

@@ -13,8 +13,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corral.aibom import rulefile
 from corral.aibom import rules as aibom
-from corral.aibom.rules import RulesError, load_rules, parse_rules
+from corral.aibom.rulefile import load_rules, parse_rules
+from corral.aibom.rules import RulesError
 
 REPO = Path(__file__).resolve().parents[2]
 SP = "/app/.venv/lib/python3.11/site-packages"
@@ -28,7 +30,7 @@ def rules() -> aibom.Rules:
 
 
 def test_builtin_rules_are_config_aibom_yaml() -> None:
-    assert aibom.default_rules_path() == REPO / "config" / "aibom.yaml"
+    assert rulefile.default_rules_path() == REPO / "config" / "aibom.yaml"
     packaged = REPO / "daemon" / "corral" / "rules" / "aibom.yaml"
     if packaged.exists():  # made by `make bpf` for installed packages
         assert packaged.read_bytes() == (REPO / "config" / "aibom.yaml").read_bytes()
@@ -209,7 +211,7 @@ def test_user_rules_come_first_and_replace_by_name(tmp_path: Path) -> None:
         {"name": "openai", "python": ["openai", "openai_agents"]},
     ], "endpoints": [{"name": "ollama", "kind": "llm", "ports": [11435]}]}))  # fmt: skip
     r = load_rules([mine])
-    assert r.files == (str(mine), str(aibom.default_rules_path()))
+    assert r.files == (str(mine), str(rulefile.default_rules_path()))
     hit = r.classify_package(f"{SP}/acme_agents/core.py")
     assert hit is not None and hit.framework == "in-house"
     hit = r.classify_package(f"{SP}/openai_agents/run.py")

@@ -6,7 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.policy.baseline import Baseline, Entry, _PathSet, parent_dirs
+from corral.policy.baseline import Baseline
+from corral.policy.rules import Entry, parent_dirs
+from corral.policy.sets import _PathSet
 
 components = st.sampled_from(["a", "b", "c", "lib", "x.py", "y.py"])
 paths = st.lists(components, min_size=1, max_size=4).map(lambda cs: "/" + "/".join(cs))

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.policy.baseline import Baseline, BaselineRules, Entry
+from corral.policy.baseline import Baseline
 from corral.policy.document import (
     PROBLEMS_MAX,
     DocumentError,
@@ -23,6 +23,7 @@ from corral.policy.document import (
     parse,
     plan,
 )
+from corral.policy.rules import BaselineRules, Entry
 from tests.daemon.test_baseline import T0, conn, ev
 
 MODES = {"exec": "enforce", "open": "alert", "connect": "enforce"}

@@ -1,23 +1,26 @@
-"""corrald's batch consumer (Corral._ingest) against the plain per-event reading of the same
-records: events.decode, then Agent.record_deviation or Baseline.observe, one at a time.
+"""corrald's event pipeline (pipeline.Ingest: one decoder, then the consumers) against the plain
+per-event reading of the same records: events.decode, then Agent.record_deviation or
+Baseline.observe, one at a time.
 
-The consumer is written for speed (one unpack per record, deviations counted per batch, the
+The decoder is written for speed (one unpack per record, deviations grouped per batch, the
 event ring holding the raw record); this checks it means the same. No kernel: the records are
-built from the header with cffi, the learned entries are read from the queue the kernel write
-would take them from."""
+built from the header with cffi, the learned entries are caught where the kernel write would
+take them (a recorder in place of the kernel's allow-lists)."""
 
 from __future__ import annotations
 
 import random
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from corral import config
+from corral.app import Node
 from corral.kernel import events, layout
 from corral.kernel.layout import C
-from corral.node import Corral
+from corral.pipeline.aibom import AibomFeed
 from corral.policy.agents import Agent
 from corral.policy.baseline import Baseline
 
@@ -61,29 +64,44 @@ def record(rng: random.Random, agent_id: int) -> bytes:
     return layout.to_bytes(e)
 
 
+class ListWrites:
+    """Stands in for the kernel's allow-lists: records what the learner writes."""
+
+    def __init__(self) -> None:
+        self.paths: dict[tuple[str, int], set[str]] = {}
+
+    def allow_paths(self, dim: str, list_id: int, exact: Any, prefixes: Any = ()) -> int:
+        self.paths.setdefault((dim, list_id), set()).update(exact, prefixes)
+        return len(exact) + len(prefixes)
+
+    def allow_net(self, list_id: int, entries: Any) -> int:
+        return len(entries)
+
+
 @pytest.fixture
-def corral(tmp_path: Path) -> Corral:
+def corral(tmp_path: Path) -> Node:
     cfg = config.from_dict({"state_dir": str(tmp_path), "events": {"log_events": False}})
-    c = Corral(cfg)
+    c = Node(cfg)
+    c.sync.kernel = ListWrites()  # type: ignore[assignment]
     for name, mode in (("watched", "alert"), ("learner", "observe")):
-        a = c.registry.create(name, mode=mode, auto_promote=False, source="local")
-        c.by_id[a.id] = a
-        c.baselines[name] = c._new_baseline(name)
-    c.registry.agents["watched"].modes["exec"] = "enforce"
+        a = c.state.registry.create(name, mode=mode, auto_promote=False, source="local")
+        c.state.by_id[a.id] = a
+        c.state.baselines[name] = c.state.new_baseline(name)
+    c.state.registry.agents["watched"].modes["exec"] = "enforce"
     return c
 
 
-def reference(c: Corral, records: list[bytes]) -> tuple[dict[str, Agent], dict[str, Baseline]]:
+def reference(c: Node, records: list[bytes]) -> tuple[dict[str, Agent], dict[str, Baseline]]:
     """The per-event reading, on copies of the agents and fresh baselines."""
     agents = {
         n: Agent(name=a.name, id=a.id, modes=dict(a.modes), lists=dict(a.lists))
-        for n, a in c.registry.agents.items()
+        for n, a in c.state.registry.agents.items()
     }
     by_id = {a.id: a for a in agents.values()}
-    baselines = {n: c._new_baseline(n) for n in agents}
+    baselines = {n: c.state.new_baseline(n) for n in agents}
     for raw in records:
         try:
-            ev = events.decode(raw, c._boot_offset)
+            ev = events.decode(raw, c.ingest.decoder.boot_offset)
         except ValueError:
             continue
         agent = by_id.get(ev.agent_id)
@@ -97,26 +115,26 @@ def reference(c: Corral, records: list[bytes]) -> tuple[dict[str, Agent], dict[s
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_batch_consumer_means_what_the_per_event_reading_means(corral: Corral, seed: int) -> None:
+def test_batch_consumer_means_what_the_per_event_reading_means(corral: Node, seed: int) -> None:
     rng = random.Random(seed)
-    ids = [a.id for a in corral.registry.agents.values()] + [C.CORRAL_MAX_AGENTS - 1]
+    ids = [a.id for a in corral.state.registry.agents.values()] + [C.CORRAL_MAX_AGENTS - 1]
     records = [record(rng, rng.choice(ids)) for _ in range(600)]
     records.insert(rng.randrange(len(records)), b"\0" * 12)  # short: counted lost, skipped
     want_agents, want_baselines = reference(corral, records)
     for start in range(0, len(records), 97):  # batches of various sizes
-        corral._ingest(records[start : start + 97])
+        corral.ingest.on_batch(records[start : start + 97])
 
-    assert corral.events_total == len(records) - 1
-    assert corral.events_lost_in_daemon == 1
+    assert corral.stats.received == len(records) - 1
+    assert corral.stats.lost == 1
     for name, want in want_agents.items():
-        got = corral.registry.agents[name]
+        got = corral.state.registry.agents[name]
         assert list(got.deviations) == list(want.deviations)  # same order: least recent first
         assert list(got.deviations.values()) == list(want.deviations.values())
-        assert corral.baselines[name].keys() == want_baselines[name].keys()
+        assert corral.state.baselines[name].keys() == want_baselines[name].keys()
     ours = [r for r in records if len(r) >= layout.sizeof("struct corral_event")]
-    known = {a.id: a.name for a in corral.registry.agents.values()}
-    shown = corral.recent_events(None, 10_000)
-    expected = [events.decode(r, corral._boot_offset) for r in ours]
+    known = {a.id: a.name for a in corral.state.registry.agents.values()}
+    shown = corral.events.recent_events(None, 10_000)
+    expected = [events.decode(r, corral.ingest.decoder.boot_offset) for r in ours]
     expected = [ev for ev in expected if ev.agent_id in known]
     assert len(shown) == len(expected)
     for rec, ev in zip(shown, expected, strict=True):
@@ -125,22 +143,22 @@ def test_batch_consumer_means_what_the_per_event_reading_means(corral: Corral, s
         assert rec["namespace"] == rec["pod"] == rec["container"] == ""
 
 
-def test_learned_entries_wait_for_the_kernel_write(corral: Corral) -> None:
-    """OBSERVE: each novel object is queued for its kernel list (written after the batch)."""
-    learner = corral.registry.agents["learner"]
+def test_learned_entries_wait_for_the_kernel_write(corral: Node) -> None:
+    """OBSERVE: each novel object's entry goes to its kernel list at the end of the batch."""
+    learner = corral.state.registry.agents["learner"]
     rng = random.Random(1)
     recs = []
     for _ in range(200):
         raw = bytearray(record(rng, learner.id))
         raw[layout.offsetof("struct corral_event", "verdict")] = 0  # allowed
         recs.append(bytes(raw))
-    corral._ingest(recs)
-    entries = corral.baselines["learner"].keys()  # (dimension, key, is_prefix)
+    corral.ingest.on_batch(recs)
+    entries = corral.state.baselines["learner"].keys()  # (dimension, key, is_prefix)
     for dim in ("exec", "open"):
-        exact, prefixes = corral._learned_paths.get((dim, learner.lists[dim]), (set(), set()))
+        written = corral.sync.kernel.paths.get((dim, learner.lists[dim]), set())  # type: ignore[union-attr]
         want = {k for d, k, _ in entries if d == dim}
-        assert exact | prefixes == want
-    assert corral._learned_by == {"learner"}
+        assert written == want
+    assert not corral.learner.learned_by  # written at the end of the batch
 
 
 INTERESTING = [
@@ -151,12 +169,12 @@ INTERESTING = [
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_aibom_sees_execs_connects_and_candidate_opens_in_order(corral: Corral, seed: int) -> None:
+def test_aibom_sees_execs_connects_and_candidate_opens_in_order(corral: Node, seed: int) -> None:
     """The AI-BOM pre-filter runs once per batch over the batch's open paths: batches without
     a candidate hand over only their execs and connects, batches with one are read again;
     either way the tracker gets what a per-event filter gives it, in record order."""
     rng = random.Random(seed)
-    ids = [a.id for a in corral.registry.agents.values()]
+    ids = [a.id for a in corral.state.registry.agents.values()]
     records = []
     for _ in range(400):
         raw = record(rng, rng.choice(ids))
@@ -168,15 +186,16 @@ def test_aibom_sees_execs_connects_and_candidate_opens_in_order(corral: Corral, 
             layout.ffi().memmove(e.path, path + b"\0", len(path) + 1)
             raw = layout.to_bytes(e)
         records.append(raw)
-    rules = corral.aibom_tracker.rules
+    rules = corral.tracker.rules
     want = []
     for raw in records:
-        ev = events.decode(raw, corral._boot_offset)
+        ev = events.decode(raw, corral.ingest.decoder.boot_offset)
         if ev.dimension != "open" or rules.maybe_interesting(ev.object):
             want.append(ev)
     got: list[events.Event] = []
-    corral._aibom_event = lambda agent, ev: got.append(ev)  # type: ignore[method-assign]
+    feed = next(c for c in corral.ingest.consumers if isinstance(c, AibomFeed))
+    feed.event = lambda agent, ev: got.append(ev)  # type: ignore[method-assign]
     for start in range(0, len(records), 37):
-        corral._ingest(records[start : start + 37])
+        corral.ingest.on_batch(records[start : start + 37])
     assert [ev.to_dict() for ev in got] == [ev.to_dict() for ev in want]
     assert any(ev.dimension == "open" for ev in got)  # some batches had a candidate

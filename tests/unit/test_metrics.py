@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral import config
 from corral.api import metrics
 from corral.config import ConfigError
+from corral.contract import AgentSample, Sample
 from corral.kernel.layout import DIMS, MODES
 from corral.kernel.loader import COUNTER_FIELDS
 
@@ -21,9 +22,9 @@ def _counters(**by_dim: dict[str, int]) -> dict[str, dict[str, int]]:
     return {d: {**dict.fromkeys(COUNTER_FIELDS, 0), **by_dim.get(d, {})} for d in DIMS}
 
 
-SAMPLE = metrics.Sample(
+SAMPLE = Sample(
     agents=[
-        metrics.AgentSample(
+        AgentSample(
             name="prod/Deployment/chatbot/agent",
             modes={"exec": "enforce", "open": "alert", "connect": "observe"},
             baseline={"exec": 3, "open": 40, "connect": 2},
@@ -33,7 +34,7 @@ SAMPLE = metrics.Sample(
             ),
             deviations=4,
         ),
-        metrics.AgentSample(
+        AgentSample(
             name="demo",
             modes=dict.fromkeys(DIMS, "enforce"),
             baseline={"exec": 1, "open": 1, "connect": 0},
@@ -53,7 +54,7 @@ SAMPLE = metrics.Sample(
 BOUNDED_LABELS = {"dimension", "mode", "verdict", "version", "kernel", "backend", "enforcement"}
 
 
-def scrape(sample: metrics.Sample = SAMPLE, accept: str = "") -> tuple[str, str]:
+def scrape(sample: Sample = SAMPLE, accept: str = "") -> tuple[str, str]:
     node = metrics.NodeMetrics(lambda: sample)
     node.kubelet_polled(0.02, None)
     node.kubelet_polled(3.0, "kubelet unreachable")
@@ -128,7 +129,7 @@ def test_names_and_labels_follow_prometheus_conventions() -> None:
 
 
 def test_no_agents_and_no_kubelet() -> None:
-    text, _ = scrape(metrics.Sample())
+    text, _ = scrape(Sample())
     s = samples(text)
     assert not any(name.startswith("corral_agent_") for name, _ in s)
     assert not any(name == "corral_kubelet_last_success_timestamp_seconds" for name, _ in s)
@@ -161,7 +162,7 @@ def test_unparseable_accept_headers_get_the_text_format(accept: str) -> None:
 
 @given(st.text(max_size=200))
 def test_any_accept_header_renders(accept: str) -> None:
-    node = metrics.NodeMetrics(metrics.Sample)
+    node = metrics.NodeMetrics(Sample)
     body, content_type = metrics.render(node.registry, accept)
     assert body and content_type
 

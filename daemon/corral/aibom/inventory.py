@@ -11,287 +11,55 @@ Two sources feed one inventory per agent:
 
 Records are add-only (an inventory says what was ever seen; a baseline reset does not erase
 it) and persisted per agent as JSON under <state_dir>/aibom/, written crash-safe with
-baseline.atomic_write, so the AI-BOM survives restarts even for behaviour the kernel no longer
+store.atomic_write, so the AI-BOM survives restarts even for behaviour the kernel no longer
 reports.
 
 Everything that reads /proc (argv, package versions, directory listings) runs in worker
 threads fed by one bounded queue; a version that cannot be read (the process is gone) stays
 unknown and is tried again on a later event, or every RETRY_SECONDS from a live process of
 the agent.
+
+This module is the tracker (``AibomTracker``) that runs all that in the daemon's event loop;
+records.py holds the records, jobs.py the worker's jobs, hostnames.py the DNS names,
+views.py what the API shows, procfs.py the /proc readers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import json
 import os
-import socket
 import time
-import zlib
-from array import array
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from corral.kernel.events import Event
-from corral.policy.baseline import Baseline, atomic_write, file_name, format_net, normalise_network
+from corral.policy.baseline import Baseline
+from corral.policy.rules import format_net, normalise_network
+from corral.policy.store import atomic_write
 
 from . import procfs
-from .rules import AI_ENDPOINT_KINDS, EndpointRule, PackageHit, Rules, canonical, split_package_path
+from .hostnames import HostNames, resolve
+from .jobs import CmdlineJob, Job, ListJob, VersionCache, VersionJob, list_installed, read_version
+from .records import Inventory, Sight, evidence, inventory_file, read_inventories, touch
+from .rules import PackageHit, Rules, canonical, split_package_path
+from .views import agent_view, is_ai
 
 log = structlog.get_logger("corral.aibom")
 
-SCHEMA = 1
-CAPS = {"packages": 1000, "models": 1000, "endpoints": 2000, "processes": 1000, "hints": 4000}
 SAMPLE_PATHS = 3
 QUEUE_MAX = 4096
 RETRY_SECONDS = 60.0
 EVENT_RETRY_SECONDS = 2.0
-CACHE_SECONDS = 300.0
 SYNC_SECONDS = 2.0
 DNS_TIMEOUT = 10.0
-ADDRESSES_MAX = 20000
-CMDLINE_RETRY_DELAY = 0.05
 DENIED = frozenset({"denied", "killed"})
 HINT_SOURCE = "dist-info directory name"
-CACHE_MAX = 10000
 REST_SECONDS = 10.0
-TABLES = ("packages", "models", "endpoints", "processes", "hints", "truncated")
-_EVIDENCE = frozenset({"first_seen", "last_seen", "events", "via", "denied"})
-RECORD_FIELDS = {
-    "packages": _EVIDENCE
-    | {
-        "ecosystem",
-        "packages_dir",
-        "module",
-        "framework",
-        "category",
-        "name",
-        "version",
-        "version_source",
-        "paths",
-    },
-    "models": _EVIDENCE | {"path", "format", "name", "revision"},
-    "endpoints": _EVIDENCE | {"object", "address", "network", "port", "hostnames"},
-    "processes": _EVIDENCE | {"category", "name", "exe", "rule", "version", "command", "launcher"},
-}
-
-
-# ---- records ------------------------------------------------------------------------------------
-
-
-def _seen(when: float, via: str) -> dict[str, Any]:
-    return {"first_seen": when, "last_seen": when, "events": 0, "via": [via], "denied": False}
-
-
-def _touch(
-    rec: dict[str, Any], when: float, via: str, *, first: float | None = None, denied: bool = False
-) -> bool:
-    """Updates a record's evidence; True if anything changed. Events count; baseline
-    derivations (repeated on every change of the baseline) do not."""
-    before = (rec["first_seen"], rec["last_seen"], len(rec["via"]), rec["denied"])
-    rec["first_seen"] = min(rec["first_seen"], when if first is None else first)
-    rec["last_seen"] = max(rec["last_seen"], when)
-    if via not in rec["via"]:
-        rec["via"] = sorted([*rec["via"], via])
-    rec["denied"] = rec["denied"] or denied
-    if via == "event":
-        rec["events"] += 1
-        return True
-    return before != (rec["first_seen"], rec["last_seen"], len(rec["via"]), rec["denied"])
-
-
-def _host_hash(address: str) -> int:
-    """32 bits of hash(): a collision only costs a thaw that finds nothing."""
-    return hash(address) & 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class _Rest:
-    """An inventory at rest: its tables as one compressed JSON document (the file's own
-    encoding, so nothing changes on the way back), and what the periodic passes need to know
-    without reading it: whether it makes its agent an AI agent (under these rules, and with
-    none of its host addresses named by DNS then), and hashes of those host addresses."""
-
-    blob: bytes
-    ai: bool
-    rules: Rules
-    hosts: array  # sorted _host_hash of every host endpoint's address
-    names_version: int
-
-    def may_name(self, names: HostNames) -> bool:
-        """Could DNS now name one of the host addresses (thaw and look)?"""
-        if names.version == self.names_version:
-            return False
-        for a in names.by_address:
-            h = _host_hash(a)
-            i = bisect.bisect_left(self.hosts, h)
-            if i < len(self.hosts) and self.hosts[i] == h:
-                return True
-        return False
-
-
-@dataclass
-class Inventory:
-    """One agent's AI-BOM records. It may rest (``rest``): the tables then live compressed
-    and come back, unchanged, on first access (``__getattr__``)."""
-
-    agent: str
-    packages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
-    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hints: dict[str, str] = field(default_factory=dict)  # "<dir>\0<canonical dist>" -> version
-    truncated: dict[str, int] = field(default_factory=dict)
-    # when the tables were last made or thawed (time.monotonic)
-    live_since: float = field(default_factory=time.monotonic, compare=False, repr=False)
-
-    @property
-    def resting(self) -> _Rest | None:
-        return self.__dict__.get("_rest")
-
-    def rest(self, ai: bool, rules: Rules, names: HostNames) -> None:
-        """Puts the tables at rest (ai: what _is_ai answers now)."""
-        if self.resting is not None:
-            return
-        tables = {k: self.__dict__[k] for k in TABLES}
-        hosts = array("I", sorted({_host_hash(r["address"]) for r in self.endpoints.values()
-                                   if not r["network"]}))  # fmt: skip
-        blob = zlib.compress(json.dumps(tables).encode(), 1)
-        for k in TABLES:
-            del self.__dict__[k]
-        self.__dict__["_rest"] = _Rest(blob, ai, rules, hosts, names.version)
-
-    def __getattr__(self, name: str) -> Any:
-        """Only reached for a table of a resting inventory: brings every table back."""
-        rest = self.__dict__.get("_rest")
-        if rest is None or name not in TABLES:
-            raise AttributeError(name)
-        self.__dict__.update(self._tables(rest))
-        del self.__dict__["_rest"]
-        self.live_since = time.monotonic()
-        return self.__dict__[name]
-
-    @staticmethod
-    def _tables(rest: _Rest) -> dict[str, Any]:
-        tables: dict[str, Any] = json.loads(zlib.decompress(rest.blob))
-        return tables
-
-    def dump(self) -> bytes:
-        """The file's bytes (canonical JSON); a resting inventory stays at rest."""
-        rest = self.resting
-        doc = self.to_json() if rest is None else {
-            "schema": SCHEMA, "agent": self.agent, **self._tables(rest)
-        }  # fmt: skip
-        return json.dumps(doc, sort_keys=True).encode()
-
-    def slot(self, kind: str, key: str) -> bool:
-        """May a new record go into this table? Counts what was left out when full."""
-        table: dict[str, Any] = getattr(self, kind)
-        if key in table or len(table) < CAPS[kind]:
-            return True
-        self.truncated[kind] = self.truncated.get(kind, 0) + 1
-        return False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "agent": self.agent,
-            "packages": self.packages,
-            "models": self.models,
-            "endpoints": self.endpoints,
-            "processes": self.processes,
-            "hints": self.hints,
-            "truncated": self.truncated,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> Inventory:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ValueError(f"not an AI-BOM inventory of schema {SCHEMA}")
-        inv = cls(str(data["agent"]))
-        for kind in ("packages", "models", "endpoints", "processes", "hints", "truncated"):
-            value = data.get(kind, {})
-            if not isinstance(value, dict):
-                raise ValueError(f"{kind}: expected a mapping")
-            setattr(inv, kind, value)
-        for kind, needed in RECORD_FIELDS.items():
-            for key, rec in getattr(inv, kind).items():
-                missing = needed - set(rec) if isinstance(rec, dict) else needed
-                if missing:
-                    raise ValueError(f"{kind}[{key!r}]: missing {', '.join(sorted(missing))}")
-        return inv
-
-
-class HostNames:
-    """Which rule host names resolved to which addresses (the only DNS names corrald knows)."""
-
-    def __init__(self) -> None:
-        self.by_address: dict[str, dict[str, float]] = {}
-        self.version = 0  # moves whenever of() may answer differently
-
-    def record(self, host: str, addresses: set[str], when: float) -> None:
-        for a in addresses:
-            hosts = self.by_address.setdefault(a, {})
-            if host not in hosts:
-                self.version += 1
-            hosts[host] = when
-        if len(self.by_address) > ADDRESSES_MAX:
-            oldest = sorted(self.by_address, key=lambda a: max(self.by_address[a].values()))
-            for a in oldest[: len(self.by_address) - ADDRESSES_MAX]:
-                del self.by_address[a]
-            self.version += 1
-
-    def of(self, address: str) -> list[str]:
-        return sorted(self.by_address.get(address, {}))
-
-
-@dataclass(frozen=True)
-class Sight:
-    """One sighting of an object: when, how (event | baseline | installed), whether the kernel
-    denied it, and for baseline entries when it was first seen."""
-
-    when: float
-    via: str
-    denied: bool = False
-    first: float | None = None
-
-
-# ---- jobs for the worker ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _VersionJob:
-    agent: str
-    key: str
-    ecosystem: str
-    packages_dir: str
-    module: str
-    pid: int | None
-
-
-@dataclass(frozen=True)
-class _CmdlineJob:
-    agent: str
-    pid: int
-    exe: str
-    seen: Sight
-
-
-@dataclass(frozen=True)
-class _ListJob:
-    agent: str
-    prefix: str  # a baseline prefix entry that is a packages dir (or a namespace/scope in one)
-    seen: Sight
-
-
-_Job = _VersionJob | _CmdlineJob | _ListJob
 
 
 class AibomTracker:
@@ -328,7 +96,7 @@ class AibomTracker:
             "dns_rounds": 0,
             "dns_failures": 0,
         }
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(QUEUE_MAX)
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
         self._pending: set[tuple[str, str]] = set()
         self._attempts: dict[tuple[str, str], float] = {}
         self._listed: dict[tuple[str, str], float] = {}
@@ -337,7 +105,7 @@ class AibomTracker:
         self._derived: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._saved_at: dict[str, float] = {}  # time.monotonic of each agent's last save
-        self._cache: dict[tuple[Any, ...], tuple[float, tuple[str, str, str] | None]] = {}
+        self._cache: VersionCache = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dns_pool: ThreadPoolExecutor | None = None
         self._stopping = asyncio.Event()
@@ -393,7 +161,7 @@ class AibomTracker:
         elif ev.dimension == "exec" and ev.path:
             self._exec(agent, ev.path, None, seen)
             if self.read_proc and self.rules.is_launcher(ev.path):
-                self._submit(_CmdlineJob(agent, ev.pid, ev.path, seen))
+                self._submit(CmdlineJob(agent, ev.pid, ev.path, seen))
         elif ev.dimension == "connect" and ev.address is not None and ev.port is not None:
             self._endpoint(agent, normalise_network(ev.address), ev.port, seen)
 
@@ -415,8 +183,8 @@ class AibomTracker:
         rec = table.get(key)
         new = rec is None
         if rec is None:
-            rec = table[key] = {**fields(), **_seen(seen.when, seen.via)}
-        if _touch(rec, seen.when, seen.via, first=seen.first, denied=seen.denied) or new:
+            rec = table[key] = {**fields(), **evidence(seen.when, seen.via)}
+        if touch(rec, seen.when, seen.via, first=seen.first, denied=seen.denied) or new:
             self._dirty.add(agent)
         return rec
 
@@ -485,7 +253,7 @@ class AibomTracker:
         k = (agent, key)
         if k in self._pending or time.monotonic() - self._attempts.get(k, -1e9) < every:
             return
-        job = _VersionJob(agent, key, rec["ecosystem"], rec["packages_dir"], rec["module"], pid)
+        job = VersionJob(agent, key, rec["ecosystem"], rec["packages_dir"], rec["module"], pid)
         if self._submit(job):
             self._pending.add(k)
 
@@ -598,11 +366,11 @@ class AibomTracker:
         k = (agent, prefix)
         if time.monotonic() - self._listed.get(k, -1e9) >= RETRY_SECONDS:
             self._listed[k] = time.monotonic()
-            self._submit(_ListJob(agent, prefix, seen))
+            self._submit(ListJob(agent, prefix, seen))
 
     # ---- the worker --------------------------------------------------------------------------
 
-    def _submit(self, job: _Job) -> bool:
+    def _submit(self, job: Job) -> bool:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -614,9 +382,9 @@ class AibomTracker:
         while True:
             job = await self._queue.get()
             try:
-                if isinstance(job, _VersionJob):
+                if isinstance(job, VersionJob):
                     await self._run_version(job)
-                elif isinstance(job, _CmdlineJob):
+                elif isinstance(job, CmdlineJob):
                     await self._run_cmdline(job)
                 else:
                     await self._run_list(job)
@@ -632,9 +400,9 @@ class AibomTracker:
 
         return pids
 
-    async def _run_version(self, job: _VersionJob) -> None:
+    async def _run_version(self, job: VersionJob) -> None:
         pids = self._pids(job.agent, job.pid)
-        result = await asyncio.to_thread(self._read_version, pids, job)
+        result = await asyncio.to_thread(read_version, pids, job, self._cache)
         k = (job.agent, job.key)
         self._pending.discard(k)
         self._attempts[k] = time.monotonic()
@@ -646,50 +414,18 @@ class AibomTracker:
         rec.update(name=name, version=version, version_source=where)
         self._dirty.add(job.agent)
 
-    def _read_version(
-        self, pids: Callable[[], list[int]], job: _VersionJob
-    ) -> tuple[str, str, str] | None:
-        """In a thread: the first live process of the agent whose root answers."""
-        for pid in pids():
-            found = procfs.root_of(pid)
-            if found is None:
-                continue
-            root, root_id = found
-            ck = (root_id, job.ecosystem, job.packages_dir, job.module)
-            cached = self._cache.get(ck)
-            if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-                return cached[1]
-            try:
-                result = procfs.package_version(root, job.ecosystem, job.packages_dir, job.module)
-            except OSError:
-                continue  # that process is gone: try the next one
-            if len(self._cache) >= CACHE_MAX:  # only this worker thread touches the cache
-                self._cache.clear()
-            self._cache[ck] = (time.monotonic(), result)
-            return result
-        return None
-
-    async def _run_cmdline(self, job: _CmdlineJob) -> None:
-        argv = await asyncio.to_thread(_matching_cmdline, job.pid, job.exe)
+    async def _run_cmdline(self, job: CmdlineJob) -> None:
+        argv = await asyncio.to_thread(procfs.matching_cmdline, job.pid, job.exe)
         if argv is None:
             return
         self.stats["cmdlines_read"] += 1
         self._exec(job.agent, job.exe, argv, job.seen)
 
-    async def _run_list(self, job: _ListJob) -> None:
+    async def _run_list(self, job: ListJob) -> None:
         spaces = {p[0] for r in self.rules.packages for p in r.python if len(p) > 1}
         pids = self._pids(job.agent, None)
 
-        def listing() -> list[str] | None:
-            for pid in pids():
-                found = procfs.root_of(pid)
-                if found is None:
-                    continue
-                with contextlib.suppress(OSError):
-                    return procfs.list_packages(found[0], job.prefix.rstrip("/"), spaces)
-            return None
-
-        names = await asyncio.to_thread(listing)
+        names = await asyncio.to_thread(list_installed, pids, job.prefix, spaces)
         if names is None:
             return  # no live process: tried again after RETRY_SECONDS
         base = job.prefix.rstrip("/")
@@ -741,7 +477,7 @@ class AibomTracker:
             for host in self.rules.hostnames:
                 try:
                     infos = await asyncio.wait_for(
-                        loop.run_in_executor(self._dns_pool, _resolve, host), DNS_TIMEOUT
+                        loop.run_in_executor(self._dns_pool, resolve, host), DNS_TIMEOUT
                     )
                 except (OSError, TimeoutError, UnicodeError):
                     self.stats["dns_failures"] += 1
@@ -763,26 +499,9 @@ class AibomTracker:
 
     # ---- persistence -------------------------------------------------------------------------
 
-    def _file(self, agent: str) -> Path:
-        return self.dir / (file_name(agent).removesuffix(".baseline") + ".aibom.json")
-
     def _load_all(self) -> dict[str, Inventory]:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         out: dict[str, Inventory] = {}
-        for p in sorted(self.dir.glob("*.aibom.json")):
-            try:
-                inv = Inventory.from_json(json.loads(p.read_bytes()))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                target = p.with_name(f"{p.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ')}")
-                with contextlib.suppress(OSError):
-                    os.rename(p, target)
-                log.error(
-                    "AI-BOM file unreadable; moved aside, rebuilt from the baseline",
-                    file=str(p),
-                    error=str(e),
-                    moved_to=str(target),
-                )
-                continue
+        for inv in read_inventories(self.dir):
             # read one at a time and put to rest at once: records of every agent loaded
             # together and freed agent by agent as they come up leave the heap fragmented
             self._put_to_rest(inv)
@@ -798,7 +517,7 @@ class AibomTracker:
             data = inv.dump()
             self._saved_at[agent] = time.monotonic()
             try:
-                await asyncio.to_thread(atomic_write, self._file(agent), data)
+                await asyncio.to_thread(atomic_write, inventory_file(self.dir, agent), data)
             except OSError as e:
                 self._dirty.add(agent)
                 log.error("saving the AI-BOM failed; will retry", agent=agent, error=str(e))
@@ -836,73 +555,15 @@ class AibomTracker:
             not r["network"] and r["address"] in named for r in inv.endpoints.values()
         ):
             return False
-        inv.rest(self._is_ai(inv), self.rules, self.names)
+        inv.rest(is_ai(inv, self.rules, self.names), self.rules, self.names)
         return True
 
     # ---- views -------------------------------------------------------------------------------
 
     def agent_view(self, agent: str) -> dict[str, Any]:
-        """The AI-BOM of one agent, JSON-ready, sorted."""
+        """The AI-BOM of one agent, JSON-ready, sorted (views.agent_view)."""
         inv = self.inventories.get(agent) or Inventory(agent)
-        packages = sorted(
-            inv.packages.values(), key=lambda r: (r["framework"], r["name"], r["packages_dir"])
-        )
-        frameworks = [_package_view(r) for r in packages if r["category"] == "framework"]
-        mcp = [_package_view(r) for r in packages if r["category"] == "mcp-server"]
-        procs = sorted(inv.processes.values(), key=lambda r: (r["category"], r["name"], r["exe"]))
-        mcp += [_process_view(r) for r in procs if r["category"] == "mcp-server"]
-        executables = [_process_view(r) for r in procs if r["category"] != "mcp-server"]
-        models = [_model_view(r) for r in sorted(inv.models.values(), key=lambda r: r["path"])]
-        endpoints = [
-            self._endpoint_view(r)
-            for r in sorted(inv.endpoints.values(), key=lambda r: (r["address"], r["port"]))
-        ]
-        reasons = [
-            what
-            for what, present in (
-                ("frameworks", frameworks),
-                ("mcp servers", mcp),
-                ("models", models),
-                ("llm endpoints", [e for e in endpoints if e["kind"] in AI_ENDPOINT_KINDS]),
-            )
-            if present
-        ]
-        kinds = {e["kind"] for e in executables}
-        return {
-            "agent": agent,
-            "node": self.node,
-            "ai_agent": bool(reasons),
-            "reasons": reasons,
-            "capabilities": {
-                "shell": "shell" in kinds,
-                "interpreter": "interpreter" in kinds,
-                "tools": "tool" in kinds,
-            },
-            "frameworks": frameworks,
-            "mcp_servers": mcp,
-            "models": models,
-            "endpoints": endpoints,
-            "executables": executables,
-            "truncated": dict(inv.truncated),
-        }
-
-    def _endpoint_rule(self, r: dict[str, Any]) -> tuple[list[str], EndpointRule | None]:
-        """(host names, the endpoint rule it matches) of an endpoint record."""
-        names = sorted(
-            {*r["hostnames"], *(self.names.of(r["address"]) if not r["network"] else [])}
-        )
-        net = normalise_network(r["address"])
-        return names, self.rules.classify_endpoint(net, r["port"], names)
-
-    def _endpoint_view(self, r: dict[str, Any]) -> dict[str, Any]:
-        names, rule = self._endpoint_rule(r)
-        return _view(
-            r,
-            ("object", "address", "port", "network"),
-            hostnames=names,
-            kind=rule.kind if rule else "other",
-            rule=rule.name if rule else None,
-        )
+        return agent_view(inv, agent, self.node, self.rules, self.names)
 
     def agents(self) -> list[str]:
         return sorted(set(self.baselines()) | set(self.inventories))
@@ -918,72 +579,4 @@ class AibomTracker:
     def ai_agents(self) -> int:
         """How many agents are AI agents (cheaper than building every view; a resting
         inventory answers from its rest)."""
-        return sum(1 for inv in self.inventories.values() if self._is_ai(inv))
-
-    def _is_ai(self, inv: Inventory) -> bool:
-        rest = inv.resting
-        if rest is not None and rest.rules is self.rules and not rest.may_name(self.names):
-            return rest.ai
-        if inv.packages or inv.models:
-            return True
-        if any(r["category"] == "mcp-server" for r in inv.processes.values()):
-            return True
-        for r in inv.endpoints.values():
-            rule = self._endpoint_rule(r)[1]
-            if rule is not None and rule.kind in AI_ENDPOINT_KINDS:
-                return True
-        return False
-
-
-def _view(r: dict[str, Any], fields: tuple[str, ...], **extra: Any) -> dict[str, Any]:
-    """A record's fields (lists copied), extra values, and its evidence."""
-    out = {f: list(r[f]) if isinstance(r[f], list) else r[f] for f in fields}
-    out.update(extra)
-    out.update(
-        first_seen=r["first_seen"],
-        last_seen=r["last_seen"],
-        events=r["events"],
-        evidence=list(r["via"]),
-        denied=r["denied"],
-    )
-    return out
-
-
-def _package_view(r: dict[str, Any]) -> dict[str, Any]:
-    fields = ("name", "version", "framework", "ecosystem", "module", "version_source", "paths")
-    return _view(r, fields, location=f"{r['packages_dir']}/{r['module']}", kind="package")
-
-
-def _process_view(r: dict[str, Any]) -> dict[str, Any]:
-    fields = ("name", "version", "exe", "rule", "command", "launcher")
-    return _view(r, fields, kind=r["category"])
-
-
-def _model_view(r: dict[str, Any]) -> dict[str, Any]:
-    return _view(r, ("name", "format", "revision", "path"))
-
-
-def _matching_cmdline(pid: int, exe: str) -> list[str] | None:
-    """argv of pid if it is (still, or already) the exec of exe; one short retry for LSM
-    events, which arrive before the new image replaces the old argv."""
-    for attempt in range(2):
-        argv = procfs.read_cmdline(pid)
-        if argv and _runs(argv, exe, pid):
-            return argv
-        if attempt == 0:
-            time.sleep(CMDLINE_RETRY_DELAY)
-    return None
-
-
-def _runs(argv: list[str], exe: str, pid: int) -> bool:
-    base = exe.rsplit("/", 1)[-1]
-    heads = [a.rsplit("/", 1)[-1] for a in argv[:2]]
-    return base in heads or procfs.exe_of(pid) == exe
-
-
-def _resolve(host: str) -> set[str]:
-    out: set[str] = set()
-    for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
-        with contextlib.suppress(ValueError):  # e.g. a scoped fe80::1%eth0
-            out.add(str(normalise_network(str(info[4][0])).network_address))
-    return out
+        return sum(1 for inv in self.inventories.values() if is_ai(inv, self.rules, self.names))

@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import stat
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ MAX_LINKS = 40
 MAX_DIR_ENTRIES = 20000
 MAX_TOP_LEVEL_READS = 1000
 MAX_PIDS = 64
+CMDLINE_RETRY_DELAY = 0.05
 
 
 def resolve_in_root(root: str, path: str) -> str:
@@ -112,6 +114,24 @@ def exe_of(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return ""
+
+
+def matching_cmdline(pid: int, exe: str) -> list[str] | None:
+    """argv of pid if it is (still, or already) the exec of exe; one short retry for LSM
+    events, which arrive before the new image replaces the old argv."""
+    for attempt in range(2):
+        argv = read_cmdline(pid)
+        if argv and _runs(argv, exe, pid):
+            return argv
+        if attempt == 0:
+            time.sleep(CMDLINE_RETRY_DELAY)
+    return None
+
+
+def _runs(argv: list[str], exe: str, pid: int) -> bool:
+    base = exe.rsplit("/", 1)[-1]
+    heads = [a.rsplit("/", 1)[-1] for a in argv[:2]]
+    return base in heads or exe_of(pid) == exe
 
 
 def cgroup_pids(cgroups: Iterable[str], limit: int = MAX_PIDS) -> list[int]:

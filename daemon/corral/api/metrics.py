@@ -1,11 +1,11 @@
 """Prometheus metrics for corrald, collected when scraped.
 
 Nothing here mirrors the daemon's state: at scrape time the collector asks the daemon for a
-`Sample` (modes, baseline sizes, the kernel's per-CPU counters summed) and turns it into metric
-families. Only what happens between scrapes and is gone afterwards is recorded as it happens:
-the kubelet's request latencies and errors (`NodeMetrics.kubelet_polled`).
+`Sample` (corral.contract: modes, baseline sizes, the kernel's per-CPU counters summed) and
+turns it into metric families. Only what happens between scrapes and is gone afterwards is
+recorded as it happens: the kubelet's request latencies and errors (`NodeMetrics.kubelet_polled`).
 
-Served on the admin socket (`GET /metrics`, see api.py) and, when `metrics.listen` is set, on
+Served on the admin socket (`GET /metrics`, see routes.py) and, when `metrics.listen` is set, on
 a TCP address that serves /metrics only. docs/metrics.md lists every metric.
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 
 import structlog
 from aiohttp import web
@@ -35,36 +34,15 @@ from prometheus_client.metrics_core import (
 )
 
 from corral import __version__
-from corral.kernel.layout import DIMS, MODES
+from corral.config import MODES
+from corral.contract import AgentSample, Sample
+from corral.policy.document import DIMS
 
 log = structlog.get_logger("corral.metrics")
 
 # Kernel counter fields (struct corral_counters) exposed as corral_agent_decisions_total{verdict}.
 # "novel": allowed while observing (not yet in the baseline); "denied" includes killed execs.
 VERDICTS = ("allowed", "novel", "would_deny", "denied")
-
-
-@dataclass(frozen=True)
-class AgentSample:
-    name: str
-    modes: Mapping[str, str]  # dimension -> mode
-    baseline: Mapping[str, int]  # dimension -> entries
-    counters: Mapping[str, Mapping[str, int]]  # dimension -> struct corral_counters field -> n
-    deviations: int  # distinct deviations waiting for review
-
-
-@dataclass(frozen=True)
-class Sample:
-    """The daemon's state at one scrape (node.Corral.metrics_sample)."""
-
-    agents: Sequence[AgentSample] = ()
-    events_consumed: int = 0  # records read from the ring buffer
-    events_lost: int = 0  # undecodable records, or dropped for a slow `events --follow` client
-    cgroups: int = 0
-    ai_agents: int = 0
-    kubelet_last_success: float | None = None  # wall clock; None: no kubelet or never answered
-    capabilities: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    kernel: str = ""
 
 
 class _Collector:

@@ -20,7 +20,7 @@ import structlog
 from corral.contract import Conflict
 from corral.kernel.layout import DIMS, MODES, C
 
-from .baseline import atomic_write
+from .store import atomic_write
 
 log = structlog.get_logger("corral.agents")
 

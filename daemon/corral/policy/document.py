@@ -53,10 +53,10 @@ import yaml
 from corral.config import MODES
 from corral.contract import BadRequest, validate_agent_name
 
-from .baseline import (
+from .baseline import Baseline
+from .rules import (
     PATH_DIMENSIONS,
     SOURCES,
-    Baseline,
     BaselineRules,
     Entry,
     NetKey,

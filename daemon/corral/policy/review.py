@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .agents import Deviation
-from .baseline import (
+from .baseline import Baseline
+from .rules import (
     PATH_DIMENSIONS,
-    Baseline,
     NetKey,
     Network,
     format_net,

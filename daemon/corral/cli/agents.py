@@ -1,0 +1,131 @@
+"""status, agents, agent, mode and reset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .client import DIMENSIONS, EXIT_OK, Client, CliError, agent_path
+from .render import Output, _cell, _render_mapping_text, table
+
+
+def _modes_of(agent: dict[str, Any]) -> dict[str, Any]:
+    modes = agent.get("modes")
+    if isinstance(modes, dict):
+        return modes
+    return {d: agent.get(d) for d in DIMENSIONS}
+
+
+def _mode_cell(agent: dict[str, Any], dim: str) -> str:
+    """The mode, starred when this node cannot apply it as set (see `effective`)."""
+    mode = _cell("", _modes_of(agent).get(dim))
+    effective = agent.get("effective")
+    if isinstance(effective, dict) and effective.get(dim) not in (None, mode):
+        return f"{mode}*"
+    return mode
+
+
+def _baseline_sizes(agent: dict[str, Any]) -> str:
+    baseline = agent.get("baseline", agent.get("baseline_sizes"))
+    if isinstance(baseline, dict) and isinstance(baseline.get("counts"), dict):
+        baseline = baseline["counts"]
+    if isinstance(baseline, dict):
+        return "/".join(_cell("", baseline.get(d, 0)) for d in DIMENSIONS)
+    return _cell("", baseline)
+
+
+def _counter_totals(agent: dict[str, Any]) -> dict[str, Any]:
+    """Counters summed over dimensions when they are kept per dimension."""
+    counters = agent.get("counters")
+    if not isinstance(counters, dict):
+        return {}
+    if not all(isinstance(v, dict) for v in counters.values()):
+        return counters
+    totals: dict[str, int] = {}
+    for per_dim in counters.values():
+        for k, v in per_dim.items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v
+    return totals
+
+
+def _count(value: Any) -> str:
+    return str(len(value)) if isinstance(value, list | dict) else _cell("", value)
+
+
+def render_agents(agents: list[dict[str, Any]]) -> str:
+    if not agents:
+        return "no agents yet (start one with `corralctl run --agent NAME -- CMD`)"
+    totals = [_counter_totals(a) for a in agents]
+    counter_keys: list[str] = []
+    for t in totals:
+        counter_keys += [k for k in t if k not in counter_keys]
+    extra = [k for k in ("deviations", "cgroups") if any(k in a for a in agents)]
+    headers = ["NAME", "EXEC", "OPEN", "CONNECT", "BASELINE (E/O/C)"]
+    headers += [k.upper().replace("_", "-") for k in [*counter_keys, *extra]]
+    rows = []
+    for a, t in zip(agents, totals, strict=True):
+        row = [str(a.get("name", "?")), *(_mode_cell(a, d) for d in DIMENSIONS)]
+        row.append(_baseline_sizes(a))
+        row += [_cell("", t.get(k)) for k in counter_keys]
+        row += [_count(a.get(k)) for k in extra]
+        rows.append(row)
+    text = table(headers, rows)
+    if any(r[i].endswith("*") for r in rows for i in (1, 2, 3)):
+        text += "\n* this node cannot apply the mode as set; see `corralctl agent NAME` (effective)"
+    return text
+
+
+def cmd_status(args: argparse.Namespace, client: Client, out: Output) -> int:
+    out.emit(client.request("GET", "/v1/status"), _render_mapping_text)
+    return EXIT_OK
+
+
+def cmd_agents(args: argparse.Namespace, client: Client, out: Output) -> int:
+    out.emit(client.request("GET", "/v1/agents"), render_agents)
+    return EXIT_OK
+
+
+def cmd_agent(args: argparse.Namespace, client: Client, out: Output) -> int:
+    out.emit(client.request("GET", agent_path(args.name)), _render_mapping_text)
+    return EXIT_OK
+
+
+def _modes_line(name: str, agent: Any) -> str:
+    modes = _modes_of(agent) if isinstance(agent, dict) else {}
+    text = " ".join(f"{d}={modes.get(d) or '?'}" for d in DIMENSIONS)
+    return f"{name}: {text}"
+
+
+def cmd_mode(args: argparse.Namespace, client: Client, out: Output) -> int:
+    body: dict[str, str] = {}
+    if args.mode:
+        body["mode"] = args.mode
+    for dim in DIMENSIONS:
+        if getattr(args, dim):
+            body[dim] = getattr(args, dim)
+    data = client.request("PUT", agent_path(args.name, "mode"), body)
+    out.emit(data, lambda d: _modes_line(args.name, d))
+    return EXIT_OK
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_reset(args: argparse.Namespace, client: Client, out: Output) -> int:
+    if not args.yes and sys.stdin.isatty():
+        question = (
+            f"forget the baseline of {args.name} and relearn from scratch "
+            "(every dimension goes back to observe)?"
+        )
+        if not _confirm(question):
+            raise CliError("reset cancelled (nothing changed)")
+    data = client.request("DELETE", agent_path(args.name, "baseline"))
+    out.emit(data, lambda d: f"baseline of {args.name} reset: every dimension observes again")
+    return EXIT_OK

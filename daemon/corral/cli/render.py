@@ -1,0 +1,169 @@
+"""The one place that renders output: tables, key: value mappings, times as "2m ago", JSON and
+YAML, and Output, which prints a command's result in the format chosen with -o."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+import yaml
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _yaml_text(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
+def _is_time_key(key: str) -> bool:
+    k = key.lower()
+    return (
+        k in ("ts", "time", "timestamp", "seen", "since")
+        or k.startswith("last_")
+        or k.endswith(("_ts", "_ns", "_time", "_at", "_seen", "_since"))
+    )
+
+
+def _epoch_seconds(key: str, value: Any, *, force: bool = False) -> float | None:
+    """A timestamp as seconds since the epoch, when the field looks like one."""
+    if not (force or _is_time_key(key)) or isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        if value > 10**17:  # nanoseconds
+            return value / 1e9
+        return float(value) if value > 10**8 else None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def ago(epoch: float, now: float | None = None) -> str:
+    """2m ago, 3h ago, in 5s ..."""
+    delta = (time.time() if now is None else now) - epoch
+    future, delta = delta < 0, abs(delta)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            text = f"{int(delta // size)}{unit}"
+            break
+    else:
+        text = f"{int(delta)}s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _cell(key: str, value: Any, *, times: bool = False) -> str:
+    epoch = _epoch_seconds(key, value, force=times)
+    if epoch is not None:
+        return ago(epoch)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(_cell("", v) for v in value) or "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_cell(k, v, times=times)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns, two spaces apart; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _is_table(value: Any) -> bool:
+    return bool(value) and isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def _dict_table(items: list[dict[str, Any]]) -> str:
+    keys: list[str] = []
+    for item in items:
+        keys += [k for k in item if k not in keys]
+    rows = [[_cell(k, item.get(k)) for k in keys] for item in items]
+    return table([k.upper().replace("_", " ") for k in keys], rows)
+
+
+def render_mapping(data: dict[str, Any], indent: int = 0, *, times: bool = False) -> list[str]:
+    """Nested key: value lines; lists of objects become small tables. times: the values are
+    timestamps (a parent like mode_since)."""
+    pad = " " * indent
+    width = max((len(str(k)) for k in data), default=0) + 1
+    lines: list[str] = []
+    for key, value in data.items():
+        label = f"{key}:"
+        if isinstance(value, dict) and value:
+            lines.append(f"{pad}{label}")
+            lines += render_mapping(value, indent + 2, times=times or _is_time_key(str(key)))
+        elif _is_table(value):
+            lines.append(f"{pad}{label}")
+            lines += [f"{pad}  {ln}" for ln in _dict_table(value).splitlines()]
+        else:
+            lines.append(f"{pad}{label.ljust(width)} {_cell(str(key), value, times=times)}")
+    return lines
+
+
+def _render_mapping_text(data: Any) -> str:
+    if isinstance(data, dict):
+        return "\n".join(render_mapping(data))
+    if _is_table(data):
+        return _dict_table(data)
+    return _cell("", data)
+
+
+def _fixed(row: list[str], widths: list[int], header: list[str] | None) -> str:
+    def line(cells: list[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)]
+        return "  ".join([*padded, cells[-1]])
+
+    return (line(header) + "\n" if header else "") + line(row)
+
+
+class Output:
+    """Prints results in the chosen format."""
+
+    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+        self.fmt = fmt
+        self.stream = stream or sys.stdout
+
+    def write_bytes(self, raw: bytes) -> None:
+        """Bytes exactly as the daemon sent them (exports: byte-for-byte round trips)."""
+        buffer = getattr(self.stream, "buffer", None)
+        self.stream.flush()
+        if buffer is None:
+            self.stream.write(raw.decode("utf-8"))
+        else:
+            buffer.write(raw)
+            buffer.flush()
+
+    def emit(
+        self,
+        data: Any,
+        render: Callable[[Any], str],
+        yaml_render: Callable[[Any], str] | None = None,
+    ) -> None:
+        """yaml_render: a command's own YAML layout (review_yaml) instead of the generic one."""
+        if self.fmt == "json":
+            text = _json_text(data)
+        elif self.fmt == "yaml":
+            dump = yaml_render if yaml_render is not None and isinstance(data, dict) else _yaml_text
+            text = dump(data).rstrip("\n")
+        else:
+            text = render(data)
+        print(text, file=self.stream, flush=True)

@@ -1,0 +1,250 @@
+"""Which cgroups are whose: the identity source's workloads (kubelet or local globs) and the
+cgroups of `corralctl run`, registered in the kernel as they come and go."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from corral import identity
+from corral.contract import BadRequest, Conflict, validate_agent_name
+from corral.identity.bindings import Binding
+from corral.kernel.loader import cgroup_id
+from corral.policy.agents import Agent
+
+from .state import NodeState
+from .sync import KernelSync
+
+log = structlog.get_logger("corral.node")
+
+RUN_DIR = "corral.run"  # cgroups made by `corralctl run`, under the cgroup v2 root
+Source = identity.KubernetesSource | identity.LocalSource
+
+
+class Cgroups:
+    def __init__(
+        self,
+        state: NodeState,
+        sync: KernelSync,
+        *,
+        on_kubelet_request: Callable[..., Any] | None = None,
+    ) -> None:
+        self.state = state
+        self.sync = sync
+        self.bindings = state.bindings
+        self.on_kubelet_request = on_kubelet_request
+        self.source: Source | None = None
+        self.started = time.time()
+        self._run_seq = 0
+
+    # ---- registration ---------------------------------------------------------------------
+
+    def bind(self, b: Binding) -> None:
+        old = self.bindings.get(b.cgid)
+        if old and (old.agent, old.inherit) == (b.agent, b.inherit):
+            self.bindings[b.cgid] = b
+            return
+        agent = self.state.registry.get(b.agent)
+        assert agent is not None
+        self.sync.k.register_cgroup(b.cgid, agent.id, inherit=b.inherit)
+        if agent.source == "import":  # pre-seeded by an import: now we know where it runs
+            agent.source = b.source
+            self.state.registry.dirty = True
+        self.bindings[b.cgid] = b
+        log.info(
+            "cgroup registered",
+            agent=b.agent,
+            cgroup=b.path,
+            cgroup_id=b.cgid,
+            inherit=b.inherit,
+            source=b.source,
+        )
+
+    def unbind(self, cgid: int) -> None:
+        b = self.bindings.pop(cgid, None)
+        self.sync.k.unregister_cgroup(cgid)
+        if b:
+            log.info("cgroup unregistered", agent=b.agent, cgroup=b.path, cgroup_id=cgid)
+
+    def of(self, agent: str) -> list[Binding]:
+        return [b for b in self.bindings.values() if b.agent == agent]
+
+    # ---- `corralctl run` ------------------------------------------------------------------
+
+    def run_root(self) -> Path:
+        return self.sync.k.cgroup_root / RUN_DIR
+
+    def adopt_run_cgroups(self) -> None:
+        """Cgroups made by `corralctl run` before a restart: their names say whose they are."""
+        root = self.run_root()
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            name = urllib.parse.unquote(d.name.rsplit(".", 1)[0])
+            if d.is_dir() and self.state.registry.get(name):
+                self.bind(Binding(cgroup_id(d), name, True, "run", path=str(d)))
+
+    def sweep_run_cgroups(self) -> None:
+        """Removes `corralctl run` cgroups whose processes have all exited."""
+        for cgid, b in list(self.bindings.items()):
+            if b.source != "run":
+                continue
+            try:
+                populated = "populated 1" in Path(b.path, "cgroup.events").read_text()
+            except OSError:
+                populated = False
+            if not populated:
+                self.unbind(cgid)
+                with contextlib.suppress(OSError):
+                    os.rmdir(b.path)
+
+    def run(self, name: str, pid: int, caller_pid: int | None) -> tuple[Agent, Path, int]:
+        """Moves process pid (a child of caller_pid) into a new cgroup of agent name."""
+        validate_agent_name(name)
+        if caller_pid is not None and _ppid(pid) != caller_pid:
+            raise Conflict(f"process {pid} is not a child of the caller ({caller_pid})")
+        agent = self.state.registry.get(name) or self.sync.create_agent(name, source="run")
+        self._run_seq += 1
+        cg = self.run_root() / f"{urllib.parse.quote(name, safe='')}.{os.getpid()}-{self._run_seq}"
+        cg.mkdir(parents=True, exist_ok=True)
+        cgid = cgroup_id(cg)
+        self.bind(Binding(cgid, agent.name, True, "run", path=str(cg)))
+        try:
+            (cg / "cgroup.procs").write_text(str(pid))
+        except OSError as e:
+            self.unbind(cgid)
+            os.rmdir(cg)
+            raise BadRequest(f"cannot move process {pid} into {cg}: {e.strerror}") from None
+        return agent, cg, cgid
+
+    # ---- the identity source --------------------------------------------------------------
+
+    def make_source(self) -> Source:
+        cfg, root = self.state.cfg, self.sync.k.cgroup_root
+        ic = cfg.identity
+        if cfg.identity_source() != "kubernetes":
+            return identity.LocalSource(ic.local_globs, cgroup_root=root)
+        kc = ic.kubelet
+        client = identity.KubeletClient(
+            url=cfg.kubelet_url(),
+            token_file=kc.token_file,
+            ca_file=kc.ca_file,
+            insecure_skip_tls_verify=kc.insecure_skip_tls_verify,
+            connect_timeout=kc.timeout,
+            read_timeout=kc.timeout,
+            on_request=self.on_kubelet_request,
+        )
+        selector = identity.PodSelector.from_config(
+            {
+                "namespaces": ic.namespaces,
+                "exclude_namespaces": ic.exclude_namespaces,
+                "label_selector": ic.label_selector,
+            }
+        )
+        return identity.KubernetesSource(
+            client, cgroup_root=root, selector=selector, started_at=self.started
+        )
+
+    @property
+    def health(self) -> Any:
+        """The kubelet client's health (identity.KubeletHealth), None for local sources."""
+        return getattr(self.source, "health", None)
+
+    async def identity_loop(self, stopping: asyncio.Event) -> None:
+        assert self.source is not None
+        interval = self.state.cfg.identity.kubelet.poll_interval
+        while not stopping.is_set():
+            try:
+                workloads = await self.source.poll()
+                self.reconcile(workloads, complete=self._source_answered())
+            except Exception as e:
+                log.error("identity poll failed; keeping the last known cgroups", error=str(e))
+            if isinstance(self.source, identity.KubernetesSource):
+                await self.source.wait(interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), interval)
+
+    async def close(self) -> None:
+        if isinstance(self.source, identity.KubernetesSource):
+            await self.source.close()
+
+    def _source_answered(self) -> bool:
+        """False while the kubelet has never answered: an empty list then means "unknown"."""
+        health = self.health
+        return health is None or health.last_success is not None
+
+    def reconcile(self, workloads: list[identity.Workload], *, complete: bool = True) -> None:
+        wanted: dict[int, Binding] = {}
+        for w in workloads:
+            agent = self.state.registry.get(w.agent)
+            if agent is None:
+                agent = self.sync.create_agent(
+                    w.agent, source=w.source, auto_promote=w.auto_promote
+                )
+                if w.partial:
+                    self.state.baselines[w.agent].mark_partial(
+                        "learning began on an already-running container"
+                    )
+            if w.mode:
+                self._apply_annotation(agent, w.mode)
+            wanted.update(_bindings_of(w))
+        for b in wanted.values():
+            self.bind(b)
+        if not complete:
+            return
+        for cgid, b in list(self.bindings.items()):
+            if b.source != "run" and cgid not in wanted:
+                self.unbind(cgid)
+
+    def _apply_annotation(self, agent: Agent, modes: dict[str, str]) -> None:
+        changed = False
+        for dim, mode in modes.items():
+            last = next((h for h in reversed(agent.history) if h["dimension"] == dim), None)
+            if last and last["by"] == "annotation" and last["to"] == mode:
+                continue
+            if last is None or last["by"] in ("default", "annotation"):
+                changed |= agent.set_mode(
+                    dim, mode, reason="pod annotation corral.io/mode", by="annotation"
+                )
+        if changed:
+            self.sync.sync_agent(agent)
+            self.state.registry.dirty = True
+
+
+def _bindings_of(w: identity.Workload) -> dict[int, Binding]:
+    pod = w.pods[0] if w.pods else None
+    ns, pod_name = (pod.namespace, pod.name) if pod else ("", "")
+
+    def bind(c: identity.CgroupRef | identity.ContainerCgroup, container: str = "") -> Binding:
+        return Binding(
+            c.id,
+            w.agent,
+            c.inherit,
+            w.source,
+            path=c.path,
+            namespace=ns,
+            pod=pod_name,
+            container=container,
+        )
+
+    out = {c.id: bind(c) for c in w.pod_cgroups}
+    for c in w.container_cgroups:
+        out[c.id] = bind(c, c.name)
+    return out
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])

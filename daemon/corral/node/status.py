@@ -1,0 +1,118 @@
+"""What the node is and does right now: `corralctl status`, /metrics, and what a mode means on
+this node's backend (the API's StatusService)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from corral import __version__
+from corral.contract import AgentSample, Sample
+from corral.kernel.layout import DIMS
+from corral.kernel.probe import ProbeResult
+from corral.kernel.recheck import Rechecker
+from corral.pipeline.batch import Stats
+
+from .cgroups import Cgroups
+from .state import NodeState
+from .sync import KernelSync
+
+
+class StatusView:
+    def __init__(
+        self,
+        state: NodeState,
+        sync: KernelSync,
+        cgroups: Cgroups,
+        stats: Stats,
+        ai_agents: Callable[[], int],
+    ) -> None:
+        self.state = state
+        self.sync = sync
+        self.cgroups = cgroups
+        self.stats = stats
+        self.ai_agents = ai_agents
+        self.started = time.time()
+        self.probe: ProbeResult | None = None  # set at start, before the API serves
+        self.rechecker: Rechecker | None = None
+
+    @property
+    def capabilities(self) -> dict[str, dict[str, str]]:
+        assert self.probe is not None
+        return self.probe.capabilities
+
+    def effective(self, dim: str, mode: str) -> str:
+        """What the mode does on this node's backend (enforce on an observe-only backend)."""
+        cap = self.capabilities[dim]["mode"]
+        if cap in ("unwatched", "unavailable") and mode != "off":
+            return f"{mode} (not watched here)"
+        if cap == "lost" and mode != "off":
+            return f"{mode} (NOT enforced: hook lost)"
+        if mode != "enforce":
+            return mode
+        return {"enforce": "enforce", "kill": "enforce (kill)"}.get(
+            cap, "alert (backend cannot deny)"
+        )
+
+    def status(self) -> dict[str, Any]:
+        assert self.probe is not None
+        cfg, kern, reg = self.state.cfg, self.sync.k, self.state.registry
+        by_mode: dict[str, dict[str, int]] = {d: {} for d in DIMS}
+        dropped = 0
+        for a in reg.agents.values():
+            for d in DIMS:
+                by_mode[d][a.modes[d]] = by_mode[d].get(a.modes[d], 0) + 1
+            dropped += sum(c["dropped"] for c in kern.counters(a.id).values())
+        health = self.cgroups.health
+        return {
+            "version": __version__,
+            "node": cfg.node,
+            "kernel": self.probe.kernel,
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "capabilities": self.probe.capabilities,
+            "rechecks": self.rechecker.summary() if self.rechecker else None,
+            "identity": {
+                "source": cfg.identity_source(),
+                "kubelet": health.to_dict() if health is not None else None,
+            },
+            "agents": {"total": len(reg.agents), "by_mode": by_mode},
+            "cgroups_registered": len(self.state.bindings),
+            "events": {
+                "received": self.stats.received,
+                "dropped_in_kernel": dropped,
+                "lost_in_daemon": self.stats.lost,
+            },
+            "kernel_state": {
+                "pinned_at": str(cfg.pin_dir),
+                "adopted": kern.adopted,
+                "programs": sorted(kern.programs),
+            },
+        }
+
+    def metrics_sample(self) -> Sample:
+        """What /metrics reports, read now: the kernel's per-CPU counters are summed here, at
+        scrape time, never on the event path."""
+        assert self.probe is not None
+        kern = self.sync.k
+        agents = [
+            AgentSample(
+                name=a.name,
+                modes=dict(a.modes),
+                baseline=self.state.baselines[a.name].summary()["counts"],
+                counters=kern.counters(a.id),
+                deviations=len(a.deviations),
+            )
+            for a in sorted(self.state.registry.agents.values(), key=lambda a: a.name)
+        ]
+        health = self.cgroups.health
+        return Sample(
+            agents=agents,
+            events_consumed=self.stats.received,
+            events_lost=self.stats.lost,
+            cgroups=len(self.state.bindings),
+            ai_agents=self.ai_agents(),
+            kubelet_last_success=health.last_success if health is not None else None,
+            capabilities=self.probe.capabilities,
+            kernel=self.probe.kernel,
+        )

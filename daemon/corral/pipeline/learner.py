@@ -1,0 +1,106 @@
+"""Consumer: learning (OBSERVE). Novel objects go into the agent's baseline, and the entry that
+now covers each (the exact path or host, or the prefix or network it collapsed into) into its
+kernel list at the end of the batch, one batched write per list, so the kernel stops reporting
+it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from corral.kernel import events
+from corral.policy.agents import Agent
+from corral.policy.baseline import Baseline
+
+from .batch import Batch
+
+log = structlog.get_logger("corral.pipeline")
+
+# the AI-BOM hears of each learned object: agent, baseline, its revision before, dimension, rule
+OnLearned = Callable[[str, Baseline, int, str, "tuple[str, Any] | None"], None]
+
+
+class ListWriter(Protocol):
+    """The kernel allow-lists as the learner writes them (kernel.loader.Kernel)."""
+
+    def allow_paths(
+        self, dim: str, list_id: int, exact: Iterable[str], prefixes: Iterable[str] = ()
+    ) -> Any: ...
+
+    def allow_net(self, list_id: int, entries: Iterable[Any]) -> Any: ...
+
+
+class Learner:
+    def __init__(
+        self,
+        baselines: Mapping[str, Baseline],
+        writer: Callable[[], ListWriter | None],
+        *,
+        changed: Callable[[str], None],
+        write_failed: Callable[[set[str]], None],
+        on_learned: OnLearned | None = None,
+    ) -> None:
+        self.baselines = baselines
+        self.writer = writer  # the kernel once it is loaded
+        self.changed = changed  # the agent's baseline has to be saved
+        self.write_failed = write_failed  # these agents' lists need a whole push
+        self.on_learned = on_learned
+        # learned entries waiting for the end of the batch (one write per list)
+        self.paths: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
+        self.nets: dict[int, set[tuple[str, int]]] = {}
+        self.learned_by: set[str] = set()
+
+    def on_batch(self, batch: Batch) -> None:
+        try:
+            for agent, ev in batch.observed:
+                self.learn(agent, ev)
+        finally:
+            self.flush()
+
+    def learn(self, agent: Agent, ev: events.Event) -> None:
+        b = self.baselines[agent.name]
+        revision = b.revision
+        if not b.observe(ev):
+            return
+        self.changed(agent.name)
+        if b.revision == revision:
+            return  # recorded as unenforceable (too long, unresolved, port 0): never allowed
+        rule: tuple[str, Any] | None = None
+        if ev.dimension == "connect":
+            rule = b.kernel_rule("connect", (ev.address or "", ev.port or 0))
+            if rule is not None:
+                self.nets.setdefault(agent.lists["connect"], set()).add(rule)
+        elif ev.path:
+            rule = b.kernel_rule(ev.dimension, ev.path)
+            if rule is not None:
+                key = (ev.dimension, agent.lists[ev.dimension])
+                queued = self.paths.get(key)
+                if queued is None:
+                    queued = self.paths[key] = (set(), set())
+                queued[1 if rule[1] else 0].add(rule[0])
+        self.learned_by.add(agent.name)
+        if self.on_learned is not None:
+            try:
+                self.on_learned(agent.name, b, revision, ev.dimension, rule)
+            except Exception as e:  # the inventory must never disturb learning or enforcement
+                log.error("AI-BOM update failed", agent=agent.name, error=str(e))
+
+    def flush(self) -> None:
+        """Writes the queued learned entries into the kernel lists. A failure (a full map) is
+        logged and the agents are left to the periodic whole-list push: the consumer goes on."""
+        if not self.learned_by:
+            return
+        writer = self.writer()
+        assert writer is not None
+        paths, nets, agents = self.paths, self.nets, self.learned_by
+        self.paths, self.nets, self.learned_by = {}, {}, set()
+        try:
+            for (dim, list_id), (exact, prefixes) in paths.items():
+                writer.allow_paths(dim, list_id, exact, prefixes)
+            for list_id, entries in nets.items():
+                writer.allow_net(list_id, entries)
+        except Exception as e:
+            log.error("adding learned entries to the kernel failed", error=str(e))
+            self.write_failed(agents)
