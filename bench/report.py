@@ -257,7 +257,10 @@ def targets_section(results: dict[str, Any]) -> list[str]:
                     "write; the time is the HTTP stack: the same request to a bare aiohttp "
                     "server on this machine takes "
                     f"{floor.get(floor_key, float('nan')):.2f} ms round trip (median), before "
-                    "any corral code runs."
+                    "any corral code runs. On a new connection corrald also reads the "
+                    "caller's cgroup once (`/proc/PID/cgroup`, ~0.1-0.2 ms in the daemon) to "
+                    "refuse confined agents (README, Security model): a controller that keeps "
+                    "its connection pays it once."
                 )
     out = [
         "## Targets",

@@ -130,6 +130,8 @@ class Config:
     log_format: str = "auto"
     max_request_bytes: int = 1 << 20
     max_import_bytes: int = 16 << 20
+    max_connections: int = 256
+    request_timeout: float = 10.0
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
@@ -167,6 +169,7 @@ _DURATION_FIELDS = {
     "suppress_window",
     "dns_refresh",
     "recheck_interval",
+    "request_timeout",
 }
 _CHOICES = {
     "identity.source": ("auto", "kubernetes", "local"),
@@ -183,6 +186,7 @@ _POSITIVE = {
     "learning.net_collapse_threshold",
     "max_request_bytes",
     "max_import_bytes",
+    "max_connections",
     "kernel.exec_allow_entries",
     "kernel.open_allow_entries",
     "kernel.net_allow_entries",
@@ -191,6 +195,8 @@ _POSITIVE = {
 _POWERS_OF_TWO = {"kernel.ring_buffer_mib": 1024}  # and their largest value
 # 0 (off) or at least this many seconds: each re-check starts a process and attaches programs
 _ZERO_OR_AT_LEAST = {"kernel.recheck_interval": 1.0}
+# at least this many seconds (0 would mean "no time at all", not "off")
+_AT_LEAST = {"request_timeout": 0.1}
 
 
 _LISTEN_FIELDS = {"metrics.listen"}
@@ -246,6 +252,9 @@ def _value(typ: Any, raw: Any, where: str) -> Any:
         floor = _ZERO_OR_AT_LEAST.get(where)
         if floor is not None and 0 < seconds < floor:
             raise ConfigError(f"{where}: {raw!r} is too short: use 0 (off) or at least {floor:g}s")
+        least = _AT_LEAST.get(where)
+        if least is not None and seconds < least:
+            raise ConfigError(f"{where}: {raw!r} is too short: use at least {least:g}s")
         return seconds
     if typ is bool:
         if not isinstance(raw, bool):

@@ -41,8 +41,18 @@ class UnknownAgent(ServiceError):
         super().__init__(f"no agent named {name!r} (list them with `corralctl agents`)")
 
 
+class Forbidden(ServiceError):
+    status = 403
+
+
 class Conflict(ServiceError):
     status = 409
+
+
+class Unavailable(ServiceError):
+    """corrald cannot do it right now (e.g. its state cannot be saved); nothing was changed."""
+
+    status = 503
 
 
 def validate_agent_name(name: str) -> str:
@@ -75,6 +85,11 @@ class AgentService(Protocol):
 
     async def reset(self, name: str) -> dict[str, Any]:
         """Forget the baseline and relearn (modes go back to observe)."""
+
+    def confined(self, pid: int) -> str | None:
+        """The agent process pid is confined as (it runs in an agent's cgroup or a descendant),
+        None if it is not. Raises Forbidden when its cgroup cannot be read: the admin API then
+        refuses the caller rather than guess."""
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         """Move process pid (a child of caller_pid) into a fresh cgroup registered as agent name,

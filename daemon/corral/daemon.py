@@ -121,10 +121,12 @@ def cmd_cleanup(cfg: config_mod.Config) -> int:
 
 async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
     from corral.api import metrics
+    from corral.api.guard import RateLimitedErrors
     from corral.api.server import start_api
 
     from .app import Node
 
+    asyncio.get_running_loop().set_exception_handler(RateLimitedErrors())
     node = Node(cfg)
     await node.start()
     api = await start_api(
@@ -134,6 +136,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
         max_body=cfg.max_request_bytes,
         metrics=node.metrics.registry,
         max_import=cfg.max_import_bytes,
+        max_connections=cfg.max_connections,
+        request_timeout=cfg.request_timeout,
     )
     listen = config_mod.parse_listen(cfg.metrics.listen, "metrics.listen")
     try:

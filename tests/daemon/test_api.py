@@ -491,3 +491,84 @@ async def test_follow_unknown_agent_is_a_plain_404(
     status, body = await call(session, "GET", "/v1/events?follow=1&agent=nobody")
     assert_error(status, body, 404, "nobody")
     assert not ctl.subscribers
+
+
+async def test_a_confined_caller_is_refused_before_any_handler(
+    ctl: FakeController, server: ApiServer
+) -> None:
+    """SO_PEERCRED names the caller; the agent service says it runs confined: 403 for every
+    route, nothing reaches the service (the real check: node.cgroups, test_e2e). The answer
+    holds for the connection (its caller is fixed when it connects); a new one asks again."""
+    ctl.confined_pids[os.getpid()] = "demo"
+    connector = aiohttp.UnixConnector(path=str(server.path), limit=1)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        for method, path in (("GET", "/v1/status"), ("PUT", "/v1/agents/demo/mode")):
+            status, body = await call(s, method, path, json={"mode": "off"})
+            assert_error(status, body, 403, "confined agents", str(os.getpid()), "'demo'")
+        ctl.confined_pids.clear()
+        status, _ = await call(s, "GET", "/v1/status")
+        assert status == 403  # the same connection
+    assert not [c for c in ctl.calls if c[0] == "set_mode"]
+    connector = aiohttp.UnixConnector(path=str(server.path))
+    async with aiohttp.ClientSession(connector=connector) as s:
+        status, _ = await call(s, "GET", "/v1/status")
+    assert status == 200
+
+
+async def _raw(path: Path, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(data)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_half_sent_requests_are_cut_and_the_connection_cap_answers_503(
+    ctl: FakeController, sock_dir: Path
+) -> None:
+    """Attack: hold the admin socket with half-sent requests (a slowloris). Beyond
+    max_connections the answer is 503 at once; the half-sent ones are closed after
+    request_timeout; then the operator is served again."""
+    srv = await start_api(
+        Services.of(ctl), sock_dir / "s.sock", max_connections=20, request_timeout=0.5
+    )
+    try:
+        held = [await _raw(srv.path, b"GET /v1/status HTTP/1.1\r\nHost: x") for _ in range(20)]
+        await wait_for(lambda: srv.guard is not None and srv.guard.active == 20)
+        reader, writer = await _raw(srv.path, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"max_connections" in answer
+        writer.close()
+        for r, _ in held:  # closed by corrald within the deadline, never answered
+            assert await asyncio.wait_for(r.read(), 5) == b""
+        for _, w in held:
+            w.close()
+        assert srv.guard is not None
+        await wait_for(lambda: srv.guard is not None and srv.guard.active == 0)
+        assert srv.guard.timed_out == 20 and srv.guard.refused == 1
+        connector = aiohttp.UnixConnector(path=str(srv.path))
+        async with aiohttp.ClientSession(connector=connector) as s:
+            status, _ = await call(s, "GET", "/v1/status")
+        assert status == 200
+    finally:
+        await srv.close()
+
+
+async def test_a_body_shorter_than_its_content_length_gets_408(
+    ctl: FakeController, sock_dir: Path
+) -> None:
+    srv = await start_api(Services.of(ctl), sock_dir / "b.sock", request_timeout=0.5)
+    try:
+        head = (
+            b"PUT /v1/agents/demo/mode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n"
+        )
+        reader, writer = await _raw(srv.path, head + b'{"mode":')
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        assert status_line.startswith(b"HTTP/1.1 408 "), status_line
+        rest = await asyncio.wait_for(reader.read(), 5)
+        assert b"request_timeout" in rest
+        writer.close()
+        assert not [c for c in ctl.calls if c[0] == "set_mode"]
+    finally:
+        await srv.close()

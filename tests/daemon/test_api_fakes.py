@@ -79,6 +79,7 @@ class FakeController:
         self.subscribers: list[asyncio.Queue[dict[str, Any] | None]] = []
         self.explode: BaseException | None = None
         self.parents: dict[int, int | None] = {}
+        self.confined_pids: dict[int, str] = {}  # pid -> agent: the API refuses these callers
         # baselines for export/import (the real document module, in memory)
         self.baselines: dict[str, Baseline] = {}
 
@@ -249,6 +250,9 @@ class FakeController:
         if fmt == "json":
             return view
         return (cyclonedx.agent_bom if name else cyclonedx.node_bom)(view)
+
+    def confined(self, pid: int) -> str | None:
+        return self.confined_pids.get(pid)
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         if name == "refuse":

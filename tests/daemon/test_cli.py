@@ -379,3 +379,24 @@ async def test_agents_table_marks_modes_the_node_cannot_apply(
     row = next(ln for ln in r.out.splitlines() if ln.startswith("locked"))
     assert row.split()[1:4] == ["enforce", "enforce", "enforce*"]
     assert r.out.splitlines()[-1].startswith("* this node cannot apply the mode")
+
+
+HOSTILE = "/tmp/\x1b[2Jowned\nFAKE  ROW\u202egnp.exe\udcff\\x1b"
+
+
+async def test_tables_show_hostile_paths_escaped_and_json_exact(
+    capsys: pytest.CaptureFixture[str], server: ApiServer, ctl: FakeController
+) -> None:
+    """A path with ESC, a newline, a right-to-left override, a byte that was not UTF-8 and a
+    literal backslash-x: the table cannot clear the screen or forge a row, and tells the
+    literal `\\x1b` from the real ESC; -o json keeps every character."""
+    ev = make_event(7)
+    ev["object"] = HOSTILE
+    ctl.events.append(ev)
+    r = await ctl_main(capsys, server, "events", "--limit", "1")
+    assert r.code == 0, r.err
+    assert "\x1b" not in r.out and "\u202e" not in r.out and "\udcff" not in r.out
+    assert "\\x1b[2Jowned\\nFAKE  ROW\\u202egnp.exe\\xff\\\\x1b" in r.out
+    assert len(r.out.strip().splitlines()) == 2  # the header and one row
+    r = await ctl_main(capsys, server, "-o", "json", "events", "--limit", "1")
+    assert json.loads(r.out)[-1]["object"] == HOSTILE

@@ -309,3 +309,84 @@ def test_rechecks_prove_the_backends_again_and_keep_what_acts(tmp_path: Path) ->
         assert status["capabilities"] == first["capabilities"]
         assert all(c["mode"] != "lost" for c in status["capabilities"].values())
         assert "enforcement lost" not in d.logs()
+
+
+def test_a_confined_agent_cannot_use_the_admin_api(daemon: Daemon) -> None:
+    """Attack: an agent started as root with `corralctl run` switches its own enforcement off
+    through the admin socket (it can open the socket: same uid). Any backend: corrald refuses
+    every caller whose cgroup is an agent's (or below one) with 403, and logs an audit line."""
+    r = ctl(daemon, "run", "--agent", "attacker", "--", sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    assert ctl(daemon, "mode", "attacker", "alert").returncode == 0
+    inner = [str(BIN / "corralctl"), "--socket", str(daemon.sock)]
+    raw_put = textwrap.dedent(f"""
+        import socket
+        body = b'{{"mode": "off"}}'
+        s = socket.socket(socket.AF_UNIX)
+        s.connect({str(daemon.sock)!r})
+        s.sendall(b"PUT /v1/agents/attacker/mode HTTP/1.1\\r\\nHost: x\\r\\n"
+                  b"Content-Type: application/json\\r\\nContent-Length: "
+                  + str(len(body)).encode() + b"\\r\\nConnection: close\\r\\n\\r\\n" + body)
+        print(s.recv(4096).split(b"\\r\\n")[0].decode())
+    """)
+    for attack in (
+        [*inner, "mode", "attacker", "off"],
+        [*inner, "reset", "attacker", "--yes"],
+        [*inner, "run", "--agent", "other", "--", "true"],
+        [sys.executable, "-c", raw_put],
+    ):
+        r = ctl(daemon, "run", "--agent", "attacker", "--", *attack)
+        assert "403" in r.stdout or "does not take requests from confined agents" in r.stderr, (
+            attack,
+            r.stdout,
+            r.stderr,
+        )
+    agent = ctl_json(daemon, "agent", "attacker")
+    assert isinstance(agent, dict)
+    assert agent["modes"] == dict.fromkeys(("exec", "open", "connect"), "alert")
+    assert "other" not in {a["name"] for a in ctl_json(daemon, "agents")}  # type: ignore[union-attr]
+    assert daemon.logs().count("admin API refused a confined agent") >= 4
+    assert ctl(daemon, "status").returncode == 0  # the node's operator is still served
+
+
+def test_a_mode_change_that_cannot_be_saved_changes_nothing(tmp_path: Path) -> None:
+    """Attack on state: with the state directory full (ENOSPC), `mode X enforce` used to answer
+    0 and enforce until the next restart, which brought the agent back in observe. Now the
+    change is acknowledged only once saved: 503, and the agent stays in alert, in the kernel
+    too (a novel connect still goes through: on this host's fallback a connect in ENFORCE
+    would be EPERM)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)], check=True)
+    try:
+        with running_daemon(tmp_path) as d:
+            r = ctl(d, "run", "--agent", "durable", "--", sys.executable, "-c", "pass")
+            assert r.returncode == 0, r.stderr
+            assert ctl(d, "mode", "durable", "alert").returncode == 0
+            filler = state / "filler"
+            with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as f:
+                while True:
+                    f.write(b"\0" * 4096)
+            r = ctl(d, "mode", "durable", "enforce")
+            assert r.returncode != 0
+            assert "were not changed" in r.stderr and "Nothing changed" in r.stderr, r.stderr
+            agent = ctl_json(d, "agent", "durable")
+            assert isinstance(agent, dict)
+            assert set(agent["modes"].values()) == {"alert"}
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen()
+            port = srv.getsockname()[1]
+            probe = f"import socket; socket.create_connection(('127.0.0.1', {port})); print('ok')"
+            r = ctl(d, "run", "--agent", "durable", "--", sys.executable, "-c", probe)
+            srv.close()
+            assert r.returncode == 0 and "ok" in r.stdout, r.stderr  # the kernel: still alert
+            filler.unlink()
+            assert ctl(d, "mode", "durable", "enforce").returncode == 0
+            d.kill9()
+            d.start()
+            agent = ctl_json(d, "agent", "durable")
+            assert isinstance(agent, dict)
+            assert set(agent["modes"].values()) == {"enforce"}  # what was acknowledged
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)

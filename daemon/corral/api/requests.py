@@ -18,6 +18,8 @@ from corral.config import MODES
 from corral.contract import BadRequest, ServiceError, Services, validate_agent_name
 from corral.policy.document import DIMS
 
+from .guard import ConnectionGuard
+
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 AIBOM_FORMATS = ("json", "cyclonedx")
@@ -34,6 +36,8 @@ class ApiState:
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     max_import: int = 16 << 20
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    guard: ConnectionGuard | None = None  # set by start_api (not for an app served otherwise)
+    request_timeout: float = 10.0  # for a request's body
 
 
 STATE = web.AppKey("corral_state", ApiState)
@@ -71,6 +75,16 @@ def agent_name(request: web.Request) -> str:
     return validate_agent_name(request.match_info["name"])
 
 
+class RequestTimeout(ServiceError):
+    status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {seconds:g}s (request_timeout): "
+            "send the whole body, as long as Content-Length says"
+        )
+
+
 class TooLarge(ServiceError):
     status = 413
 
@@ -83,9 +97,12 @@ async def raw_body(request: web.Request, limit: int, what: str = "max_request_by
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(limit, what)
     try:
-        raw = await request.read()  # stops at client_max_size (the largest route limit)
+        async with asyncio.timeout(state(request).request_timeout):
+            raw = await request.read()  # stops at client_max_size (the largest route limit)
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(limit, what) from None
+    except TimeoutError:
+        raise RequestTimeout(state(request).request_timeout) from None
     if len(raw) > limit:
         raise TooLarge(limit, what)
     return raw

@@ -23,12 +23,14 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from corral.contract import ServiceError, Services
+from corral.contract import Forbidden, ServiceError, Services
 
-from .requests import STATE, ApiState, peer_credentials
+from .guard import ConnectionGuard
+from .requests import STATE, ApiState, peer_credentials, services
 from .routes import add_routes, error
 
 log = structlog.get_logger("corral.api")
+audit = structlog.get_logger("corral.audit")
 
 DEFAULT_SOCKET = "/run/corral/corral.sock"
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
@@ -60,12 +62,48 @@ def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason or "request failed"
 
 
+def _refuse_agents(request: web.Request, pid: int, uid: int, gid: int) -> None:
+    """The admin API serves the node's operators, never the agents it confines: a caller in an
+    agent's cgroup (or below it) is refused whatever its uid, and the refusal is logged as an
+    audit line. The socket's file mode and group are the first gate; this is the second.
+    Checked at the first request of each connection (SO_PEERCRED names the process that
+    connected; reading its cgroup costs ~0.1-0.2 ms in corrald), remembered for the rest."""
+    guard = request.app[STATE].guard
+    transport = request.transport
+    if guard is not None and transport in guard.callers:
+        agent = guard.callers[transport]
+    else:
+        agent = services(request).agents.confined(pid)
+        if guard is not None:
+            guard.callers[transport] = agent
+    if agent is None:
+        return
+    audit.warning(
+        "admin API refused a confined agent",
+        agent=agent,
+        pid=pid,
+        uid=uid,
+        gid=gid,
+        method=request.method,
+        path=request.rel_url.raw_path,
+    )
+    raise Forbidden(
+        f"corrald does not take requests from confined agents: process {pid} runs as agent "
+        f"{agent!r}. Run corralctl from the node, outside every agent's cgroup"
+    )
+
+
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """JSON errors for everything, one log line per request, never let a request kill us."""
     start = time.monotonic()
     peer = peer_credentials(request)
     try:
+        guard = request.app[STATE].guard
+        if guard is not None:
+            guard.request_started(request.transport)
+        if peer is not None:
+            _refuse_agents(request, *peer)
         response = await handler(request)
     except web.HTTPException as exc:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
@@ -75,6 +113,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("request failed", method=request.method, path=request.rel_url.raw_path)
         response = error(500, "internal error in corrald (see the daemon's log for details)")
+    if response.status == 408:
+        response.force_close()  # the rest of that body is never read: the connection goes
     pid, uid, gid = peer if peer else (None, None, None)
     quiet = request.path == "/metrics" and response.status < 400  # every scrape, every 15s
     (log.debug if quiet else log.info)(
@@ -170,14 +210,27 @@ def _bind(path: Path, group: str | None) -> socket.socket:
 class ApiServer:
     """A running API; `await close()` ends event streams, stops serving and removes the socket."""
 
-    def __init__(self, runner: web.AppRunner, state: ApiState, path: Path, inode: int) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        server: asyncio.AbstractServer,
+        state: ApiState,
+        path: Path,
+        inode: int,
+    ) -> None:
         self._runner = runner
+        self._server = server
         self._state = state
         self.path = path
         self._inode = inode
 
+    @property
+    def guard(self) -> ConnectionGuard | None:
+        return self._state.guard
+
     async def close(self) -> None:
         self._state.stopping.set()
+        self._server.close()  # no new connections
         await self._runner.cleanup()
         with contextlib.suppress(OSError):
             if self.path.lstat().st_ino == self._inode:
@@ -193,7 +246,11 @@ async def start_api(
     max_body: int = 64 * 1024,
     metrics: CollectorRegistry | None = None,
     max_import: int = 16 << 20,
+    max_connections: int = 256,
+    request_timeout: float = 10.0,
 ) -> ApiServer:
+    """Serves services on the unix socket at socket_path (see guard.py for max_connections and
+    request_timeout)."""
     path = Path(socket_path)
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
         raise ApiStartError(f"socket path too long for AF_UNIX (max {_SUN_PATH_MAX}): {path}")
@@ -202,13 +259,32 @@ async def start_api(
         os.chmod(path.parent, 0o755)  # mkdir's mode is subject to the umask
     await _claim_path(path)
     app = make_app(services, max_body=max_body, max_import=max_import, metrics=metrics)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    state = app[STATE]
+    state.request_timeout = request_timeout
+    state.guard = guard = ConnectionGuard(max_connections, request_timeout)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=5.0,
+        keepalive_timeout=request_timeout,  # a kept-alive connection idles at most this long
+        lingering_time=request_timeout,  # and the rest of an unread body is drained this long
+    )
     await runner.setup()
     try:
         sock = _bind(path, group)
-        await web.SockSite(runner, sock).start()
+        loop = asyncio.get_running_loop()
+        assert runner.server is not None
+        server = await loop.create_unix_server(guard.factory(runner.server), sock=sock)
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("api listening", socket=str(path), group=group, max_body=max_body)
-    return ApiServer(runner, app[STATE], path, path.lstat().st_ino)
+    log.info(
+        "api listening",
+        socket=str(path),
+        group=group,
+        max_body=max_body,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
+    )
+    return ApiServer(runner, server, state, path, path.lstat().st_ino)

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import yaml
 
 from .client import DIMENSIONS, EXIT_OK, Client, CliError, RequestFailed, _usage_error, agent_path
-from .render import Output, _cell, render_mapping, table
+from .render import Output, _cell, _encodable, render_mapping, table
 
 
 def _baseline_entries(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]] | None:
@@ -111,8 +111,12 @@ def review_yaml(data: dict[str, Any]) -> str:
         if isinstance(value, list) and all(isinstance(v, dict) for v in value):
             value = [_review_item(v) for v in value]
         out[key] = _utc(key, value)
-    return yaml.dump(out, Dumper=_ReviewDumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=1 << 30)  # fmt: skip
+    for unicode in (True, False):  # a path that was not UTF-8 is written as "\\uDCFF" escapes
+        text = yaml.dump(out, Dumper=_ReviewDumper, sort_keys=False, default_flow_style=False,
+                         allow_unicode=unicode, width=1 << 30)  # fmt: skip
+        if not unicode or _encodable(text):
+            break
+    return text
 
 
 DIFF_HEADERS = ["#", "DIMENSION", "OBJECT", "KIND", "COUNT", "FIRST SEEN", "LAST SEEN",

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+from .render import visible
+
 DEFAULT_SOCKET = "/run/corral/corral.sock"
 ENV_SOCKET = "CORRAL_SOCKET"
 DIMENSIONS = ("exec", "open", "connect")
@@ -184,4 +186,4 @@ def _failure(status: int, raw: bytes) -> RequestFailed:
         message = json.loads(raw)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = raw.decode(errors="replace").strip()[:500] or "no details"
-    return RequestFailed(str(message), status)
+    return RequestFailed(visible(str(message)), status)  # it may quote a hostile path

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from .client import EXIT_OK, Client, Unreachable
-from .render import Output, _cell, _epoch_seconds, _fixed, _yaml_text, ago, table
+from .render import (
+    Output,
+    _cell,
+    _epoch_seconds,
+    _fixed,
+    _json_text,
+    _yaml_text,
+    ago,
+    table,
+    visible_data,
+)
 
 EVENT_HEADERS = ["TIME", "AGENT", "VERDICT", "DIMENSION", "OBJECT", "PID", "COMM"]
 
@@ -69,11 +78,11 @@ def _follow(client: Client, out: Output, path: str) -> int:
     try:
         for event in client.stream(path):
             if out.fmt == "json":
-                line = json.dumps(event, sort_keys=True, ensure_ascii=False)
+                line = _json_text(event, indent=None)
             elif out.fmt == "yaml":
                 line = "---\n" + _yaml_text(event).rstrip("\n")
             else:
-                row = event_row(event, live=True)
+                row = event_row(visible_data(event), live=True)
                 header = EVENT_HEADERS if first else None
                 line = _fixed(row, widths, header)
             first = False

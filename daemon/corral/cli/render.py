@@ -13,12 +13,62 @@ from typing import Any, TextIO
 import yaml
 
 
-def _json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+def visible(text: str) -> str:
+    """text safe for a terminal and unambiguous: control and format characters (ESC, newline,
+    right-to-left overrides...) and bytes that were not UTF-8 (lone surrogates from the path's
+    surrogateescape) are written as escapes, and a backslash as two, so a path cannot clear the
+    screen, forge a row or pass for another. JSON and YAML output stay exact."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    if c.isprintable():
+        return c
+    n = ord(c)
+    if 0xDC80 <= n <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{n - 0xDC00:02x}"
+    if n < 0x100:
+        return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, f"\\x{n:02x}")
+    return f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def visible_data(data: Any) -> Any:
+    """Every string of an answer (keys too) through visible(), for the table format."""
+    if isinstance(data, str):
+        return visible(data)
+    if isinstance(data, dict):
+        return {visible_data(k): visible_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [visible_data(v) for v in data]
+    return data
+
+
+def _json_text(data: Any, indent: int | None = 2) -> str:
+    """Exact JSON; a string that was not UTF-8 (surrogate escapes) keeps its \\udcXX escape
+    (the whole text is then ASCII), where the raw character could not be printed at all."""
+    text = json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)
+    if _encodable(text):
+        return text
+    return json.dumps(data, indent=indent, sort_keys=True)
 
 
 def _yaml_text(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    text = yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    if _encodable(text):
+        return text
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False)  # "\\uDCFF" escapes
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_time_key(key: str) -> bool:
@@ -165,5 +215,5 @@ class Output:
             dump = yaml_render if yaml_render is not None and isinstance(data, dict) else _yaml_text
             text = dump(data).rstrip("\n")
         else:
-            text = render(data)
+            text = render(visible_data(data))
         print(text, file=self.stream, flush=True)

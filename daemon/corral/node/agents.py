@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.contract import BadRequest
+import structlog
+
+from corral.contract import BadRequest, Unavailable
 from corral.kernel.layout import DIMS
 from corral.policy.agents import Agent, check_mode
 
@@ -12,6 +14,8 @@ from .cgroups import Cgroups
 from .state import NodeState
 from .status import StatusView
 from .sync import KernelSync
+
+log = structlog.get_logger("corral.node")
 
 
 class AgentService:
@@ -86,13 +90,36 @@ class AgentService:
             raise BadRequest(str(e)) from None
         wanted = {**agent.modes, **modes}
         if wanted != agent.modes:
-            # The kernel first (a flip is one map write), then history, logs and the disk.
-            self.sync.write_modes(agent, wanted)
-            for dim, mode in modes.items():
-                agent.set_mode(dim, mode, reason="requested through the API", by="api")
-            self.state.registry.dirty = True
-            await self.state.save_all()
+            old = dict(agent.modes)
+            self.sync.write_modes(agent, wanted)  # the kernel first: a flip is one map write
+            await self._durably(agent, modes, old)
         return self.get_agent(name)
+
+    async def _durably(self, agent: Agent, modes: dict[str, str], old: dict[str, str]) -> None:
+        """Acknowledged only once on disk: a restart never brings back a mode older than the
+        last answer said. If the registry cannot be saved, the kernel gets the old modes back
+        (it had the new ones for the save's few ms) and the caller a 503: nothing changed."""
+        before = (dict(agent.modes), dict(agent.mode_since), list(agent.history))
+        for dim, mode in modes.items():
+            agent.set_mode(dim, mode, reason="requested through the API", by="api")
+        self.state.registry.dirty = True
+        try:
+            await self.state.save_registry(durable=True)
+        except OSError as e:
+            agent.modes, agent.mode_since, agent.history = before
+            self.sync.write_modes(agent, old)
+            log.error(
+                "mode change refused: the agent registry cannot be saved",
+                agent=agent.name,
+                modes=modes,
+                error=str(e),
+            )
+            raise Unavailable(
+                f"the modes of {agent.name} were not changed: corrald cannot save them "
+                f"({e.strerror or e}) in {self.state.state_dir}. Nothing changed, in the kernel "
+                "neither; free space there (or fix the file system) and try again"
+            ) from None
+        await self.state.save_all()  # baselines that wait for their periodic save
 
     async def reset(self, name: str) -> dict[str, Any]:
         agent = self.state.agent(name)
@@ -104,6 +131,10 @@ class AgentService:
         self.state.dirty.add(name)
         await self.state.save_all()
         return self.get_agent(name)
+
+    def confined(self, pid: int) -> str | None:
+        b = self.cgroups.confining(pid)
+        return b.agent if b is not None else None
 
     async def run_agent(self, name: str, pid: int, caller_pid: int | None) -> dict[str, Any]:
         agent, cg, cgid = self.cgroups.run(name, pid, caller_pid)

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from corral import identity
-from corral.contract import BadRequest, Conflict, validate_agent_name
+from corral.contract import BadRequest, Conflict, Forbidden, validate_agent_name
 from corral.identity.bindings import Binding
 from corral.kernel.loader import cgroup_id
 from corral.policy.agents import Agent
@@ -76,6 +76,32 @@ class Cgroups:
 
     def of(self, agent: str) -> list[Binding]:
         return [b for b in self.bindings.values() if b.agent == agent]
+
+    def confining(self, pid: int) -> Binding | None:
+        """The registered cgroup process pid runs in, or the nearest registered ancestor of its
+        cgroup (whether or not the kernel lets that one's rules inherit): None if there is
+        none. Raises Forbidden when the process's cgroup cannot be read (it may be gone, or
+        not visible from here)."""
+        try:
+            text = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError as e:
+            raise Forbidden(
+                f"cannot read the cgroup of the calling process {pid} ({e.strerror}): corrald "
+                "refuses callers it cannot tell from a confined agent"
+            ) from None
+        rel = next((ln[3:] for ln in text.splitlines() if ln.startswith("0::")), None)
+        if rel is None:
+            raise Forbidden(f"process {pid} is in no cgroup v2 hierarchy corrald can see")
+        here = os.path.normpath(os.path.join(str(self.sync.k.cgroup_root), rel.lstrip("/")))
+        by_path = {os.path.normpath(b.path): b for b in self.bindings.values() if b.path}
+        while True:
+            b = by_path.get(here)
+            if b is not None:
+                return b
+            parent = os.path.dirname(here)
+            if parent == here:
+                return None
+            here = parent
 
     # ---- `corralctl run` ------------------------------------------------------------------
 

@@ -120,10 +120,12 @@ class NodeState:
         if self.registry.dirty:
             await self.save_registry()
 
-    async def save_registry(self) -> None:
+    async def save_registry(self, *, durable: bool = False) -> None:
         """Agent by agent in the loop (where events change their tables: each one copied and
         encoded in a few ms, the event consumer running in between), the file written in a
-        thread. An agent changed meanwhile marks the registry dirty again: the next save."""
+        thread. An agent changed meanwhile marks the registry dirty again: the next save.
+        A failed write is logged and retried later; with durable it raises OSError (a change
+        that must not be acknowledged before it is on disk)."""
         reg = self.registry
         reg.dirty = False
         next_list, lines = reg.next_list, []
@@ -135,4 +137,6 @@ class NodeState:
             await asyncio.to_thread(reg.write_bytes, reg.document(next_list, lines))
         except OSError as e:
             reg.dirty = True
+            if durable:
+                raise
             log.error("saving the agent registry failed; will retry", error=str(e))
