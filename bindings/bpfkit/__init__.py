@@ -14,8 +14,8 @@ from .constants import (
     ProgType,
 )
 from .errors import BpfError
-from .link import Link
-from .maps import Map, bpf_obj_get, num_possible_cpus
+from .link import Link, LinkInfo
+from .maps import Map, bpf_obj_get, bpf_obj_pin, num_possible_cpus
 from .object import BpfObject, Program
 from .probe import libbpf_version, probe_map_type, probe_prog_type
 from .ringbuf import RingBuffer, RingReader, record_span
@@ -30,6 +30,7 @@ __all__ = [
     "BpfError",
     "BpfObject",
     "Link",
+    "LinkInfo",
     "Map",
     "MapType",
     "ProgType",
@@ -37,6 +38,7 @@ __all__ = [
     "RingBuffer",
     "RingReader",
     "bpf_obj_get",
+    "bpf_obj_pin",
     "libbpf_version",
     "num_possible_cpus",
     "probe_map_type",

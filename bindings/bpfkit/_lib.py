@@ -107,6 +107,7 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_obj_get", c_int, [c_char_p]),
     ("bpf_obj_pin", c_int, [c_int, c_char_p]),
     ("bpf_obj_get_info_by_fd", c_int, [c_int, c_void_p, c_uint_p]),
+    ("bpf_link_detach", c_int, [c_int]),
     ("bpf_prog_test_run_opts", c_int, [c_int, c_void_p]),
     # ring buffer
     ("ring_buffer__new", c_void_p, [c_int, RINGBUF_SAMPLE_FN, c_void_p, c_void_p]),

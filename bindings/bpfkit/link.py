@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+from dataclasses import dataclass
 from types import TracebackType
 
 from . import _lib
@@ -11,6 +13,35 @@ from ._lib import lib
 from .errors import BpfError, check_int, check_ptr
 
 StrPath = str | os.PathLike[str]
+
+# enum bpf_link_type (include/uapi/linux/bpf.h)
+LINK_TYPE_CGROUP = 3
+
+
+class _LinkInfo(ctypes.Structure):
+    """struct bpf_link_info: its head, then the union (8-byte aligned, at offset 16) as bytes;
+    the cgroup member starts with `__u64 cgroup_id`. The buffer is larger than any kernel's
+    struct: the kernel reads only its own size and wants the rest zero."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("union", ctypes.c_uint8 * 240),
+    ]
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    type: int  # enum bpf_link_type
+    id: int
+    prog_id: int
+    cgroup_id: int | None  # cgroup links: the cgroup; 0 once the link was detached
+
+    @property
+    def detached(self) -> bool:
+        return self.cgroup_id == 0
 
 
 class Link:
@@ -52,6 +83,22 @@ class Link:
     def pin_path(self) -> str | None:
         raw = lib.bpf_link__pin_path(self._handle())
         return os.fsdecode(raw) if raw else None
+
+    def info(self) -> LinkInfo:
+        """What the kernel says of this link now (``bpf_obj_get_info_by_fd``)."""
+        raw = _LinkInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(raw))
+        op = f"get info of link {self._description}"
+        check_int(lib.bpf_obj_get_info_by_fd(self.fd, ctypes.byref(raw), ctypes.byref(size)), op)
+        cgroup_id = None
+        if raw.type == LINK_TYPE_CGROUP:
+            cgroup_id = int.from_bytes(bytes(raw.union[:8]), "little")
+        return LinkInfo(raw.type, raw.id, raw.prog_id, cgroup_id)
+
+    def detach(self) -> None:
+        """Detach the program while the link stays (``bpf_link_detach``; cgroup links and a few
+        other kinds support it, tracing links do not: EOPNOTSUPP)."""
+        check_int(lib.bpf_link_detach(self.fd), f"detach link {self._description}")
 
     def pin(self, path: StrPath) -> None:
         """Pin the link in bpffs so it survives the process (and ``destroy``)."""

@@ -78,6 +78,14 @@ def bpf_obj_get(path: StrPath) -> int:
     return check_int(lib.bpf_obj_get(p), f"open pinned object {os.fsdecode(p)}")
 
 
+def bpf_obj_pin(fd: int, path: StrPath) -> None:
+    """Pin the BPF object behind fd (map, program or link) at path: a new pin, whatever
+    libbpf remembers of earlier ones (bpf_map__pin skips a map it pinned before, even after
+    that pin was removed)."""
+    p = os.fsencode(path)
+    check_int(lib.bpf_obj_pin(fd, p), f"pin object at {os.fsdecode(p)}")
+
+
 def _as_bytes(data: BufferLike) -> bytes:
     if isinstance(data, bytes):
         return data

@@ -131,6 +131,7 @@ def record_span(length: int) -> int:
     """Bytes a record of ``length`` takes in a ring buffer: its header and data, 8-aligned."""
     return (length + _HDR_SZ + 7) & ~7
 
+
 # Reading the shared pages straight from Python relies on the CPU not reordering loads (a
 # record's header, then its bytes, after the kernel published them in that order): true of
 # x86-64 (TSO). Elsewhere RingReader.supported() is False and callers use RingBuffer.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bpfkit import BpfError, BpfObject, Link
+from bpfkit.link import LINK_TYPE_CGROUP
 
 CHILD = """
 import socket, sys
@@ -152,3 +153,19 @@ def test_link_pin_disconnect_and_reopen(obj: BpfObject, pin_dir: os.PathLike[str
         assert total() == before
     finally:
         obj.maps["target_tgid"].update(zero, struct.pack("<I", 0))
+
+
+def test_link_info_names_the_cgroup_until_detached(
+    obj: BpfObject, cgroup: Path, listeners: tuple[int, int]
+) -> None:
+    blocked, _ = listeners
+    obj.maps["blocked_ports"].update(struct.pack("<I", blocked), b"\x01")
+    cgid = os.stat(cgroup).st_ino  # the cgroup id (kernfs inode)
+    with obj.programs["deny_connect4"].attach_cgroup(cgroup) as link:
+        info = link.info()
+        assert info.type == LINK_TYPE_CGROUP and info.cgroup_id == cgid and not info.detached
+        assert info.id > 0 and info.prog_id > 0
+        link.detach()  # what anyone with the link's fd (e.g. from its pin) can do
+        assert link.info().detached
+        assert connect_from_cgroup(cgroup, blocked) == ["ok"]  # no longer enforced
+    obj.maps["blocked_ports"].delete(struct.pack("<I", blocked))

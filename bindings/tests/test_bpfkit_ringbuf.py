@@ -232,9 +232,7 @@ async def test_reader_run_hands_batches_to_the_loop(tracing: BpfObject) -> None:
         task = asyncio.create_task(reader.run(got.extend))
         try:
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not any(
-                decode(r)[1] == GETPPID_NR for r in got
-            ):
+            while time.monotonic() < deadline and not any(decode(r)[1] == GETPPID_NR for r in got):
                 os.getppid()
                 await asyncio.sleep(0.05)
         finally:

@@ -37,6 +37,7 @@ from corral.node.maintenance import Maintenance
 from corral.node.state import NodeState
 from corral.node.status import StatusView
 from corral.node.sync import KernelSync
+from corral.node.verify import KernelVerifier
 from corral.pipeline.aibom import AibomFeed
 from corral.pipeline.batch import Decoder, Stats
 from corral.pipeline.deviations import DeviationTracker
@@ -75,6 +76,9 @@ class Node:
         self.agents = AgentService(state, sync, self.cgroups, self.status)
         self.baselines = BaselineService(state, sync)
         self.maintenance = Maintenance(state, sync, self.cgroups)
+        self.verifier = KernelVerifier(state, sync, mark_lost=self._mark_lost)
+        self.agents.verify = self.verifier.check
+        self.status.verifier = self.verifier
         # the event path: one decoder, then each consumer takes its share of every batch
         decoder = Decoder(state.by_id, state.bindings, self.stats)
         self.learner = Learner(
@@ -141,6 +145,7 @@ class Node:
             asyncio.create_task(self.maintenance.loop(stopping), name="maintenance"),
             asyncio.create_task(self.sync.push_stale_loop(stopping), name="kernel-flush"),
             asyncio.create_task(rechecker.run(stopping), name="recheck"),
+            asyncio.create_task(self.verifier.run(k.verify_interval, stopping), name="verify"),
         ]
         log.info(
             "corrald started",
@@ -184,6 +189,8 @@ class Node:
     def _rechecker(self, probe: ProbeResult, kernel: Kernel) -> Rechecker:
         def apply(caps: Capabilities) -> None:
             probe.capabilities = caps
+            for dim, why in self.verifier.lost.items():  # a re-check cannot undo tamper
+                self._mark_lost(dim, why)
 
         return Rechecker(
             self.cfg.kernel.recheck_interval,
@@ -208,6 +215,12 @@ class Node:
         if self.sync.kernel is not None:
             self.sync.kernel.close()
         log.info("corrald stopped; pinned programs keep enforcing", pins=self.cfg.pin_dir)
+
+    def _mark_lost(self, dim: str, why: str) -> None:
+        probe = self.status.probe
+        if probe is not None:
+            backend = probe.capabilities[dim]["backend"]
+            probe.capabilities[dim] = {"mode": "lost", "backend": backend, "how": why}
 
     def reload_aibom_rules(self, rule_files: list[str]) -> None:
         self.aibom.reload_rules(rule_files)

@@ -95,6 +95,7 @@ class KernelConfig:
     fallback_open: str = "report"
     # How often the probe re-proves, by effect, that the backends in use still act.
     recheck_interval: float = 300.0
+    verify_interval: float = 10.0
 
 
 @dataclass
@@ -169,6 +170,7 @@ _DURATION_FIELDS = {
     "suppress_window",
     "dns_refresh",
     "recheck_interval",
+    "verify_interval",
     "request_timeout",
 }
 _CHOICES = {
@@ -194,7 +196,7 @@ _POSITIVE = {
 }
 _POWERS_OF_TWO = {"kernel.ring_buffer_mib": 1024}  # and their largest value
 # 0 (off) or at least this many seconds: each re-check starts a process and attaches programs
-_ZERO_OR_AT_LEAST = {"kernel.recheck_interval": 1.0}
+_ZERO_OR_AT_LEAST = {"kernel.recheck_interval": 1.0, "kernel.verify_interval": 1.0}
 # at least this many seconds (0 would mean "no time at all", not "off")
 _AT_LEAST = {"request_timeout": 0.1}
 

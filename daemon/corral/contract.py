@@ -198,3 +198,4 @@ class Sample:
     kubelet_last_success: float | None = None  # wall clock; None: no kubelet or never answered
     capabilities: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     kernel: str = ""
+    tamper: Mapping[str, int] = field(default_factory=dict)  # kind -> drift found and reported

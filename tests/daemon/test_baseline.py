@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.kernel import loader as kernel
+from corral.kernel import keys as kernel
 from corral.kernel.events import Event
 from corral.policy.baseline import Baseline
 from corral.policy.rules import (

@@ -390,3 +390,93 @@ def test_a_mode_change_that_cannot_be_saved_changes_nothing(tmp_path: Path) -> N
             assert set(agent["modes"].values()) == {"enforce"}  # what was acknowledged
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def _pins_of(d: Daemon) -> Path:
+    (fp,) = [p for p in d.pins.iterdir() if p.is_dir()]
+    return fp
+
+
+def _wait(predicate: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("not within the time")
+
+
+def _tamper_counts(d: Daemon) -> dict[str, int]:
+    status = ctl_json(d, "status")
+    assert isinstance(status, dict)
+    return dict(status["kernel_verification"]["tamper_detected"])
+
+
+def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
+    tmp_path: Path,
+) -> None:
+    """Attacks on corral's own BPF state, as a root process that reached bpffs would make them
+    (the kernel-side protection of agents in ENFORCE is not there yet: this is the detection
+    that backs it). Any backend: the agent's modes written to observe in the pinned agent_cfg
+    map, a link pin removed, a cgroup link detached (BPF_LINK_DETACH). corrald reads back its
+    state every kernel.verify_interval: each is put back, logged `tamper detected` and
+    counted in status and metrics; enforcement holds again. Then kill -9, detach a link,
+    restart: the damaged pins are not adopted but replaced."""
+    from bpfkit import Link, Map
+    from corral.kernel import layout
+
+    with running_daemon(tmp_path, "kernel: {verify_interval: 1s}\n") as d:
+        r = ctl(d, "run", "--agent", "victim", "--", sys.executable, "-c", "pass")
+        assert r.returncode == 0, r.stderr
+        assert ctl(d, "mode", "victim", "enforce").returncode == 0
+        agent = ctl_json(d, "agent", "victim")
+        assert isinstance(agent, dict)
+        pins = _pins_of(d)
+
+        cfg = Map.open_pinned(pins / "maps" / "agent_cfg")
+        key = agent["id"].to_bytes(4, "little")
+        v = layout.from_bytes("struct corral_agent_cfg", cfg.lookup(key) or b"")
+        for i in range(3):
+            v.mode[i] = layout.mode_index("observe")
+        cfg.update(key, layout.to_bytes(v))
+
+        def modes_back() -> bool:
+            now = layout.from_bytes("struct corral_agent_cfg", cfg.lookup(key) or b"")
+            return all(now.mode[i] == layout.mode_index("enforce") for i in range(3))
+
+        _wait(modes_back)
+        cfg.close()
+        _wait(lambda: _tamper_counts(d).get("agent_cfg", 0) >= 1)
+
+        pin = pins / "links" / "corral_cg_sendmsg4"
+        pin.unlink()
+        _wait(pin.exists)
+        _wait(lambda: _tamper_counts(d).get("pin_missing", 0) >= 1)
+
+        link = Link.open_pinned(pin)
+        link.detach()
+        link.destroy()
+
+        def attached_again() -> bool:
+            with contextlib.closing(Link.open_pinned(pin)) as now:
+                return not now.info().detached
+
+        _wait(attached_again)
+        _wait(lambda: _tamper_counts(d).get("link_detached", 0) >= 1)
+        status = ctl_json(d, "status")
+        assert isinstance(status, dict)
+        assert status["capabilities"]["connect"]["mode"] != "lost"  # re-attached: enforced
+        assert d.logs().count("tamper detected") >= 3
+
+        d.kill9()
+        link = Link.open_pinned(pin)
+        link.detach()
+        link.destroy()
+        d.start()
+        assert "pinned bpf state was tampered with: not adopted" in d.logs()
+        new_pin = _pins_of(d) / "links" / "corral_cg_sendmsg4"
+        with contextlib.closing(Link.open_pinned(new_pin)) as now:
+            assert not now.info().detached
+        agent = ctl_json(d, "agent", "victim")
+        assert isinstance(agent, dict)
+        assert set(agent["modes"].values()) == {"enforce"}

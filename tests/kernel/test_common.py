@@ -265,7 +265,7 @@ def test_unregistered_cgroup_is_left_alone(kern, agent: Agent) -> None:
 )
 def test_net_key_golden(network: str, port: int, kern) -> None:
     """The key Python builds is found by the kernel's own LPM lookup (bpf map syscall)."""
-    from corral.kernel.loader import net_key
+    from corral.kernel.keys import net_key
 
     lst = 999_001
     kern.allow_net(lst, [(network, port)])
@@ -297,7 +297,7 @@ def test_proc_pid_paths_are_normalised(agent: Agent, collector: Collector) -> No
 def test_clear_lists_and_remove_entries(kern) -> None:
     """clear_lists empties several lists in one sweep and leaves the others; remove_* delete
     given entries of one list (absent ones skipped). Checked on the real maps."""
-    from corral.kernel.loader import exact_key_bytes, net_key
+    from corral.kernel.keys import exact_key_bytes, net_key
 
     a, b, keep = 999_101, 999_102, 999_103
     paths = [f"/srv/x/{i}" for i in range(50)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from corral.kernel import layout, probe
-from corral.kernel.loader import path_key
+from corral.kernel.keys import path_key
 
 from .conftest import Agent, Collector, connect_child, open_child
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.kernel import events, layout
+from corral.kernel import events, keys, layout
 from corral.kernel import loader as kernel
 from corral.kernel.layout import C
 
@@ -58,29 +58,29 @@ def test_enum_names_come_from_the_header() -> None:
 
 
 def test_path_key_exact_and_prefix() -> None:
-    k = kernel.path_key(7, "/usr/bin/python3", prefix=False)
+    k = keys.path_key(7, "/usr/bin/python3", prefix=False)
     assert k.list == 7
     assert k.prefixlen == 8 * (4 + len("/usr/bin/python3") + 1)  # NUL included
-    p = kernel.path_key(7, "/srv/data", prefix=True)
+    p = keys.path_key(7, "/srv/data", prefix=True)
     assert bytes(layout.ffi().buffer(p.path))[:10] == b"/srv/data/"
     assert p.prefixlen == 8 * (4 + 10)  # no NUL: everything beneath matches
 
 
 def test_path_key_too_long_is_refused() -> None:
     with pytest.raises(ValueError, match="does not fit"):
-        kernel.path_key(1, "/" + "a" * (C.CORRAL_PATH_MAX - 1), prefix=False)
-    kernel.path_key(1, "/" + "a" * (C.CORRAL_PATH_MAX - 2), prefix=False)  # 251 bytes fit
+        keys.path_key(1, "/" + "a" * (C.CORRAL_PATH_MAX - 1), prefix=False)
+    keys.path_key(1, "/" + "a" * (C.CORRAL_PATH_MAX - 2), prefix=False)  # 251 bytes fit
 
 
 def test_net_key_v4_v6_and_port_order() -> None:
-    k = kernel.net_key(3, "10.0.0.0/8", 443)
+    k = keys.net_key(3, "10.0.0.0/8", 443)
     assert k.family == socket.AF_INET and k.port == socket.htons(443)
     assert k.prefixlen == 64 + 8
     assert bytes(layout.ffi().buffer(k.addr))[:4] == bytes([10, 0, 0, 0])
-    k6 = kernel.net_key(3, "2001:db8::1", 0)
+    k6 = keys.net_key(3, "2001:db8::1", 0)
     assert k6.family == socket.AF_INET6 and k6.prefixlen == 64 + 128
     with pytest.raises(ValueError):
-        kernel.net_key(3, "10.0.0.1", 70000)
+        keys.net_key(3, "10.0.0.1", 70000)
 
 
 def test_event_decode_round_trip() -> None:
@@ -170,13 +170,13 @@ def test_decode_matches_the_cffi_oracle_on_random_records() -> None:
 
 @given(st.integers(0, 2**32 - 1), st.binary(max_size=255).filter(lambda b: b"\0" not in b))
 def test_exact_key_bytes_is_the_cffi_key(list_id: int, path: bytes) -> None:
-    assert kernel.exact_key_bytes(list_id, path) == layout.to_bytes(kernel.exact_key(list_id, path))
+    assert keys.exact_key_bytes(list_id, path) == layout.to_bytes(keys.exact_key(list_id, path))
 
 
 def test_exact_key_bytes_refuses_what_exact_key_refuses() -> None:
     for bad in (b"a\0b", b"/" + b"x" * 255):
         with pytest.raises(ValueError):
-            kernel.exact_key_bytes(1, bad)
+            keys.exact_key_bytes(1, bad)
 
 
 def test_unpacker_of_some_fields_reads_them_where_the_whole_one_does() -> None:

@@ -51,7 +51,17 @@ SAMPLE = Sample(
     kernel="6.18.0",
 )
 # Label names a corral metric may carry: all bounded but `agent` (one per agent on the node).
-BOUNDED_LABELS = {"dimension", "mode", "verdict", "version", "kernel", "backend", "enforcement"}
+# kind: metrics.TAMPER_KINDS, a fixed set
+BOUNDED_LABELS = {
+    "dimension",
+    "mode",
+    "verdict",
+    "version",
+    "kernel",
+    "backend",
+    "enforcement",
+    "kind",
+}
 
 
 def scrape(sample: Sample = SAMPLE, accept: str = "") -> tuple[str, str]:

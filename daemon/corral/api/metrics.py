@@ -42,6 +42,7 @@ log = structlog.get_logger("corral.metrics")
 
 # Kernel counter fields (struct corral_counters) exposed as corral_agent_decisions_total{verdict}.
 # "novel": allowed while observing (not yet in the baseline); "denied" includes killed execs.
+TAMPER_KINDS = ("agent_cfg", "cgroup_agents", "link_detached", "link_missing", "pin_missing")
 VERDICTS = ("allowed", "novel", "would_deny", "denied")
 
 
@@ -149,6 +150,16 @@ def node_families(s: Sample) -> Iterator[Metric]:
         "`events --follow` client.",
         value=s.events_lost,
     )
+    tamper = CounterMetricFamily(
+        "corral_tamper_detected",
+        "Drift corrald found between the kernel and what it wrote (node/verify.py), by kind: "
+        "agent_cfg, cgroup_agents, link_detached, link_missing, pin_missing. Each was put back "
+        "where it could be; nothing but corrald writes there.",
+        labels=["kind"],
+    )
+    for kind in TAMPER_KINDS:
+        tamper.add_metric([kind], s.tamper.get(kind, 0))
+    yield tamper
     if s.kubelet_last_success is not None:
         yield GaugeMetricFamily(
             "corral_kubelet_last_success_timestamp_seconds",

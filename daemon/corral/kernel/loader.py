@@ -1,8 +1,11 @@
 """The kernel side of corral as Python sees it: load corral.bpf.o, attach the chosen backends,
 and read/write its maps (cgroup -> agent, per-agent modes, allow-lists, counters).
 
-Every key and value is built from the structs in bpf/corral.h through corral.layout: there is
-no second description of a kernel layout here.
+Every key and value is built from the structs in bpf/corral.h through corral.layout (keys.py):
+there is no second description of a kernel layout here.
+
+~650 lines: Kernel is the one owner of corral's kernel handles (load, attach, pin and adopt,
+integrity checks and repair, map access); kept whole so that no other module holds them.
 """
 
 from __future__ import annotations
@@ -10,10 +13,9 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import ipaddress
 import itertools
 import os
-import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,10 +24,16 @@ from typing import Any
 
 import structlog
 
-from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader
+from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader, bpf_obj_pin
 from corral.contract import Conflict
 
 from . import hostfs, layout
+from .keys import (
+    _allow_value,
+    exact_key_bytes,
+    net_key,
+    path_key,
+)
 from .layout import DIMS, MODES, C
 
 log = structlog.get_logger("corral.kernel")
@@ -155,78 +163,6 @@ class AgentConfig:
     active: bool = True
 
 
-def _stored(path: str | bytes, *, prefix: bool) -> bytes:
-    """The bytes the kernel keeps for a path: an exact path with its NUL, a prefix "dir/"."""
-    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
-    if b"\0" in raw:
-        raise ValueError("path contains a NUL byte")
-    if prefix and not raw.endswith(b"/"):
-        raw += b"/"
-    stored = raw if prefix else raw + b"\0"
-    if len(stored) > C.CORRAL_PATH_MAX:
-        raise ValueError(
-            f"path of {len(raw)} bytes does not fit the kernel buffer "
-            f"({C.CORRAL_PATH_MAX - 1} bytes); such paths always fail closed under enforce"
-        )
-    return stored
-
-
-def path_key(list_id: int, path: str | bytes, *, prefix: bool):
-    """The LPM key of an exact path (its bytes and NUL) or a directory prefix ("dir/")."""
-    stored = _stored(path, prefix=prefix)
-    k = layout.new("struct corral_path_key")
-    k.prefixlen = 8 * (4 + len(stored))
-    k.list = list_id
-    layout.ffi().memmove(k.path, stored, len(stored))
-    return k
-
-
-def exact_key(list_id: int, path: str | bytes):
-    """The hash key of an exact path: the kernel's lookup key for it (full prefixlen, the path
-    and its NUL, zero-padded), which the kernel compares whole."""
-    k = path_key(list_id, path, prefix=False)
-    k.prefixlen = 8 * (layout.sizeof("struct corral_path_key") - 4)
-    return k
-
-
-@functools.lru_cache(maxsize=1024)
-def _exact_head(list_id: int) -> bytes:
-    """exact_key's bytes before the path, per list (cut from a key cffi built)."""
-    return layout.to_bytes(exact_key(list_id, b""))[
-        : layout.offsetof("struct corral_path_key", "path")
-    ]
-
-
-def exact_key_bytes(list_id: int, path: str | bytes) -> bytes:
-    """layout.to_bytes(exact_key(list_id, path)), without a cffi object per key (a whole
-    baseline is pushed at start and after every swap)."""
-    return (_exact_head(list_id) + _stored(path, prefix=False)).ljust(_path_key_size(), b"\0")
-
-
-@functools.cache
-def _path_key_size() -> int:
-    return layout.sizeof("struct corral_path_key")
-
-
-def net_key(list_id: int, network: str, port: int = 0):
-    """The LPM key of an address or CIDR (IPv4 or IPv6) and a port (0 = any port)."""
-    net = ipaddress.ip_network(network, strict=False)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 0-65535")
-    k = layout.new("struct corral_net_key")
-    k.list = list_id
-    k.family = socket.AF_INET if net.version == 4 else socket.AF_INET6
-    k.port = socket.htons(port)
-    packed = net.network_address.packed
-    layout.ffi().memmove(k.addr, packed, len(packed))
-    k.prefixlen = 8 * 8 + net.prefixlen
-    return k
-
-
-def _allow_value() -> bytes:
-    return layout.to_bytes(layout.new("struct corral_allow_val"))
-
-
 class Kernel:
     """Owns corral's BPF state in this kernel: its maps, its links, its ring buffer.
 
@@ -253,11 +189,11 @@ class Kernel:
         self.backends = backends
         self.cgroup_root = cgroup_root or cgroup2_root()
         self.pin_dir = pin_dir
-        obj_path = obj_path or object_path()
+        obj_path = self._obj_path = obj_path or object_path()
         self.fingerprint = _fingerprint(obj_path, backends, map_sizes or {})
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
-        self._links: list[Link] = []
+        self._links: dict[str, Link] = {}  # program name -> its link
         self._active = False
         self.adopted = self._adopt()
         if self.adopted:
@@ -285,25 +221,63 @@ class Kernel:
     @property
     def _pins(self) -> Path:
         assert self.pin_dir is not None
-        return self.pin_dir / self.fingerprint
+        return self.pin_dir / self._pin_name
 
     def _adopt(self) -> bool:
+        self._pin_name = self.fingerprint
         if self.pin_dir is None:
             return False
         hostfs.ensure_bpffs(self.pin_dir)
+        # ours: <fingerprint>, or <fingerprint>-<n> where damaged pins were replaced (bpffs
+        # cannot rename a directory); the newest complete one
+        ours = [
+            d.name
+            for d in (self.pin_dir.iterdir() if self.pin_dir.is_dir() else ())
+            if d.name == self.fingerprint or d.name.startswith(self.fingerprint + "-")
+        ]
+        for name in sorted(ours, key=lambda n: (len(n), n)):
+            if (self.pin_dir / name / "maps" / "settings").exists():
+                self._pin_name = name
         if not (self._pins / "maps" / "settings").exists():
             return False
         try:
             self._maps = {p.name: Map.open_pinned(p) for p in (self._pins / "maps").iterdir()}
-            self._links = [Link.open_pinned(p) for p in sorted((self._pins / "links").iterdir())]
+            self._links = {
+                p.name: Link.open_pinned(p) for p in sorted((self._pins / "links").iterdir())
+            }
         except (OSError, BpfError) as e:
             log.warning(
                 "pinned bpf state unusable, loading fresh", pins=str(self._pins), error=str(e)
             )
             self._close_handles()
             return False
+        damage = self.damage() + [
+            ("pin_missing", f"maps/{m}") for m in sorted(self._expected_maps - set(self._maps))
+        ]
+        if damage:
+            # never adopt what someone tampered with: load and attach afresh under a new pin
+            # directory; activate() removes the damaged one once the new links are in place
+            # (its intact links keep enforcing until then)
+            damaged, self._pin_name = self._pins, f"{self.fingerprint}-{time.time_ns()}"
+            log.error(
+                "pinned bpf state was tampered with: not adopted, loading fresh",
+                pins=str(damaged),
+                damage=[f"{k} {w}" for k, w in damage],
+                new_pins=str(self._pins),
+            )
+            self._close_handles()
+            return False
         self._active = True
         return True
+
+    @property
+    def _expected_maps(self) -> set[str]:
+        """The maps of the object file (opened, not loaded)."""
+        obj = BpfObject.open_file(str(self._obj_path))
+        try:
+            return set(obj.maps)
+        finally:
+            obj.close()
 
     def _select_programs(self) -> None:
         assert self._obj is not None
@@ -344,7 +318,7 @@ class Kernel:
                 link = prog.attach_cgroup(str(self.cgroup_root))
             else:
                 link = prog.attach()
-            self._links.append(link)
+            self._links[name] = link
             if self.pin_dir is not None:
                 (self._pins / "links").mkdir(parents=True, exist_ok=True)
                 link.pin(self._pins / "links" / name)
@@ -357,10 +331,72 @@ class Kernel:
         self._active = True
         log.info("bpf attached", programs=sorted(self.programs), pinned=self.pin_dir is not None)
 
+    # ---- integrity ------------------------------------------------------------------------
+
+    def damage(self) -> list[tuple[str, str]]:
+        """What is wrong with corral's own kernel state now, as (kind, what): a link detached
+        (BPF_LINK_DETACH by whoever got its fd), a pin removed, a program missing from the
+        links. Read from the kernel; nothing here trusts what corrald did earlier."""
+        out: list[tuple[str, str]] = []
+        for name in sorted(self.program_names() - set(self._links)):
+            out.append(("link_missing", name))
+        for name, link in sorted(self._links.items()):
+            try:
+                info = link.info()
+            except BpfError as e:
+                out.append(("link_unreadable", f"{name}: {e}"))
+                continue
+            if info.cgroup_id is not None and info.cgroup_id != cgroup_id(self.cgroup_root):
+                out.append(("link_detached", name))
+        if self.pin_dir is not None and self._active:
+            for name in sorted(self._links):
+                if not (self._pins / "links" / name).exists():
+                    out.append(("pin_missing", f"links/{name}"))
+            for name in sorted(self._maps):
+                if not (self._pins / "maps" / name).exists():
+                    out.append(("pin_missing", f"maps/{name}"))
+        return out
+
+    def repair(self, damage: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Repairs what it can of damage(): a detached cgroup link is attached again (when this
+        corrald loaded the object: adopted links have no program handle here; a restart
+        re-creates them, see _adopt), a removed pin is pinned again from the handle we hold.
+        Returns what is still broken."""
+        left: list[tuple[str, str]] = []
+        for kind, what in damage:
+            try:
+                if kind == "link_detached" and self._obj is not None:
+                    self._reattach(what)
+                elif kind == "pin_missing":
+                    table, name = what.split("/", 1)
+                    target = self._pins / table / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    handle = self._links[name] if table == "links" else self._maps[name]
+                    bpf_obj_pin(handle.fd, target)
+                else:
+                    left.append((kind, what))
+                    continue
+                log.warning("kernel state repaired", kind=kind, what=what)
+            except (OSError, BpfError) as e:
+                log.error("kernel state not repaired", kind=kind, what=what, error=str(e))
+                left.append((kind, what))
+        return left
+
+    def _reattach(self, name: str) -> None:
+        assert self._obj is not None
+        old = self._links[name]
+        new = self._obj.programs[name].attach_cgroup(str(self.cgroup_root))
+        self._links[name] = new
+        if self.pin_dir is not None:
+            pin = self._pins / "links" / name
+            pin.unlink(missing_ok=True)
+            bpf_obj_pin(new.fd, pin)
+        old.destroy()
+
     def _retire_stale_pins(self) -> None:
         assert self.pin_dir is not None
         for old in self.pin_dir.iterdir():
-            if old.name != self.fingerprint and old.is_dir():
+            if old.name != self._pin_name and old.is_dir():
                 log.info("removing bpf state of an earlier corrald", pins=str(old))
                 remove_pins(old)
 
@@ -375,7 +411,7 @@ class Kernel:
         return int(layout.from_bytes("struct corral_config", raw).generation)
 
     def _close_handles(self) -> None:
-        for link in self._links:
+        for link in self._links.values():
             # Closes our fd only: a pinned link stays attached (the pin holds it), so the kernel
             # keeps enforcing after we are gone; an unpinned one detaches.
             link.destroy()

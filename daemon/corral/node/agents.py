@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -26,6 +27,8 @@ class AgentService:
         self.sync = sync
         self.cgroups = cgroups
         self.view = status
+        # reads back what a mode change wrote (node/verify.py), set by the composition root
+        self.verify: Callable[[list[str]], int] | None = None
 
     def summary(self, agent: Agent) -> dict[str, Any]:
         return {
@@ -93,6 +96,8 @@ class AgentService:
             old = dict(agent.modes)
             self.sync.write_modes(agent, wanted)  # the kernel first: a flip is one map write
             await self._durably(agent, modes, old)
+            if self.verify is not None:
+                self.verify([agent.name])
         return self.get_agent(name)
 
     async def _durably(self, agent: Agent, modes: dict[str, str], old: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ from corral.pipeline.batch import Stats
 from .cgroups import Cgroups
 from .state import NodeState
 from .sync import KernelSync
+from .verify import KernelVerifier
 
 
 class StatusView:
@@ -36,6 +37,7 @@ class StatusView:
         self.started = time.time()
         self.probe: ProbeResult | None = None  # set at start, before the API serves
         self.rechecker: Rechecker | None = None
+        self.verifier: KernelVerifier | None = None
 
     @property
     def capabilities(self) -> dict[str, dict[str, str]]:
@@ -72,6 +74,7 @@ class StatusView:
             "uptime_seconds": round(time.time() - self.started, 1),
             "capabilities": self.probe.capabilities,
             "rechecks": self.rechecker.summary() if self.rechecker else None,
+            "kernel_verification": self.verifier.summary() if self.verifier else None,
             "identity": {
                 "source": cfg.identity_source(),
                 "kubelet": health.to_dict() if health is not None else None,
@@ -115,4 +118,5 @@ class StatusView:
             kubelet_last_success=health.last_success if health is not None else None,
             capabilities=self.probe.capabilities,
             kernel=self.probe.kernel,
+            tamper=dict(self.verifier.counts) if self.verifier else {},
         )
