@@ -81,6 +81,7 @@ class Node:
         self.status.verifier = self.verifier
         # the event path: one decoder, then each consumer takes its share of every batch
         decoder = Decoder(state.by_id, state.bindings, self.stats)
+        self.deviations = DeviationTracker(state.registry_changed)
         self.learner = Learner(
             state.baselines,
             lambda: sync.kernel,
@@ -94,7 +95,7 @@ class Node:
             [
                 self.learner,
                 AibomFeed(self.tracker, decoder),
-                DeviationTracker(state.registry_changed),
+                self.deviations,
                 self.events,
             ],
         )
@@ -129,6 +130,7 @@ class Node:
             },
         )
         self.sync.kernel = kernel
+        self.deviations.skip_unresolved_opens = kernel.backends.enforcement("open") != "deny"
         self.state.load_registry()
         await self.tracker.start()
         await self._bring_up()

@@ -480,3 +480,20 @@ def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
         agent = ctl_json(d, "agent", "victim")
         assert isinstance(agent, dict)
         assert set(agent["modes"].values()) == {"enforce"}
+
+
+def test_run_says_when_corral_stopped_the_command(daemon: Daemon) -> None:
+    """`corralctl run` used to exit 137 (or 126) without a word when corral killed (or denied)
+    the command's exec: it now says what corral stopped, why and where to look. On the
+    fallback backend the exec is killed (137), on BPF LSM and fmod_ret denied (126)."""
+    r = ctl(daemon, "run", "--agent", "runner", "--", sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    assert ctl(daemon, "mode", "runner", "enforce").returncode == 0
+    ls = shutil.which("ls")
+    assert ls is not None
+    r = ctl(daemon, "run", "--agent", "runner", "--", ls, "/")
+    assert r.returncode in (126, 137), (r.returncode, r.stderr)
+    verb = "killed" if r.returncode == 137 else "denied"
+    assert f"corralctl: corral {verb} exec " in r.stderr, r.stderr
+    assert "/ls " in r.stderr and "not in the baseline of agent runner" in r.stderr, r.stderr
+    assert "enforce mode" in r.stderr and "corralctl diff runner" in r.stderr, r.stderr

@@ -81,6 +81,32 @@ def test_long_paths_carry_a_note() -> None:
     assert "can never be allowed" in row.note
 
 
+def test_an_unresolved_path_is_not_called_too_long() -> None:
+    """An open whose path the kernel could not produce arrives with an empty object: the note
+    says so (it used to say "longer than the kernel's path limit")."""
+    (row,) = review.rows([dev("open", "")], flat=True)
+    assert "could not produce a path" in row.note and "longer" not in row.note
+
+
+def test_unresolved_opens_are_no_deviations_where_opens_are_only_reported() -> None:
+    from corral.pipeline.batch import Batch
+    from corral.pipeline.deviations import DeviationTracker
+
+    def batch(agent: Agent) -> Batch:
+        seen = [
+            ("open", "", "would-deny", T0, "id"),
+            ("open", "/etc/shadow", "would-deny", T0, "id"),
+        ]
+        return Batch(records=[], deviations={agent.id: (agent, seen)})
+
+    for skip, want in ((True, ["/etc/shadow"]), (False, ["", "/etc/shadow"])):
+        agent = Agent(name="a", id=1, modes={}, lists={})
+        tracker = DeviationTracker(lambda: None)
+        tracker.skip_unresolved_opens = skip
+        tracker.on_batch(batch(agent))
+        assert sorted(d.object for d in agent.deviations.values()) == want
+
+
 def test_selectors() -> None:
     s = review.selector("open", "/tmp/x/")
     assert (s.prefix, s.kind, s.object) == (True, "prefix", "/tmp/x/")

@@ -10,11 +10,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, NoReturn
+from urllib.parse import urlencode
 
-from .client import PROG, Client, _usage_error, agent_path
-from .render import Output
+from .client import PROG, Client, CliError, _usage_error, agent_path
+from .render import Output, visible
 
 
 def cmd_run(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -55,7 +57,49 @@ def run_fenced(client: Client, agent: str, command: list[str], *, verbose: bool 
         os.close(write_fd)
         _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGKILL or code == 126:
+        _explain(client, agent, command, result, killed=code < 0)
     return 128 - code if code < 0 else code
+
+
+def _explain(client: Client, agent: str, command: list[str], result: Any, *, killed: bool) -> None:
+    """The command was killed (or could not be executed): if corral did it, say what, why and
+    where to look, from corrald's events of this run's cgroup."""
+    cgid = result.get("cgroup_id") if isinstance(result, dict) else None
+    event = None
+    for _ in range(10):  # the event reaches corrald a moment after the kernel decided
+        event = _blocking_event(client, agent, cgid)
+        if event is not None or not killed:
+            break
+        time.sleep(0.1)
+    if event is None:
+        if killed:
+            print(f"{PROG}: {command[0]} was killed by SIGKILL", file=sys.stderr, flush=True)
+        return
+    what = "killed" if event.get("verdict") == "killed" else "denied"
+    line = (
+        f"{PROG}: corral {what} {event.get('dimension')} {visible(str(event.get('object')))} "
+        f"(pid {event.get('pid')}, {event.get('comm')}): not in the baseline of agent {agent}, "
+        f"which is in {event.get('mode')} mode; see `{PROG} diff {agent}`"
+    )
+    print(line, file=sys.stderr, flush=True)
+
+
+def _blocking_event(client: Client, agent: str, cgid: Any) -> dict[str, Any] | None:
+    """The newest exec this run's cgroup was denied or killed for."""
+    query = urlencode({"agent": agent, "limit": 200})
+    try:
+        events = client.request("GET", f"/v1/events?{query}")
+    except CliError:
+        return None
+    for ev in reversed(events if isinstance(events, list) else []):
+        if (
+            ev.get("cgroup_id") == cgid
+            and ev.get("dimension") == "exec"
+            and ev.get("verdict") in ("killed", "denied")
+        ):
+            return ev  # type: ignore[no-any-return]
+    return None
 
 
 def _child(read_fd: int, command: list[str]) -> NoReturn:  # pragma: no cover

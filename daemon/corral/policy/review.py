@@ -113,7 +113,13 @@ def view(rs: Sequence[Row]) -> str:
 
 def _exact_row(d: Deviation, sort_key: Any) -> Row:
     note = ""
-    if d.dimension in PATH_DIMENSIONS and not path_fits(d.object, prefix=False):
+    if d.dimension in PATH_DIMENSIONS and d.object == "":
+        note = (
+            "the kernel could not produce a path (unresolved: e.g. a deleted or anonymous "
+            "file, or a name the hook could not read): cannot be allowed by path, fails closed "
+            "in ENFORCE"
+        )
+    elif d.dimension in PATH_DIMENSIONS and not path_fits(d.object, prefix=False):
         note = "longer than the kernel's path limit: can never be allowed"
     return Row(d.dimension, d.object, "exact", [d], sort_key, note)
 
