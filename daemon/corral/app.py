@@ -79,6 +79,7 @@ class Node:
         self.verifier = KernelVerifier(state, sync, mark_lost=self._mark_lost)
         self.agents.verify = self.verifier.check
         self.status.verifier = self.verifier
+        self.status.maintenance = self.maintenance
         # the event path: one decoder, then each consumer takes its share of every batch
         decoder = Decoder(state.by_id, state.bindings, self.stats)
         self.deviations = DeviationTracker(state.registry_changed)

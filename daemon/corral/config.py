@@ -71,6 +71,9 @@ class PromotionConfig:
     quiet_period: float = 3600.0
     alert_period: float = 24 * 3600.0
     check_interval: float = 10.0
+    min_runs: int = 3
+    burst_denials: int = 10
+    burst_window: float = 3600.0
 
 
 @dataclass
@@ -171,6 +174,7 @@ _DURATION_FIELDS = {
     "dns_refresh",
     "recheck_interval",
     "verify_interval",
+    "burst_window",
     "request_timeout",
 }
 _CHOICES = {
@@ -189,6 +193,8 @@ _POSITIVE = {
     "max_request_bytes",
     "max_import_bytes",
     "max_connections",
+    "promotion.min_runs",
+    "promotion.burst_denials",
     "kernel.exec_allow_entries",
     "kernel.open_allow_entries",
     "kernel.net_allow_entries",

@@ -199,3 +199,4 @@ class Sample:
     capabilities: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     kernel: str = ""
     tamper: Mapping[str, int] = field(default_factory=dict)  # kind -> drift found and reported
+    promotion_bursts: int = 0  # denial bursts reported after auto-promotions to enforce

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from corral.api import requests
-from corral.api.server import ApiServer, ApiStartError, start_api
+from corral.api.server import ApiServer, ApiStartError, make_app, start_api
 from corral.contract import AGENT_NAME_RE, Services
 from tests.daemon.test_api_fakes import (
     LONG_NAME,
@@ -496,23 +496,44 @@ async def test_follow_unknown_agent_is_a_plain_404(
 async def test_a_confined_caller_is_refused_before_any_handler(
     ctl: FakeController, server: ApiServer
 ) -> None:
-    """SO_PEERCRED names the caller; the agent service says it runs confined: 403 for every
-    route, nothing reaches the service (the real check: node.cgroups, test_e2e). The answer
-    holds for the connection (its caller is fixed when it connects); a new one asks again."""
+    """SO_PEERCRED names the caller; the agent service says it runs confined: refused when
+    its connection is accepted (403, then closed: it holds no slot), whatever it sends, and
+    nothing reaches the service (the real check: node.cgroups, test_e2e)."""
     ctl.confined_pids[os.getpid()] = "demo"
-    connector = aiohttp.UnixConnector(path=str(server.path), limit=1)
+    connector = aiohttp.UnixConnector(path=str(server.path))
     async with aiohttp.ClientSession(connector=connector) as s:
         for method, path in (("GET", "/v1/status"), ("PUT", "/v1/agents/demo/mode")):
             status, body = await call(s, method, path, json={"mode": "off"})
             assert_error(status, body, 403, "confined agents", str(os.getpid()), "'demo'")
+        assert server.guard is not None and server.guard.refused_agents == 2
+        assert server.guard.active == 0  # refused at accept: no slot taken
         ctl.confined_pids.clear()
         status, _ = await call(s, "GET", "/v1/status")
-        assert status == 403  # the same connection
+        assert status == 200
     assert not [c for c in ctl.calls if c[0] == "set_mode"]
-    connector = aiohttp.UnixConnector(path=str(server.path))
-    async with aiohttp.ClientSession(connector=connector) as s:
-        status, _ = await call(s, "GET", "/v1/status")
-    assert status == 200
+
+
+def test_the_per_request_check_serves_an_app_without_the_guard() -> None:
+    """make_app alone (no start_api, so no accept-time check): the middleware asks per
+    request."""
+    ctl = FakeController()
+    ctl.confined_pids[os.getpid()] = "demo"
+
+    async def check() -> None:
+        with short_tmpdir() as d:
+            runner = aiohttp.web.AppRunner(make_app(Services.of(ctl)))
+            await runner.setup()
+            site = aiohttp.web.UnixSite(runner, str(d / "p.sock"))
+            await site.start()
+            try:
+                connector = aiohttp.UnixConnector(path=str(d / "p.sock"))
+                async with aiohttp.ClientSession(connector=connector) as s:
+                    status, body = await call(s, "GET", "/v1/status")
+                assert_error(status, body, 403, "confined agents")
+            finally:
+                await runner.cleanup()
+
+    asyncio.run(check())
 
 
 async def _raw(path: Path, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -570,5 +591,42 @@ async def test_a_body_shorter_than_its_content_length_gets_408(
         assert b"request_timeout" in rest
         writer.close()
         assert not [c for c in ctl.calls if c[0] == "set_mode"]
+    finally:
+        await srv.close()
+
+
+async def test_answers_never_read_do_not_hold_a_connection(
+    ctl: FakeController, sock_dir: Path
+) -> None:
+    """Attack: pipeline requests and never read the answers: corrald's writes block. The
+    connection is closed after request_timeout (it used to stay forever, one slot each)."""
+    srv = await start_api(Services.of(ctl), sock_dir / "w.sock", request_timeout=0.5)
+    try:
+        many = b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+        _, writer = await _raw(srv.path, many)
+        assert srv.guard is not None
+        await wait_for(lambda: srv.guard is not None and srv.guard.timed_out >= 1, timeout=10)
+        await wait_for(lambda: srv.guard is not None and srv.guard.active == 0, timeout=10)
+        writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_refused_connections_linger_within_bounds(
+    ctl: FakeController, sock_dir: Path
+) -> None:
+    """Beyond max_connections each refused connection keeps its descriptor for a second at
+    most, and never more of them than max_connections: a flood of connects cannot exhaust
+    corrald's file descriptors."""
+    srv = await start_api(Services.of(ctl), sock_dir / "f.sock", max_connections=3)
+    try:
+        held = [await _raw(srv.path, b"GET /v1/status HTTP/1.1\r\nHost: x") for _ in range(3)]
+        flood = [await _raw(srv.path, b"") for _ in range(40)]
+        assert srv.guard is not None
+        await wait_for(lambda: srv.guard is not None and srv.guard.refused >= 3)
+        assert len(srv.guard._lingering) <= 3
+        await wait_for(lambda: srv.guard is not None and not srv.guard._lingering, timeout=5)
+        for _, w in held + flood:
+            w.close()
     finally:
         await srv.close()

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -345,7 +346,7 @@ def test_a_confined_agent_cannot_use_the_admin_api(daemon: Daemon) -> None:
     assert isinstance(agent, dict)
     assert agent["modes"] == dict.fromkeys(("exec", "open", "connect"), "alert")
     assert "other" not in {a["name"] for a in ctl_json(daemon, "agents")}  # type: ignore[union-attr]
-    assert daemon.logs().count("admin API refused a confined agent") >= 4
+    assert "admin API refused a confined agent" in daemon.logs()  # at most 1/s per agent
     assert ctl(daemon, "status").returncode == 0  # the node's operator is still served
 
 
@@ -497,3 +498,88 @@ def test_run_says_when_corral_stopped_the_command(daemon: Daemon) -> None:
     assert f"corralctl: corral {verb} exec " in r.stderr, r.stderr
     assert "/ls " in r.stderr and "not in the baseline of agent runner" in r.stderr, r.stderr
     assert "enforce mode" in r.stderr and "corralctl diff runner" in r.stderr, r.stderr
+
+
+PROMOTION_FAST = """
+defaults: {auto_promote: true}
+promotion: {check_interval: 0.2, min_learning: 1s, quiet_period: 1s, alert_period: 2s,
+            min_runs: 2, burst_denials: 3, burst_window: 1h}
+"""
+
+
+def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: Path) -> None:
+    """Safe promotion with a real corrald (gates shortened): one run is not enough evidence
+    (`agent` says it waits for 2 runs), a second run lets every dimension move to alert, then
+    to enforce after alert_period without deviations; denials piling up after that are
+    reported once (log, status, metric), and corral does not step back by itself."""
+    with running_daemon(tmp_path, PROMOTION_FAST) as d:
+
+        def agent() -> dict[str, Any]:
+            a = ctl_json(d, "agent", "promoted")
+            assert isinstance(a, dict)
+            return a
+
+        assert (
+            ctl(d, "run", "--agent", "promoted", "--", sys.executable, "-c", "pass").returncode == 0
+        )
+        time.sleep(2)
+        a = agent()
+        assert set(a["modes"].values()) == {"observe"}
+        assert "1 of 2 runs (cgroups) seen while learning" in a["promotion"]["exec"]["waiting_for"]
+        assert (
+            ctl(d, "run", "--agent", "promoted", "--", sys.executable, "-c", "pass").returncode == 0
+        )
+        _wait(lambda: set(agent()["modes"].values()) == {"enforce"}, timeout=30)
+        steps = [(h["to"], h["by"]) for h in agent()["history"] if h["dimension"] == "connect"]
+        assert steps[-2:] == [("alert", "auto-promotion"), ("enforce", "auto-promotion")]
+
+        probe = textwrap.dedent("""
+            import socket
+            for port in range(1, 6):
+                s = socket.socket()
+                try:
+                    s.connect(("127.0.0.1", port))
+                except OSError as e:
+                    print(e.errno)
+        """)
+        r = ctl(d, "run", "--agent", "promoted", "--", sys.executable, "-c", probe)
+        assert r.stdout.split() == ["1"] * 5, r  # EPERM: enforced
+        _wait(lambda: "denials after auto-promotion" in d.logs())
+        status = ctl_json(d, "status")
+        assert isinstance(status, dict) and status["promotion"]["denial_bursts"] == 1
+        assert set(agent()["modes"].values()) == {"enforce"}  # never stepped back
+
+
+def test_a_forged_cgroup_line_does_not_pass_for_the_caller(daemon: Daemon, tmp_path: Path) -> None:
+    """Attack found by the red team: a root agent puts itself into a cgroup v1 (named)
+    hierarchy under a cgroup named "rt\\r0::". /proc/PID/cgroup then holds a line that a text
+    reading split at "\\r" took for the v2 line: "0::" (the root cgroup, not confined), and
+    `mode evil off` went through. corrald now splits at "\\n" only and wants exactly one v2
+    line: 403, modes unchanged. User space: the same on every backend."""
+    r = ctl(daemon, "run", "--agent", "forger", "--", sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    assert ctl(daemon, "mode", "forger", "alert").returncode == 0
+    mnt = tmp_path / "v1"
+    mnt.mkdir()
+    attack = (
+        f"mount -t cgroup -o none,name=corralforge cgroup {mnt} || {{ echo NOMOUNT; exit 0; }}; "
+        f'n="{mnt}/$(printf "rt\\r0::")"; mkdir -p "$n"; echo $$ > "$n/cgroup.procs"; '
+        f"exec {BIN / 'corralctl'} --socket {daemon.sock} mode forger off"
+    )
+    try:
+        r = ctl(daemon, "run", "--agent", "forger", "--", "unshare", "-m", "sh", "-c", attack)
+        if "NOMOUNT" in r.stdout:
+            pytest.skip("this kernel cannot mount a cgroup v1 named hierarchy: no v1 forgery")
+        assert r.returncode != 0 and "confined agents" in r.stderr, (r.stdout, r.stderr)
+        agent = ctl_json(daemon, "agent", "forger")
+        assert isinstance(agent, dict) and set(agent["modes"].values()) == {"alert"}
+    finally:
+        clean = tmp_path / "v1clean"
+        clean.mkdir()
+        if subprocess.run(["mount", "-t", "cgroup", "-o", "none,name=corralforge", "cgroup",
+                           str(clean)], capture_output=True).returncode == 0:  # fmt: skip
+            for child in clean.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            subprocess.run(["umount", str(clean)], check=False)

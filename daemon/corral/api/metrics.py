@@ -160,6 +160,13 @@ def node_families(s: Sample) -> Iterator[Metric]:
     for kind in TAMPER_KINDS:
         tamper.add_metric([kind], s.tamper.get(kind, 0))
     yield tamper
+    yield CounterMetricFamily(
+        "corral_promotion_denial_bursts",
+        "Bursts of denials (promotion.burst_denials within promotion.burst_window) after an "
+        "auto-promotion to enforce: legitimate work may be denied (corral never steps back by "
+        "itself).",
+        value=s.promotion_bursts,
+    )
     if s.kubelet_last_success is not None:
         yield GaugeMetricFamily(
             "corral_kubelet_last_success_timestamp_seconds",

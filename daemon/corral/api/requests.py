@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +17,12 @@ from corral.config import MODES
 from corral.contract import BadRequest, ServiceError, Services, validate_agent_name
 from corral.policy.document import DIMS
 
-from .guard import ConnectionGuard
+from .guard import ConnectionGuard, peer_of
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 AIBOM_FORMATS = ("json", "cyclonedx")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-_PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}, kernel ABI
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -57,12 +55,7 @@ def peer_credentials(request: web.Request) -> tuple[int, int, int] | None:
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None or sock.family != socket.AF_UNIX:
         return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    except OSError:
-        return None
-    pid, uid, gid = _PEERCRED.unpack(raw)
-    return pid, uid, gid
+    return peer_of(sock)
 
 
 def caller_pid(request: web.Request) -> int | None:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from corral.contract import Forbidden, ServiceError, Services
 
-from .guard import ConnectionGuard
+from .guard import ConnectionGuard, confined_message
 from .requests import STATE, ApiState, peer_credentials, services
 from .routes import add_routes, error
 
@@ -66,16 +66,12 @@ def _refuse_agents(request: web.Request, pid: int, uid: int, gid: int) -> None:
     """The admin API serves the node's operators, never the agents it confines: a caller in an
     agent's cgroup (or below it) is refused whatever its uid, and the refusal is logged as an
     audit line. The socket's file mode and group are the first gate; this is the second.
-    Checked at the first request of each connection (SO_PEERCRED names the process that
-    connected; reading its cgroup costs ~0.1-0.2 ms in corrald), remembered for the rest."""
+    A socket served by start_api decides this at accept (guard.py: the caller is refused
+    before it holds a slot); this per-request check serves an app run otherwise."""
     guard = request.app[STATE].guard
-    transport = request.transport
-    if guard is not None and transport in guard.callers:
-        agent = guard.callers[transport]
-    else:
-        agent = services(request).agents.confined(pid)
-        if guard is not None:
-            guard.callers[transport] = agent
+    if guard is not None and request.transport in guard.callers:
+        return  # admitted at accept: not confined
+    agent = services(request).agents.confined(pid)
     if agent is None:
         return
     audit.warning(
@@ -87,10 +83,7 @@ def _refuse_agents(request: web.Request, pid: int, uid: int, gid: int) -> None:
         method=request.method,
         path=request.rel_url.raw_path,
     )
-    raise Forbidden(
-        f"corrald does not take requests from confined agents: process {pid} runs as agent "
-        f"{agent!r}. Run corralctl from the node, outside every agent's cgroup"
-    )
+    raise Forbidden(confined_message(pid, agent))
 
 
 @web.middleware
@@ -261,7 +254,8 @@ async def start_api(
     app = make_app(services, max_body=max_body, max_import=max_import, metrics=metrics)
     state = app[STATE]
     state.request_timeout = request_timeout
-    state.guard = guard = ConnectionGuard(max_connections, request_timeout)
+    classify = services.agents.confined
+    state.guard = guard = ConnectionGuard(max_connections, request_timeout, classify)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import structlog
 from corral.contract import BadRequest, Unavailable
 from corral.kernel.layout import DIMS
 from corral.policy.agents import Agent, check_mode
+from corral.policy.promotion import Gates, readiness
 
 from .cgroups import Cgroups
 from .state import NodeState
@@ -52,6 +54,11 @@ class AgentService:
         agent = self.state.agent(name)
         out = self.summary(agent)
         out["mode_since"] = dict(agent.mode_since)
+        gates, now, b = Gates.of(self.state.cfg.promotion), time.time(), self.state.baselines[name]
+        out["promotion"] = {
+            "auto": agent.auto_promote,
+            **{d: readiness(agent, d, b, gates, now).to_dict() for d in DIMS},
+        }
         out["history"] = list(agent.history)
         out["deviation_list"] = sorted(
             (

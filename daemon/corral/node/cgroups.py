@@ -59,6 +59,10 @@ class Cgroups:
             agent.source = b.source
             self.state.registry.dirty = True
         self.bindings[b.cgid] = b
+        learning = "observe" in agent.modes.values()
+        baseline = self.state.baselines.get(agent.name)
+        if learning and baseline is not None and baseline.note_run(b.cgid):
+            self.state.dirty.add(agent.name)  # evidence for promotion (policy/promotion.py)
         log.info(
             "cgroup registered",
             agent=b.agent,
@@ -83,15 +87,22 @@ class Cgroups:
         none. Raises Forbidden when the process's cgroup cannot be read (it may be gone, or
         not visible from here)."""
         try:
-            text = Path(f"/proc/{pid}/cgroup").read_text()
+            raw = Path(f"/proc/{pid}/cgroup").read_bytes()
         except OSError as e:
             raise Forbidden(
                 f"cannot read the cgroup of the calling process {pid} ({e.strerror}): corrald "
                 "refuses callers it cannot tell from a confined agent"
             ) from None
-        rel = next((ln[3:] for ln in text.splitlines() if ln.startswith("0::")), None)
-        if rel is None:
-            raise Forbidden(f"process {pid} is in no cgroup v2 hierarchy corrald can see")
+        # bytes, split on "\n" only (the one character a cgroup name cannot hold: "\r" and
+        # the other line breaks str.splitlines knows can, and a v1 cgroup named "x\r0::"
+        # must not pass for the v2 line); exactly one v2 line
+        v2 = [ln[3:] for ln in raw.split(b"\n") if ln.startswith(b"0::")]
+        if len(v2) != 1:
+            raise Forbidden(
+                f"process {pid} is not in exactly one cgroup v2 hierarchy ({len(v2)} found): "
+                "corrald refuses callers it cannot tell from a confined agent"
+            )
+        rel = os.fsdecode(v2[0])
         here = os.path.normpath(os.path.join(str(self.sync.k.cgroup_root), rel.lstrip("/")))
         by_path = {os.path.normpath(b.path): b for b in self.bindings.values() if b.path}
         while True:

@@ -10,7 +10,7 @@ import time
 import structlog
 
 from corral.kernel.layout import DIMS
-from corral.policy.agents import promotion_due
+from corral.policy.promotion import Gates, readiness
 
 from .cgroups import Cgroups
 from .state import NodeState
@@ -24,6 +24,10 @@ class Maintenance:
         self.state = state
         self.sync = sync
         self.cgroups = cgroups
+        # (agent, dimension) auto-promoted to enforce -> (when, its denied counter then)
+        self.watched: dict[tuple[str, str], tuple[float, int]] = {}
+        self.bursts = 0
+        self.last_burst: dict[str, object] | None = None
 
     async def loop(self, stopping: asyncio.Event) -> None:
         cfg = self.state.cfg
@@ -35,6 +39,7 @@ class Maintenance:
                 self.cgroups.sweep_run_cgroups()
                 self.note_drops()
                 self.auto_promote()
+                self.watch_bursts()
                 if time.monotonic() - last_save >= cfg.learning.save_interval:
                     await self.state.save_all()
                     last_save = time.monotonic()
@@ -55,25 +60,51 @@ class Maintenance:
 
     def auto_promote(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        p = self.state.cfg.promotion
+        gates = Gates.of(self.state.cfg.promotion)
         for agent in self.state.registry.agents.values():
             if not agent.auto_promote:
                 continue
             b = self.state.baselines[agent.name]
             changed = False
             for dim in DIMS:
-                step = promotion_due(
-                    agent,
-                    dim,
-                    learning_since=b.learning_since,
-                    last_novel=b.last_novel,
-                    min_learning=p.min_learning,
-                    quiet_period=p.quiet_period,
-                    alert_period=p.alert_period,
-                    now=now,
-                )
-                if step:
-                    changed |= agent.set_mode(dim, step[0], reason=step[1], by="auto-promotion")
+                r = readiness(agent, dim, b, gates, now)
+                if r.ready and r.next is not None:
+                    changed |= agent.set_mode(dim, r.next, reason=r.reason, by="auto-promotion")
+                    if r.next == "enforce":
+                        self._watch(agent.name, agent.id, dim, now)
             if changed:
                 self.sync.sync_agent(agent)
                 self.state.registry.dirty = True
+
+    # ---- after a promotion to enforce -----------------------------------------------------
+
+    def _watch(self, name: str, agent_id: int, dim: str, now: float) -> None:
+        denied = self.sync.k.counters(agent_id)[dim]["denied"]
+        self.watched[(name, dim)] = (now, denied)
+
+    def watch_bursts(self, now: float | None = None) -> None:
+        """Denials piling up after an auto-promotion to enforce are reported once (log line
+        `denials after auto-promotion`, status, metric): legitimate work may be denied.
+        corral does not step back by itself (an attacker could force that)."""
+        now = time.time() if now is None else now
+        p = self.state.cfg.promotion
+        for (name, dim), (since, base) in list(self.watched.items()):
+            agent = self.state.registry.get(name)
+            if agent is None or agent.modes.get(dim) != "enforce" or now - since > p.burst_window:
+                del self.watched[(name, dim)]
+                continue
+            denied = self.sync.k.counters(agent.id)[dim]["denied"] - base
+            if denied >= p.burst_denials:
+                del self.watched[(name, dim)]
+                self.bursts += 1
+                self.last_burst = {"agent": name, "dimension": dim, "denials": denied,
+                                   "promoted": since, "time": now}  # fmt: skip
+                log.error(
+                    "denials after auto-promotion",
+                    agent=name,
+                    dimension=dim,
+                    denials=denied,
+                    since_seconds=round(now - since, 1),
+                    what_to_do=f"if legitimate work is denied: corralctl mode {name} --{dim} "
+                    f"alert (one step back), then corralctl diff {name}",
+                )

@@ -15,6 +15,7 @@ from corral.kernel.recheck import Rechecker
 from corral.pipeline.batch import Stats
 
 from .cgroups import Cgroups
+from .maintenance import Maintenance
 from .state import NodeState
 from .sync import KernelSync
 from .verify import KernelVerifier
@@ -38,6 +39,7 @@ class StatusView:
         self.probe: ProbeResult | None = None  # set at start, before the API serves
         self.rechecker: Rechecker | None = None
         self.verifier: KernelVerifier | None = None
+        self.maintenance: Maintenance | None = None
 
     @property
     def capabilities(self) -> dict[str, dict[str, str]]:
@@ -75,6 +77,7 @@ class StatusView:
             "capabilities": self.probe.capabilities,
             "rechecks": self.rechecker.summary() if self.rechecker else None,
             "kernel_verification": self.verifier.summary() if self.verifier else None,
+            "promotion": self._promotion(),
             "identity": {
                 "source": cfg.identity_source(),
                 "kubelet": health.to_dict() if health is not None else None,
@@ -91,6 +94,14 @@ class StatusView:
                 "adopted": kern.adopted,
                 "programs": sorted(kern.programs),
             },
+        }
+
+    def _promotion(self) -> dict[str, Any]:
+        m = self.maintenance
+        return {
+            "denial_bursts": m.bursts if m else 0,
+            "last_burst": m.last_burst if m else None,
+            "watching": [f"{a}/{d}" for a, d in m.watched] if m else [],
         }
 
     def metrics_sample(self) -> Sample:
@@ -119,4 +130,5 @@ class StatusView:
             capabilities=self.probe.capabilities,
             kernel=self.probe.kernel,
             tamper=dict(self.verifier.counts) if self.verifier else {},
+            promotion_bursts=self.maintenance.bursts if self.maintenance else 0,
         )

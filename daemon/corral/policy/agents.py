@@ -221,38 +221,6 @@ def _agent_json(snapshot: AgentSnapshot) -> dict[str, Any]:
     return {**fields, "deviations": devs}
 
 
-def promotion_due(
-    agent: Agent,
-    dim: str,
-    *,
-    learning_since: float,
-    last_novel: float | None,
-    min_learning: float,
-    quiet_period: float,
-    alert_period: float,
-    now: float,
-) -> tuple[str, str] | None:
-    """The next mode for one dimension under auto-promotion, with the reason; None to stay."""
-    mode = agent.modes.get(dim)
-    if mode == "observe":
-        learned = now - learning_since
-        quiet = now - (last_novel if last_novel is not None else learning_since)
-        if learned >= min_learning and quiet >= quiet_period:
-            return "alert", (
-                f"learned for {learned / 3600:.1f}h, nothing new for "
-                f"{quiet / 3600:.1f}h (thresholds {min_learning / 3600:.1f}h, "
-                f"{quiet_period / 3600:.1f}h)"
-            )
-    elif mode == "alert":
-        since = agent.mode_since.get(dim, now)
-        if now - since >= alert_period and agent.deviations_since(dim, since) == 0:
-            return "enforce", (
-                f"{(now - since) / 3600:.1f}h in alert with zero deviations "
-                f"(threshold {alert_period / 3600:.1f}h)"
-            )
-    return None
-
-
 # next list id and the agents' snapshots
 RegistrySnapshot = tuple[int, list[AgentSnapshot]]
 

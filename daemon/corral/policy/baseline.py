@@ -62,6 +62,8 @@ from .sets import _EntrySets, _NetSet, _PathSet
 
 log = structlog.get_logger("corral.baseline")
 
+RUNS_KEPT = 64  # cgroup ids kept to recognise a run met again
+
 
 class Baseline:
     """What one agent does: exec and open paths, connect destinations, unenforceable objects."""
@@ -87,6 +89,11 @@ class Baseline:
         # provenance of imports (newest last, at most IMPORTS_MAX) and the document's metadata
         self.imports: list[dict[str, Any]] = []
         self.annotations: dict[str, str] = {}
+        # evidence for promotion: how many runs (cgroups: `corralctl run`s, containers) were
+        # started while the agent learned, and the newest ids (a cgroup met again after a
+        # restart of corrald is not counted twice)
+        self.runs_seen = 0
+        self.recent_runs: list[int] = []
 
     @classmethod
     def new(
@@ -160,6 +167,14 @@ class Baseline:
     @property
     def partial(self) -> bool:
         return bool(self.partial_reasons)
+
+    def note_run(self, cgroup_id: int) -> bool:
+        """A cgroup of this agent started while it learned; False if it was counted before."""
+        if cgroup_id in self.recent_runs:
+            return False
+        self.runs_seen += 1
+        self.recent_runs = [*self.recent_runs, cgroup_id][-RUNS_KEPT:]
+        return True
 
     def mark_partial(self, reason: str) -> None:
         """The baseline may miss behaviour (events dropped, learning began late, ...)."""
@@ -459,6 +474,7 @@ class Baseline:
             "partial_reasons": sorted(self.partial_reasons),
             "learning_since": self.learning_since,
             "last_novel": self.last_novel,
+            "runs_seen": self.runs_seen,
             "revision": self.revision,
         }
 

@@ -234,6 +234,8 @@ def encode_payload(b: Baseline) -> bytes:
     }
     data["annotations"] = dict(sorted(b.annotations.items()))
     data["imports"] = b.imports
+    data["runs_seen"] = b.runs_seen
+    data["recent_runs"] = list(b.recent_runs)
     return msgpack.packb(data, use_bin_type=True)
 
 
@@ -279,6 +281,9 @@ def _baseline_of(data: dict[str, Any], rules: BaselineRules | None) -> Baseline:
     # schema 2; absent in schema 1 payloads
     b.annotations = {str(k): str(v) for k, v in data.get("annotations", {}).items()}
     b.imports = [dict(r) for r in data.get("imports", [])][-IMPORTS_MAX:]
+    # absent in files written before promotion gates counted runs
+    b.runs_seen = int(data.get("runs_seen", 0))
+    b.recent_runs = [int(c) for c in data.get("recent_runs", [])]
     return b
 
 

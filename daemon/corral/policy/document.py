@@ -562,6 +562,7 @@ def plan(
         new = Baseline(agent, rules=rules, learning_since=since)
         if current is not None:
             new.last_novel, new.imports = current.last_novel, list(current.imports)
+            new.runs_seen, new.recent_runs = current.runs_seen, list(current.recent_runs)
     added = kept = 0
     for e in doc.entries:
         existing = current.entry(e.dimension, e.key, prefix=e.prefix) if current else None
