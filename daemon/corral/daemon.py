@@ -151,7 +151,6 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(node, config_path))
-    log.info("admin API listening", socket=cfg.socket)
     await stop.wait()
     log.info("stopping")
     if tcp is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -400,3 +401,11 @@ async def test_tables_show_hostile_paths_escaped_and_json_exact(
     assert len(r.out.strip().splitlines()) == 2  # the header and one row
     r = await ctl_main(capsys, server, "-o", "json", "events", "--limit", "1")
     assert json.loads(r.out)[-1]["object"] == HOSTILE
+
+
+def test_run_usage_shows_the_command_after_dashes() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "corral.cli", "run", "--help"], capture_output=True, text=True
+    ).stdout
+    assert out.splitlines()[0].endswith("--agent NAME -- CMD ...")
+    assert "corral stopped the command" in out

@@ -498,6 +498,7 @@ def test_run_says_when_corral_stopped_the_command(daemon: Daemon) -> None:
     assert f"corralctl: corral {verb} exec " in r.stderr, r.stderr
     assert "/ls " in r.stderr and "not in the baseline of agent runner" in r.stderr, r.stderr
     assert "enforce mode" in r.stderr and "corralctl diff runner" in r.stderr, r.stderr
+    assert daemon.logs().count("listening") == 1  # one line says the API is up (was two)
 
 
 PROMOTION_FAST = """

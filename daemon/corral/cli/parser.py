@@ -424,12 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
         "run a command as a fenced agent",
         "Run CMD as agent NAME: corralctl starts the command held, asks corrald to put it "
         "into a fresh cgroup registered as the agent (created in observe mode if new), then "
-        "lets it run with this terminal's stdin/stdout/stderr. It prints nothing of its own "
-        "(unless -v) and exits with the command's exit code (128+N if killed by signal N). "
-        "If corrald refuses, the command never starts.",
+        "lets it run with this terminal's stdin/stdout/stderr. It exits with the command's "
+        "exit code (128+N if killed by signal N) and prints nothing of its own, unless -v or "
+        "corral stopped the command (its exec killed or denied): then one line on stderr says "
+        "what, why and where to look. If corrald refuses, the command never starts.",
         "  corralctl run --agent demo -- python3 agent.py --task summarize\n"
         "  corralctl run --agent team/research -- sh -c 'curl -s example.com'",
     )
+    p.usage = "%(prog)s [-h] [--socket PATH] [-o {table,json,yaml}] [-v] --agent NAME -- CMD ..."
     p.add_argument("--agent", metavar="NAME", required=True, help="agent name")
     p.add_argument(
         "command",
