@@ -223,7 +223,10 @@ def test_corrupt_file_moved_aside(tmp_path: Path, kind: str) -> None:
     err = errors[0]
     assert problem in err["problem"]
     assert err["moved_to"] == str(aside[0]) and err["agent"] == "victim/one"
-    assert "relearns" in err["event"]
+    # it says what the agent does now (fails closed where it enforces) and the way out
+    assert "keeps its modes with an empty baseline" in err["now"]
+    assert "denied (fails closed)" in err["now"]
+    assert "corralctl baseline import victim/one FILE" in err["what_to_do"]
     with pytest.raises(CorruptBaseline):
         decode_file(aside[0].read_bytes())
     # the agent relearns: a new save works and a second corruption does not clobber the first

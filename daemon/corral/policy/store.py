@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("corral.baseline")
 
 SUFFIX = ".baseline"
+# what an agent whose baseline file was unreadable does now, and how to get out of it
+_EMPTY_NOW = (
+    "the agent keeps its modes with an empty baseline: where it enforces, everything it does "
+    "is denied (fails closed); where it alerts, everything is a deviation; where it observes, "
+    "it learns again"
+)
+_EMPTY_TODO = (
+    "import a baseline you exported (corralctl baseline import {agent} FILE), or relearn "
+    "(corralctl reset {agent}); the file moved aside is kept for inspection"
+)
 _NAME_MAX = 200  # encoded names longer than this are stored under their hash
 
 
@@ -102,7 +112,8 @@ class BaselineStore:
 
     def load(self, agent: str, *, rest: bool = False) -> Baseline | None:
         """The stored baseline, or None if there is none or it is unreadable (then it is moved
-        aside to <file>.corrupt-<time> and the agent relearns). Never raises for bad content.
+        aside to <file>.corrupt-<time>; the agent keeps its modes with an empty baseline).
+        Never raises for bad content.
         rest: returned at rest (see decode_payload)."""
         path = self.path(agent)
         try:
@@ -156,20 +167,24 @@ class BaselineStore:
             os.rename(path, target)
         except OSError as e:
             log.error(
-                "baseline file is corrupt and could not be moved aside; the agent relearns",
+                "baseline file is corrupt and could not be moved aside",
                 agent=agent,
                 file=str(path),
                 problem=problem,
                 error=str(e),
+                now=_EMPTY_NOW,
+                what_to_do=_EMPTY_TODO.format(agent=agent),
             )
             return
         _fsync_dir(self.dir)
         log.error(
-            "baseline file is corrupt; moved aside, the agent relearns its baseline from scratch",
+            "baseline file is corrupt; moved aside",
             agent=agent,
             file=str(path),
             problem=problem,
             moved_to=str(target),
+            now=_EMPTY_NOW,
+            what_to_do=_EMPTY_TODO.format(agent=agent),
         )
 
     # ---- save / delete --------------------------------------------------------------------------
