@@ -312,6 +312,7 @@ def test_rechecks_prove_the_backends_again_and_keep_what_acts(tmp_path: Path) ->
         assert "enforcement lost" not in d.logs()
 
 
+@pytest.mark.userspace
 def test_a_confined_agent_cannot_use_the_admin_api(daemon: Daemon) -> None:
     """Attack: an agent started as root with `corralctl run` switches its own enforcement off
     through the admin socket (it can open the socket: same uid). Any backend: corrald refuses
@@ -350,6 +351,7 @@ def test_a_confined_agent_cannot_use_the_admin_api(daemon: Daemon) -> None:
     assert ctl(daemon, "status").returncode == 0  # the node's operator is still served
 
 
+@pytest.mark.userspace
 def test_a_mode_change_that_cannot_be_saved_changes_nothing(tmp_path: Path) -> None:
     """Attack on state: with the state directory full (ENOSPC), `mode X enforce` used to answer
     0 and enforce until the next restart, which brought the agent back in observe. Now the
@@ -483,6 +485,7 @@ def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
         assert set(agent["modes"].values()) == {"enforce"}
 
 
+@pytest.mark.userspace
 def test_run_says_when_corral_stopped_the_command(daemon: Daemon) -> None:
     """`corralctl run` used to exit 137 (or 126) without a word when corral killed (or denied)
     the command's exec: it now says what corral stopped, why and where to look. On the
@@ -508,6 +511,7 @@ promotion: {check_interval: 0.2, min_learning: 1s, quiet_period: 1s, alert_perio
 """
 
 
+@pytest.mark.userspace
 def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: Path) -> None:
     """Safe promotion with a real corrald (gates shortened): one run is not enough evidence
     (`agent` says it waits for 2 runs), a second run lets every dimension move to alert, then
@@ -520,16 +524,15 @@ def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: P
             assert isinstance(a, dict)
             return a
 
-        assert (
-            ctl(d, "run", "--agent", "promoted", "--", sys.executable, "-c", "pass").returncode == 0
-        )
+        # learns what the probe below needs besides its connects (on BPF LSM opens are
+        # enforced too: an import not learned would be denied)
+        one_run = ["run", "--agent", "promoted", "--", sys.executable, "-c", "import socket"]
+        assert ctl(d, *one_run).returncode == 0
         time.sleep(2)
         a = agent()
         assert set(a["modes"].values()) == {"observe"}
         assert "1 of 2 runs (cgroups) seen while learning" in a["promotion"]["exec"]["waiting_for"]
-        assert (
-            ctl(d, "run", "--agent", "promoted", "--", sys.executable, "-c", "pass").returncode == 0
-        )
+        assert ctl(d, *one_run).returncode == 0
         _wait(lambda: set(agent()["modes"].values()) == {"enforce"}, timeout=30)
         steps = [(h["to"], h["by"]) for h in agent()["history"] if h["dimension"] == "connect"]
         assert steps[-2:] == [("alert", "auto-promotion"), ("enforce", "auto-promotion")]
@@ -551,6 +554,7 @@ def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: P
         assert set(agent()["modes"].values()) == {"enforce"}  # never stepped back
 
 
+@pytest.mark.userspace
 def test_a_forged_cgroup_line_does_not_pass_for_the_caller(daemon: Daemon, tmp_path: Path) -> None:
     """Attack found by the red team: a root agent puts itself into a cgroup v1 (named)
     hierarchy under a cgroup named "rt\\r0::". /proc/PID/cgroup then holds a line that a text
