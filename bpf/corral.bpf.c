@@ -107,6 +107,27 @@ struct {
 	__type(value, struct corral_allow_val);
 } open_exact SEC(".maps");
 
+/*
+ * Learned patterns, keyed by their literal prefix (corral.h). Few per agent (a pattern replaces
+ * every temp name or log of one shape): 4096 / 8192 entries hold ~4 / 8 per agent on a full node
+ * (values ~2 KiB, allocated per entry); user space resizes them with the lists.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_path_key);
+	__type(value, struct corral_pattern_set);
+} exec_pattern SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_path_key);
+	__type(value, struct corral_pattern_set);
+} open_pattern SEC(".maps");
+
 /* "Recently reported": bounds a flood of distinct novel objects to the rate limit below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -403,10 +424,105 @@ static __always_inline void *exact_map(__u8 dim)
 	return dim == CORRAL_DIM_EXEC ? (void *)&exec_exact : (void *)&open_exact;
 }
 
-/* Exact entry first (hash), then the directory prefixes (LPM trie). */
+static __always_inline void *pattern_map(__u8 dim)
+{
+	return dim == CORRAL_DIM_EXEC ? (void *)&exec_pattern : (void *)&open_pattern;
+}
+
+/* One glob against one path, a step per bpf_loop iteration: '*' backtracks to its last start. */
+struct glob_state {
+	const __u8 *glob;
+	const __u8 *path;
+	__u32 gi;
+	__u32 pi;
+	__u32 len;
+	__u32 star_gi;  /* GLOB_NO_STAR: no '*' seen */
+	__u32 star_pi;
+	int result;     /* 0: running, 1: match, -1: no match */
+};
+
+#define GLOB_NO_STAR 0xffffffff
+/* A learned glob has a few wildcards; this bounds a hostile path's backtracking (no match). */
+#define GLOB_STEPS 1024
+
+static long glob_step(__u64 index, void *ctx)
+{
+	struct glob_state *st = ctx;
+	__u32 gi = st->gi, pi = st->pi, sp;
+	__u8 c, g = 0;
+
+	/* the verifier needs both indexes bounded here, where they index 252-byte buffers */
+	if (pi >= CORRAL_PATH_MAX || gi > st->len || st->len > CORRAL_PATH_MAX)
+		goto fail;
+	c = st->path[pi];
+	if (gi < st->len && gi < CORRAL_PATH_MAX)
+		g = st->glob[gi];
+	if (!c) {
+		if (gi < st->len && g == '*') {
+			st->gi = gi + 1;
+			return 0;
+		}
+		st->result = gi == st->len ? 1 : -1;
+		return 1;
+	}
+	if (gi < st->len) {
+		if (g == '*') {
+			st->star_gi = gi;
+			st->star_pi = pi;
+			st->gi = gi + 1;
+			return 0;
+		}
+		if (g == c || (g == '?' && c != '/')) {
+			st->gi = gi + 1;
+			st->pi = pi + 1;
+			return 0;
+		}
+	}
+	if (st->star_gi == GLOB_NO_STAR)
+		goto fail;
+	/* the last '*' takes one more byte, never a '/': no earlier '*' could do better */
+	sp = st->star_pi;
+	if (sp >= CORRAL_PATH_MAX || st->path[sp] == '/' || !st->path[sp])
+		goto fail;
+	st->star_pi = sp + 1;
+	st->pi = sp + 1;
+	st->gi = st->star_gi + 1;
+	return 0;
+fail:
+	st->result = -1;
+	return 1;
+}
+
+static __always_inline bool pattern_allowed(__u8 dim, struct corral_path_key *k)
+{
+	struct corral_pattern_set *set = bpf_map_lookup_elem(pattern_map(dim), k);
+	struct glob_state st;
+
+	if (!set)
+		return false;
+	for (__u32 i = 0; i < CORRAL_PATTERN_SET_MAX; i++) {
+		if (i >= set->count)
+			break;
+		st.glob = set->pattern[i].glob;
+		st.path = k->path;
+		st.len = set->pattern[i].len;
+		st.gi = set->pattern[i].start;
+		st.pi = st.gi;
+		st.star_gi = GLOB_NO_STAR;
+		st.star_pi = 0;
+		st.result = 0;
+		bpf_loop(GLOB_STEPS, glob_step, &st, 0);
+		if (st.result == 1)
+			return true;
+	}
+	return false;
+}
+
+/* Exact entry first (hash), then the directory prefixes (LPM trie), then the patterns. */
 static __always_inline bool path_allowed(__u8 dim, struct corral_path_key *k)
 {
-	return bpf_map_lookup_elem(exact_map(dim), k) || bpf_map_lookup_elem(path_map(dim), k);
+	return bpf_map_lookup_elem(exact_map(dim), k) || bpf_map_lookup_elem(path_map(dim), k) ||
+	       pattern_allowed(dim, k);
 }
 
 /*

@@ -121,6 +121,26 @@ struct corral_allow_val {
 	__u32 flags;
 };
 
+/*
+ * maps exec_pattern, open_pattern: LPM trie keyed like the path tries by (list, literal prefix of
+ * a pattern: its bytes before the first wildcard). The value holds every pattern of the list whose
+ * literal prefix is a prefix of the key's, so one longest-prefix lookup finds all that can match.
+ * '?' is one byte, '*' any run of bytes; neither matches '/'.
+ */
+#define CORRAL_PATTERN_SET_MAX 8
+
+struct corral_pattern {
+	__u16 start;   /* bytes of literal prefix: the lookup matched them, the matcher starts here */
+	__u16 len;     /* bytes of glob, no NUL */
+	__u8 glob[CORRAL_PATH_MAX];
+};
+
+struct corral_pattern_set {
+	__u32 count;
+	__u32 reserved;
+	struct corral_pattern pattern[CORRAL_PATTERN_SET_MAX];
+};
+
 /* map counters: PERCPU_ARRAY indexed by agent * CORRAL_NDIMS + dim */
 struct corral_counters {
 	__u64 allowed;     /* in the baseline */

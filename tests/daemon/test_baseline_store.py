@@ -47,7 +47,7 @@ NAMES = [
 ]
 
 
-def sample(agent: str = "demo", n: int = 50, seed: int = 0) -> Baseline:
+def sample(agent: str = "demo", n: int = 50, seed: int = 0, *, patterns: bool = True) -> Baseline:
     """A baseline with entries in every dimension, collapses, aggregates and unenforceables."""
     rnd = random.Random(seed)
     b = Baseline(agent, learning_since=T0)
@@ -60,6 +60,10 @@ def sample(agent: str = "demo", n: int = 50, seed: int = 0) -> Baseline:
         b.observe(conn(f"2001:db8::{rnd.randrange(1 << 16):x}", 8443, t=t))
     b.observe(ev("open", "/very/" + "long" * 80, flags=("toolong",)))
     b.observe(ev("open", "/bad/name\udcff\udc80"))
+    if patterns:
+        for name in ("k2j9x1ab", "zq0_r7tm", "4kd9e2aa"):  # learned into a pattern
+            b.observe(ev("open", f"/tmp/agent-{name}.json", t=T0))
+        b.add("open", "/var/log/app-*.log", source="accepted", pattern=True, when=T0)
     b.add("open", "/opt/imported/", source="imported", prefix=True, when=T0)
     b.mark_partial("events dropped")
     return b
@@ -71,7 +75,7 @@ def big(agent: str = "big", n: int = 10_000, tag: float = 0.0) -> Baseline:
     for i in range(n // 2):
         b.add("open", f"/d{i % 40}/a{i % 25}/b{i}/file.py", source="learned", when=T0 + tag)
     for i in range(n // 4):
-        b.add("exec", f"/opt/bin{i % 50}/tool-{i}", source="learned", when=T0 + tag)
+        b.add("exec", f"/opt/bin{i % 50}/t{i}x", source="learned", when=T0 + tag)
     for i in range(n - n // 2 - n // 4):
         b.add("connect", (f"10.{i // 4096}.{(i // 16) % 256}.{i % 16}", 443), when=T0 + tag)
     assert len(b) == n
@@ -109,7 +113,7 @@ def test_file_format_is_versioned_and_checksummed(tmp_path: Path) -> None:
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(raw)
     header = unpacker.unpack()
-    assert header["magic"] == MAGIC and header["schema"] == 2 and header["agent"] == "demo"
+    assert header["magic"] == MAGIC and header["schema"] == 3 and header["agent"] == "demo"
     assert len(header["sha256"]) == 32 and header["length"] == len(raw) - unpacker.tell()
 
 
@@ -436,7 +440,7 @@ def _v1_file(b: Baseline) -> bytes:
     data = msgpack.unpackb(encode_payload(b), raw=False)
     for dim in ("exec", "open", "connect", "unenforceable"):
         data[dim] = [row[:-1] for row in data[dim]]  # drop the origin column
-    del data["annotations"], data["imports"]
+    del data["annotations"], data["imports"], data["exec_patterns"], data["open_patterns"]
     payload = msgpack.packb(data, use_bin_type=True)
     header = {"magic": MAGIC, "schema": 1, "agent": b.agent, "length": len(payload),
               "sha256": hashlib.sha256(payload).digest()}  # fmt: skip
@@ -445,7 +449,7 @@ def _v1_file(b: Baseline) -> bytes:
 
 def test_schema_1_files_are_read_and_migrated(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
-    b = sample("old/agent", n=30)
+    b = sample("old/agent", n=30, patterns=False)
     b.add("exec", "/usr/bin/accepted-by-hand", source="accepted", when=T0)
     store.path(b.agent).write_bytes(_v1_file(b))
     with structlog.testing.capture_logs() as logs:
@@ -455,7 +459,7 @@ def test_schema_1_files_are_read_and_migrated(tmp_path: Path) -> None:
     assert any(e["event"] == "baseline file migrated" and e["schema_from"] == 1 for e in logs)
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(store.path(b.agent).read_bytes())
-    assert unpacker.unpack()["schema"] == 2  # rewritten in place, crash-safe
+    assert unpacker.unpack()["schema"] == 3  # rewritten in place, crash-safe
     again = store.load("old/agent")
     assert again is not None and encode_payload(again) == encode_payload(b)
 

@@ -585,3 +585,64 @@ def test_a_forged_cgroup_line_does_not_pass_for_the_caller(daemon: Daemon, tmp_p
                     with contextlib.suppress(OSError):
                         child.rmdir()
             subprocess.run(["umount", str(mnt)], check=False)
+
+
+SCRATCH_PY = textwrap.dedent("""
+    import sys, tempfile, time
+    workdir, extra = sys.argv[1], sys.argv[2:]
+    with tempfile.NamedTemporaryFile(prefix="agent-scratch-", suffix=".json", dir=workdir) as f:
+        f.write(b"{}")
+    stamp = time.strftime("%Y-%m-%dT%H_%M_%S", time.gmtime()) + f"_{time.time_ns() % 1000:03d}Z"
+    with open(f"{workdir}/{stamp}-debug-0.log", "w") as log:
+        log.write("run")
+    for path in extra:
+        try:
+            with open(path, "rb"):
+                print("open:ok", end=" ")
+        except PermissionError:
+            print("open:EPERM", end=" ")
+    print("done")
+""")
+
+
+@pytest.mark.userspace
+def test_random_temp_names_and_timestamped_logs_hold_in_enforce(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Python's tempfile names and timestamped log names are learned as patterns confined to
+    their varying characters, put in the kernel, and hold in alert and enforce; a name of
+    another shape in the same directory is still a deviation (EPERM where open is enforced)."""
+    enforced = ctl_json(daemon, "status")["capabilities"]["open"]["mode"] == "enforce"
+    work = tmp_path / "work"
+    work.mkdir()
+    agent_py = tmp_path / "scratch.py"
+    agent_py.write_text(SCRATCH_PY)
+
+    def run(*extra: str) -> str:
+        r = ctl(daemon, "run", "--agent", "scratch", "--", sys.executable, str(agent_py),
+                str(work), *extra)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    for _ in range(4):
+        run()
+    time.sleep(1.0)
+    base = ctl_json(daemon, "baseline", "scratch")
+    patterns = {e["object"] for e in base["open"] if e["kind"] == "pattern"}
+    assert f"{work}/agent-scratch-????????.json" in patterns, patterns
+    assert f"{work}/????-??-??T??_??_??_???Z-debug-0.log" in patterns, patterns
+    assert not [
+        e for e in base["open"] if e["kind"] == "exact" and e["object"].startswith(str(work))
+    ]
+
+    assert ctl(daemon, "mode", "scratch", "alert", "--open", "enforce").returncode == 0
+    other = work / "agent-scratch-evil.json.bak"
+    other.write_text("x")
+    for _ in range(3):
+        assert run() == "done"
+    out = run(str(other))
+    assert out == ("open:EPERM done" if enforced else "open:ok done")
+    time.sleep(1.0)
+    diff = ctl_json(daemon, "diff", "scratch")
+    objects = [r["object"] for r in diff["rows"]]
+    assert [o for o in objects if o.startswith(str(work))] == [str(other)], objects

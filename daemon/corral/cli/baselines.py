@@ -156,7 +156,7 @@ def render_diff(data: dict[str, Any]) -> str:
     lines += [
         "",
         f"accept rows:    corralctl accept {agent} --index N[,M...] --view {view}{flat}",
-        f"accept entries: corralctl accept {agent} --exec PATH --open PATH|DIR/ "
+        f"accept entries: corralctl accept {agent} --exec PATH --open PATH|DIR/|'GLOB' "
         "--connect ADDR:PORT|CIDR:PORT",
     ]
     return "\n".join(lines)
@@ -171,7 +171,10 @@ def render_accept(name: str, data: Any) -> str:
     entries = data.get("entries")
     if isinstance(entries, list):
         lines[0] += f": {len(entries)} {'entry' if len(entries) == 1 else 'entries'} added"
-        lines += [f"  + {e.get('dimension')} {e.get('object')} ({e.get('kind')})" for e in entries]
+        for e in entries:
+            lines.append(f"  + {e.get('dimension')} {e.get('object')} ({e.get('kind')})")
+            if e.get("widens"):
+                lines.append(f"    note: {e['widens']}")
     for obj in data.get("skipped") or []:
         lines.append(f"  not added (cannot be an allow-list entry): {obj}")
     if "remaining" in data:

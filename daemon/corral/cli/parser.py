@@ -118,7 +118,7 @@ def _add_baseline(subs: Any) -> None:
         actions,
         "export",
         "write the baseline as a document for review (YAML; -o json for JSON)",
-        "Write the baseline as a schema-versioned document (apiVersion corral.io/v1, kind "
+        "Write the baseline as a schema-versioned document (apiVersion corral.io/v2, kind "
         "Baseline) with the agent's modes: entries sorted, one per line, no timestamps or "
         "hit counts, so that a git diff shows exactly what changed. Importing it and "
         "exporting again gives the same bytes.",
@@ -325,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
         "shows: reported in alert mode, denied in enforce mode) so that it becomes allowed. "
         "Pick rows of `diff` by number (--index; a group row accepts each of its objects; "
         "give --view as diff printed it to refuse if the rows changed meanwhile), or name "
-        "entries: --exec/--open take a path, or a directory ending in / that allows "
-        "everything beneath; --connect takes ADDR:PORT, CIDR:PORT or ADDR:* (every port). "
+        "entries: --exec/--open take a path, a directory ending in / that allows "
+        "everything beneath, or a pattern (quote it) where ? is one character and * any run "
+        "of characters, neither matching / (the output says how much a directory or a "
+        "pattern allows); --connect takes ADDR:PORT, CIDR:PORT or ADDR:* (every port). "
         "A named entry must cover at least one deviation and clears all it covers. Without "
         "any of these every pending deviation is accepted as it is. Entries are added to "
         "the kernel's allow-lists at once; nothing is removed.",
@@ -343,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=f"accept_{dim}",
             metavar=what,
             action="append",
+        "  corralctl accept demo --open '/tmp/agent-*.json'      # one shape of name\n"
             default=[],
             help=f"a {dim} entry to add (repeatable)",
         )

@@ -81,3 +81,30 @@ def net_key(list_id: int, network: str, port: int = 0):
 
 def _allow_value() -> bytes:
     return layout.to_bytes(layout.new("struct corral_allow_val"))
+
+
+def pattern_key(list_id: int, literal: str):
+    """The LPM key of a pattern group: (list, the patterns' common literal prefix)."""
+    raw = literal.encode("utf-8", "surrogateescape")
+    k = layout.new("struct corral_path_key")
+    k.prefixlen = 8 * (4 + len(raw))
+    k.list = list_id
+    layout.ffi().memmove(k.path, raw, len(raw))
+    return k
+
+
+def pattern_set_value(patterns: list[str]) -> bytes:
+    """The value of one pattern group: each glob with where its literal prefix ends."""
+    if len(patterns) > C.CORRAL_PATTERN_SET_MAX:
+        raise ValueError(f"more than {C.CORRAL_PATTERN_SET_MAX} patterns in one kernel entry")
+    v = layout.new("struct corral_pattern_set")
+    v.count = len(patterns)
+    for i, pat in enumerate(patterns):
+        raw = pat.encode("utf-8", "surrogateescape")
+        if len(raw) >= C.CORRAL_PATH_MAX:
+            raise ValueError(f"pattern of {len(raw)} bytes does not fit the kernel buffer")
+        start = next((j for j, b in enumerate(raw) if b in b"*?"), len(raw))
+        v.pattern[i].start = start
+        v.pattern[i].len = len(raw)
+        layout.ffi().memmove(v.pattern[i].glob, raw, len(raw))
+    return layout.to_bytes(v)

@@ -33,6 +33,8 @@ from .keys import (
     exact_key_bytes,
     net_key,
     path_key,
+    pattern_key,
+    pattern_set_value,
 )
 from .layout import DIMS, MODES, C
 
@@ -511,6 +513,48 @@ class Kernel:
         prefix_keys = (layout.to_bytes(path_key(list_id, p, prefix=True)) for p in prefixes)
         return n + self._insert_all(self._path_map(dim), prefix_keys)
 
+    def set_patterns(self, dim: str, list_id: int, groups: dict[str, list[str]]) -> int:
+        """Makes the list's patterns exactly these groups (policy.patterns.kernel_groups: literal
+        prefix -> the patterns its entry holds). New and changed entries are written before
+        stale ones go: a lookup meanwhile finds the old patterns or the new, never none."""
+        m = self._pattern_map(dim)
+        keys = {layout.to_bytes(pattern_key(list_id, pre)): pats for pre, pats in groups.items()}
+        list_of = _list_reader(m.name)
+        stale = [k for k in m if list_of(k) == list_id and k not in keys]
+        for key, pats in keys.items():
+            try:
+                m.update(key, pattern_set_value(pats))
+            except BpfError as e:
+                if e.errno in (errno.E2BIG, errno.ENOSPC):
+                    raise AllowListFull(m.name, m.max_entries) from e
+                raise
+        if stale:
+            m.delete_batch(stale)
+        return len(keys)
+
+    def patterns(self, dim: str, list_id: int) -> dict[str, list[str]]:
+        """The list's pattern groups as the kernel holds them (literal prefix -> patterns)."""
+        m = self._pattern_map(dim)
+        list_of = _list_reader(m.name)
+        out: dict[str, list[str]] = {}
+        for key in m:
+            if list_of(key) != list_id:
+                continue
+            k = layout.from_bytes("struct corral_path_key", key)
+            n = k.prefixlen // 8 - 4
+            pre = bytes(layout.ffi().buffer(k.path))[:n].decode("utf-8", "surrogateescape")
+            raw = m.lookup(key)
+            if raw is None:
+                continue
+            v = layout.from_bytes("struct corral_pattern_set", raw)
+            out[pre] = [
+                bytes(layout.ffi().buffer(v.pattern[i].glob))[: v.pattern[i].len].decode(
+                    "utf-8", "surrogateescape"
+                )
+                for i in range(v.count)
+            ]
+        return out
+
     def allow_net(self, list_id: int, entries: Iterable[tuple[str, int]]) -> int:
         """entries: (address or CIDR, port or 0 for any port)."""
         keys = (layout.to_bytes(net_key(list_id, a, p)) for a, p in entries)
@@ -570,12 +614,15 @@ class Kernel:
     def _maps_of(self, dim: str) -> list[Map]:
         if dim == "connect":
             return [self.map("net_allow")]
-        return [self._path_map(dim), self._exact_map(dim)]
+        return [self._path_map(dim), self._exact_map(dim), self._pattern_map(dim)]
 
     def _path_map(self, dim: str) -> Map:
         if dim not in ("exec", "open"):
             raise ValueError(f"{dim!r} is not a path dimension")
         return self.map(f"{dim}_allow")
+
+    def _pattern_map(self, dim: str) -> Map:
+        return self.map(f"{self._path_map(dim).name.split('_')[0]}_pattern")
 
     def _exact_map(self, dim: str) -> Map:
         return self.map(EXACT_MAPS[self._path_map(dim).name])

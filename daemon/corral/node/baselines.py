@@ -15,6 +15,7 @@ from corral.kernel.loader import AllowListFull
 from corral.policy import document, review
 from corral.policy.agents import Agent, Deviation
 from corral.policy.baseline import Baseline
+from corral.policy.patterns import PatternError, kernel_groups
 
 from .state import NodeState
 from .sync import KernelSync
@@ -70,13 +71,14 @@ class BaselineService:
         else:
             chosen = self._select(name, pending, entries or [])
             chosen += self._select_rows(name, pending, index or [], view, flat)
+        self._check_patterns(b, [sel for sel, _ in chosen if sel is not None])
         added: list[review.Selector] = []
         skipped: list[str] = []
         taken: set[str] = set()
         for sel, devs in chosen:
             if sel is None:
                 skipped += [d.object for d in devs]
-            elif b.add(sel.dimension, sel.key, source="accepted", prefix=sel.prefix):
+            elif self._add(b, sel):
                 added.append(sel)
             taken.update(d.key for d in devs)
         for key in taken:
@@ -98,11 +100,33 @@ class BaselineService:
             "agent": name,
             "accepted": len(taken),
             "entries": [
-                {"dimension": s.dimension, "object": s.object, "kind": s.kind} for s in added
+                {"dimension": s.dimension, "object": s.object, "kind": s.kind, "widens": s.widens}
+                for s in added
             ],
             "skipped": skipped,
             "remaining": len(agent.deviations),
         }
+
+    @staticmethod
+    def _check_patterns(b: Baseline, chosen: list[review.Selector]) -> None:
+        """Refuses the whole accept, before anything changes, when its patterns and the
+        baseline's would not fit the kernel's pattern entries."""
+        for dim in ("exec", "open"):
+            new = [s.path for s in chosen if s.pattern and s.dimension == dim]
+            if new:
+                try:
+                    kernel_groups([*b.kernel_patterns(dim), *new])
+                except PatternError as e:
+                    raise Conflict(f"{dim}: {e}") from None
+
+    @staticmethod
+    def _add(b: Baseline, sel: review.Selector) -> bool:
+        try:
+            return b.add(
+                sel.dimension, sel.key, source="accepted", prefix=sel.prefix, pattern=sel.pattern
+            )
+        except PatternError as e:
+            raise Conflict(f"{sel.dimension} {sel.object}: {e}") from None
 
     def _select(
         self, name: str, pending: list[Deviation], entries: list[dict[str, Any]]

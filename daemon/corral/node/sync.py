@@ -11,6 +11,7 @@ import structlog
 from corral.kernel.layout import DIMS
 from corral.kernel.loader import AgentConfig, Kernel
 from corral.policy.agents import Agent
+from corral.policy.patterns import kernel_groups
 
 from .state import NodeState
 
@@ -69,6 +70,7 @@ class KernelSync:
         for dim in ("exec", "open"):  # streamed: a resting baseline's paths never all exist
             exact, prefixes = b.kernel_paths(dim), b.kernel_paths(dim, prefix=True)
             self.k.allow_paths(dim, lists[dim], exact, prefixes)
+            self.k.set_patterns(dim, lists[dim], kernel_groups(b.kernel_patterns(dim)))
         self.k.allow_net(lists["connect"], b.kernel_entries("connect"))
         self._pushed[agent.name] = (id(b), b.revision)
 
@@ -115,6 +117,7 @@ class KernelSync:
         for dim in ("exec", "open"):
             exact, prefixes = b.kernel_entries(dim)
             self.k.remove_paths(dim, lists[dim], exact, prefixes)
+            self.k.set_patterns(dim, lists[dim], {})
         self.k.remove_net(lists["connect"], b.kernel_entries("connect"))
 
     def write_modes(self, agent: Agent, modes: dict[str, str]) -> None:

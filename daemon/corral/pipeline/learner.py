@@ -12,7 +12,8 @@ import structlog
 
 from corral.kernel import events
 from corral.policy.agents import Agent
-from corral.policy.baseline import Baseline
+from corral.policy.baseline import PATTERN, Baseline
+from corral.policy.patterns import kernel_groups
 
 from .batch import Batch
 
@@ -30,6 +31,8 @@ class ListWriter(Protocol):
     ) -> Any: ...
 
     def allow_net(self, list_id: int, entries: Iterable[Any]) -> Any: ...
+
+    def set_patterns(self, dim: str, list_id: int, groups: dict[str, list[str]]) -> Any: ...
 
 
 class Learner:
@@ -50,6 +53,8 @@ class Learner:
         # learned entries waiting for the end of the batch (one write per list)
         self.paths: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
         self.nets: dict[int, set[tuple[str, int]]] = {}
+        # lists whose patterns changed: rewritten whole from the baseline at the end of the batch
+        self.patterns: dict[tuple[str, int], Baseline] = {}
         self.learned_by: set[str] = set()
 
     def on_batch(self, batch: Batch) -> None:
@@ -74,7 +79,9 @@ class Learner:
                 self.nets.setdefault(agent.lists["connect"], set()).add(rule)
         elif ev.path:
             rule = b.kernel_rule(ev.dimension, ev.path)
-            if rule is not None:
+            if rule is not None and rule[1] == PATTERN:
+                self.patterns[(ev.dimension, agent.lists[ev.dimension])] = b
+            elif rule is not None:
                 key = (ev.dimension, agent.lists[ev.dimension])
                 queued = self.paths.get(key)
                 if queued is None:
@@ -95,10 +102,13 @@ class Learner:
         writer = self.writer()
         assert writer is not None
         paths, nets, agents = self.paths, self.nets, self.learned_by
-        self.paths, self.nets, self.learned_by = {}, {}, set()
+        patterns = self.patterns
+        self.paths, self.nets, self.learned_by, self.patterns = {}, {}, set(), {}
         try:
             for (dim, list_id), (exact, prefixes) in paths.items():
                 writer.allow_paths(dim, list_id, exact, prefixes)
+            for (dim, list_id), b in patterns.items():
+                writer.set_patterns(dim, list_id, kernel_groups(b.kernel_patterns(dim)))
             for list_id, entries in nets.items():
                 writer.allow_net(list_id, entries)
         except Exception as e:

@@ -24,13 +24,16 @@ import structlog
 
 from corral.kernel.events import Event
 
+from . import patterns as pat
 from .blob import (
+    PATTERN_TABLES,
     SCHEMA_VERSION,
     _blob_rows,
     _compress_entries,
     _decode_entries,
     _net_of,
     _path_of,
+    _pattern_of,
     _ps,
     decode_payload,
     encode_payload,
@@ -62,7 +65,10 @@ from .sets import _EntrySets, _NetSet, _PathSet
 
 log = structlog.get_logger("corral.baseline")
 
+PATTERN = "pattern"  # kernel_rule's kind of a pattern entry (exact: False, prefix: True)
+
 RUNS_KEPT = 64  # cgroup ids kept to recognise a run met again
+_GENERALISE_TRIES = 16  # same-shaped entries a novel path is compared with
 
 
 class Baseline:
@@ -230,8 +236,10 @@ class Baseline:
         when: float | None = None,
         *,
         prefix: bool = False,
+        pattern: bool = False,
     ) -> bool:
-        """Merges one object (accept, import). Paths: exact, or a "dir/" rule with prefix=True.
+        """Merges one object (accept, import). Paths: exact, a "dir/" rule with prefix=True, or
+        a glob with pattern=True (patterns.py; PatternError when the kernel cannot hold it).
         Connect: (address or CIDR, port) or "addr:port" as Event.object shows it; port 0 = any.
         Returns True if it added a new entry."""
         if source not in SOURCES:
@@ -244,10 +252,30 @@ class Baseline:
             raise ValueError(f"unknown dimension {dimension!r}: expected exec, open or connect")
         if not isinstance(obj, str):
             raise ValueError(f"a {dimension} entry is a path, not {obj!r}")
+        if pattern:
+            return self._add_pattern(dimension, pat.check_pattern(obj), t, source)
         path = normalise_path(obj)
         if prefix and not path.endswith("/"):
             path += "/"
         return self._add_path(dimension, path, t, source, prefix=prefix)
+
+    def _add_pattern(self, dim: str, glob: str, when: float, source: Source) -> bool:
+        ps = self._paths[dim]
+        known = ps.patterns.get(glob)
+        if known is not None:
+            known.hit(when)
+            return False
+        covered = [p for p in ps.exact if pat.matches(glob, p)]
+        others = [g for g in ps.patterns if g != glob]
+        pat.kernel_groups([*others, glob])  # raises PatternError when it cannot be held
+        entry = Entry(when, when, 1, source)
+        if covered:
+            entry = Entry.merged([entry, *(ps.pop_exact(p) for p in covered)])
+            entry.source, entry.origin = source, None
+        ps.put_pattern(glob, entry, learned=False)
+        self.revision += 1
+        self._novel(when)
+        return True
 
     def _note_unenforceable(
         self, dimension: str, obj: str, reason: str, when: float, source: Source
@@ -276,6 +304,8 @@ class Baseline:
         if covering is not None:
             covering.hit(when)
             return False
+        if not prefix and source == "learned" and self._generalise(ps, dim, path, when):
+            return True
         entry = Entry(when, when, 1, source)
         if prefix:
             beneath = ps.pop_beneath(path)
@@ -289,6 +319,52 @@ class Baseline:
         self.revision += 1
         self._novel(when)
         return True
+
+    def _generalise(self, ps: _PathSet, dim: str, path: str, when: float) -> bool:
+        """Learns path as part of a pattern when an entry of its shape and path are evidence
+        of one (patterns.py); False (learn it exact) otherwise."""
+        shape = pat.shape(path)
+        if shape is None:
+            return False
+        bucket = ps.shapes.get(shape)
+        if not bucket:
+            return False
+        # learned patterns first (they widen), then a bounded number of exact siblings: a
+        # directory of many same-shaped names that never merge must not make learning O(n)
+        tried = 0
+        for known in sorted(bucket, key=lambda k: (not pat.is_pattern(k), k)):
+            if tried >= _GENERALISE_TRIES:
+                break
+            tried += 1
+            glob = pat.generalise(known, path, dimension=dim)
+            if glob is None or glob in ps.patterns:
+                continue
+            members = [known] if known in ps.patterns else []
+            exact = [p for p in bucket if p in ps.exact and pat.matches(glob, p)]
+            keep = [g for g in ps.patterns if g not in members]
+            if not pat.fits_kernel([*keep, glob]):
+                log.info(
+                    "pattern not learned: the kernel entry is full",
+                    agent=self.agent,
+                    dimension=dim,
+                    pattern=glob,
+                )
+                return False
+            merged = [ps.pop_pattern(g) for g in members] + [ps.pop_exact(p) for p in exact]
+            entry = Entry.merged([Entry(when, when, 1, "learned"), *merged])
+            entry.source, entry.origin = "learned", None
+            ps.put_pattern(glob, entry, learned=True)
+            self.revision += 1
+            self._novel(when)
+            log.debug(
+                "pattern learned",
+                agent=self.agent,
+                dimension=dim,
+                pattern=glob,
+                evidence=len(merged) + 1,
+            )
+            return True
+        return False
 
     def _collapse(self, ps: _PathSet, path: str, pairs: list[tuple[str, str]]) -> None:
         target = ps.collapse_target(path, self.rules, pairs)
@@ -328,7 +404,13 @@ class Baseline:
     # ---- verbatim edits (import) -----------------------------------------------------------------
 
     def insert(
-        self, dimension: str, key: str | NetKey, entry: Entry, *, prefix: bool = False
+        self,
+        dimension: str,
+        key: str | NetKey,
+        entry: Entry,
+        *,
+        prefix: bool = False,
+        pattern: bool = False,
     ) -> None:
         """Puts one entry exactly as given: no normalisation, no collapse or aggregation, no
         covering check (an import is the reviewed policy and must come back out unchanged).
@@ -336,6 +418,11 @@ class Baseline:
         if dimension == "connect":
             assert isinstance(key, tuple)
             self._net.put(key, entry)
+        elif pattern:
+            assert isinstance(key, str)
+            self._paths[dimension].put_pattern(
+                key, entry, learned=entry.declared_source == "learned"
+            )
         else:
             assert isinstance(key, str)
             self._paths[dimension].put(key, entry, prefix=prefix)
@@ -346,6 +433,8 @@ class Baseline:
         if dimension == "connect":
             return self._net.entries.get(key)  # type: ignore[call-overload]
         ps = self._paths[dimension]
+        if isinstance(key, str) and key in ps.patterns and not prefix:
+            return ps.patterns[key]
         return (ps.prefixes if prefix else ps.exact).get(key)  # type: ignore[call-overload]
 
     def keys(self) -> set[tuple[str, Any, bool]]:
@@ -355,6 +444,7 @@ class Baseline:
             ps = self._paths[d]
             out.update((d, p, False) for p in ps.exact)
             out.update((d, p, True) for p in ps.prefixes)
+            out.update((d, p, "pattern") for p in ps.patterns)
         out.update(("connect", k, False) for k in self._net.entries)
         return out
 
@@ -409,7 +499,10 @@ class Baseline:
         if path in ps.exact:
             return path, False
         prefix = ps.match_prefix(path)
-        return None if prefix is None else (prefix, True)
+        if prefix is not None:
+            return prefix, True
+        glob = ps.match_pattern(path)
+        return None if glob is None else (glob, PATTERN)
 
     @overload
     def kernel_entries(self, dimension: Literal["exec", "open"]) -> tuple[list[str], list[str]]: ...
@@ -440,6 +533,18 @@ class Baseline:
             return (_ps(raw) for raw, pre, *_ in rows if bool(pre) is prefix)
         ps = self._paths[dimension]
         return iter(sorted(ps.prefixes if prefix else ps.exact))
+
+    def kernel_patterns(self, dimension: str) -> list[str]:
+        """The dimension's patterns, sorted (patterns.kernel_groups makes the kernel's form)."""
+        return [g for g, _ in self.pattern_entries(dimension)]
+
+    def pattern_entries(self, dimension: str) -> list[tuple[str, Entry]]:
+        """(glob, entry), sorted by glob; read from the blob at rest (which stays at rest)."""
+        if self._frozen is not None:
+            rows = _blob_rows(self._frozen[0], PATTERN_TABLES[dimension])
+            return [_pattern_of(r) for r in rows]
+        ps = self._paths[dimension]
+        return sorted(ps.patterns.items())
 
     def path_entries(self, dimension: str) -> list[tuple[str, bool, Entry]]:
         """(path, is_prefix, entry), sorted by path."""
@@ -487,6 +592,7 @@ class Baseline:
         return {
             "counts": counts,
             "prefixes": {d: len(self._paths[d].prefixes) for d in PATH_DIMENSIONS},
+            "patterns": {d: len(self._paths[d].patterns) for d in PATH_DIMENSIONS},
             "unenforceable": len(self._unenforceable),
             "imported": sum(1 for e in self._entries() if e.source == "imported"),
         }
@@ -496,6 +602,7 @@ class Baseline:
         for ps in self._paths.values():
             yield from ps.exact.values()
             yield from ps.prefixes.values()
+            yield from ps.patterns.values()
         yield from self._net.entries.values()
 
     def to_dict(self) -> dict[str, Any]:
@@ -509,10 +616,14 @@ class Baseline:
             "partial_reasons": sorted(self.partial_reasons),
         }
         for d in PATH_DIMENSIONS:
-            out[d] = [
+            rows = [
                 {"object": p, "kind": "prefix" if pre else "exact", **e.to_dict()}
                 for p, pre, e in self.path_entries(d)
             ]
+            rows += [
+                {"object": g, "kind": "pattern", **e.to_dict()} for g, e in self.pattern_entries(d)
+            ]
+            out[d] = sorted(rows, key=lambda r: (r["object"], r["kind"]))
         out["connect"] = [
             {
                 "object": format_net(n, p),

@@ -3,8 +3,10 @@ checksummed file around it (encode_file/decode_file), and the zlib-compressed bl
 baseline keeps its entries in (_BlobWriter, _blob_rows).
 
 Files are schema-versioned. Schema 2 added ``origin`` to each entry and ``imports``/
-``annotations`` to the payload; schema 1 files are read (entries without origin, no imports)
-and rewritten as schema 2 on the next save (BaselineStore, store.py).
+``annotations`` to the payload; schema 3 the path pattern tables (``exec_patterns``,
+``open_patterns``). Older files are read (entries without origin, no imports, no patterns)
+and rewritten as the current schema on the next save (BaselineStore, store.py); a corrald that
+reads only older schemas refuses a schema 3 file instead of dropping its patterns.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from .rules import (
 if TYPE_CHECKING:
     from .baseline import Baseline
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 MAGIC = "corral-baseline"
 # zlib level of resting baselines: 6 keeps 10,000 entries in ~12 % fewer bytes than 1 for ~3 ms
 # more per freeze (bench/footprint: 30.4 against 34.5 KB)
@@ -69,7 +71,9 @@ def _entry_of(row: list[Any]) -> Entry:
     return Entry(float(first), float(last), hits, source, origin)
 
 
-_ENTRY_TABLES = (*PATH_DIMENSIONS, "connect", "unenforceable")
+PATTERN_TABLES = {d: f"{d}_patterns" for d in PATH_DIMENSIONS}
+_ENTRY_TABLES = (*PATH_DIMENSIONS, "connect", "unenforceable", *PATTERN_TABLES.values())
+_PATTERN_DIMS = {t: d for d, t in PATTERN_TABLES.items()}
 
 
 # One stored row per table, written and read by these alone: (path, is prefix, entry), (network,
@@ -78,6 +82,15 @@ _ENTRY_TABLES = (*PATH_DIMENSIONS, "connect", "unenforceable")
 
 def _path_row(path: str, prefix: bool, e: Entry) -> list[Any]:
     return [_pb(path), prefix, *_entry_row(e)]
+
+
+def _pattern_row(glob: str, e: Entry) -> list[Any]:
+    return [_pb(glob), *_entry_row(e)]
+
+
+def _pattern_of(row: list[Any]) -> tuple[str, Entry]:
+    raw, *rest = row
+    return _ps(raw), _entry_of(rest)
 
 
 def _net_row(net: Network, port: int, e: Entry) -> list[Any]:
@@ -111,6 +124,9 @@ def _entry_rows(b: Baseline, table: str) -> tuple[int, Iterator[list[Any]]]:
     if table == "connect":
         nets = b.net_entries()
         return len(nets), (_net_row(*n) for n in nets)
+    if table in _PATTERN_DIMS:
+        pats = b.pattern_entries(_PATTERN_DIMS[table])
+        return len(pats), (_pattern_row(*p) for p in pats)
     unenf = b.unenforceable
     return len(unenf), (_unenforceable_row(u) for u in unenf)
 
@@ -200,7 +216,7 @@ def _blob_rows(blob: bytes, table: str) -> Iterator[list[Any]]:
 def _taken(data: dict[str, Any], table: str) -> Iterator[Any]:
     """The rows of data[table], each let go once taken: decoding never holds the decoded
     rows and the entries made from them at the same time."""
-    rows = data[table]
+    rows = data.get(table, []) if table in _PATTERN_DIMS else data[table]  # absent before 3
     data[table] = []
     rows.reverse()
     while rows:
@@ -220,6 +236,11 @@ def _decode_entries(b: Baseline, data: dict[str, Any]) -> None:
     for row in _taken(data, "unenforceable"):
         u = _unenforceable_of(row)
         b._unenforceable[(u.dimension, u.object)] = u
+    for table, d in _PATTERN_DIMS.items():
+        ps = b._paths[d]
+        for row in _taken(data, table):
+            glob, e = _pattern_of(row)
+            ps.put_pattern(glob, e, learned=e.source == "learned")
 
 
 def encode_payload(b: Baseline) -> bytes:
@@ -333,6 +354,9 @@ def _canonical_row(table: str, row: list[Any]) -> tuple[Any, list[Any], Entry]:
     if table == "connect":
         net, port, e = _net_of(row)
         return net_sort_key((net, port)), _net_row(net, port, e), e
+    if table in _PATTERN_DIMS:
+        glob, e = _pattern_of(row)
+        return glob, _pattern_row(glob, e), e
     u = _unenforceable_of(row)
     return (u.dimension, u.object), _unenforceable_row(u), u.entry
 
@@ -344,6 +368,7 @@ class _Tally:
         self.seen: list[str] = []
         self.rows = dict.fromkeys(_ENTRY_TABLES, 0)
         self.prefixes = dict.fromkeys(PATH_DIMENSIONS, 0)
+        self.patterns = dict.fromkeys(PATH_DIMENSIONS, 0)
         self.imported = 0
 
     def add(self, table: str, row: list[Any], entry: Entry) -> None:
@@ -352,13 +377,18 @@ class _Tally:
             return
         if table in PATH_DIMENSIONS and row[1]:
             self.prefixes[table] += 1
+        if table in _PATTERN_DIMS:
+            self.patterns[_PATTERN_DIMS[table]] += 1
         if entry.source == "imported":
             self.imported += 1
 
     def counts(self) -> dict[str, Any]:
+        counts = {d: self.rows[d] + self.patterns[d] for d in PATH_DIMENSIONS}
+        counts["connect"] = self.rows["connect"]
         return {
-            "counts": {d: self.rows[d] for d in (*PATH_DIMENSIONS, "connect")},
+            "counts": counts,
             "prefixes": dict(self.prefixes),
+            "patterns": dict(self.patterns),
             "unenforceable": self.rows["unenforceable"],
             "imported": self.imported,
         }

@@ -4,7 +4,7 @@
 (API: GET /v1/agents/{name}/baseline?format=export, PUT /v1/agents/{name}/baseline). The
 format, in YAML (JSON with the same fields is accepted and produced too)::
 
-    apiVersion: corral.io/v1
+    apiVersion: corral.io/v2
     kind: Baseline
     metadata:
       name: demo                              # the agent
@@ -17,6 +17,7 @@ format, in YAML (JSON with the same fields is accepted and produced too)::
       open:
       - {path: /etc/hosts, source: learned}
       - {prefix: /usr/lib/python3.11/, source: learned}        # everything beneath
+      - {pattern: /tmp/agent-????????.json, source: learned}   # patterns.py: * and ?
       - {path: data.txt, relative: true, source: learned}      # as the fallback backend saw it
       connect:
       - {address: 127.0.0.1, port: 18080, source: learned}
@@ -29,6 +30,9 @@ shows exactly the entries that changed. ``source`` is the entry's provenance: le
 accepted or imported. An entry imported from a document keeps the source the document gave it
 as its origin and exports it again, so export -> import -> export is byte-for-byte stable; an
 entry the document gave no source is stored and exported as ``imported``.
+
+``corral.io/v2`` added ``pattern`` entries; ``corral.io/v1`` documents (no patterns) are read
+as before, and exports are v2.
 
 Paths whose bytes are not UTF-8 are written base64-encoded with ``encoding: base64``.
 Validation collects every problem (up to PROBLEMS_MAX) and names each by its place in the
@@ -54,6 +58,7 @@ from corral.config import MODES
 from corral.contract import BadRequest, validate_agent_name
 
 from .baseline import Baseline
+from .patterns import PatternError, check_pattern, kernel_groups
 from .rules import (
     PATH_DIMENSIONS,
     SOURCES,
@@ -69,7 +74,8 @@ from .rules import (
     path_max,
 )
 
-API_VERSION = "corral.io/v1"
+API_VERSION = "corral.io/v2"
+API_VERSIONS: tuple[str, ...] = ("corral.io/v1", API_VERSION)  # readable
 KIND = "Baseline"
 DIMS: tuple[str, ...] = ("exec", "open", "connect")
 STRATEGIES: tuple[str, ...] = ("merge", "replace")
@@ -83,7 +89,7 @@ _ANNOTATION_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 _TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 _METADATA_FIELDS = ("name", "annotations")
 _SPEC_FIELDS = ("modes", "autoPromote", *DIMS)
-_PATH_FIELDS = ("path", "prefix", "relative", "encoding", "source")
+_PATH_FIELDS = ("path", "prefix", "pattern", "relative", "encoding", "source")
 _NET_FIELDS = ("address", "network", "port", "source")
 
 Strategy = Literal["merge", "replace"]
@@ -110,6 +116,7 @@ class DocEntry:
     prefix: bool
     source: Source | None  # as declared; None when the document gave none
     where: str  # e.g. "spec.exec[3]"
+    pattern: bool = False
 
 
 @dataclass
@@ -154,13 +161,15 @@ _Dumper.add_representer(_Flow, _flow_representer)
 _Dumper.add_representer(str, _str_representer)
 
 
-def _path_item(path: str, prefix: bool, source: Source) -> _Flow:
+def _path_item(path: str, prefix: bool | str, source: Source) -> _Flow:
+    """prefix: False (a path), True (a "dir/" prefix) or "pattern"."""
     raw = path.encode("utf-8", "surrogateescape")
     item = _Flow()
+    field = "pattern" if prefix == "pattern" else "prefix" if prefix else "path"
     try:
-        item["prefix" if prefix else "path"] = raw.decode("utf-8")
+        item[field] = raw.decode("utf-8")
     except UnicodeDecodeError:
-        item["prefix" if prefix else "path"] = base64.b64encode(raw).decode("ascii")
+        item[field] = base64.b64encode(raw).decode("ascii")
         item["encoding"] = "base64"
     if not path.startswith("/"):
         item["relative"] = True
@@ -193,7 +202,10 @@ def export(
     if auto_promote is not None:
         spec["autoPromote"] = auto_promote
     for d in PATH_DIMENSIONS:
-        spec[d] = [_path_item(p, pre, e.declared_source) for p, pre, e in b.path_entries(d)]
+        items = [(p, pre, e) for p, pre, e in b.path_entries(d)]
+        items += [(g, "pattern", e) for g, e in b.pattern_entries(d)]
+        items.sort(key=lambda t: (t[0].encode("utf-8", "surrogateescape"), str(t[1])))
+        spec[d] = [_path_item(p, pre, e.declared_source) for p, pre, e in items]
     spec["connect"] = [_net_item(n, p, e.declared_source) for n, p, e in b.net_entries()]
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
@@ -280,9 +292,9 @@ def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
         p.raise_if_any()
     _unknown(data, _TOP_FIELDS, "", p)
     api = data.get("apiVersion")
-    if api != API_VERSION:
+    if api not in API_VERSIONS:
         got = "missing" if api is None else f"{api!r} is not supported"
-        p.add("apiVersion", f"{got} (this corrald reads {API_VERSION})")
+        p.add("apiVersion", f"{got} (this corrald reads {', '.join(API_VERSIONS)})")
     if data.get("kind") != KIND:
         p.add("kind", f"must be {KIND}, not {data.get('kind')!r}")
     name, annotations = _metadata(data.get("metadata"), p)
@@ -312,14 +324,27 @@ def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
             )
             if entry is None:
                 continue
-            ident = (dim, entry.key, entry.prefix)
+            if entry.pattern and api != API_VERSION:
+                p.add(where, f"pattern entries need apiVersion {API_VERSION}")
+                continue
+            ident = (dim, entry.key, "pattern" if entry.pattern else entry.prefix)
             if ident in seen:
                 p.add(where, f"duplicate of {seen[ident]}")
                 continue
             seen[ident] = where
             doc.entries.append(entry)
+    _check_patterns(doc.entries, "spec.", p)
     p.raise_if_any()
     return doc
+
+
+def _check_patterns(entries: list[DocEntry], where: str, p: _Problems) -> None:
+    """The kernel holds a bounded number of patterns per literal prefix (patterns.py)."""
+    for dim in PATH_DIMENSIONS:
+        try:
+            kernel_groups([str(e.key) for e in entries if e.pattern and e.dimension == dim])
+        except PatternError as err:
+            p.add(f"{where}{dim}", str(err))
 
 
 def digest(raw: bytes) -> str:
@@ -417,7 +442,7 @@ def _one_of(item: Any, fields: tuple[str, str], known: tuple[str, ...], where: s
 
 
 def _path_entry(dim: str, item: Any, where: str, p: _Problems) -> DocEntry | None:
-    kind = _one_of(item, ("path", "prefix"), _PATH_FIELDS, where, p)
+    kind = _one_of(item, ("path", "prefix", "pattern"), _PATH_FIELDS, where, p)
     if kind is None:
         return None
     ok, source = _source(item, where, p)
@@ -445,11 +470,11 @@ def _path_entry(dim: str, item: Any, where: str, p: _Problems) -> DocEntry | Non
     if problem:
         p.add(where, problem)
         return None
-    if not relative:
+    if not relative and kind != "pattern":
         value = normalise_path(value)
     if not ok:
         return None
-    return DocEntry(dim, value, kind == "prefix", source, where)
+    return DocEntry(dim, value, kind == "prefix", source, where, pattern=kind == "pattern")
 
 
 def _path_problem(value: str, kind: str, relative: bool) -> str | None:
@@ -464,6 +489,14 @@ def _path_problem(value: str, kind: str, relative: bool) -> str | None:
         )
     if kind == "prefix" and not value.endswith("/"):
         return f"prefix must end with '/' (it allows everything beneath: {value}/)"
+    if kind == "pattern":
+        if relative:
+            return "a pattern is an absolute path (relative: true is not allowed)"
+        try:
+            check_pattern(value)
+        except PatternError as err:
+            return str(err)
+        return None
     prefix = kind == "prefix"
     if not path_fits(value, prefix=prefix):
         limit = path_max() if prefix else path_max() - 1
@@ -565,15 +598,21 @@ def plan(
             new.runs_seen, new.recent_runs = current.runs_seen, list(current.recent_runs)
     added = kept = 0
     for e in doc.entries:
-        existing = current.entry(e.dimension, e.key, prefix=e.prefix) if current else None
+        existing = _existing(current, e)
         if existing is not None:
             kept += 1
             if strategy == "replace":
-                new.insert(e.dimension, e.key, _copy(existing), prefix=e.prefix)
+                new.insert(e.dimension, e.key, _copy(existing), prefix=e.prefix, pattern=e.pattern)
             continue
         origin = e.source if e.source != "imported" else None
-        new.insert(e.dimension, e.key, Entry(now, now, 0, "imported", origin), prefix=e.prefix)
+        entry = Entry(now, now, 0, "imported", origin)
+        new.insert(e.dimension, e.key, entry, prefix=e.prefix, pattern=e.pattern)
         added += 1
+    for d in PATH_DIMENSIONS:
+        try:
+            kernel_groups(new.kernel_patterns(d))
+        except PatternError as err:
+            raise BadRequest(f"after this import, {d}: {err}") from None
     removed = len(current.keys() - new.keys()) if current is not None else 0
     new.revision = (current.revision if current else 0) + (1 if added or removed else 0)
     if strategy == "replace":
@@ -583,6 +622,14 @@ def plan(
     record = {"time": now, "digest": doc.digest, "strategy": strategy}
     new.record_import({**record, "added": added, "removed": removed, "kept": kept})
     return Plan(new, added, removed, kept)
+
+
+def _existing(current: Baseline | None, e: DocEntry) -> Entry | None:
+    if current is None:
+        return None
+    if e.pattern:
+        return dict(current.pattern_entries(e.dimension)).get(str(e.key))
+    return current.entry(e.dimension, e.key, prefix=e.prefix)
 
 
 def _copy(e: Entry) -> Entry:

@@ -15,10 +15,12 @@ rows, in dimension order (exec, open, connect), sorted by object:
 Rows are numbered from 1. ``view`` is a short digest of the rows and their members: passing it
 back with `accept --index` makes the accept refuse (409) if the rows changed in between.
 
-Selectors name a baseline entry to add: an exact path, a directory prefix ("dir/"), or
-"address:port" / "cidr:port" / "address:*". A selector is accepted only if it covers at least
-one pending deviation (accept is for what the agent did; `baseline import --merge` adds
-anything else), and it clears every deviation it covers.
+Selectors name a baseline entry to add: an exact path, a directory prefix ("dir/"), a path
+pattern ("/tmp/agent-*.json": patterns.py; a path holding * or ?), or "address:port" /
+"cidr:port" / "address:*". ``widens`` says in words how much a prefix or pattern allows.
+A selector is accepted only if it covers at least one pending deviation (accept is for what
+the agent did; `baseline import --merge` adds anything else), and it clears every deviation it
+covers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import patterns as pat
 from .agents import Deviation
 from .baseline import Baseline
 from .rules import (
@@ -183,6 +186,7 @@ class Selector:
     path: str = ""
     prefix: bool = False
     net: NetKey | None = None
+    pattern: bool = False
 
     @property
     def key(self) -> str | NetKey:
@@ -196,7 +200,26 @@ class Selector:
     def kind(self) -> str:
         if self.net is not None:
             return "host" if self.net[0].prefixlen == self.net[0].max_prefixlen else "network"
+        if self.pattern:
+            return "pattern"
         return "prefix" if self.prefix else "exact"
+
+    @property
+    def widens(self) -> str:
+        """How much the entry allows beyond what was seen, in words ("" for an exact one)."""
+        if self.pattern:
+            return pat.widening(self.path)
+        if self.prefix:
+            return (
+                f"allows every path under {self.path} at any depth: all files and "
+                "subdirectories there now and any created later (a pattern such as "
+                f"{self.path}name-*.ext allows one shape of name instead)"
+            )
+        if self.net is not None and self.net[1] == 0:
+            return f"allows every port of {format_net(self.net[0], 0)}"
+        if self.net is not None and self.kind == "network":
+            return f"allows {self.net[0].num_addresses} addresses"
+        return ""
 
     def covers(self, d: Deviation) -> bool:
         if d.dimension != self.dimension:
@@ -210,6 +233,8 @@ class Selector:
             same_family = net.version == snet.version
             return same_family and net.subnet_of(snet) and sport in (0, port)  # type: ignore[arg-type]
         path = normalise_path(d.object) if d.object.startswith("/") else d.object
+        if self.pattern:
+            return pat.matches(self.path, path)
         return path.startswith(self.path) if self.prefix else path == self.path
 
 
@@ -222,10 +247,17 @@ def selector(dimension: str, obj: str) -> Selector:
     if not obj or "\0" in obj:
         raise ValueError("a path must be non-empty and contain no NUL byte")
     path = normalise_path(obj) if obj.startswith("/") else obj
+    if pat.is_pattern(path) and not _proc_star_only(path):
+        return Selector(dimension, path=pat.check_pattern(path), pattern=True)
     prefix = path.endswith("/")
     if prefix and not path.startswith("/"):
         raise ValueError(f"a directory prefix must be absolute, not {obj!r}")
     return Selector(dimension, path=path, prefix=prefix)
+
+
+def _proc_star_only(path: str) -> bool:
+    """The kernel's own /proc/*/ rewrite is a plain path, not a pattern."""
+    return path.startswith("/proc/*/") and not pat.is_pattern(path[len("/proc/*/") :])
 
 
 def exact(d: Deviation) -> Selector | None:

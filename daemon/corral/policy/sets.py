@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import patterns as pat
 from .rules import (
     PATH_DIMENSIONS,
     BaselineRules,
@@ -27,6 +28,13 @@ class _PathSet:
 
     exact: dict[str, Entry] = field(default_factory=dict)
     prefixes: dict[str, Entry] = field(default_factory=dict)
+    # path patterns (patterns.py): learned from evidence, or accepted/imported globs
+    patterns: dict[str, Entry] = field(default_factory=dict)
+    # shape -> exact paths and learned patterns of that shape: where learning looks for the
+    # evidence that makes a pattern (built on first use, like _children)
+    _shapes: dict[tuple[object, ...], set[str]] | None = field(
+        default=None, repr=False, compare=False
+    )
     # directory -> child component -> number of entries beneath directory through that child;
     # built on first use (only the open collapse reads it), kept up to date from then on: a
     # baseline loaded to be read, pushed or put to rest never pays for it
@@ -42,15 +50,64 @@ class _PathSet:
         return self._children
 
     def __len__(self) -> int:
-        return len(self.exact) + len(self.prefixes)
+        return len(self.exact) + len(self.prefixes) + len(self.patterns)
 
     def match(self, path: str) -> Entry | None:
-        """Kernel LPM semantics: the exact entry, else the longest prefix the path starts with."""
+        """Kernel semantics: the exact entry, else the longest prefix the path starts with,
+        else a pattern that matches it."""
         e = self.exact.get(path)
         if e is not None:
             return e
         rule = self.match_prefix(path)
-        return None if rule is None else self.prefixes[rule]
+        if rule is not None:
+            return self.prefixes[rule]
+        glob = self.match_pattern(path)
+        return None if glob is None else self.patterns[glob]
+
+    def match_pattern(self, path: str) -> str | None:
+        """The first pattern (in sorted order) that matches path, if any."""
+        for glob in sorted(self.patterns):
+            if pat.matches(glob, path):
+                return glob
+        return None
+
+    @property
+    def shapes(self) -> dict[tuple[object, ...], set[str]]:
+        if self._shapes is None:
+            self._shapes = {}
+            for key in (*self.exact, *self.patterns):
+                self._shape_index(key, add=True)
+        return self._shapes
+
+    def _shape_index(self, key: str, *, add: bool) -> None:
+        if self._shapes is None:
+            return
+        sh = pat.shape(key)
+        if sh is None:
+            return
+        if add:
+            self._shapes.setdefault(sh, set()).add(key)
+            return
+        bucket = self._shapes.get(sh)
+        if bucket is not None:
+            bucket.discard(key)
+            if not bucket:
+                del self._shapes[sh]
+
+    def put_pattern(self, glob: str, entry: Entry, *, learned: bool) -> None:
+        """Stores a pattern; a learned one joins the shape index (it can widen further)."""
+        self.patterns[glob] = entry
+        if learned:
+            self._shape_index(glob, add=True)
+
+    def pop_pattern(self, glob: str) -> Entry:
+        self._shape_index(glob, add=False)
+        return self.patterns.pop(glob)
+
+    def pop_exact(self, path: str) -> Entry:
+        self._shape_index(path, add=False)
+        self._index(path, -1)
+        return self.exact.pop(path)
 
     def match_prefix(self, path: str) -> str | None:
         """The longest "dir/" prefix entry path starts with, if any."""
@@ -87,6 +144,8 @@ class _PathSet:
         """Stores key; pairs: parent_dirs(key) when the caller has them."""
         (self.prefixes if prefix else self.exact)[key] = entry
         self._index(key, 1, pairs)
+        if not prefix:
+            self._shape_index(key, add=True)
 
     def pop_beneath(self, directory: str) -> list[Entry]:
         """Removes every entry strictly beneath directory (a prefix equal to it included)."""
@@ -95,6 +154,9 @@ class _PathSet:
             for key in [k for k in table if k.startswith(directory)]:
                 out.append(table.pop(key))
                 self._index(key, -1)
+                self._shape_index(key, add=False)
+        for glob in [g for g in self.patterns if g.startswith(directory)]:
+            out.append(self.pop_pattern(glob))
         return out
 
     def collapse_target(

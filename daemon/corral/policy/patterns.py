@@ -1,0 +1,321 @@
+"""Learned path patterns: the pure rules (what a pattern means, when evidence makes one, how
+the kernel holds them). No state here; the pattern entries of a baseline live in sets.py.
+
+Meaning
+    A pattern is an absolute path in which ``?`` stands for exactly one character and ``*``
+    for any run of characters (the empty one included), neither ever matching ``/``: a
+    pattern has as many components as the paths it matches, and each wildcard stays inside
+    its component. Every other character is itself (``*`` matches the literal ``*`` of the
+    kernel's "/proc/*/..." rewrite too). The first wildcard is never in the first component
+    ("/????/x" is refused), and a pattern is at most CORRAL_PATH_MAX - 1 bytes, like a path.
+
+Learning (least general generalisation, from evidence)
+    Two observed paths, or a learned pattern and a path, of the same *shape* merge into one
+    pattern that differs from them only where they differ. Shape: the same components, each
+    cut the same way into words (runs of ``[A-Za-z0-9_]``; ``?`` counts as a word character)
+    and separators (every other character, which must be identical), word for word of the
+    same length, except all-digit words whose length may differ. Where they differ:
+
+    - timestamps (ISO 8601 and its file-name forms: "2026-12-06T04_24_11_513Z",
+      "20261206-042411") found at the same place in both: every digit of the timestamp
+      becomes ``?``;
+    - UUIDs at the same place in both: every hex digit becomes ``?``;
+    - all-digit words (pids, counters, epoch times) with at least 3 digits in one of them:
+      the word becomes ``*`` ("run-1.log" and "run-2.log" stay two paths);
+    - other words of the same length: each differing character becomes ``?``, when the
+      word then holds at least 4 ``?`` and the evidence holds a digit among the differing
+      characters (a random name: Python's tempfile, mkstemp's XXXXXX, hex digests);
+      "/usr/bin/grep" and "/usr/bin/curl" never merge.
+
+    Anything else (a separator differs, a word differs in length, too few differing
+    characters, no digit) keeps both paths exact. The evidence is at least two different
+    paths: one path is never generalised on its own.
+
+    Never learned as a pattern: an exec of a program under a world-writable temporary
+    directory (``EXEC_PATTERN_NEVER``): a random name there is what a dropped payload looks
+    like. Accept such a pattern explicitly (``corralctl accept --exec GLOB``) if an agent
+    really does it.
+
+In the kernel
+    Per (list, *literal prefix*: the bytes before the first wildcard) one entry of an LPM trie
+    holds every pattern whose literal prefix is a prefix of it, at most
+    CORRAL_PATTERN_SET_MAX: the longest-prefix lookup of a path then finds, in one entry,
+    every pattern the path could match, and a bounded matcher runs over each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+WILDCARDS = frozenset("*?")
+EXEC_PATTERN_NEVER: tuple[str, ...] = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
+MIN_RANDOM_CHARS = 4
+MIN_COUNTER_DIGITS = 3
+
+_WORD = re.compile(r"[A-Za-z0-9_?]+")
+# '?' may stand for a digit (a learned pattern has the shape of the paths it came from)
+_TIMESTAMP = re.compile(
+    r"(?<![0-9?])(?:"
+    r"[0-9?]{4}-[0-9?]{2}-[0-9?]{2}(?:[T_ -][0-9?]{2}[:_.-]?[0-9?]{2}(?:[:_.-]?[0-9?]{2})?"
+    r"(?:[._,][0-9?]{1,9})?Z?)?"
+    r"|[0-9?]{8}[T_-][0-9?]{4,6}"
+    r")(?![0-9?])"
+)
+_H = "[0-9A-Fa-f?]"
+_UUID = re.compile(rf"(?<!{_H}){_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}-{_H}{{12}}(?!{_H})")
+_HEX_WORD = re.compile(r"[0-9a-f?]{12,}|[0-9A-F?]{12,}")
+
+
+class PatternError(ValueError):
+    """A glob corral cannot enforce; the message says why and what to do."""
+
+
+@cache
+def _path_max() -> int:
+    from corral.kernel.layout import C
+
+    return int(C.CORRAL_PATH_MAX)
+
+
+@cache
+def set_max() -> int:
+    """Patterns one kernel entry holds (CORRAL_PATTERN_SET_MAX from corral.h)."""
+    from corral.kernel.layout import C
+
+    return int(C.CORRAL_PATTERN_SET_MAX)
+
+
+def is_pattern(text: str) -> bool:
+    return any(c in WILDCARDS for c in text)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The characters before the first wildcard."""
+    for i, c in enumerate(pattern):
+        if c in WILDCARDS:
+            return pattern[:i]
+    return pattern
+
+
+def check_pattern(pattern: str) -> str:
+    """pattern, or PatternError saying why the kernel cannot hold it."""
+    if "\0" in pattern:
+        raise PatternError("a pattern cannot contain a NUL byte")
+    if not pattern.startswith("/"):
+        raise PatternError(f"{pattern!r}: a pattern is an absolute path")
+    if not is_pattern(pattern):
+        raise PatternError(f"{pattern!r} has no wildcard (* or ?): it is a plain path")
+    if "/" not in literal_prefix(pattern)[1:]:
+        raise PatternError(
+            f"{pattern!r}: the first wildcard is in the first component, which would match "
+            "names directly under /; name the directory (e.g. /tmp/agent-*.json)"
+        )
+    if pattern.endswith("/"):
+        raise PatternError(f"{pattern!r}: a pattern names files, it does not end in /")
+    if len(pattern.encode("utf-8", "surrogateescape")) > _path_max() - 1:
+        raise PatternError(
+            f"{pattern!r} is longer than the kernel's path buffer ({_path_max() - 1} bytes)"
+        )
+    return pattern
+
+
+@lru_cache(maxsize=4096)
+def compiled(pattern: str) -> re.Pattern[str]:
+    """The reference matcher (the kernel's is in bpf/corral.bpf.c)."""
+    out = []
+    for c in pattern:
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        else:
+            out.append(re.escape(c))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def matches(pattern: str, path: str) -> bool:
+    return compiled(pattern).fullmatch(path) is not None
+
+
+def widening(pattern: str) -> str:
+    """What accepting this pattern allows, in one sentence for the operator."""
+    parts = pattern.split("/")
+    wild = [i for i, p in enumerate(parts) if is_pattern(p)]
+    where = "/".join(parts[: wild[0]]) + "/"
+    stars = pattern.count("*")
+    what = "any run of characters" if stars else "exactly the characters marked ?"
+    return (
+        f"allows paths under {where} whose names match {pattern} ({what} where the wildcards "
+        "are, never a / : no subdirectory beyond the pattern's own components)"
+    )
+
+
+# ---- learning -----------------------------------------------------------------------------------
+
+
+def shape(path: str) -> tuple[object, ...] | None:
+    """The shape two paths (or a learned pattern and a path) must share to merge (module
+    docstring); None for a relative path, which never generalises."""
+    if not path.startswith("/"):
+        return None
+    out: list[object] = []
+    for comp in path.split("/")[1:]:
+        out.append(_component_shape(comp))
+    return tuple(out)
+
+
+Token = tuple[str, str, str]  # (kind: uuid | ts | word | sep, masked form, text)
+
+
+def _tokens(comp: str) -> list[Token]:
+    """A component cut into UUIDs, timestamps (masked: their variable characters as ?),
+    words and separator characters."""
+    spans: list[tuple[int, int, str]] = [(m.start(), m.end(), "uuid") for m in _UUID.finditer(comp)]
+    for m in _TIMESTAMP.finditer(comp):
+        if not any(a < m.end() and m.start() < b for a, b, _ in spans):
+            spans.append((m.start(), m.end(), "ts"))
+    spans.sort()
+    out: list[Token] = []
+    pos = 0
+    for a, b, kind in spans:
+        out += _plain_tokens(comp[pos:a])
+        text = comp[a:b]
+        hexy = kind == "uuid"
+        masked = "".join(
+            "?" if c == "?" or c.isdigit() or (hexy and c in "abcdefABCDEF") else c for c in text
+        )
+        out.append((kind, masked, text))
+        pos = b
+    out += _plain_tokens(comp[pos:])
+    return out
+
+
+def _plain_tokens(text: str) -> list[Token]:
+    out: list[Token] = []
+    pos = 0
+    for m in _WORD.finditer(text):
+        out += [("sep", c, c) for c in text[pos : m.start()]]
+        w = m.group()
+        out.append(("word", "d" if w.isdigit() or w == "*" else str(len(w)), w))
+        pos = m.end()
+    out += [("sep", c, c) for c in text[pos:]]
+    return out
+
+
+def _component_shape(comp: str) -> tuple[object, ...]:
+    return tuple((kind, masked) for kind, masked, _ in _tokens(comp))
+
+
+def generalise(known: str, path: str, *, dimension: str) -> str | None:
+    """The least general pattern covering known (a path or a learned pattern) and path, or
+    None when the evidence does not justify one (module docstring)."""
+    if known == path or not path.startswith("/") or not known.startswith("/"):
+        return None
+    if dimension == "exec" and any(path.startswith(p) for p in EXEC_PATTERN_NEVER):
+        return None
+    a, b = known.split("/"), path.split("/")
+    if len(a) != len(b):
+        return None
+    out: list[str] = []
+    evidence = _Evidence()
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x == y:
+            out.append(x)
+            continue
+        if i < 2:
+            return None  # first component: never a wildcard (check_pattern)
+        merged = _merge_component(x, y, evidence)
+        if merged is None:
+            return None
+        out.append(merged)
+    if not evidence.enough():
+        return None
+    pattern = "/".join(out)
+    try:
+        return check_pattern(pattern)
+    except PatternError:
+        return None
+
+
+@dataclass
+class _Evidence:
+    digit: bool = False  # a differing character is a digit
+    strong: bool = False  # a timestamp, UUID, counter, or a word already >= 4 wildcards
+    weak_words: int = 0
+
+    def enough(self) -> bool:
+        return self.strong or (self.digit and self.weak_words > 0)
+
+
+def _merge_component(x: str, y: str, ev: _Evidence) -> str | None:
+    tx, ty = _tokens(x), _tokens(y)
+    if [t[:2] for t in tx] != [t[:2] for t in ty]:
+        return None
+    out: list[str] = []
+    for (kind, masked, u), (_, _, v) in zip(tx, ty, strict=True):
+        if u == v:
+            out.append(u)
+        elif kind in ("uuid", "ts"):
+            ev.strong = True
+            out.append(masked)
+        else:
+            w = _merge_word(u, v, ev)
+            if w is None:
+                return None
+            out.append(w)
+    return "".join(out)
+
+
+def _merge_word(u: str, v: str, ev: _Evidence) -> str | None:
+    if u == "*" or (u.isdigit() and v.isdigit()):
+        if u == "*" or max(len(u), len(v)) >= MIN_COUNTER_DIGITS:
+            ev.strong = True
+            return "*"
+        return None
+    if len(u) != len(v):
+        return None
+    diff = [i for i, (cu, cv) in enumerate(zip(u, v, strict=True)) if cu != cv]
+    if any(u[i].isdigit() or v[i].isdigit() for i in diff):
+        ev.digit = True
+    if _HEX_WORD.fullmatch(u) and _HEX_WORD.fullmatch(v):
+        lo, hi = 0, len(u) - 1  # a digest: every character varies, agreeing ones by chance
+    else:
+        lo, hi = diff[0], diff[-1]  # the varying run; inner agreements are chance too
+    word = u[:lo] + "?" * (hi - lo + 1) + u[hi + 1 :]
+    if word.count("?") < MIN_RANDOM_CHARS:
+        return None
+    if u.count("?") >= MIN_RANDOM_CHARS:
+        ev.strong = True  # widening a random word the evidence already showed
+    ev.weak_words += 1
+    return word
+
+
+# ---- the kernel's form --------------------------------------------------------------------------
+
+
+def kernel_groups(patterns: Iterable[str]) -> dict[str, list[str]]:
+    """literal prefix -> the patterns the kernel entry for it holds: every pattern whose literal
+    prefix is a prefix of it, sorted. PatternError when one holds more than set_max()."""
+    pats = sorted(set(patterns))
+    prefixes = {literal_prefix(p): None for p in pats}
+    out: dict[str, list[str]] = {}
+    for pre in prefixes:
+        members = [p for p in pats if pre.startswith(literal_prefix(p))]
+        if len(members) > set_max():
+            raise PatternError(
+                f"{len(members)} patterns apply to paths starting {pre!r}; the kernel holds "
+                f"at most {set_max()}: accept a wider pattern or fewer"
+            )
+        out[pre] = members
+    return out
+
+
+def fits_kernel(patterns: Iterable[str]) -> bool:
+    try:
+        kernel_groups(patterns)
+    except PatternError:
+        return False
+    return True
