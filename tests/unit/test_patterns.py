@@ -55,6 +55,8 @@ def test_evidence_makes_a_pattern_confined_to_the_varying_part(a: str, b: str, w
         ("/usr/bin/grep", "/usr/bin/curl", "words, no digit: not random"),
         ("/srv/app/run-1.log", "/srv/app/run-2.log", "a 1-digit counter is not evidence"),
         ("/usr/lib/libssl3.so", "/usr/lib/libssh3.so", "one character differs"),
+        ("/py/lib-dynload/_sha256.so", "/py/lib-dynload/_random.so", "module names"),
+        ("/py/lib-dynload/_sha256.so", "/py/lib-dynload/_blake2.so", "versions at the end"),
         ("/tmp/agent-k2j9x1ab.json", "/tmp/agent-k2j9x1ab.yaml", "a different extension"),
         ("/tmp/a-k2j9x1ab", "/tmp/a_k2j9x1ab", "a separator differs"),
         ("/tmp/tmpk2j9x1ab", "/tmp/tmpk2j9x1abc", "a word of another length"),
@@ -76,7 +78,7 @@ def test_exec_never_learns_patterns_in_temp_dirs() -> None:
 
 def test_a_learned_pattern_widens_where_new_evidence_differs() -> None:
     # two names that happened to share their first random character
-    narrow = gen("/tmp/tmpak2j9x1b", "/tmp/tmpa3dysq4o")
+    narrow = gen("/tmp/tmpak2j9x1b", "/tmp/tmpa3dy5q4o")
     assert narrow == "/tmp/tmpa???????"
     assert gen(narrow, "/tmp/tmpz12345ab") == "/tmp/tmp????????"
 

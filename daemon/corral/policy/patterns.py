@@ -22,14 +22,16 @@ Learning (least general generalisation, from evidence)
     - UUIDs at the same place in both: every hex digit becomes ``?``;
     - all-digit words (pids, counters, epoch times) with at least 3 digits in one of them:
       the word becomes ``*`` ("run-1.log" and "run-2.log" stay two paths);
-    - other words of the same length: each differing character becomes ``?``, when the
-      word then holds at least 4 ``?`` and the evidence holds a digit among the differing
-      characters (a random name: Python's tempfile, mkstemp's XXXXXX, hex digests);
-      "/usr/bin/grep" and "/usr/bin/curl" never merge.
+    - hex digests (12 or more hex digits): the whole word becomes ``?``;
+    - other words of the same length: the run from the first to the last differing character
+      becomes ``?``, when that is at least 4 characters and both runs look random: letters
+      and digits mixed, switching between the two at least twice in one of them (Python's
+      tempfile, mkstemp's XXXXXX: "k2j9x1ab", "3dysq4of"). "/usr/bin/grep" and
+      "/usr/bin/curl" never merge, nor "_sha256" and "_random", nor "libssl3" and "libssh3".
 
     Anything else (a separator differs, a word differs in length, too few differing
-    characters, no digit) keeps both paths exact. The evidence is at least two different
-    paths: one path is never generalised on its own.
+    characters, names that do not look random) keeps both paths exact. The evidence is at
+    least two different paths: one path is never generalised on its own.
 
     Never learned as a pattern: an exec of a program under a world-writable temporary
     directory (``EXEC_PATTERN_NEVER``): a random name there is what a dropped payload looks
@@ -45,6 +47,7 @@ In the kernel
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -242,12 +245,11 @@ def generalise(known: str, path: str, *, dimension: str) -> str | None:
 
 @dataclass
 class _Evidence:
-    digit: bool = False  # a differing character is a digit
     strong: bool = False  # a timestamp, UUID, counter, or a word already >= 4 wildcards
-    weak_words: int = 0
+    random: bool = False  # random words (_random_pair) or digests
 
     def enough(self) -> bool:
-        return self.strong or (self.digit and self.weak_words > 0)
+        return self.strong or self.random
 
 
 def _merge_component(x: str, y: str, ev: _Evidence) -> str | None:
@@ -278,9 +280,8 @@ def _merge_word(u: str, v: str, ev: _Evidence) -> str | None:
     if len(u) != len(v):
         return None
     diff = [i for i, (cu, cv) in enumerate(zip(u, v, strict=True)) if cu != cv]
-    if any(u[i].isdigit() or v[i].isdigit() for i in diff):
-        ev.digit = True
-    if _HEX_WORD.fullmatch(u) and _HEX_WORD.fullmatch(v):
+    hexy = bool(_HEX_WORD.fullmatch(u) and _HEX_WORD.fullmatch(v))
+    if hexy:
         lo, hi = 0, len(u) - 1  # a digest: every character varies, agreeing ones by chance
     else:
         lo, hi = diff[0], diff[-1]  # the varying run; inner agreements are chance too
@@ -289,8 +290,26 @@ def _merge_word(u: str, v: str, ev: _Evidence) -> str | None:
         return None
     if u.count("?") >= MIN_RANDOM_CHARS:
         ev.strong = True  # widening a random word the evidence already showed
-    ev.weak_words += 1
+    elif hexy or _random_pair(u[lo : hi + 1], v[lo : hi + 1]):
+        ev.random = True
+    else:
+        return None  # "_sha256" and "_random", "grep" and "curl": names, not random ones
     return word
+
+
+def _random_pair(a: str, b: str) -> bool:
+    """Both runs mix letters and digits, and one switches between them at least twice
+    ("k2j9x1ab"): a name with a version or a size at its end ("sha256") does not."""
+    return _mixed(a) and _mixed(b) and max(_switches(a), _switches(b)) >= 2
+
+
+def _mixed(w: str) -> bool:
+    return any(c.isdigit() for c in w) and any(c.isalpha() for c in w)
+
+
+def _switches(w: str) -> int:
+    kinds = [c.isdigit() for c in w if c.isalnum()]
+    return sum(1 for x, y in itertools.pairwise(kinds) if x != y)
 
 
 # ---- the kernel's form --------------------------------------------------------------------------
