@@ -128,6 +128,30 @@ struct {
 	__type(value, struct corral_pattern_set);
 } open_pattern SEC(".maps");
 
+/* Exec lineage (corral.h): callers per agent are few (the agent, npx, sh, node, a script). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_path_key);
+	__type(value, struct corral_caller_val);
+} exec_callers SEC(".maps");
+
+/*
+ * The program each round of one execve judged, keyed by its struct linux_binprm: the next round
+ * (a script's interpreter) is judged with it as the caller. Entries live for one execve.
+ */
+struct exec_round {
+	__u8 path[CORRAL_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096); /* execs of agents in flight, node-wide */
+	__type(key, __u64);
+	__type(value, struct exec_round);
+} exec_rounds SEC(".maps");
+
 /* "Recently reported": bounds a flood of distinct novel objects to the rate limit below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -168,16 +192,19 @@ struct exec_path {
 	__s32 err;
 	__u8 flags;
 	__u8 path[CORRAL_PATH_MAX];
+	__u8 caller[CORRAL_PATH_MAX]; /* the executable that opened it; "" if unknown */
 };
 
 /* Per-CPU scratch: the path key is 260 bytes, too big to build next to other locals on the stack. */
 struct scratch {
 	struct corral_path_key pkey;
+	struct corral_path_key ckey; /* exec: the caller, keyed like pkey */
 	struct corral_net_key nkey;
 	__u8 tmp[CORRAL_PATH_MAX];
 	struct exec_path xpath;
-	/* unused: keeps struct corral_event in the object's BTF (a ring buffer cannot name it) */
+	/* unused: keeps the ring records in the object's BTF (a ring buffer cannot name them) */
 	struct corral_event event_btf;
+	struct corral_exec_event exec_event_btf;
 };
 
 struct {
@@ -350,17 +377,11 @@ static __always_inline void fill_ppid(struct subject *s)
  * has_task is a constant at every call site: false in cgroup sock_addr programs, which may not
  * read the task (the call is compiled out there; ppid stays 0).
  */
-static __always_inline struct corral_event *event_start(struct subject *s, struct corral_counters *c,
-							  __u8 verdict, __u64 now, bool has_task)
+static __always_inline void event_fill(struct subject *s, struct corral_event *e, __u8 verdict,
+				       __u64 now, bool has_task)
 {
-	struct corral_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	__u64 pid_tgid;
 
-	if (!e) {
-		if (c)
-			c->dropped++;
-		return NULL;
-	}
 	if (has_task)
 		fill_ppid(s);
 	pid_tgid = bpf_get_current_pid_tgid();
@@ -383,6 +404,19 @@ static __always_inline struct corral_event *event_start(struct subject *s, struc
 	e->reserved = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+static __always_inline struct corral_event *event_start(struct subject *s, struct corral_counters *c,
+							  __u8 verdict, __u64 now, bool has_task)
+{
+	struct corral_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		if (c)
+			c->dropped++;
+		return NULL;
+	}
+	event_fill(s, e, verdict, now, has_task);
 	return e;
 }
 
@@ -526,20 +560,53 @@ static __always_inline bool path_allowed(__u8 dim, struct corral_path_key *k)
 }
 
 /*
- * Judges sc->pkey.path (already filled, or s->flags has TOOLONG/UNRESOLVED). Returns the verdict;
- * paths the kernel could not produce are never looked up: they fail closed in ENFORCE.
+ * Exec with a known caller: the caller's own list first, then the entries for any caller. Leaves
+ * pkey.list at the list that allowed it, or the caller's list (the key repeats are suppressed by:
+ * a program denied for two callers is reported for each).
  */
-static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bool can_deny, bool kill)
+static __always_inline bool exec_allowed(struct subject *s, struct scratch *sc)
+{
+	struct corral_caller_val *cv;
+	__u32 base = sc->pkey.list;
+
+	if (s->flags & CORRAL_EF_NOCALLER)
+		return path_allowed(CORRAL_DIM_EXEC, &sc->pkey);
+	sc->ckey.prefixlen = PATH_KEY_BITS;
+	sc->ckey.list = base;
+	cv = bpf_map_lookup_elem(&exec_callers, &sc->ckey);
+	if (cv) {
+		sc->pkey.list = cv->list;
+		if (path_allowed(CORRAL_DIM_EXEC, &sc->pkey))
+			return true;
+	}
+	sc->pkey.list = base;
+	if (path_allowed(CORRAL_DIM_EXEC, &sc->pkey))
+		return true;
+	if (cv)
+		sc->pkey.list = cv->list;
+	return false;
+}
+
+/*
+ * Judges sc->pkey.path (already filled, or s->flags has TOOLONG/UNRESOLVED). Returns the verdict;
+ * paths the kernel could not produce are never looked up: they fail closed in ENFORCE. lineage (a
+ * constant at each call site): an exec with its caller in sc->ckey.path, reported with it.
+ */
+static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bool can_deny, bool kill,
+				       bool lineage)
 {
 	struct corral_counters *c = counters_of(s);
 	struct corral_event *e;
 	__u8 verdict;
 	__u64 now;
+	bool ok;
 
 	sc->pkey.prefixlen = PATH_KEY_BITS;
 	sc->pkey.list = list_of(s);
-	if (!(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)) &&
-	    path_allowed(s->dim, &sc->pkey)) {
+	ok = !(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED));
+	if (ok)
+		ok = lineage ? exec_allowed(s, sc) : path_allowed(s->dim, &sc->pkey);
+	if (ok) {
 		if (c)
 			c->allowed++;
 		return CORRAL_VERDICT_ALLOWED;
@@ -548,6 +615,20 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 	now = bpf_ktime_get_boot_ns(); /* only what is reported needs the time */
 	if (!may_report(s, c, &seen_path, &sc->pkey, now, verdict))
 		return verdict;
+	if (lineage) {
+		struct corral_exec_event *x = bpf_ringbuf_reserve(&events, sizeof(*x), 0);
+
+		if (!x) {
+			if (c)
+				c->dropped++;
+			return verdict;
+		}
+		event_fill(s, &x->event, verdict, now, true);
+		bpf_probe_read_kernel(x->event.path, sizeof(x->event.path), sc->pkey.path);
+		bpf_probe_read_kernel(x->caller, sizeof(x->caller), sc->ckey.path);
+		bpf_ringbuf_submit(x, 0);
+		return verdict;
+	}
 	e = event_start(s, c, verdict, now, true);
 	if (!e)
 		return verdict;
@@ -606,6 +687,23 @@ static __always_inline void resolve_d_path(struct subject *s, struct scratch *sc
 
 #define FMODE_EXEC_OPEN 040 /* __FMODE_EXEC in f_flags: the file was opened by open_exec() */
 
+/* The current task's executable into sc->ckey.path, zero-padded; false (all zero) if unknown. */
+static __always_inline bool current_exe_path(struct scratch *sc)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = task->mm;
+	struct file *exe;
+
+	__builtin_memset(sc->ckey.path, 0, sizeof(sc->ckey.path));
+	if (!mm)
+		return false;
+	exe = mm->exe_file;
+	if (!exe || bpf_d_path((struct path *)&exe->f_path, (char *)sc->tmp, sizeof(sc->tmp)) < 0)
+		return false;
+	bpf_probe_read_kernel_str(sc->ckey.path, sizeof(sc->ckey.path), sc->tmp);
+	return true;
+}
+
 /*
  * fmod_ret exec: bpf_d_path is not allowed at security_bprm_check (the kernel's d_path allow-list
  * has security_file_open, not it). execve opens the program with __FMODE_EXEC first (open_exec,
@@ -631,6 +729,8 @@ static __always_inline void stash_exec_path(struct subject *s, struct file *file
 	sc->xpath.err = s->err;
 	sc->xpath.flags = s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED);
 	__builtin_memcpy(sc->xpath.path, sc->pkey.path, sizeof(sc->xpath.path));
+	current_exe_path(sc); /* still the caller's: the exec has not replaced it yet */
+	__builtin_memcpy(sc->xpath.caller, sc->ckey.path, sizeof(sc->xpath.caller));
 	bpf_map_update_elem(&exec_paths, &key, &sc->xpath, BPF_ANY);
 }
 
@@ -642,28 +742,61 @@ static __always_inline void take_exec_path(struct subject *s, struct scratch *sc
 
 	if (!x) {
 		__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
-		s->flags |= CORRAL_EF_UNRESOLVED;
+		__builtin_memset(sc->ckey.path, 0, sizeof(sc->ckey.path));
+		s->flags |= CORRAL_EF_UNRESOLVED | CORRAL_EF_NOCALLER;
 		s->err = -2; /* ENOENT */
 		return;
 	}
 	__builtin_memcpy(sc->pkey.path, x->path, sizeof(sc->pkey.path));
+	__builtin_memcpy(sc->ckey.path, x->caller, sizeof(sc->ckey.path));
+	if (!sc->ckey.path[0])
+		s->flags |= CORRAL_EF_NOCALLER;
 	s->flags |= x->flags;
 	s->err = x->err;
 	bpf_map_delete_elem(&exec_paths, &key);
 }
 
+/*
+ * A script's interpreter is a second round of the same execve (binfmt_script changes
+ * bprm->interp, which starts out as bprm->filename): its caller is the program the round before
+ * judged, the script, not the process that called execve.
+ */
+static __always_inline void exec_round(struct subject *s, struct scratch *sc, struct linux_binprm *bprm)
+{
+	__u64 key = (__u64)bprm;
+	struct exec_round *r;
+
+	if (BPF_CORE_READ(bprm, interp) != BPF_CORE_READ(bprm, filename)) {
+		r = bpf_map_lookup_elem(&exec_rounds, &key);
+		if (r) {
+			__builtin_memcpy(sc->ckey.path, r->path, sizeof(sc->ckey.path));
+			s->flags &= ~CORRAL_EF_NOCALLER;
+		} else {
+			__builtin_memset(sc->ckey.path, 0, sizeof(sc->ckey.path));
+			s->flags |= CORRAL_EF_NOCALLER;
+		}
+	}
+	if (!(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)))
+		bpf_map_update_elem(&exec_rounds, &key, sc->pkey.path, BPF_ANY);
+}
+
 /* The exec decision, shared by the LSM and fmod_ret backends. */
-static __always_inline int decide_exec(struct subject *s, struct file *file, bool stashed)
+static __always_inline int decide_exec(struct subject *s, struct linux_binprm *bprm, bool stashed)
 {
 	struct scratch *sc = get_scratch();
+	struct file *file = bprm->file;
 
 	if (!sc)
 		return s->mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
-	if (stashed)
+	if (stashed) {
 		take_exec_path(s, sc, file);
-	else
+	} else {
 		resolve_d_path(s, sc, (struct path *)&file->f_path);
-	return blocks(judge_path(s, sc, true, false)) ? -EPERM : 0;
+		if (!current_exe_path(sc))
+			s->flags |= CORRAL_EF_NOCALLER;
+	}
+	exec_round(s, sc, bprm);
+	return blocks(judge_path(s, sc, true, false, true)) ? -EPERM : 0;
 }
 
 /* The open decision, shared by the LSM and fmod_ret backends. */
@@ -674,7 +807,7 @@ static __always_inline int decide_open(struct subject *s, struct file *file)
 	if (!sc)
 		return s->mode == CORRAL_MODE_ENFORCE ? -EPERM : 0;
 	resolve_d_path(s, sc, (struct path *)&file->f_path);
-	return blocks(judge_path(s, sc, true, false)) ? -EPERM : 0;
+	return blocks(judge_path(s, sc, true, false, false)) ? -EPERM : 0;
 }
 
 /*
@@ -691,7 +824,7 @@ int BPF_PROG(corral_lsm_exec, struct linux_binprm *bprm, int ret)
 		return lsm_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_LSM))
 		return 0;
-	return lsm_ret(decide_exec(&s, bprm->file, false));
+	return lsm_ret(decide_exec(&s, bprm, false));
 }
 
 SEC("lsm/file_open")
@@ -723,7 +856,7 @@ int BPF_PROG(corral_fmod_exec, struct linux_binprm *bprm, int ret)
 		return lsm_ret(ret);
 	if (!subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))
 		return 0;
-	return lsm_ret(decide_exec(&s, bprm->file, true));
+	return lsm_ret(decide_exec(&s, bprm, true));
 }
 
 SEC("fmod_ret/security_file_open")
@@ -794,7 +927,9 @@ int BPF_PROG(corral_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_
 		return 0;
 	}
 	read_str_path(&s, sc, BPF_CORE_READ(bprm, filename), false);
-	if (blocks(judge_path(&s, sc, true, true)))
+	/* the caller's executable is gone by now: the any-caller list holds every program here */
+	s.flags |= CORRAL_EF_NOCALLER;
+	if (blocks(judge_path(&s, sc, true, true, false)))
 		bpf_send_signal(SIGKILL);
 	return 0;
 }
@@ -815,7 +950,7 @@ static __always_inline void tp_open(const char *name)
 	if (!sc)
 		return;
 	read_str_path(&s, sc, name, true);
-	judge_path(&s, sc, false, false);
+	judge_path(&s, sc, false, false, false);
 }
 
 /*

@@ -59,6 +59,7 @@ enum corral_event_flag {
 	CORRAL_EF_RELATIVE = 8,    /* path as the process gave it, not resolved (tracepoint backend) */
 	CORRAL_EF_NOENFORCE = 16,  /* ENFORCE asked, this backend can only report */
 	CORRAL_EF_V4MAPPED = 32,   /* IPv6 ::ffff:a.b.c.d, checked as IPv4 */
+	CORRAL_EF_NOCALLER = 64,   /* exec: the caller is unknown; judged by the any-caller entries */
 };
 
 enum corral_cgroup_flag {
@@ -122,6 +123,21 @@ struct corral_allow_val {
 };
 
 /*
+ * Exec lineage. An exec entry allows a program for one caller (the executable that calls execve,
+ * or for a script's interpreter the script) or for any caller. Entries for any caller live in the
+ * agent's exec list; those of one caller in a list of their own, list | index << CALLER_SHIFT,
+ * which map exec_callers names: HASH, key = path key (list = the agent's exec list, path = the
+ * caller, full prefixlen, zero-padded) -> value below.
+ */
+#define CORRAL_CALLER_SHIFT 20
+#define CORRAL_CALLERS_MAX 4095
+
+struct corral_caller_val {
+	__u32 list;
+};
+
+
+/*
  * maps exec_pattern, open_pattern: LPM trie keyed like the path tries by (list, literal prefix of
  * a pattern: its bytes before the first wildcard). The value holds every pattern of the list whose
  * literal prefix is a prefix of the key's, so one longest-prefix lookup finds all that can match.
@@ -179,6 +195,12 @@ struct corral_event {
 	__u8 addr[CORRAL_ADDR_LEN];
 	char comm[CORRAL_COMM_LEN];
 	char path[CORRAL_PATH_MAX];
+};
+
+/* ring buffer record of an exec the LSM and fmod_ret backends judged: the event, then the caller */
+struct corral_exec_event {
+	struct corral_event event;
+	char caller[CORRAL_PATH_MAX];
 };
 
 /*

@@ -89,6 +89,7 @@ class Node:
             changed=state.changed,
             write_failed=sync.writes_failed,
             on_learned=self.tracker.learned,
+            push_exec=sync.push_exec,
         )
         self.events = EventFeed(cfg=cfg, decoder=decoder, stats=self.stats, check_agent=state.agent)
         self.ingest = Ingest(

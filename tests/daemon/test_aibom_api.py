@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 from urllib.parse import quote
 
@@ -103,6 +104,36 @@ async def test_cli_agent_table(capsys: pytest.CaptureFixture[str], server: ApiSe
     assert "127.0.0.1:11434  llm   ollama" in out
     code, out, _ = await run_cli(capsys, server, "aibom", "locked")
     assert code == 0 and "FRAMEWORKS: none seen" in out
+
+
+async def test_cli_tables_fit_the_terminal_and_wide_shows_all(
+    capsys: pytest.CaptureFixture[str], server: ApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal $COLUMNS wide the node's table and an agent's fit it (cells cut with "…",
+    never the first column: the node's table is as wide as the 29 characters of
+    prod/Deployment/chatbot/agent and the headers need); -o wide, and output to a pipe or a
+    file, show every cell."""
+    location = "/app/.venv/lib/python3.11/site-packages/langchain_core"
+
+    async def fitted(columns: int, *args: str) -> str:
+        monkeypatch.setenv("COLUMNS", str(columns))
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)  # a terminal
+        code, out, err = await run_cli(capsys, server, *args)
+        assert code == 0, err
+        assert [ln for ln in out.splitlines() if len(ln) > columns] == [], out
+        return out
+
+    out = await fitted(100, "aibom")
+    assert "demo                           yes  langchain-c" in out and "…" in out
+    assert "prod/Deployment/chatbot/agent  no" in out
+    out = await fitted(80, "aibom", "demo")
+    assert "  langchain-core  -" in out and "/app/.ven…" in out and location not in out
+    code, out, _ = await run_cli(capsys, server, "aibom", "demo", "-o", "wide")
+    assert code == 0 and "…" not in out and location in out
+    assert max(map(len, out.splitlines())) > 80
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # a pipe or a file: nothing cut
+    code, out, _ = await run_cli(capsys, server, "aibom", "demo")
+    assert code == 0 and "…" not in out and location in out
 
 
 async def test_cli_json_yaml_cyclonedx(

@@ -6,8 +6,10 @@ kill -9 with the AI-BOM files gone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -57,11 +59,13 @@ def daemon(tmp_path: Path, listener: socket.socket) -> Iterator[Daemon]:
         yield d
 
 
-def wait_for_bom(d: Daemon, ok: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict:
+def wait_for_bom(
+    d: Daemon, ok: Callable[[dict[str, Any]], bool], timeout: float = 30, agent: str = AGENT
+) -> dict:
     deadline = time.monotonic() + timeout
     bom: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        r = ctl(d, "-o", "json", "aibom", AGENT)
+        r = ctl(d, "-o", "json", "aibom", agent)
         if r.returncode == 0:
             bom = json.loads(r.stdout)
             if ok(bom):
@@ -89,6 +93,34 @@ def complete(bom: dict[str, Any], port: int, *, with_npx: bool = True) -> bool:
         and (not with_npx or mcp.get(npx, {}).get("version") == "2.0.1")
         and "shell" in {e["kind"] for e in bom["executables"]}
     )
+
+
+def ctl_on_terminal(d: Daemon, columns: int, *args: str) -> str:
+    """corralctl's output on a terminal (a pty) of $COLUMNS columns."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(BIN / "corralctl"), "--socket", str(d.sock), *args],
+        stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": str(columns)},
+    )  # fmt: skip
+    os.close(slave)
+    chunks: list[bytes] = []
+    with contextlib.suppress(OSError):  # EIO once corralctl closed the terminal
+        while data := os.read(master, 65536):
+            chunks.append(data)
+    os.close(master)
+    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def swept(d: Daemon, agent: str, timeout: float = 10) -> None:
+    """Waits until corrald removed the agent's finished run cgroups (none left behind)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail = ctl_json(d, "agent", agent)
+        if isinstance(detail, dict) and not detail["workloads"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{agent}'s run cgroups not swept in {timeout}s")
 
 
 def validate(doc: Any) -> None:
@@ -119,9 +151,10 @@ def test_fake_ai_agent(daemon: Daemon, tmp_path: Path, listener: socket.socket) 
         model = bom["models"][0]
         assert model["path"] == str(root / "models" / fake_ai_agent.MODEL)
         npx = next(m for m in bom["mcp_servers"] if m["name"] == fake_ai_agent.NPX_PACKAGE)
-        assert npx["exe"] == str(root / "bin" / "npx")
+        assert npx["exes"] == [str(root / "bin" / "npx")] and npx["launchers"] == ["npx"]
+        assert npx["version_source"] == "command line"  # npx ...@2.0.1; no package.json read
         assert "not-a-real-key" not in json.dumps(bom), "secrets in argv are redacted"
-        assert "***" in npx["command"]
+        assert ["***" in c for c in npx["commands"]] == [True]
         assert bom["capabilities"]["shell"] is True
 
         # the node view and the table
@@ -212,3 +245,77 @@ def test_sighup_reloads_rule_files(tmp_path: Path, listener: socket.socket) -> N
             time.sleep(0.1)
         assert "mine.yaml: endpoints[0] (gw): ports" in d.logs()
         assert kind(bom()) == "llm", "a bad file keeps the running rules"
+
+
+FS_AGENT = "fs-agent"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_an_npx_mcp_server_is_one_component(daemon: Daemon, tmp_path: Path) -> None:
+    """`npx -y @modelcontextprotocol/server-filesystem /data` runs `sh -c
+    "mcp-server-filesystem /data"`, which runs node on node_modules/.bin/mcp-server-filesystem:
+    four records (the package node opened, npx, node, the .bin script) used to be four MCP
+    servers in every output. Now one, named and versioned by its package.json, with the launch
+    command lines as evidence. Real node, a stand-in npx and npx cache, no network."""
+    root = tmp_path / "agent"
+    fake_ai_agent.build_npx(root)
+    package, version = fake_ai_agent.MCP_FS_PACKAGE, fake_ai_agent.MCP_FS_VERSION
+    npx = [str(root / "bin" / "npx"), "-y", package, "/data"]
+    script = str(fake_ai_agent.npx_cache(root) / ".bin" / fake_ai_agent.MCP_FS_BIN)
+    launches = [["node", *npx], ["node", script, "/data"]]
+    hold = tmp_path / "release"
+    agent = subprocess.Popen(
+        [str(BIN / "corralctl"), "--socket", str(daemon.sock), "run", "--agent", FS_AGENT, "--",
+         *npx],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "FAKE_MCP_HOLD": str(hold)},
+    )  # fmt: skip
+
+    def one_server(bom: dict[str, Any]) -> bool:
+        servers = bom["mcp_servers"]
+        return (
+            [(m["name"], m["version"]) for m in servers] == [(package, version)]
+            and all(c in servers[0]["commands"] for c in launches)
+            and servers[0]["locations"] != []  # the package node opened
+            and bom["capabilities"]["shell"]
+        )
+
+    try:
+        bom = wait_for_bom(daemon, one_server, agent=FS_AGENT)
+        (server,) = bom["mcp_servers"]
+        assert server["ecosystem"] == "npm" and server["locations"] == [
+            f"{fake_ai_agent.npx_cache(root)}/{package}"
+        ]
+        assert {npx[0], script} <= set(server["exes"])
+
+        # the tables: one row, one name; on an 80-column terminal they fit it
+        for args in (("aibom",), ("aibom", FS_AGENT)):
+            lines = ctl_on_terminal(daemon, 80, *args).splitlines()
+            assert max(map(len, lines)) <= 80 and any("…" in ln for ln in lines), lines
+        r = ctl(daemon, "aibom", "-o", "wide")
+        row = next(ln for ln in r.stdout.splitlines() if ln.startswith(FS_AGENT))
+        assert f"  {package} {version}  " in row and "mcp-server-filesystem" not in row, row
+        r = ctl(daemon, "aibom", FS_AGENT, "-o", "wide")
+        section = r.stdout.split("MCP SERVERS\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        assert len(section) == 2 and section[1].split()[:2] == [package, version], section
+
+        # CycloneDX: one component, the command lines as properties
+        for args in (("aibom", FS_AGENT), ("aibom",)):
+            doc = json.loads(ctl(daemon, *args, "-o", "cyclonedx").stdout)
+            validate(doc)
+            parts = doc["components"] if args[1:] else doc["components"][0]["components"]
+            servers = [
+                c
+                for c in parts
+                if {"name": "corral:category", "value": "mcp-server"} in c["properties"]
+            ]
+            assert len(servers) == 1, servers
+            (c,) = servers
+            assert c["purl"] == f"pkg:npm/%40modelcontextprotocol/server-filesystem@{version}"
+            commands = {p["value"] for p in c["properties"] if p["name"] == "corral:command"}
+            assert {" ".join(launch) for launch in launches} <= commands, commands
+    finally:
+        hold.touch()
+        out, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 0, out
+    swept(daemon, FS_AGENT)

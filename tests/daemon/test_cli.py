@@ -243,11 +243,23 @@ async def test_help_documents_exit_codes_and_modes() -> None:
         assert cli.main([command, "--help"]) == 0
 
 
-def test_sub_help_explains_modes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["accept", "--help"]) == 0
+def test_modes_and_exit_codes_are_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """`corralctl --help` says the modes and exit codes; each command's --help points there
+    instead of repeating them (`mode`, which takes a MODE, lists the modes too)."""
+    assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "learn" in out and "deny deviations in the kernel" in out
-    assert "corralctl accept demo --entry open:/etc/hosts" in out
+    assert out.count("exit codes:") == 1 and out.count("deny deviations in the kernel") == 1
+    for command in ("status", "agents", "agent", "diff", "accept", "reset", "events", "aibom",
+                    "run", "baseline"):  # fmt: skip
+        assert cli.main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "exit codes:" not in out and "deny deviations in the kernel" not in out, command
+        assert "modes, exit codes and the environment: see `corralctl --help`" in out, command
+    assert cli.main(["accept", "--help"]) == 0
+    assert "corralctl accept demo --entry open:/etc/hosts" in capsys.readouterr().out
+    assert cli.main(["mode", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "deny deviations in the kernel" in out and "exit codes:" not in out
 
 
 # --- run -------------------------------------------------------------------------------------

@@ -22,9 +22,11 @@ from cyclonedx.validation.json import JsonStrictValidator
 
 from corral.aibom import cyclonedx, procfs
 from corral.aibom.inventory import AibomTracker
+from corral.aibom.records import Sight
 from corral.aibom.rulefile import load_rules
 from corral.kernel.loader import cgroup2_root
 from corral.policy.baseline import Baseline
+from tests.daemon import fake_ai_agent
 from tests.daemon.test_api_fakes import fake_event
 
 
@@ -145,6 +147,30 @@ def test_package_versions(tmp_path: Path) -> None:
     assert procfs.package_version(root, "npm", "/srv/node_modules", "@langchain/core") is None
 
 
+def test_the_package_of_a_script(tmp_path: Path) -> None:
+    """node_modules/.bin/X is a symlink into its package: the nearest package.json with a name
+    above the script's real path names it (never one above the node_modules holding it)."""
+    fake_ai_agent.build_npx(tmp_path)
+    root = str(tmp_path)
+    rel = "/" + str(fake_ai_agent.npx_cache(tmp_path).relative_to(tmp_path))
+    package = tmp_path / rel.lstrip("/") / fake_ai_agent.MCP_FS_PACKAGE
+    (package / "dist" / "package.json").write_text('{"type": "module"}')  # no name: not it
+    script = f"{rel}/.bin/{fake_ai_agent.MCP_FS_BIN}"
+    assert procfs.script_package(root, script) == (
+        fake_ai_agent.MCP_FS_PACKAGE,
+        fake_ai_agent.MCP_FS_VERSION,
+        f"{rel}/{fake_ai_agent.MCP_FS_PACKAGE}/package.json",
+    )
+    app = tmp_path / "app"
+    (app / "node_modules" / ".bin").mkdir(parents=True)
+    (app / "package.json").write_text('{"name": "the-app", "version": "1.0.0"}')
+    (app / "node_modules" / ".bin" / "mcp-server-x").write_text("#!/bin/sh\n")
+    assert procfs.script_package(root, "/app/node_modules/.bin/mcp-server-x") is None
+    assert procfs.script_package(root, "/usr/local/bin/mcp-server-missing") is None
+    with pytest.raises(OSError):
+        procfs.script_package(str(tmp_path / "gone"), script)
+
+
 def test_argv_of_a_live_process(tmp_path: Path) -> None:
     script = tmp_path / "npx"
     script.write_text("#!/bin/sh\nsleep 5\n")
@@ -185,6 +211,44 @@ async def test_events_versions_and_hints(tmp_path: Path, tracker_factory: Any) -
         "dist-info directory name",
         f"{sp}/openai-1.2.3.dist-info/METADATA",
     )
+
+
+async def test_an_npx_server_is_one_mcp_server(tmp_path: Path, tracker_factory: Any) -> None:
+    """What corrald records of `npx -y @modelcontextprotocol/server-filesystem /data`: the
+    launches (npx's and node's argv, as the cmdline jobs read them), the .bin script's exec
+    and the package node opened. One server, named and versioned by the package.json found
+    above the script, with both command lines; the same after a restart."""
+    fake_ai_agent.build_npx(tmp_path)
+    cache = fake_ai_agent.npx_cache(tmp_path)
+    script = str(cache / ".bin" / fake_ai_agent.MCP_FS_BIN)
+    package, version = fake_ai_agent.MCP_FS_PACKAGE, fake_ai_agent.MCP_FS_VERSION
+    t = await tracker_factory()
+    seen = Sight(time.time(), "event")
+    npx = ["node", str(tmp_path / "bin" / "npx"), "-y", package, "/data"]
+    node = ["node", script, "/data"]
+    t._exec("a", "/usr/bin/npx", npx, seen)
+    t.on_event("a", fake_event("exec", script)._replace(pid=os.getpid()))
+    t._exec("a", "/usr/bin/node", node, seen)
+    t.on_event("a", fake_event("open", f"{cache}/{package}/dist/index.js"))
+
+    def servers() -> list[dict[str, Any]]:
+        return list(t.agent_view("a")["mcp_servers"])
+
+    await until(lambda: [(m["name"], m["version"]) for m in servers()] == [(package, version)])
+    (server,) = servers()
+    assert server["commands"] == [node, npx]
+    assert server["exes"] == sorted(["/usr/bin/npx", "/usr/bin/node", script])
+    assert server["locations"] == [f"{cache}/{package}"]
+    doc = cyclonedx.agent_bom(t.agent_view("a"))
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc)) is None
+    (component,) = [c for c in doc["components"] if c["name"] == "server-filesystem"]
+    assert component["purl"] == f"pkg:npm/%40modelcontextprotocol/server-filesystem@{version}"
+    commands = [p["value"] for p in component["properties"] if p["name"] == "corral:command"]
+    assert commands == [" ".join(node), " ".join(npx)]
+
+    await t.save()
+    again = await tracker_factory(read_proc=False)
+    assert again.agent_view("a")["mcp_servers"] == servers()
 
 
 async def test_derived_from_a_baseline_with_a_collapsed_prefix(

@@ -170,6 +170,44 @@ def test_mcp_servers_by_name_and_by_launcher(rules: aibom.Rules) -> None:
     assert hit.launcher == "npx" and hit.exe == "/opt/bin/npx"
 
 
+NPX_CACHE = "/root/.npm/_npx/9f1c2a7be03d4e51/node_modules"
+
+
+def test_every_launch_of_an_npx_server_is_seen(rules: aibom.Rules) -> None:
+    """npx -y @modelcontextprotocol/server-filesystem /data -> sh -c "mcp-server-filesystem
+    /data" -> node .../node_modules/.bin/mcp-server-filesystem /data: each exec is an MCP
+    server launch with its command line; the script's path is kept to find its package."""
+    npx = ["node", "/usr/bin/npx", "-y", "@modelcontextprotocol/server-filesystem", "/data"]
+    hit = next(h for h in rules.classify_exec("/usr/bin/npx", npx) if h.category == "mcp-server")
+    assert (hit.name, hit.launcher, hit.command, hit.script) == (
+        "@modelcontextprotocol/server-filesystem", "npx", tuple(npx), "")  # fmt: skip
+    sh = ["sh", "-c", "mcp-server-filesystem /data"]  # the -c script: by its first word
+    hit = next(h for h in rules.classify_exec("/usr/bin/sh", sh) if h.category == "mcp-server")
+    assert (hit.name, hit.launcher, hit.command) == ("mcp-server-filesystem", "sh", tuple(sh))
+    script = f"{NPX_CACHE}/.bin/mcp-server-filesystem"
+    node = ["node", script, "/data"]
+    hit = next(h for h in rules.classify_exec("/usr/bin/node", node) if h.category == "mcp-server")
+    assert (hit.name, hit.version, hit.script) == ("mcp-server-filesystem", None, script)
+    # the script itself: an MCP server by its name, with its command line once read
+    (hit,) = rules.classify_exec(script, node)
+    assert (hit.name, hit.exe, hit.script, hit.command) == (
+        "mcp-server-filesystem", script, script, tuple(node))  # fmt: skip
+    assert rules.classify_exec(script)[0].command == ()
+    assert rules.wants_argv(script) and rules.wants_argv("/usr/bin/sh")
+    assert not rules.wants_argv("/usr/bin/grep")
+    # a path holding "@" is not split into a package and a version
+    scoped = f"{NPX_CACHE}/@modelcontextprotocol/server-filesystem/dist/mcp-server-x.js"
+    hit = next(h for h in rules.classify_exec("/usr/bin/node", ["node", scoped])
+               if h.category == "mcp-server")  # fmt: skip
+    assert (hit.name, hit.version, hit.script) == ("mcp-server-x.js", None, scoped)
+
+
+def test_a_shell_launches_only_what_its_script_runs_first(rules: aibom.Rules) -> None:
+    assert _hits(rules, "/bin/sh", ["sh", "-c", "grep mcp-server-x notes"]) == {
+        ("shell", "sh", None)
+    }
+
+
 def test_mcp_launcher_needs_a_launcher(rules: aibom.Rules) -> None:
     assert _hits(rules, "/usr/bin/grep", ["grep", "mcp-server-x", "f"]) == set()
     assert rules.is_launcher("/usr/bin/npx") and not rules.is_launcher("/usr/bin/grep")

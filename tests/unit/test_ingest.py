@@ -20,6 +20,7 @@ from corral import config
 from corral.app import Node
 from corral.kernel import events, layout
 from corral.kernel.layout import C
+from corral.kernel.loader import Backends
 from corral.pipeline.aibom import AibomFeed
 from corral.policy.agents import Agent
 from corral.policy.baseline import Baseline
@@ -67,12 +68,22 @@ def record(rng: random.Random, agent_id: int) -> bytes:
 class ListWrites:
     """Stands in for the kernel's allow-lists: records what the learner writes."""
 
+    backends = Backends.choose(False)  # the fallback: every exec in the agent's own list
+
     def __init__(self) -> None:
         self.paths: dict[tuple[str, int], set[str]] = {}
 
     def allow_paths(self, dim: str, list_id: int, exact: Any, prefixes: Any = ()) -> int:
+        exact, prefixes = list(exact), list(prefixes)
         self.paths.setdefault((dim, list_id), set()).update(exact, prefixes)
         return len(exact) + len(prefixes)
+
+    def set_patterns(self, dim: str, list_id: int, groups: dict[str, list[str]]) -> int:
+        self.paths.setdefault((dim, list_id), set()).update(*groups.values())
+        return len(groups)
+
+    def set_callers(self, base: int, callers: dict[str, int]) -> int:
+        return len(callers)
 
     def allow_net(self, list_id: int, entries: Any) -> int:
         return len(entries)

@@ -8,9 +8,12 @@ Mapping (input: inventory.AibomTracker.agent_view / node_view):
 * the agent: metadata.component (type application) for one agent; for the node, the node is
   metadata.component (type platform) and each agent an application component with its own
   parts nested in it;
-* frameworks and MCP server packages: library components with a purl (pkg:pypi/NAME@VERSION,
+* frameworks: library components with a purl (pkg:pypi/NAME@VERSION,
   pkg:npm/%40scope/NAME@VERSION);
-* MCP servers seen as processes, shells, interpreters and tools: application components;
+* MCP servers: one application component each (servers.py merged its package and launch
+  records), with a purl when its package is known; every location, executable and launch
+  command line is a property of its own (corral:location, corral:exe, corral:command);
+* shells, interpreters and tools: application components;
 * model files: machine-learning-model components (the revision of a Hugging Face snapshot is
   the version);
 * endpoints: services, with tcp://HOST:PORT endpoints (each known DNS name and the address);
@@ -127,26 +130,25 @@ def _parts(view: dict[str, Any], prefix: str) -> tuple[list[Component], list[Ser
     components: list[Component] = []
     for p in view["frameworks"]:
         components.append(_package(p, prefix, "framework"))
-    for m in view["mcp_servers"]:
-        if m["kind"] == "package":
-            components.append(_package(m, prefix, "mcp-server"))
-        else:
-            components.append(_process(m, prefix))
+    components += [_mcp_server(m, prefix) for m in view["mcp_servers"]]
     components += [_model(m, prefix) for m in view["models"]]
     components += [_process(e, prefix) for e in view["executables"]]
     services = [_service(e, prefix) for e in view["endpoints"]]
     return components, services
 
 
+def _purl(ecosystem: str, name: str, version: str | None) -> tuple[str, str | None, PackageURL]:
+    """(component name, group, purl) of a package."""
+    if ecosystem == "npm":
+        scope, _, base = name.rpartition("/")
+        purl = PackageURL(type="npm", namespace=scope or None, name=base, version=version)
+        return base, scope or None, purl
+    base = canonical(name)
+    return base, None, PackageURL(type="pypi", name=base, version=version)
+
+
 def _package(p: dict[str, Any], prefix: str, category: str) -> Component:
-    if p["ecosystem"] == "npm":
-        scope, _, name = p["name"].rpartition("/")
-        purl = PackageURL(type="npm", namespace=scope or None, name=name, version=p["version"])
-        group = scope or None
-    else:
-        name = canonical(p["name"])
-        purl = PackageURL(type="pypi", name=name, version=p["version"])
-        group = None
+    name, group, purl = _purl(p["ecosystem"], p["name"], p["version"])
     return Component(
         type=ComponentType.LIBRARY,
         name=name,
@@ -162,6 +164,37 @@ def _package(p: dict[str, Any], prefix: str, category: str) -> Component:
             evidence=p["evidence"],
         ),
     )
+
+
+def _mcp_server(m: dict[str, Any], prefix: str) -> Component:
+    name, group, purl = m["name"], None, None
+    if m["ecosystem"] in ("npm", "pypi"):
+        name, group, purl = _purl(m["ecosystem"], m["name"], m["version"])
+    props = _props(
+        category="mcp-server",
+        rule=m["rule"],
+        version_source=m["version_source"],
+        versions=m["versions"] if len(m["versions"]) > 1 else None,
+        launcher=m["launchers"],
+        evidence=m["evidence"],
+        denied=m["denied"] or None,
+    )
+    props += _each("location", m["locations"]) + _each("exe", m["exes"])
+    props += _each("command", [" ".join(c) for c in m["commands"]])
+    return Component(
+        type=ComponentType.APPLICATION,
+        name=name,
+        group=group,
+        version=m["version"],
+        purl=purl,
+        bom_ref=f"{prefix}mcp:{m['name']}",
+        properties=props,
+    )
+
+
+def _each(name: str, values: list[str]) -> list[Property]:
+    """One corral:NAME property per value (command lines hold commas)."""
+    return [Property(name=f"corral:{name}", value=v) for v in values]
 
 
 def _process(e: dict[str, Any], prefix: str) -> Component:

@@ -14,10 +14,15 @@ it) and persisted per agent as JSON under <state_dir>/aibom/, written crash-safe
 store.atomic_write, so the AI-BOM survives restarts even for behaviour the kernel no longer
 reports.
 
-Everything that reads /proc (argv, package versions, directory listings) runs in worker
-threads fed by one bounded queue; a version that cannot be read (the process is gone) stays
-unknown and is tried again on a later event, or every RETRY_SECONDS from a live process of
-the agent.
+Everything that reads /proc (argv, package versions, the package of an MCP server's script,
+directory listings) runs in worker threads fed by one bounded queue; a version that cannot be
+read (the process is gone) stays unknown and is tried again on a later event, or every
+RETRY_SECONDS from a live process of the agent.
+
+An MCP server is seen through several execs (npx, the `sh -c` npm runs it with, node running
+its node_modules/.bin script, the script itself): each is a process record with its command
+line, and the package.json above the script names the package it belongs to, so that
+views.py shows them, and the package the interpreter opened, as one server.
 
 This module is the tracker (``AibomTracker``) that runs all that in the daemon's event loop;
 records.py holds the records, jobs.py the worker's jobs, hostnames.py the DNS names,
@@ -32,6 +37,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +50,20 @@ from corral.policy.store import atomic_write
 
 from . import procfs
 from .hostnames import HostNames, resolve
-from .jobs import CmdlineJob, Job, ListJob, VersionCache, VersionJob, list_installed, read_version
+from .jobs import (
+    UNANSWERED,
+    CmdlineJob,
+    Job,
+    ListJob,
+    ScriptJob,
+    VersionCache,
+    VersionJob,
+    list_installed,
+    read_script_package,
+    read_version,
+)
 from .records import Inventory, Sight, evidence, inventory_file, read_inventories, touch
-from .rules import PackageHit, Rules, canonical, split_package_path
+from .rules import ExecHit, PackageHit, Rules, canonical, split_package_path
 from .views import agent_view, is_ai
 
 log = structlog.get_logger("corral.aibom")
@@ -60,6 +77,7 @@ DNS_TIMEOUT = 10.0
 DENIED = frozenset({"denied", "killed"})
 HINT_SOURCE = "dist-info directory name"
 REST_SECONDS = 10.0
+MAX_COMMANDS = 8  # launch command lines kept per process record
 
 
 class AibomTracker:
@@ -93,6 +111,7 @@ class AibomTracker:
             "jobs_dropped": 0,
             "versions_read": 0,
             "cmdlines_read": 0,
+            "scripts_read": 0,
             "dns_rounds": 0,
             "dns_failures": 0,
         }
@@ -159,8 +178,8 @@ class AibomTracker:
             pid = None if "relative" in ev.flags else ev.pid
             self._path(agent, ev.path, seen, pid)
         elif ev.dimension == "exec" and ev.path:
-            self._exec(agent, ev.path, None, seen)
-            if self.read_proc and self.rules.is_launcher(ev.path):
+            self._exec(agent, ev.path, None, seen, ev.pid)
+            if self.read_proc and self.rules.wants_argv(ev.path):
                 self._submit(CmdlineJob(agent, ev.pid, ev.path, seen))
         elif ev.dimension == "connect" and ev.address is not None and ev.port is not None:
             self._endpoint(agent, normalise_network(ev.address), ev.port, seen)
@@ -231,8 +250,9 @@ class AibomTracker:
             rec["version_source"] = HINT_SOURCE
         if len(rec["paths"]) < SAMPLE_PATHS and path not in rec["paths"]:
             rec["paths"].append(path)
-        if rec["version"] is None:
-            self._want_version(agent, key, rec, pid, EVENT_RETRY_SECONDS)
+        if rec["version"] is None and rec["packages_dir"].startswith("/"):
+            job = VersionJob(agent, key, rec["ecosystem"], rec["packages_dir"], rec["module"], pid)
+            self._once(job, EVENT_RETRY_SECONDS)
 
     def _hint(self, agent: str, inv: Inventory, key: str, version: str | None) -> None:
         """A version named by a dist-info directory: for packages whose METADATA is unread."""
@@ -245,33 +265,41 @@ class AibomTracker:
             if mine and rec["version"] is None and rec["ecosystem"] == "pypi":
                 rec["version"], rec["version_source"] = version, HINT_SOURCE
 
-    def _want_version(
-        self, agent: str, key: str, rec: dict[str, Any], pid: int | None, every: float
-    ) -> None:
-        if not self.read_proc or not rec["packages_dir"].startswith("/"):
+    def _once(self, job: VersionJob | ScriptJob, every: float) -> None:
+        """Queues a lookup of a record unless one is pending or was tried less than every
+        seconds ago."""
+        k = (job.agent, job.key)
+        if not self.read_proc or k in self._pending:
             return
-        k = (agent, key)
-        if k in self._pending or time.monotonic() - self._attempts.get(k, -1e9) < every:
-            return
-        job = VersionJob(agent, key, rec["ecosystem"], rec["packages_dir"], rec["module"], pid)
-        if self._submit(job):
+        if time.monotonic() - self._attempts.get(k, -1e9) >= every and self._submit(job):
             self._pending.add(k)
 
-    def _exec(self, agent: str, exe: str, argv: list[str] | None, seen: Sight) -> None:
+    def _exec(
+        self, agent: str, exe: str, argv: list[str] | None, seen: Sight, pid: int | None = None
+    ) -> None:
         for hit in self.rules.classify_exec(exe, argv):
             if argv is not None and hit.category != "mcp-server":
                 continue  # the exe-only hits were recorded when the event came
-            fields = {
-                "category": hit.category,
-                "name": hit.name,
-                "exe": hit.exe,
-                "rule": hit.rule,
-                "version": hit.version,
-                "command": list(hit.command),
-                "launcher": hit.launcher,
-            }
             key = f"{hit.category}\0{hit.name}\0{hit.exe}"
-            self._upsert(agent, "processes", key, fields.copy, seen)
+            if argv is not None and not hit.launcher:  # recorded when the event came
+                rec = self._inv(agent).processes.get(key)
+            else:
+                rec = self._upsert(agent, "processes", key, partial(_process, hit), seen)
+            if rec is None or hit.category != "mcp-server":
+                continue
+            rec.setdefault("script", hit.script)  # records of older corrald versions
+            self._add_command(agent, rec, list(hit.command))
+            if rec["script"]:
+                self._once(ScriptJob(agent, key, rec["script"], pid), EVENT_RETRY_SECONDS)
+
+    def _add_command(self, agent: str, rec: dict[str, Any], command: list[str]) -> None:
+        """Keeps a launch command line of an MCP server (MAX_COMMANDS at most)."""
+        commands = rec.setdefault("commands", [rec["command"]] if rec["command"] else [])
+        if not command or command in commands or len(commands) >= MAX_COMMANDS:
+            return
+        commands.append(command)
+        rec["command"] = rec["command"] or command
+        self._dirty.add(agent)
 
     def _endpoint(self, agent: str, net: Any, port: int, seen: Sight) -> None:
         host = net.prefixlen == net.max_prefixlen
@@ -321,7 +349,7 @@ class AibomTracker:
         self._derived[agent] = (id(b), b.revision)
         if rule is None:
             return
-        if dim == "open" and rule[1]:
+        if dim == "open" and rule[1] is True:
             e = b.entry("open", rule[0], prefix=True)
             if e is not None:
                 self._prefix(agent, rule[0], Sight(e.last_seen, "baseline", first=e.first_seen))
@@ -386,6 +414,8 @@ class AibomTracker:
                     await self._run_version(job)
                 elif isinstance(job, CmdlineJob):
                     await self._run_cmdline(job)
+                elif isinstance(job, ScriptJob):
+                    await self._run_script(job)
                 else:
                     await self._run_list(job)
             except Exception as e:  # a bad /proc read must never stop the worker
@@ -419,7 +449,25 @@ class AibomTracker:
         if argv is None:
             return
         self.stats["cmdlines_read"] += 1
-        self._exec(job.agent, job.exe, argv, job.seen)
+        self._exec(job.agent, job.exe, argv, job.seen, job.pid)
+
+    async def _run_script(self, job: ScriptJob) -> None:
+        pids = self._pids(job.agent, job.pid)
+        result = await asyncio.to_thread(read_script_package, pids, job)
+        k = (job.agent, job.key)
+        self._pending.discard(k)
+        self._attempts[k] = time.monotonic()
+        rec = self.inventories.get(job.agent, Inventory("")).processes.get(job.key)
+        if result is UNANSWERED or rec is None:
+            return  # no live process: tried again after RETRY_SECONDS
+        rec["script"] = ""  # answered: the script is part of that package, or of none
+        if result is not None:
+            self.stats["scripts_read"] += 1
+            name, version, where = result
+            rec["package"] = name
+            if version is not None:
+                rec["version"], rec["version_source"] = version, where
+        self._dirty.add(job.agent)
 
     async def _run_list(self, job: ListJob) -> None:
         spaces = {p[0] for r in self.rules.packages for p in r.python if len(p) > 1}
@@ -461,8 +509,14 @@ class AibomTracker:
             if inv.resting is not None:
                 continue  # rests only with every version known
             for key, rec in inv.packages.items():
-                if rec["version"] is None:
-                    self._want_version(agent, key, rec, None, RETRY_SECONDS)
+                if rec["version"] is None and rec["packages_dir"].startswith("/"):
+                    job = VersionJob(
+                        agent, key, rec["ecosystem"], rec["packages_dir"], rec["module"], None
+                    )
+                    self._once(job, RETRY_SECONDS)
+            for key, rec in inv.processes.items():
+                if rec.get("script"):
+                    self._once(ScriptJob(agent, key, rec["script"], None), RETRY_SECONDS)
         self._listed = {
             k: t for k, t in self._listed.items() if time.monotonic() - t < RETRY_SECONDS
         }
@@ -546,9 +600,11 @@ class AibomTracker:
         return n
 
     def _put_to_rest(self, inv: Inventory) -> bool:
-        """Rests inv unless a periodic pass must read it (a version to retry, an endpoint DNS
-        names)."""
+        """Rests inv unless a periodic pass must read it (a version or a script's package to
+        retry, an endpoint DNS names)."""
         if any(r["version"] is None for r in inv.packages.values()):
+            return False
+        if self.read_proc and any(r.get("script") for r in inv.processes.values()):
             return False
         named = self.names.by_address
         if named and any(
@@ -580,3 +636,21 @@ class AibomTracker:
         """How many agents are AI agents (cheaper than building every view; a resting
         inventory answers from its rest)."""
         return sum(1 for inv in self.inventories.values() if is_ai(inv, self.rules, self.names))
+
+
+def _process(hit: ExecHit) -> dict[str, Any]:
+    """A new process record's fields. script: the MCP server's file whose package is still
+    to look up ("" once answered); package: the package it belongs to."""
+    return {
+        "category": hit.category,
+        "name": hit.name,
+        "exe": hit.exe,
+        "rule": hit.rule,
+        "version": hit.version,
+        "command": list(hit.command),
+        "launcher": hit.launcher,
+        "commands": [],
+        "script": hit.script if hit.category == "mcp-server" else "",
+        "package": None,
+        "version_source": None,
+    }

@@ -1,7 +1,8 @@
 """The AI-BOM worker's jobs (what an event or a baseline entry leaves to read from /proc) and
 the parts of them that run in a thread: a package's version, read from the root of the first
-live process of the agent that answers (cached per root), and the packages installed in a
-packages dir. argv is read by procfs.matching_cmdline."""
+live process of the agent that answers (cached per root), the package an MCP server's script
+belongs to, and the packages installed in a packages dir. argv is read by
+procfs.matching_cmdline."""
 
 from __future__ import annotations
 
@@ -46,7 +47,18 @@ class ListJob:
     seen: Sight
 
 
-Job = VersionJob | CmdlineJob | ListJob
+@dataclass(frozen=True)
+class ScriptJob:
+    agent: str
+    key: str  # the process record's
+    script: str  # the MCP server's file
+    pid: int | None
+
+
+Job = VersionJob | CmdlineJob | ListJob | ScriptJob
+# a script's package (name, version, where), None for none; UNANSWERED: no live process read it
+ScriptPackage = tuple[str, str | None, str] | None
+UNANSWERED: Any = object()
 
 
 def read_version(
@@ -85,3 +97,17 @@ def list_installed(
         with contextlib.suppress(OSError):
             return procfs.list_packages(found[0], prefix.rstrip("/"), spaces)
     return None
+
+
+def read_script_package(pids: Callable[[], list[int]], job: ScriptJob) -> ScriptPackage:
+    """In a thread: the package of job.script as the first live process of the agent whose
+    root answers sees it; UNANSWERED when none does."""
+    for pid in pids():
+        found = procfs.root_of(pid)
+        if found is None:
+            continue
+        try:
+            return procfs.script_package(found[0], job.script)
+        except OSError:
+            continue  # that process is gone: try the next one
+    return UNANSWERED

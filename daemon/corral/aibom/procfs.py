@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .rules import canonical, dist_info_version
+from .rules import NPM_DIR, canonical, dist_info_version
 
 MAX_FILE = 1 << 20  # package.json, METADATA: a version is in the first lines
 MAX_CMDLINE = 64 * 1024
@@ -27,6 +27,7 @@ MAX_LINKS = 40
 MAX_DIR_ENTRIES = 20000
 MAX_TOP_LEVEL_READS = 1000
 MAX_PIDS = 64
+MAX_PACKAGE_DEPTH = 6  # directories above a script searched for its package.json
 CMDLINE_RETRY_DELAY = 0.05
 
 
@@ -182,6 +183,42 @@ def _npm_version(root: str, packages_dir: str, module: str) -> tuple[str, str, s
         return None
     name = data.get("name")
     return (name if isinstance(name, str) and name else module), version, where
+
+
+def script_package(root: str, script: str) -> tuple[str, str | None, str] | None:
+    """(package name, version or None, where it was read) of the npm package an executed
+    script belongs to: the nearest package.json with a name above the script's real path
+    inside root (node_modules/.bin/X is a symlink into the package), never above the
+    node_modules directory holding it. None when there is none or the script is unreadable.
+    Raises OSError when root itself is gone."""
+    try:
+        real = resolve_in_root(root, script)[len(root) :]
+    except OSError:
+        _raise_if_root_gone(root)
+        return None
+    dirs = real.split("/")[:-1]
+    for depth in range(len(dirs), max(len(dirs) - MAX_PACKAGE_DEPTH, 1), -1):
+        where = "/".join(dirs[:depth])
+        if where.rsplit("/", 1)[-1] == NPM_DIR:
+            return None
+        found = _package_json(root, f"{where}/package.json")
+        if found is not None:
+            return (*found, f"{where}/package.json")
+    return None
+
+
+def _package_json(root: str, where: str) -> tuple[str, str | None] | None:
+    """(name, version or None) of a package.json that names a package."""
+    try:
+        data = json.loads(read_small(root, where))
+    except (OSError, ValueError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name or len(name) > 214:  # npm's limit
+        return None
+    version = data.get("version")
+    ok = isinstance(version, str) and 0 < len(version) <= 128
+    return name, version if ok else None
 
 
 def _python_version(root: str, packages_dir: str, module: str) -> tuple[str, str, str] | None:

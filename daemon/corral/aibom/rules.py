@@ -24,8 +24,11 @@ Classification (everything here is pure: no I/O):
 * an opened path whose extension a model rule lists is a model file (with ``dirs``/``names``
   the file must also sit below a directory, or be named, like one of those globs);
 * an executed path whose base name matches an executables rule is a shell/interpreter/tool,
-  one matching ``mcp_servers[].exe`` an MCP server; a launcher (npx, uvx, python...) whose
-  argv holds an argument matching ``mcp_servers[].args`` runs that MCP server;
+  one matching ``mcp_servers[].exe`` an MCP server; a launcher (npx, uvx, python, sh...)
+  whose argv holds an argument matching ``mcp_servers[].args`` runs that MCP server (an
+  argument with spaces, such as the script of ``sh -c``, by its first word). An MCP server's
+  file (the executed one, or an absolute path a launcher was given) is its ``script``: the
+  tracker looks for the package.json above it to name the package it belongs to;
 * a connect target is classified by the endpoint rules (resolved host names, CIDRs, ports).
 """
 
@@ -34,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase, translate
 
 from corral.config import ConfigError
@@ -248,7 +251,7 @@ class Rules:
         base = exe.rsplit("/", 1)[-1]
         if not self._exe_prefilter.match(base):
             launched = self._launched_mcp(base, argv)
-            return [] if launched is None else [launched._replace_exe(exe)]
+            return [] if launched is None else [replace(launched, exe=exe)]
         hits: list[ExecHit] = []
         for rule in self.executables:
             if any(fnmatchcase(base, g) for g in rule.exe):
@@ -256,12 +259,13 @@ class Rules:
                 break
         for mcp in self.mcp_exec:
             if any(fnmatchcase(base, g) for g in mcp.exe):
-                hits.append(ExecHit("mcp-server", base, exe, rule=mcp.name))
+                command = redact(argv) if argv else ()
+                hits.append(ExecHit("mcp-server", base, exe, mcp.name, command=command, script=exe))
                 break
         else:
             launched = self._launched_mcp(base, argv)
             if launched is not None:
-                hits.append(launched._replace_exe(exe))
+                hits.append(replace(launched, exe=exe))
         return hits
 
     def _launched_mcp(self, base: str, argv: Sequence[str] | None) -> ExecHit | None:
@@ -276,10 +280,8 @@ class Rules:
             )
             if not rule.args or launcher is None:
                 continue
-            for arg in argv[1:]:
-                if arg.startswith("-"):
-                    continue
-                package, version = split_versioned(arg)
+            for word in _words(argv[1:]):
+                package, version = (word, None) if word.startswith("/") else split_versioned(word)
                 for candidate in (package, package.rsplit("/", 1)[-1]):
                     if any(fnmatchcase(candidate, g) for g in rule.args):
                         return ExecHit(
@@ -290,13 +292,22 @@ class Rules:
                             version=version,
                             command=redact(argv),
                             launcher=launcher,
+                            script=word if word.startswith("/") else "",
                         )
         return None
 
     def is_launcher(self, exe: str) -> bool:
-        """Is the cmdline of this exec worth reading (it may launch an MCP server)?"""
+        """May this exec launch an MCP server (its argv says which)?"""
         base = exe.rsplit("/", 1)[-1]
         return any(fnmatchcase(base, g) for r in self.mcp_exec if r.args for g in r.launchers)
+
+    def wants_argv(self, exe: str) -> bool:
+        """Is the cmdline of this exec worth reading: a launcher, or an MCP server itself
+        (its command line is evidence)?"""
+        base = exe.rsplit("/", 1)[-1]
+        return self.is_launcher(exe) or any(
+            fnmatchcase(base, g) for r in self.mcp_exec for g in r.exe
+        )
 
     def classify_endpoint(
         self,
@@ -350,11 +361,7 @@ class ExecHit:
     version: str | None = None
     command: tuple[str, ...] = ()
     launcher: str = ""
-
-    def _replace_exe(self, exe: str) -> ExecHit:
-        return ExecHit(
-            self.category, self.name, exe, self.rule, self.version, self.command, self.launcher
-        )
+    script: str = ""  # an MCP server's own file (absolute path), when known
 
 
 # ---- path helpers -------------------------------------------------------------------------------
@@ -400,6 +407,15 @@ def model_name(path: str) -> tuple[str, str | None]:
             rev = parts[i + 2] if len(parts) > i + 3 and parts[i + 1] == "snapshots" else None
             return name, rev
     return parts[-1], None
+
+
+def _words(args: Sequence[str]) -> Iterable[str]:
+    """The arguments that may name what a launcher runs: not options; an argument with
+    spaces (the script of `sh -c`) by its first word."""
+    for arg in args:
+        word = arg.split(None, 1)[0] if arg.strip() else ""
+        if word and not word.startswith("-"):
+            yield word
 
 
 def split_versioned(arg: str) -> tuple[str, str | None]:

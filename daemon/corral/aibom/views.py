@@ -1,7 +1,8 @@
 """What the AI-BOM shows: an agent's records (an ``Inventory``) as the JSON-ready, sorted view
-the API serves (``agent_view``; cyclonedx.py renders the same view as CycloneDX), and whether
-they make the agent an AI agent (``is_ai``). Endpoints are classified here, at view time, with
-the host names DNS gave their addresses since they were recorded."""
+the API serves (``agent_view``; cyclonedx.py renders the same view as CycloneDX; servers.py
+makes one entry of each MCP server's records), and whether they make the agent an AI agent
+(``is_ai``). Endpoints are classified here, at view time, with the host names DNS gave their
+addresses since they were recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from corral.policy.rules import normalise_network
 from .hostnames import HostNames
 from .records import Inventory
 from .rules import AI_ENDPOINT_KINDS, EndpointRule, Rules
+from .servers import mcp_servers
 
 
 def agent_view(
@@ -22,9 +24,8 @@ def agent_view(
         inv.packages.values(), key=lambda r: (r["framework"], r["name"], r["packages_dir"])
     )
     frameworks = [_package_view(r) for r in packages if r["category"] == "framework"]
-    mcp = [_package_view(r) for r in packages if r["category"] == "mcp-server"]
     procs = sorted(inv.processes.values(), key=lambda r: (r["category"], r["name"], r["exe"]))
-    mcp += [_process_view(r) for r in procs if r["category"] == "mcp-server"]
+    mcp = mcp_servers(packages, procs)
     executables = [_process_view(r) for r in procs if r["category"] != "mcp-server"]
     models = [_model_view(r) for r in sorted(inv.models.values(), key=lambda r: r["path"])]
     endpoints = [

@@ -1,4 +1,5 @@
-"""aibom: the runtime AI-BOM of the node or of one agent (table, JSON/YAML or CycloneDX)."""
+"""aibom: the runtime AI-BOM of the node or of one agent (table fitted to the terminal, wide
+table, JSON/YAML or CycloneDX)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ def cmd_aibom(args: argparse.Namespace, client: Client, out: Output) -> int:
     if cyclonedx:
         print(json.dumps(data, indent=2, ensure_ascii=False), file=out.stream, flush=True)
     elif args.name:
-        out.emit(data, render_aibom_agent)
+        out.emit(data, lambda d: render_aibom_agent(d, out.width))
     else:
-        out.emit(data, render_aibom_node)
+        out.emit(data, lambda d: render_aibom_node(d, out.width))
     return EXIT_OK
 
 
@@ -30,7 +31,8 @@ def _versioned(items: list[dict[str, Any]]) -> str:
     return ", ".join(names) or "-"
 
 
-def render_aibom_node(data: dict[str, Any]) -> str:
+def render_aibom_node(data: dict[str, Any], width: int | None = None) -> str:
+    """The node's agents, one row each; width: fit that many characters (render.table)."""
     agents = data.get("agents") or []
     if not agents:
         return "no agents yet (start one with `corralctl run --agent NAME -- CMD`)"
@@ -59,7 +61,7 @@ def render_aibom_node(data: dict[str, Any]) -> str:
         "EXECUTES",
     ]
     summary = f"node {data.get('node', '?')}: {data.get('ai_agents', 0)} AI agent(s)"
-    return "\n".join([summary, "", table(headers, rows)])
+    return "\n".join([summary, "", table(headers, rows, width, keep=1)])  # agent names whole
 
 
 _AIBOM_SECTIONS: tuple[tuple[str, str, list[tuple[str, str]]], ...] = (
@@ -77,7 +79,7 @@ _AIBOM_SECTIONS: tuple[tuple[str, str, list[tuple[str, str]]], ...] = (
     (
         "mcp_servers",
         "MCP SERVERS",
-        [("NAME", "name"), ("VERSION", "version"), ("KIND", "kind"), ("WHERE", "where")],
+        [("NAME", "name"), ("VERSION", "version"), ("WHERE", "where"), ("COMMANDS", "launched")],
     ),
     (
         "models",
@@ -93,7 +95,21 @@ _AIBOM_SECTIONS: tuple[tuple[str, str, list[tuple[str, str]]], ...] = (
 )
 
 
-def render_aibom_agent(data: dict[str, Any]) -> str:
+def _where(item: dict[str, Any]) -> Any:
+    """Where an item is: an MCP server's package locations (its executables when no package
+    was seen: the command lines name them too), else the item's one location."""
+    if "locations" in item:
+        return item["locations"] or item.get("exes")
+    return item.get("location") or item.get("exe")
+
+
+def _launched(item: dict[str, Any]) -> str:
+    """An MCP server's launch command lines, "; " between them."""
+    return "; ".join(" ".join(c) for c in item.get("commands") or []) or "-"
+
+
+def render_aibom_agent(data: dict[str, Any], width: int | None = None) -> str:
+    """One agent's AI-BOM, a table per section; width: fit that many characters."""
     why = f" ({', '.join(data['reasons'])})" if data.get("reasons") else ""
     caps = data.get("capabilities", {})
     lines = [
@@ -113,7 +129,7 @@ def render_aibom_agent(data: dict[str, Any]) -> str:
         headers = [h for h, _ in cols] + ["EVIDENCE", "LAST SEEN"]
         rows = []
         for item in items:
-            item = {**item, "where": item.get("location") or item.get("exe")}
+            item = {**item, "where": _where(item), "launched": _launched(item)}
             evidence = ",".join(item.get("evidence", [])) + (
                 " (denied)" if item.get("denied") else ""
             )
@@ -121,7 +137,8 @@ def render_aibom_agent(data: dict[str, Any]) -> str:
                 [_cell("", item.get(f)) for _, f in cols]
                 + [evidence, _cell("last_seen", item.get("last_seen"))]
             )
-        lines += ["  " + ln for ln in table(headers, rows).splitlines()]
+        fit = None if width is None else width - 2
+        lines += ["  " + ln for ln in table(headers, rows, fit, keep=1).splitlines()]
     if data.get("truncated"):
         lines += ["", f"truncated (tables full): {_cell('', data['truncated'])}"]
     return "\n".join(lines)

@@ -138,6 +138,7 @@ def render_diff(data: dict[str, Any]) -> str:
     view = data.get("view", "?")
     head = f"{agent}: {n} deviation(s) beyond the baseline in {len(rows)} row(s), view {view}"
     table_rows = []
+    lineage = any(r.get("callers") for r in rows)
     for r in rows:
         kind = r.get("kind", "exact")
         if kind == "group":
@@ -147,8 +148,9 @@ def render_diff(data: dict[str, Any]) -> str:
             kind, _cell("", r.get("count")), _cell("first_seen", r.get("first_seen")),
             _cell("last_seen", r.get("last_seen")), _cell("", r.get("verdicts")),
             _cell("", r.get("comms")),
-        ])  # fmt: skip
-    lines = [f"{head} ({modes})", "", table(DIFF_HEADERS, table_rows)]
+        ] + ([_cell("", r.get("callers"))] if lineage else []))  # fmt: skip
+    headers = DIFF_HEADERS + (["CALLER"] if lineage else [])
+    lines = [f"{head} ({modes})", "", table(headers, table_rows)]
     notes = [f"  #{r.get('index')}: {r['note']}" for r in rows if r.get("note")]
     if notes:
         lines += ["", "notes:", *notes]
@@ -172,7 +174,8 @@ def render_accept(name: str, data: Any) -> str:
     if isinstance(entries, list):
         lines[0] += f": {len(entries)} {'entry' if len(entries) == 1 else 'entries'} added"
         for e in entries:
-            lines.append(f"  + {e.get('dimension')} {e.get('object')} ({e.get('kind')})")
+            by = f" for caller {e['caller']}" if e.get("caller") else ""
+            lines.append(f"  + {e.get('dimension')} {e.get('object')} ({e.get('kind')}){by}")
             if e.get("widens"):
                 lines.append(f"    note: {e['widens']}")
     for obj in data.get("skipped") or []:
@@ -266,6 +269,12 @@ def cmd_accept(args: argparse.Namespace, client: Client, out: Output) -> int:
     entries = list(args.entries)
     for dim in DIMENSIONS:
         entries += [{"dimension": dim, "object": o} for o in getattr(args, f"accept_{dim}")]
+    if args.caller is not None:
+        if not args.accept_exec:
+            raise _usage_error("accept: --caller goes with --exec (the program it may run)")
+        for e in entries:
+            if e["dimension"] == "exec":
+                e["caller"] = args.caller
     index = list(dict.fromkeys(n for group in args.index for n in group))
     if (args.view or args.flat) and not index:
         raise _usage_error("accept: --view and --flat go with --index (rows of `diff`)")

@@ -37,6 +37,8 @@ exit codes:
   3    corrald is unreachable (no socket, connection refused or permission denied)
   run  exits with the command's own exit code (128+N when killed by signal N)"""
 
+SEE_MAIN = f"modes, exit codes and the environment: see `{PROG} --help`"
+
 MAIN_EPILOG = f"""\
 {MODES_HELP}
 
@@ -205,6 +207,7 @@ def _add_common(
         default="table" if top else default,
         help="output format: table (for people), json or yaml (stable, sorted keys; for "
         "scripts and diffs)"
+        + (", wide (the table with every cell in full)" if "wide" in outputs else "")
         + (", cyclonedx (CycloneDX 1.6 JSON)" if "cyclonedx" in outputs else "")
         + ". Default: table",
     )
@@ -230,13 +233,18 @@ def _sub(
     prose: str,
     examples: str,
     outputs: Sequence[str] = OUTPUTS,
+    *,
+    modes: bool = False,
 ) -> argparse.ArgumentParser:
-    description = f"{_prose(prose)}\n\n{MODES_HELP}"
+    """A subcommand. Its help says what it does and shows examples; the modes and the exit
+    codes are said once, in the main --help, which it points to (modes: it takes a MODE, and
+    lists them too)."""
+    description = _prose(prose) + (f"\n\n{MODES_HELP}" if modes else "")
     parser: argparse.ArgumentParser = subs.add_parser(
         name,
         help=summary,
         description=description,
-        epilog=f"examples:\n{examples}\n\n{EXIT_HELP}",
+        epilog=f"examples:\n{examples}\n\n{SEE_MAIN}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(parser, top=False, outputs=outputs)
@@ -271,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         subs,
         "agents",
         "list the agents",
-        "List every agent with its mode per dimension, baseline sizes (exec/open/connect) "
-        "and counters.",
+        "List every agent with its mode per dimension, baseline sizes (exec/open/connect), "
+        "counters, deviations and CGROUPS: its cgroups that hold a process now (a finished "
+        "`run` no longer counts; `corralctl agent NAME` lists every registered one).",
         "  corralctl agents\n  corralctl agents -o yaml",
     )
     p.set_defaults(func=cmd_agents)
@@ -302,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  corralctl mode demo alert\n"
         "  corralctl mode demo enforce --connect alert\n"
         "  corralctl mode demo --exec enforce",
+        modes=True,
     )
     p.add_argument("name", metavar="NAME", help="agent name")
     p.add_argument(
@@ -336,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  corralctl accept demo --index 1,3-4 --view 3fa2c1d0\n"
         "  corralctl accept demo --exec /usr/bin/curl --connect 10.0.0.1:443 --open /etc/x\n"
         "  corralctl accept demo --open /home/app/.cache/        # the whole directory\n"
+        "  corralctl accept demo --open '/tmp/agent-*.json'      # one shape of name\n"
         "  corralctl accept demo --entry open:/etc/hosts --entry exec:/usr/bin/git",
     )
     p.add_argument("name", metavar="NAME", help="agent name")
@@ -345,7 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
             dest=f"accept_{dim}",
             metavar=what,
             action="append",
-        "  corralctl accept demo --open '/tmp/agent-*.json'      # one shape of name\n"
             default=[],
             help=f"a {dim} entry to add (repeatable)",
         )
@@ -356,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_index_list,
         default=[],
         help="rows of `corralctl diff NAME` (repeatable)",
+    )
+    p.add_argument(
+        "--caller",
+        metavar="PATH",
+        help="with --exec: allow the program only when this executable runs it (exec "
+        "lineage; the CALLER column of `diff`). Without it an --exec entry allows any caller",
     )
     p.add_argument("--view", metavar="VIEW", help="the view `diff` printed: refuse if changed")
     p.add_argument("--flat", action="store_true", help="--index counts rows of `diff --flat`")
@@ -411,12 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
         "frameworks and SDKs it loaded (with versions), the model files it opened, the "
         "endpoints it contacted (LLM APIs named when corrald resolved them), the MCP servers "
         "it ran and the shells, interpreters and tools it executed. Derived from the events "
-        "and baselines corral already has. -o cyclonedx prints a CycloneDX 1.6 document.",
+        "and baselines corral already has. The table fits the terminal (long cells end in …; "
+        "-o wide prints them in full); -o cyclonedx prints a CycloneDX 1.6 document.",
         "  corralctl aibom\n"
         "  corralctl aibom demo\n"
+        "  corralctl aibom demo -o wide\n"
         "  corralctl aibom demo -o cyclonedx > demo.cdx.json\n"
         "  corralctl aibom -o json | jq '.agents[] | select(.ai_agent) | .agent'",
-        outputs=(*OUTPUTS, "cyclonedx"),
+        outputs=(*OUTPUTS, "wide", "cyclonedx"),
     )
     p.add_argument("name", metavar="NAME", nargs="?", help="agent name (default: every agent)")
     p.set_defaults(func=cmd_aibom)

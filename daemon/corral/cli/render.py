@@ -1,9 +1,11 @@
-"""The one place that renders output: tables, key: value mappings, times as "2m ago", JSON and
-YAML, and Output, which prints a command's result in the format chosen with -o."""
+"""The one place that renders output: tables (fitted to the terminal's width when asked),
+key: value mappings, times as "2m ago", JSON and YAML, and Output, which prints a command's
+result in the format chosen with -o."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -126,11 +128,73 @@ def _cell(key: str, value: Any, *, times: bool = False) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned columns, two spaces apart; the last column is not padded."""
+ELLIPSIS = "…"
+MIN_CUT = 8  # a cut column keeps at least this many characters (or its header's, if longer)
+GAP = 2  # spaces between columns
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """How wide a table may be: for a terminal, $COLUMNS if set, else the terminal's width
+    (shutil.get_terminal_size); None (no limit) when the output goes to a pipe or a file, so
+    that scripts and grep see every cell whatever $COLUMNS says (a Python parent that loaded
+    readline exports COLUMNS=80 to every child)."""
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None or not isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def fit_widths(natural: Sequence[int], floors: Sequence[int], limit: int) -> list[int]:
+    """Column widths whose sum, with GAP between columns, fits limit: the widest columns are cut
+    to a common width first, none below its floor (if the floors alone do not fit, the floors;
+    the table is then wider than limit)."""
+    budget = limit - GAP * (len(natural) - 1)
+    if sum(natural) <= budget:
+        return list(natural)
+
+    def total(cap: int) -> int:
+        return sum(max(f, min(w, cap)) for w, f in zip(natural, floors, strict=True))
+
+    lo, hi = 0, max(natural)
+    while lo < hi:  # the widest cap that fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if total(mid) <= budget else (lo, mid - 1)
+    widths = [max(f, min(w, lo)) for w, f in zip(natural, floors, strict=True)]
+    spare = budget - sum(widths)
+    for i, w in enumerate(natural):  # what is left goes to the cut columns, left to right
+        if spare > 0 and widths[i] < w:
+            widths[i] += 1
+            spare -= 1
+    return widths
+
+
+def _floors(widths: list[int], headers: Sequence[str], width: int, keep: int) -> list[int]:
+    """How narrow each column may be cut: MIN_CUT or its header; the first keep columns not at
+    all, if the table can fit that way."""
+    floors = [min(w, max(len(h), MIN_CUT)) for w, h in zip(widths, headers, strict=True)]
+    firm = widths[:keep] + floors[keep:]
+    return firm if sum(firm) + GAP * (len(firm) - 1) <= width else floors
+
+
+def clip(cell: str, width: int) -> str:
+    """cell cut to width characters, the last one "…" when something was cut."""
+    return cell if len(cell) <= width else cell[: max(width - 1, 0)] + ELLIPSIS
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None, keep: int = 0
+) -> str:
+    """Aligned columns, two spaces apart; the last column is not padded. width: the table fits
+    that many characters, the widest columns cut first (a cut cell ends with "…", none below
+    MIN_CUT or its header: headers are never cut, so a table can stay wider than width); the
+    first keep columns (names to type in the next command) only when the others alone cannot
+    make it fit. None: every cell in full."""
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    if width is not None:
+        widths = fit_widths(widths, _floors(widths, headers, width, keep), width)
+        rows = [[clip(c, w) for c, w in zip(row, widths, strict=True)] for row in rows]
     lines = []
     for row in [list(headers), *rows]:
         cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
@@ -189,8 +253,10 @@ class Output:
     """Prints results in the chosen format."""
 
     def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
-        self.fmt = fmt
+        self.fmt = fmt  # table, wide (a table, no cell cut), json, yaml, cyclonedx
         self.stream = stream or sys.stdout
+        # what tables that fit (table(width=...)) may take; None: no limit
+        self.width = None if fmt == "wide" else terminal_width(self.stream)
 
     def write_bytes(self, raw: bytes) -> None:
         """Bytes exactly as the daemon sent them (exports: byte-for-byte round trips)."""

@@ -1,4 +1,6 @@
-"""Ring-buffer records (struct corral_event in bpf/corral.h) decoded into Python values."""
+"""Ring-buffer records (struct corral_event in bpf/corral.h) decoded into Python values. An
+exec judged by the LSM or fmod_ret backend is a struct corral_exec_event: the event, then the
+caller's path (exec lineage)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ class Event(NamedTuple):
     address: str | None = None
     port: int | None = None
     protocol: int | None = None
+    # exec: the executable that called execve (a script, for its interpreter); "" when the
+    # backend cannot know it (the fallback), None for other dimensions
+    caller: str | None = None
 
     @property
     def object(self) -> str:
@@ -107,6 +112,19 @@ def layout() -> Layout:
     )
 
 
+@cache
+def _exec_size() -> int:
+    return layout_mod.sizeof("struct corral_exec_event")
+
+
+def caller_of(record: bytes) -> str:
+    """The caller of an exec record ("" when the record has none: the fallback backend)."""
+    size = layout().size
+    if len(record) < _exec_size():
+        return ""
+    return cstr(record[size : size + (_exec_size() - size)])
+
+
 def decode(data: bytes, offset_ns: int | None = None) -> Event:
     """One ring-buffer record -> Event. Raises ValueError on a short record.
 
@@ -115,14 +133,19 @@ def decode(data: bytes, offset_ns: int | None = None) -> Event:
     lay = layout()
     if len(data) < lay.size:
         raise ValueError(f"struct corral_event: need {lay.size} bytes, got {len(data)}")
-    return from_fields(lay.unpack(data), boot_offset_ns() if offset_ns is None else offset_ns)
+    ev = from_fields(lay.unpack(data), boot_offset_ns() if offset_ns is None else offset_ns)
+    return ev._replace(caller=caller_of(data)) if ev.dimension == "exec" else ev
 
 
 def from_fields(
-    v: tuple[Any, ...], offset_ns: int, path: str | None = None, comm: str | None = None
+    v: tuple[Any, ...],
+    offset_ns: int,
+    path: str | None = None,
+    comm: str | None = None,
+    caller: str | None = None,
 ) -> Event:
     """The Event of an unpacked record (layout().unpack); path and comm when the caller has
-    already decoded them."""
+    already decoded them; caller: an exec's (caller_of(record))."""
     lay = layout()
     ix = lay.index
     dim = lay.dims[v[ix["dim"]]]
@@ -143,7 +166,8 @@ def from_fields(
         v[ix["err"]],
     )
     if dim != "connect":
-        return Event(*common, cstr(v[ix["path"]]) if path is None else path)
+        p = cstr(v[ix["path"]]) if path is None else path
+        return Event(*common, p, caller=(caller or "") if dim == "exec" else None)
     raw = v[ix["addr"]]
     if v[ix["family"]] == socket.AF_INET:
         family, addr = "inet", socket.inet_ntop(socket.AF_INET, raw[:4])

@@ -532,6 +532,39 @@ class Kernel:
             m.delete_batch(stale)
         return len(keys)
 
+    def set_callers(self, base: int, callers: dict[str, int]) -> int:
+        """Exec lineage: makes exec_callers for the agent's exec list `base` exactly callers
+        (caller path -> the list of its programs), new entries first, then stale ones out."""
+        m = self.map("exec_callers")
+        keys = {exact_key_bytes(base, c): _u32(lst) for c, lst in callers.items()}
+        list_of = _list_reader(m.name)
+        stale = [k for k in m if list_of(k) == base and k not in keys]
+        if keys:
+            try:
+                m.update_batch(list(keys), list(keys.values()))
+            except BpfError as e:
+                if e.errno in (errno.E2BIG, errno.ENOSPC):
+                    raise AllowListFull(m.name, m.max_entries) from e
+                raise
+        if stale:
+            m.delete_batch(stale)
+        return len(keys)
+
+    def callers(self, base: int) -> dict[str, int]:
+        """exec_callers of one exec list, as the kernel holds them."""
+        m = self.map("exec_callers")
+        list_of = _list_reader(m.name)
+        out: dict[str, int] = {}
+        for key in m:
+            if list_of(key) != base:
+                continue
+            k = layout.from_bytes("struct corral_path_key", key)
+            raw = bytes(layout.ffi().buffer(k.path)).split(b"\0", 1)[0]
+            val = m.lookup(key)
+            if val is not None:
+                out[raw.decode("utf-8", "surrogateescape")] = int.from_bytes(val[:4], "little")
+        return out
+
     def patterns(self, dim: str, list_id: int) -> dict[str, list[str]]:
         """The list's pattern groups as the kernel holds them (literal prefix -> patterns)."""
         m = self._pattern_map(dim)
@@ -592,9 +625,10 @@ class Kernel:
         if not ids:
             return 0
         removed = 0
+        mask = (1 << C.CORRAL_CALLER_SHIFT) - 1 if dim == "exec" else 0xFFFFFFFF
         for m in self._maps_of(dim):
             list_of = _list_reader(m.name)
-            doomed = [k for k in m if list_of(k) in ids]
+            doomed = [k for k in m if list_of(k) & mask in ids]  # exec: callers' lists too
             removed += m.delete_batch(doomed)
         return removed
 
@@ -614,7 +648,8 @@ class Kernel:
     def _maps_of(self, dim: str) -> list[Map]:
         if dim == "connect":
             return [self.map("net_allow")]
-        return [self._path_map(dim), self._exact_map(dim), self._pattern_map(dim)]
+        maps = [self._path_map(dim), self._exact_map(dim), self._pattern_map(dim)]
+        return [*maps, self.map("exec_callers")] if dim == "exec" else maps
 
     def _path_map(self, dim: str) -> Map:
         if dim not in ("exec", "open"):

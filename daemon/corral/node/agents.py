@@ -13,7 +13,7 @@ from corral.kernel.layout import DIMS
 from corral.policy.agents import Agent, check_mode
 from corral.policy.promotion import Gates, readiness
 
-from .cgroups import Cgroups
+from .cgroups import Cgroups, populated
 from .state import NodeState
 from .status import StatusView
 from .sync import KernelSync
@@ -43,7 +43,7 @@ class AgentService:
             "baseline": self.state.baselines[agent.name].summary(),
             "counters": self.sync.k.counters(agent.id),
             "deviations": len(agent.deviations),
-            "cgroups": len(self.cgroups.of(agent.name)),
+            "cgroups": len(self.cgroups.live(agent.name)),  # registered ones holding a process
         }
 
     def list_agents(self) -> list[dict[str, Any]]:
@@ -84,6 +84,7 @@ class AgentService:
                 "namespace": b.namespace,
                 "pod": b.pod,
                 "container": b.container,
+                "live": populated(b),
             }
             for b in self.cgroups.of(agent.name)
         ]

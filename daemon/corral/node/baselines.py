@@ -101,6 +101,7 @@ class BaselineService:
             "accepted": len(taken),
             "entries": [
                 {"dimension": s.dimension, "object": s.object, "kind": s.kind, "widens": s.widens}
+                | ({"caller": s.caller} if s.caller else {})
                 for s in added
             ],
             "skipped": skipped,
@@ -123,7 +124,12 @@ class BaselineService:
     def _add(b: Baseline, sel: review.Selector) -> bool:
         try:
             return b.add(
-                sel.dimension, sel.key, source="accepted", prefix=sel.prefix, pattern=sel.pattern
+                sel.dimension,
+                sel.key,
+                source="accepted",
+                prefix=sel.prefix,
+                pattern=sel.pattern,
+                caller=sel.caller,
             )
         except PatternError as e:
             raise Conflict(f"{sel.dimension} {sel.object}: {e}") from None
@@ -133,9 +139,9 @@ class BaselineService:
     ) -> list[_Choice]:
         out: list[_Choice] = []
         for i, e in enumerate(entries):
-            dim, obj = e.get("dimension"), e.get("object")
+            dim, obj, caller = e.get("dimension"), e.get("object"), e.get("caller")
             try:
-                sel = review.selector(str(dim), str(obj))
+                sel = review.selector(str(dim), str(obj), None if caller is None else str(caller))
             except ValueError as err:
                 raise BadRequest(f"entries[{i}] ({dim} {obj}): {err}") from None
             matched = [d for d in pending if sel.covers(d)]

@@ -81,6 +81,11 @@ class Cgroups:
     def of(self, agent: str) -> list[Binding]:
         return [b for b in self.bindings.values() if b.agent == agent]
 
+    def live(self, agent: str) -> list[Binding]:
+        """agent's cgroups that hold a process now: a `run` that exited stays registered
+        until the next sweep (promotion.check_interval), a pod's until the kubelet drops it."""
+        return [b for b in self.of(agent) if populated(b)]
+
     def confining(self, pid: int) -> Binding | None:
         """The registered cgroup process pid runs in, or the nearest registered ancestor of its
         cgroup (whether or not the kernel lets that one's rules inherit): None if there is
@@ -134,11 +139,7 @@ class Cgroups:
         for cgid, b in list(self.bindings.items()):
             if b.source != "run":
                 continue
-            try:
-                populated = "populated 1" in Path(b.path, "cgroup.events").read_text()
-            except OSError:
-                populated = False
-            if not populated:
+            if not populated(b):
                 self.unbind(cgid)
                 with contextlib.suppress(OSError):
                     os.rmdir(b.path)
@@ -277,6 +278,17 @@ def _bindings_of(w: identity.Workload) -> dict[int, Binding]:
     for c in w.container_cgroups:
         out[c.id] = bind(c, c.name)
     return out
+
+
+def populated(b: Binding) -> bool:
+    """Does b's cgroup (or one below it) hold a process? No when the cgroup is gone; yes when
+    the binding has no path to look at."""
+    if not b.path:
+        return True
+    try:
+        return "populated 1" in Path(b.path, "cgroup.events").read_text()
+    except OSError:
+        return False
 
 
 def _ppid(pid: int) -> int | None:

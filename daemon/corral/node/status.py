@@ -75,6 +75,7 @@ class StatusView:
             "kernel": self.probe.kernel,
             "uptime_seconds": round(time.time() - self.started, 1),
             "capabilities": self.probe.capabilities,
+            "exec_lineage": self._lineage(),
             "rechecks": self.rechecker.summary() if self.rechecker else None,
             "kernel_verification": self.verifier.summary() if self.verifier else None,
             "promotion": self._promotion(),
@@ -94,6 +95,17 @@ class StatusView:
                 "adopted": kern.adopted,
                 "programs": sorted(kern.programs),
             },
+        }
+
+    def _lineage(self) -> dict[str, Any]:
+        """Whether exec entries are enforced per caller here (policy/lineage.py)."""
+        if self.sync.lineage:
+            return {"enforced": True, "backend": self.sync.k.backends.exec}
+        return {
+            "enforced": False,
+            "backend": self.sync.k.backends.exec,
+            "why": "the fallback exec hook runs after the exec replaced the caller: every "
+            "program in an agent's baseline is allowed for any of its callers",
         }
 
     def _promotion(self) -> dict[str, Any]:

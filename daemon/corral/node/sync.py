@@ -11,6 +11,7 @@ import structlog
 from corral.kernel.layout import DIMS
 from corral.kernel.loader import AgentConfig, Kernel
 from corral.policy.agents import Agent
+from corral.policy.lineage import exec_lists
 from corral.policy.patterns import kernel_groups
 
 from .state import NodeState
@@ -67,12 +68,29 @@ class KernelSync:
         """Adds every baseline entry to the agent's kernel lists (idempotent)."""
         b = self.state.baselines[agent.name]
         lists = lists or agent.lists
-        for dim in ("exec", "open"):  # streamed: a resting baseline's paths never all exist
-            exact, prefixes = b.kernel_paths(dim), b.kernel_paths(dim, prefix=True)
-            self.k.allow_paths(dim, lists[dim], exact, prefixes)
-            self.k.set_patterns(dim, lists[dim], kernel_groups(b.kernel_patterns(dim)))
+        # streamed: a resting baseline's paths never all exist
+        exact, prefixes = b.kernel_paths("open"), b.kernel_paths("open", prefix=True)
+        self.k.allow_paths("open", lists["open"], exact, prefixes)
+        self.k.set_patterns("open", lists["open"], kernel_groups(b.kernel_patterns("open")))
+        self.push_exec(agent, lists["exec"])
         self.k.allow_net(lists["connect"], b.kernel_entries("connect"))
         self._pushed[agent.name] = (id(b), b.revision)
+
+    @property
+    def lineage(self) -> bool:
+        """Does the exec backend know each exec's caller (lineage.py)? Not the fallback."""
+        return self.k.backends.exec in ("lsm", "fmod_ret")
+
+    def push_exec(self, agent: Agent, base: int | None = None) -> None:
+        """The agent's exec entries into its exec list and its callers' lists (idempotent;
+        learning calls it after each batch with a new exec)."""
+        b = self.state.baselines[agent.name]
+        base = agent.lists["exec"] if base is None else base
+        el = exec_lists(b, base, lineage=self.lineage)
+        for list_id, pl in el.lists.items():
+            self.k.allow_paths("exec", list_id, pl.exact, pl.prefixes)
+            self.k.set_patterns("exec", list_id, pl.groups)
+        self.k.set_callers(base, el.callers)
 
     def lists_current(self, agent: Agent) -> bool:
         """True when the kernel lists already hold every entry of the agent's baseline: it was
@@ -114,10 +132,14 @@ class KernelSync:
     def _remove_entries(self, agent: Agent, lists: dict[str, int]) -> None:
         """Deletes the baseline's entries from lists no longer in use (frees their room)."""
         b = self.state.baselines[agent.name]
-        for dim in ("exec", "open"):
-            exact, prefixes = b.kernel_entries(dim)
-            self.k.remove_paths(dim, lists[dim], exact, prefixes)
-            self.k.set_patterns(dim, lists[dim], {})
+        exact, prefixes = b.kernel_entries("open")
+        self.k.remove_paths("open", lists["open"], exact, prefixes)
+        self.k.set_patterns("open", lists["open"], {})
+        el = exec_lists(b, lists["exec"], lineage=self.lineage)
+        for list_id, pl in el.lists.items():
+            self.k.remove_paths("exec", list_id, pl.exact, pl.prefixes)
+            self.k.set_patterns("exec", list_id, {})
+        self.k.set_callers(lists["exec"], {})
         self.k.remove_net(lists["connect"], b.kernel_entries("connect"))
 
     def write_modes(self, agent: Agent, modes: dict[str, str]) -> None:

@@ -31,8 +31,9 @@ NO_POD: Pod = ("", "", "")
 Item = tuple[str, bytes, "str | None", str, Pod]
 # an exec or connect for the AI-BOM: agent, record, path, comm, its Event if one was built
 Candidate = tuple[Agent, bytes, "str | None", str, "events.Event | None"]
-# one deviation as Agent.record_deviations takes it: dimension, object, verdict, time, comm
-Seen = tuple[str, str, str, float, str]
+# one deviation as Agent.record_deviations takes it: dimension, object, verdict, time, comm,
+# caller (an exec's; "" otherwise)
+Seen = tuple[str, str, str, float, str, str]
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Decoder:
             dim = dims[d]
             ev: events.Event | None = None
             path: str | None = None
+            caller = ""
             if raw_comm != last_raw_comm:
                 last_raw_comm = raw_comm
                 comm = comms.get(raw_comm)
@@ -111,12 +113,14 @@ class Decoder:
             else:
                 end = raw.find(b"\0")  # events.cstr, inline: a call per record costs
                 obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
+                if dim == "exec":
+                    caller = events.caller_of(rec)
             if vi != allowed:
                 if agent is not dev_agent:
                     dev_agent, dev_list = deviations.setdefault(agent.id, (agent, []))
-                dev_list.append((dim, obj, verdicts[vi], (ts + offset) / 1e9, comm))
+                dev_list.append((dim, obj, verdicts[vi], (ts + offset) / 1e9, comm, caller))
             elif agent.modes.get(dim) == "observe":
-                ev = ev or events.from_fields(unpack(rec), offset, path, comm)
+                ev = ev or events.from_fields(unpack(rec), offset, path, comm, caller)
                 observed((agent, ev))
             if pid != last_pid or comm != last_comm:
                 last_pid, last_comm = pid, comm

@@ -97,6 +97,8 @@ class EventFeed:
         """What the events API, the event log and subscribers see of one event."""
         name, raw, path, exe, (namespace, pod, container) = item
         ev = events.from_fields(events.layout().unpack(raw), self.decoder.boot_offset, path)
+        if ev.dimension == "exec":
+            ev = ev._replace(caller=events.caller_of(raw))
         rec = ev.to_dict()
         rec.update(
             time=self._iso_time(ev.ts_ns),

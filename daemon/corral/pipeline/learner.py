@@ -44,12 +44,16 @@ class Learner:
         changed: Callable[[str], None],
         write_failed: Callable[[set[str]], None],
         on_learned: OnLearned | None = None,
+        push_exec: Callable[[Agent], None] | None = None,
     ) -> None:
         self.baselines = baselines
         self.writer = writer  # the kernel once it is loaded
         self.changed = changed  # the agent's baseline has to be saved
         self.write_failed = write_failed  # these agents' lists need a whole push
         self.on_learned = on_learned
+        # exec entries go in whole per agent (lineage.py: a program per caller's list)
+        self.push_exec = push_exec
+        self.execs: dict[str, Agent] = {}
         # learned entries waiting for the end of the batch (one write per list)
         self.paths: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
         self.nets: dict[int, set[tuple[str, int]]] = {}
@@ -77,6 +81,9 @@ class Learner:
             rule = b.kernel_rule("connect", (ev.address or "", ev.port or 0))
             if rule is not None:
                 self.nets.setdefault(agent.lists["connect"], set()).add(rule)
+        elif ev.path and ev.dimension == "exec" and self.push_exec is not None:
+            rule = b.kernel_rule("exec", ev.path)
+            self.execs[agent.name] = agent
         elif ev.path:
             rule = b.kernel_rule(ev.dimension, ev.path)
             if rule is not None and rule[1] == PATTERN:
@@ -102,9 +109,12 @@ class Learner:
         writer = self.writer()
         assert writer is not None
         paths, nets, agents = self.paths, self.nets, self.learned_by
-        patterns = self.patterns
-        self.paths, self.nets, self.learned_by, self.patterns = {}, {}, set(), {}
+        patterns, execs = self.patterns, self.execs
+        self.paths, self.nets, self.learned_by, self.patterns, self.execs = {}, {}, set(), {}, {}
         try:
+            for agent in execs.values():
+                assert self.push_exec is not None
+                self.push_exec(agent)
             for (dim, list_id), (exact, prefixes) in paths.items():
                 writer.allow_paths(dim, list_id, exact, prefixes)
             for (dim, list_id), b in patterns.items():

@@ -54,18 +54,21 @@ class Deviation:
     last_seen: float
     verdict: str
     comm: str = ""  # the command that did it last (absent in registries written before)
+    # exec: the executable that called it (exec lineage); "" when unknown or not an exec
+    caller: str = ""
 
     @property
     def key(self) -> str:
-        return deviation_key(self.dimension, self.object)
+        return deviation_key(self.dimension, self.object, self.caller)
 
 
-# what record_deviations is given per event: (dimension, object, verdict, time, comm)
-Seen = tuple[str, str, str, float, str]
+# what record_deviations is given per event: (dimension, object, verdict, time, comm, caller)
+Seen = tuple[str, str, str, float, str, str]
 
 
-def deviation_key(dimension: str, obj: str) -> str:
-    return f"{dimension}\0{obj}"
+def deviation_key(dimension: str, obj: str, caller: str = "") -> str:
+    """One deviation per (dimension, object), and for an exec per caller too."""
+    return f"{dimension}\0{obj}\0{caller}" if caller else f"{dimension}\0{obj}"
 
 
 @dataclass
@@ -96,8 +99,8 @@ class Agent:
         if self._unbuilt:
             self._unbuilt = 0
             for key, v in [kv for kv in devs.items() if type(kv[1]) is tuple]:
-                dim, obj, verdict, now, comm = v  # type: ignore[misc]
-                devs[key] = Deviation(dim, obj, 1, now, now, verdict, comm)  # keeps its place
+                dim, obj, verdict, now, comm, caller = v  # type: ignore[misc]
+                devs[key] = Deviation(dim, obj, 1, now, now, verdict, comm, caller)  # in place
         return devs  # type: ignore[return-value]
 
     @deviations.setter
@@ -132,21 +135,22 @@ class Agent:
         return True
 
     def record_deviation(
-        self, dim: str, obj: str, verdict: str, now: float, comm: str = ""
+        self, dim: str, obj: str, verdict: str, now: float, comm: str = "", caller: str = ""
     ) -> None:
         """Counts one deviation (record_deviations with one)."""
-        self.record_deviations(((dim, obj, verdict, now, comm),))
+        self.record_deviations(((dim, obj, verdict, now, comm, caller),))
 
     def record_deviations(self, seen: Iterable[Seen]) -> None:
-        """Counts each (dimension, object, verdict, time, comm), in order: corrald calls it once
-        per agent per ring-buffer batch. `deviations` stays least recently seen first (a hit
-        moves its entry to the end), so the one dropped beyond DEVIATIONS_MAX is the first."""
+        """Counts each (dimension, object, verdict, time, comm, caller), in order: corrald
+        calls it once per agent per ring-buffer batch. `deviations` stays least recently seen
+        first (a hit moves its entry to the end), so the one dropped beyond DEVIATIONS_MAX is
+        the first."""
         devs = self._devs
         to_end = devs.move_to_end
         unbuilt = 0
         for item in seen:
-            dim, obj, verdict, now, comm = item
-            key = f"{dim}\0{obj}"
+            dim, obj, verdict, now, comm, caller = item
+            key = f"{dim}\0{obj}\0{caller}" if caller else f"{dim}\0{obj}"
             d = devs.get(key)
             if d is None:
                 if len(devs) >= DEVIATIONS_MAX:
@@ -156,7 +160,7 @@ class Agent:
                 continue
             if type(d) is tuple:  # seen a second time: now an object
                 first, first_comm = d[3], d[4]
-                d = devs[key] = Deviation(dim, obj, 1, first, first, verdict, first_comm)
+                d = devs[key] = Deviation(dim, obj, 1, first, first, verdict, first_comm, caller)
             d.count += 1
             if now > d.last_seen:
                 d.last_seen = now
@@ -189,9 +193,18 @@ class Agent:
             "created": self.created,
         }
         devs = [
-            (d[0], d[1], 1, d[3], d[3], d[2], d[4])  # seen once: (dim, obj, verdict, now, comm)
+            (d[0], d[1], 1, d[3], d[3], d[2], d[4], d[5])  # seen once: a Seen tuple
             if type(d) is tuple
-            else (d.dimension, d.object, d.count, d.first_seen, d.last_seen, d.verdict, d.comm)
+            else (
+                d.dimension,
+                d.object,
+                d.count,
+                d.first_seen,
+                d.last_seen,
+                d.verdict,
+                d.comm,
+                d.caller,
+            )
             for d in self._devs.values()
         ]
         return fields, devs

@@ -100,6 +100,9 @@ class Baseline:
         # restart of corrald is not counted twice)
         self.runs_seen = 0
         self.recent_runs: list[int] = []
+        # exec lineage: each caller's index, which names its kernel list (lineage.py); never
+        # reused, so incremental pushes and list swaps agree
+        self.caller_ids: dict[str, int] = {}
 
     @classmethod
     def new(
@@ -214,7 +217,8 @@ class Baseline:
             return self._note_unenforceable(event.dimension, path, flagged, when, "learned")
         if "relative" not in flags:
             path = normalise_path(path)
-        return self._add_path(event.dimension, path, when, "learned", prefix=False)
+        caller = (event.caller or None) if event.dimension == "exec" else None
+        return self._add_path(event.dimension, path, when, "learned", prefix=False, caller=caller)
 
     def _observe_net(self, event: Event, when: float) -> bool:
         obj = event.object
@@ -237,9 +241,11 @@ class Baseline:
         *,
         prefix: bool = False,
         pattern: bool = False,
+        caller: str | None = None,
     ) -> bool:
         """Merges one object (accept, import). Paths: exact, a "dir/" rule with prefix=True, or
         a glob with pattern=True (patterns.py; PatternError when the kernel cannot hold it).
+        exec: caller allows it for that caller only, None for any caller (lineage.py).
         Connect: (address or CIDR, port) or "addr:port" as Event.object shows it; port 0 = any.
         Returns True if it added a new entry."""
         if source not in SOURCES:
@@ -252,23 +258,26 @@ class Baseline:
             raise ValueError(f"unknown dimension {dimension!r}: expected exec, open or connect")
         if not isinstance(obj, str):
             raise ValueError(f"a {dimension} entry is a path, not {obj!r}")
+        if dimension != "exec":
+            caller = None
         if pattern:
-            return self._add_pattern(dimension, pat.check_pattern(obj), t, source)
+            return self._add_pattern(dimension, pat.check_pattern(obj), t, source, caller)
         path = normalise_path(obj)
         if prefix and not path.endswith("/"):
             path += "/"
-        return self._add_path(dimension, path, t, source, prefix=prefix)
+        return self._add_path(dimension, path, t, source, prefix=prefix, caller=caller)
 
-    def _add_pattern(self, dim: str, glob: str, when: float, source: Source) -> bool:
+    def _add_pattern(
+        self, dim: str, glob: str, when: float, source: Source, caller: str | None = None
+    ) -> bool:
         ps = self._paths[dim]
         known = ps.patterns.get(glob)
         if known is not None:
-            known.hit(when)
-            return False
+            return self._hit(known, when, caller)
         covered = [p for p in ps.exact if pat.matches(glob, p)]
         others = [g for g in ps.patterns if g != glob]
         pat.kernel_groups([*others, glob])  # raises PatternError when it cannot be held
-        entry = Entry(when, when, 1, source)
+        entry = self._new_entry(when, source, caller)
         if covered:
             entry = Entry.merged([entry, *(ps.pop_exact(p) for p in covered)])
             entry.source, entry.origin = source, None
@@ -294,7 +303,16 @@ class Baseline:
     def _novel(self, when: float) -> None:
         self.last_novel = when if self.last_novel is None else max(self.last_novel, when)
 
-    def _add_path(self, dim: str, path: str, when: float, source: Source, *, prefix: bool) -> bool:
+    def _add_path(
+        self,
+        dim: str,
+        path: str,
+        when: float,
+        source: Source,
+        *,
+        prefix: bool,
+        caller: str | None = None,
+    ) -> bool:
         if "\0" in path:
             raise ValueError("path contains a NUL byte")
         if not path_fits(path, prefix=prefix):
@@ -302,11 +320,10 @@ class Baseline:
         ps = self._paths[dim]
         covering = ps.match(path)
         if covering is not None:
-            covering.hit(when)
-            return False
-        if not prefix and source == "learned" and self._generalise(ps, dim, path, when):
+            return self._hit(covering, when, caller)
+        if not prefix and source == "learned" and self._generalise(ps, dim, path, when, caller):
             return True
-        entry = Entry(when, when, 1, source)
+        entry = self._new_entry(when, source, caller)
         if prefix:
             beneath = ps.pop_beneath(path)
             if beneath:
@@ -320,7 +337,37 @@ class Baseline:
         self._novel(when)
         return True
 
-    def _generalise(self, ps: _PathSet, dim: str, path: str, when: float) -> bool:
+    def _hit(self, entry: Entry, when: float, caller: str | None) -> bool:
+        """A hit of an entry that covers the object; True when it now allows a caller it did
+        not (exec lineage: a new kernel entry)."""
+        entry.hit(when)
+        if entry.callers is None or caller in entry.callers:
+            return False
+        if caller is None:
+            entry.callers = None  # accepted or imported for any caller
+        else:
+            self.caller_id(caller)
+            entry.callers.add(caller)
+        self.revision += 1
+        self._novel(when)
+        return True
+
+    def _new_entry(self, when: float, source: Source, caller: str | None) -> Entry:
+        if caller is None:
+            return Entry(when, when, 1, source)
+        self.caller_id(caller)
+        return Entry(when, when, 1, source, callers={caller})
+
+    def caller_id(self, caller: str) -> int:
+        """The caller's index (lineage.py), assigned on first use."""
+        known = self.caller_ids.get(caller)
+        if known is None:
+            known = self.caller_ids[caller] = len(self.caller_ids) + 1
+        return known
+
+    def _generalise(
+        self, ps: _PathSet, dim: str, path: str, when: float, caller: str | None = None
+    ) -> bool:
         """Learns path as part of a pattern when an entry of its shape and path are evidence
         of one (patterns.py); False (learn it exact) otherwise."""
         shape = pat.shape(path)
@@ -351,7 +398,7 @@ class Baseline:
                 )
                 return False
             merged = [ps.pop_pattern(g) for g in members] + [ps.pop_exact(p) for p in exact]
-            entry = Entry.merged([Entry(when, when, 1, "learned"), *merged])
+            entry = Entry.merged([self._new_entry(when, "learned", caller), *merged])
             entry.source, entry.origin = "learned", None
             ps.put_pattern(glob, entry, learned=True)
             self.revision += 1
@@ -415,6 +462,8 @@ class Baseline:
         """Puts one entry exactly as given: no normalisation, no collapse or aggregation, no
         covering check (an import is the reviewed policy and must come back out unchanged).
         The caller has validated key (document.py)."""
+        for c in sorted(entry.callers or ()):
+            self.caller_id(c)
         if dimension == "connect":
             assert isinstance(key, tuple)
             self._net.put(key, entry)
@@ -458,13 +507,18 @@ class Baseline:
 
     # ---- queries --------------------------------------------------------------------------------
 
-    def contains(self, dimension: str, obj: str | tuple[str, int] | NetKey) -> bool:
-        """Would the kernel allow obj with this baseline loaded? (Exact or prefix for paths,
-        after the /proc rewrite; port then port 0 and longest prefix for connect.)"""
-        return self.lookup(dimension, obj) is not None
+    def contains(
+        self, dimension: str, obj: str | tuple[str, int] | NetKey, caller: str | None = None
+    ) -> bool:
+        """Would the kernel allow obj with this baseline loaded? (Exact, prefix or pattern for
+        paths, after the /proc rewrite; port then port 0 and longest prefix for connect.)
+        exec: for this caller ("": an unknown one); None asks about the program alone."""
+        return self.lookup(dimension, obj, caller) is not None
 
-    def lookup(self, dimension: str, obj: str | tuple[str, int] | NetKey) -> Entry | None:
-        """The entry that covers obj, or None."""
+    def lookup(
+        self, dimension: str, obj: str | tuple[str, int] | NetKey, caller: str | None = None
+    ) -> Entry | None:
+        """The entry that covers obj (for caller, see contains), or None."""
         if dimension == "connect":
             try:
                 net, port = parse_net(obj)  # type: ignore[arg-type]
@@ -478,7 +532,10 @@ class Baseline:
         path = normalise_path(obj)
         if not path_fits(path, prefix=False):
             return None
-        return self._paths[dimension].match(path)
+        ps = self._paths[dimension]
+        if caller is None or dimension != "exec":
+            return ps.match(path)
+        return next((e for e in ps.candidates(path) if e.allows_caller(caller)), None)
 
     def kernel_rule(self, dimension: str, obj: str | tuple[str, int]) -> tuple[str, Any] | None:
         """The entry that covers obj, in the form the kernel lists take: (path, is_prefix) for

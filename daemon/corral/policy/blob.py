@@ -56,19 +56,29 @@ def _ps(raw: bytes) -> str:
 
 
 def _entry_row(e: Entry) -> list[Any]:
-    return [e.first_seen, e.last_seen, e.hits, e.source, e.origin]
+    row = [e.first_seen, e.last_seen, e.hits, e.source, e.origin]
+    if e.callers is not None:  # exec lineage (schema 3)
+        row.append([_pb(c) for c in sorted(e.callers)])
+    return row
 
 
 def _entry_of(row: list[Any]) -> Entry:
-    """A stored entry: schema 2 rows end with the origin, schema 1 rows have none."""
+    """A stored entry: schema 2 rows end with the origin, schema 1 rows have none, schema 3
+    exec rows may add the callers."""
     if len(row) == 4:
         row = [*row, None]
+    callers: set[str] | None = None
+    if len(row) == 6:
+        *row, raw = row
+        if not isinstance(raw, list) or not all(isinstance(c, bytes) for c in raw):
+            raise ValueError("bad callers")
+        callers = {_ps(c) for c in raw}
     first, last, hits, source, origin = row
     if source not in SOURCES or (origin is not None and origin not in SOURCES):
         raise ValueError(f"unknown source {source!r} / origin {origin!r}")
     if not isinstance(hits, int) or not isinstance(first, float | int):
         raise ValueError("bad entry fields")
-    return Entry(float(first), float(last), hits, source, origin)
+    return Entry(float(first), float(last), hits, source, origin, callers)
 
 
 PATTERN_TABLES = {d: f"{d}_patterns" for d in PATH_DIMENSIONS}
@@ -257,6 +267,7 @@ def encode_payload(b: Baseline) -> bytes:
     data["imports"] = b.imports
     data["runs_seen"] = b.runs_seen
     data["recent_runs"] = list(b.recent_runs)
+    data["caller_ids"] = [[_pb(c), i] for c, i in sorted(b.caller_ids.items())]
     return msgpack.packb(data, use_bin_type=True)
 
 
@@ -305,6 +316,8 @@ def _baseline_of(data: dict[str, Any], rules: BaselineRules | None) -> Baseline:
     # absent in files written before promotion gates counted runs
     b.runs_seen = int(data.get("runs_seen", 0))
     b.recent_runs = [int(c) for c in data.get("recent_runs", [])]
+    # schema 3: exec lineage's caller -> kernel list index
+    b.caller_ids = {_ps(c): int(i) for c, i in data.get("caller_ids", [])}
     return b
 
 

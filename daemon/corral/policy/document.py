@@ -14,6 +14,7 @@ format, in YAML (JSON with the same fields is accepted and produced too)::
       autoPromote: false                                       # optional
       exec:
       - {path: /usr/bin/python3.11, source: learned}
+      - {path: /usr/bin/sh, callers: [/usr/bin/node], source: learned}  # lineage.py
       open:
       - {path: /etc/hosts, source: learned}
       - {prefix: /usr/lib/python3.11/, source: learned}        # everything beneath
@@ -31,8 +32,9 @@ accepted or imported. An entry imported from a document keeps the source the doc
 as its origin and exports it again, so export -> import -> export is byte-for-byte stable; an
 entry the document gave no source is stored and exported as ``imported``.
 
-``corral.io/v2`` added ``pattern`` entries; ``corral.io/v1`` documents (no patterns) are read
-as before, and exports are v2.
+``corral.io/v2`` added ``pattern`` entries and exec ``callers`` (exec lineage: the program is
+allowed only when one of them runs it; without callers, for any caller); ``corral.io/v1``
+documents (neither) are read as before, and exports are v2.
 
 Paths whose bytes are not UTF-8 are written base64-encoded with ``encoding: base64``.
 Validation collects every problem (up to PROBLEMS_MAX) and names each by its place in the
@@ -89,7 +91,7 @@ _ANNOTATION_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 _TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 _METADATA_FIELDS = ("name", "annotations")
 _SPEC_FIELDS = ("modes", "autoPromote", *DIMS)
-_PATH_FIELDS = ("path", "prefix", "pattern", "relative", "encoding", "source")
+_PATH_FIELDS = ("path", "prefix", "pattern", "relative", "encoding", "callers", "source")
 _NET_FIELDS = ("address", "network", "port", "source")
 
 Strategy = Literal["merge", "replace"]
@@ -117,6 +119,7 @@ class DocEntry:
     source: Source | None  # as declared; None when the document gave none
     where: str  # e.g. "spec.exec[3]"
     pattern: bool = False
+    callers: tuple[str, ...] | None = None  # exec lineage; None: any caller
 
 
 @dataclass
@@ -161,7 +164,9 @@ _Dumper.add_representer(_Flow, _flow_representer)
 _Dumper.add_representer(str, _str_representer)
 
 
-def _path_item(path: str, prefix: bool | str, source: Source) -> _Flow:
+def _path_item(
+    path: str, prefix: bool | str, source: Source, callers: set[str] | None = None
+) -> _Flow:
     """prefix: False (a path), True (a "dir/" prefix) or "pattern"."""
     raw = path.encode("utf-8", "surrogateescape")
     item = _Flow()
@@ -173,6 +178,8 @@ def _path_item(path: str, prefix: bool | str, source: Source) -> _Flow:
         item["encoding"] = "base64"
     if not path.startswith("/"):
         item["relative"] = True
+    if callers is not None:
+        item["callers"] = sorted(callers, key=lambda c: c.encode("utf-8", "surrogateescape"))
     item["source"] = source
     return item
 
@@ -205,7 +212,7 @@ def export(
         items = [(p, pre, e) for p, pre, e in b.path_entries(d)]
         items += [(g, "pattern", e) for g, e in b.pattern_entries(d)]
         items.sort(key=lambda t: (t[0].encode("utf-8", "surrogateescape"), str(t[1])))
-        spec[d] = [_path_item(p, pre, e.declared_source) for p, pre, e in items]
+        spec[d] = [_path_item(p, pre, e.declared_source, e.callers) for p, pre, e in items]
     spec["connect"] = [_net_item(n, p, e.declared_source) for n, p, e in b.net_entries()]
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
@@ -324,8 +331,8 @@ def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
             )
             if entry is None:
                 continue
-            if entry.pattern and api != API_VERSION:
-                p.add(where, f"pattern entries need apiVersion {API_VERSION}")
+            if (entry.pattern or entry.callers) and api != API_VERSION:
+                p.add(where, f"pattern and callers need apiVersion {API_VERSION}")
                 continue
             ident = (dim, entry.key, "pattern" if entry.pattern else entry.prefix)
             if ident in seen:
@@ -472,9 +479,29 @@ def _path_entry(dim: str, item: Any, where: str, p: _Problems) -> DocEntry | Non
         return None
     if not relative and kind != "pattern":
         value = normalise_path(value)
-    if not ok:
+    callers = _callers(dim, item.get("callers"), where, p)
+    if not ok or callers is False:
         return None
-    return DocEntry(dim, value, kind == "prefix", source, where, pattern=kind == "pattern")
+    return DocEntry(
+        dim, value, kind == "prefix", source, where, pattern=kind == "pattern", callers=callers
+    )
+
+
+def _callers(dim: str, value: Any, where: str, p: _Problems) -> tuple[str, ...] | bool | None:
+    """An exec entry's callers (None: any caller); False when a problem was noted."""
+    if value is None:
+        return None
+    if dim != "exec":
+        p.add(where, "callers go with exec entries only")
+        return False
+    if not isinstance(value, list) or not value:
+        p.add(where, "callers must be a non-empty list of absolute paths of executables")
+        return False
+    for c in value:
+        if not isinstance(c, str) or not c.startswith("/") or "\0" in c:
+            p.add(where, f"caller {c!r} is not the absolute path of an executable")
+            return False
+    return tuple(sorted(set(value)))
 
 
 def _path_problem(value: str, kind: str, relative: bool) -> str | None:
@@ -598,14 +625,15 @@ def plan(
             new.runs_seen, new.recent_runs = current.runs_seen, list(current.recent_runs)
     added = kept = 0
     for e in doc.entries:
+        callers = None if e.callers is None else set(e.callers)
         existing = _existing(current, e)
-        if existing is not None:
+        if existing is not None and existing.callers == callers:
             kept += 1
             if strategy == "replace":
                 new.insert(e.dimension, e.key, _copy(existing), prefix=e.prefix, pattern=e.pattern)
             continue
         origin = e.source if e.source != "imported" else None
-        entry = Entry(now, now, 0, "imported", origin)
+        entry = Entry(now, now, 0, "imported", origin, callers)
         new.insert(e.dimension, e.key, entry, prefix=e.prefix, pattern=e.pattern)
         added += 1
     for d in PATH_DIMENSIONS:
@@ -633,4 +661,5 @@ def _existing(current: Baseline | None, e: DocEntry) -> Entry | None:
 
 
 def _copy(e: Entry) -> Entry:
-    return Entry(e.first_seen, e.last_seen, e.hits, e.source, e.origin)
+    callers = None if e.callers is None else set(e.callers)
+    return Entry(e.first_seen, e.last_seen, e.hits, e.source, e.origin, callers)

@@ -78,6 +78,8 @@ class Row:
             "last_seen": max(d.last_seen for d in ds),
             "verdicts": sorted({d.verdict for d in ds}),
             "comms": sorted({d.comm for d in ds if d.comm})[:COMMS_MAX],
+            # exec lineage: the executables that ran it (accepting the row allows it for them)
+            "callers": sorted({d.caller for d in ds if d.caller}),
             "note": self.note,
         }
 
@@ -89,7 +91,7 @@ def pending(deviations: Iterable[Deviation], baseline: Baseline) -> list[Deviati
 
 def _covered(baseline: Baseline, d: Deviation) -> bool:
     try:
-        return baseline.contains(d.dimension, d.object)
+        return baseline.contains(d.dimension, d.object, d.caller or None)
     except ValueError:
         return False
 
@@ -109,7 +111,9 @@ def rows(deviations: Iterable[Deviation], *, flat: bool = False) -> list[Row]:
 def view(rs: Sequence[Row]) -> str:
     h = hashlib.sha256()
     for r in rs:
-        h.update("\t".join([r.dimension, r.object, r.kind, *r.members]).encode(errors="replace"))
+        callers = [d.caller for d in r.deviations]
+        h.update("\t".join([r.dimension, r.object, r.kind, *r.members, *callers]).encode(
+            errors="replace"))  # fmt: skip
         h.update(b"\n")
     return h.hexdigest()[:8]
 
@@ -187,6 +191,7 @@ class Selector:
     prefix: bool = False
     net: NetKey | None = None
     pattern: bool = False
+    caller: str | None = None  # exec: allow for this caller only (None: any caller)
 
     @property
     def key(self) -> str | NetKey:
@@ -207,6 +212,14 @@ class Selector:
     @property
     def widens(self) -> str:
         """How much the entry allows beyond what was seen, in words ("" for an exact one)."""
+        anyone = (
+            " (for any caller: give --caller to allow it only for the executable that ran it)"
+            if self.dimension == "exec" and self.caller is None
+            else ""
+        )
+        return self._widens() + anyone
+
+    def _widens(self) -> str:
         if self.pattern:
             return pat.widening(self.path)
         if self.prefix:
@@ -233,13 +246,20 @@ class Selector:
             same_family = net.version == snet.version
             return same_family and net.subnet_of(snet) and sport in (0, port)  # type: ignore[arg-type]
         path = normalise_path(d.object) if d.object.startswith("/") else d.object
+        if self.caller is not None and d.caller != self.caller:
+            return False
         if self.pattern:
             return pat.matches(self.path, path)
         return path.startswith(self.path) if self.prefix else path == self.path
 
 
-def selector(dimension: str, obj: str) -> Selector:
-    """What an operator typed: a path ("dir/" = everything beneath) or address:port."""
+def selector(dimension: str, obj: str, caller: str | None = None) -> Selector:
+    """What an operator typed: a path ("dir/" = everything beneath, or a pattern) or
+    address:port; caller: an exec's caller (exec lineage), None for any."""
+    if caller is not None and dimension != "exec":
+        raise ValueError("a caller goes with exec entries only")
+    if caller is not None and (not caller.startswith("/") or "\0" in caller):
+        raise ValueError(f"a caller is the absolute path of an executable, not {caller!r}")
     if dimension == "connect":
         return Selector("connect", net=parse_net(obj))
     if dimension not in PATH_DIMENSIONS:
@@ -248,11 +268,11 @@ def selector(dimension: str, obj: str) -> Selector:
         raise ValueError("a path must be non-empty and contain no NUL byte")
     path = normalise_path(obj) if obj.startswith("/") else obj
     if pat.is_pattern(path) and not _proc_star_only(path):
-        return Selector(dimension, path=pat.check_pattern(path), pattern=True)
+        return Selector(dimension, path=pat.check_pattern(path), pattern=True, caller=caller)
     prefix = path.endswith("/")
     if prefix and not path.startswith("/"):
         raise ValueError(f"a directory prefix must be absolute, not {obj!r}")
-    return Selector(dimension, path=path, prefix=prefix)
+    return Selector(dimension, path=path, prefix=prefix, caller=caller)
 
 
 def _proc_star_only(path: str) -> bool:
@@ -265,7 +285,7 @@ def exact(d: Deviation) -> Selector | None:
     unparsable address, or port 0, which would allow every port)."""
     if d.dimension != "connect":
         path = normalise_path(d.object) if d.object.startswith("/") else d.object
-        return Selector(d.dimension, path=path)
+        return Selector(d.dimension, path=path, caller=d.caller or None)
     try:
         net, port = parse_net(d.object)
     except ValueError:

@@ -279,6 +279,8 @@ class Entry:
     source: Source = "learned"
     # for imported entries: the source the imported document declared (None: hand-written)
     origin: Source | None = None
+    # exec lineage: the callers the program is allowed for; None = any caller (lineage.py)
+    callers: set[str] | None = None
 
     def hit(self, when: float, n: int = 1) -> None:
         self.hits += n
@@ -294,6 +296,8 @@ class Entry:
         }
         if self.origin is not None:
             out["origin"] = self.origin
+        if self.callers is not None:
+            out["callers"] = sorted(self.callers)
         return out
 
     @property
@@ -308,13 +312,20 @@ class Entry:
         sources = {e.source for e in es}
         origins = {e.origin for e in es}
         agree = len(sources) == 1
+        any_caller = any(e.callers is None for e in es)
         return cls(
             first_seen=min(e.first_seen for e in es),
             last_seen=max(e.last_seen for e in es),
             hits=sum(e.hits for e in es),
             source=next(iter(sources)) if agree else "learned",
             origin=next(iter(origins)) if agree and len(origins) == 1 else None,
+            callers=None if any_caller else set().union(*(e.callers or () for e in es)),
         )
+
+    def allows_caller(self, caller: str | None) -> bool:
+        """Exec lineage: may this caller run it? (None or "": the caller is not known, and
+        only an entry for any caller allows it.)"""
+        return self.callers is None or (bool(caller) and caller in self.callers)
 
 
 @dataclass(slots=True)

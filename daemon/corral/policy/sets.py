@@ -64,6 +64,14 @@ class _PathSet:
         glob = self.match_pattern(path)
         return None if glob is None else self.patterns[glob]
 
+    def candidates(self, path: str) -> list[Entry]:
+        """Every entry that covers path (exact, each prefix, each pattern): exec lineage keeps
+        a program's entries per caller, and any of them may be the one for a caller."""
+        out = [self.exact[path]] if path in self.exact else []
+        out += [e for p, e in self.prefixes.items() if path.startswith(p)]
+        out += [e for g, e in self.patterns.items() if pat.matches(g, path)]
+        return out
+
     def match_pattern(self, path: str) -> str | None:
         """The first pattern (in sorted order) that matches path, if any."""
         for glob in sorted(self.patterns):
