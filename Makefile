@@ -15,8 +15,9 @@ SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
 # Where $(PYTHON) cannot make a venv (Debian's python3 without ensurepip, or no python3 at all).
 PYTHON_PKGS := python3 python3-venv
 # The host suite: git lists a checkout's files (tests/ship copies a fresh clone from it);
-# procps: ps, which the demo test calls (also in the VM suite).
-TEST_PKGS := git procps
+# procps: ps, which the demo test calls (also in the VM suite); nodejs and npm: the real-agent
+# corpus (tests/realagents) installs an npm MCP server and its agents launch it with npx.
+TEST_PKGS := git procps nodejs npm
 # make bench: a C compiler and static libc for its helpers, perf for profiles
 BENCH_PKGS := gcc libc6-dev linux-perf
 # virtme-ng builds the guest's initramfs with busybox (without it every boot ends at once with
@@ -24,8 +25,8 @@ BENCH_PKGS := gcc libc6-dev linux-perf
 # init brings the guest's loopback up with `ip` (iproute2): without it 127.0.0.1 is unreachable.
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static file iproute2
 
-.PHONY: help deps vm-deps test-deps venv bpf vmlinux run test test-host test-vm test-fresh lint \
-	clean distclean demo wheel install uninstall bench
+.PHONY: help deps vm-deps test-deps realagents-deps venv bpf vmlinux run test test-host test-vm \
+	test-fresh lint clean distclean demo wheel install uninstall bench
 
 # `make install`: a virtualenv at PREFIX (the package and its Python dependencies, isolated from
 # the system Python), the systemd unit, the configuration (kept if present) and two symlinks.
@@ -42,7 +43,8 @@ help:
 	@echo "make run       build everything and start corrald in the foreground (local mode, root)"
 	@echo "make bpf       build the CO-RE BPF objects into $(BPF_OUT)/"
 	@echo "make test      the whole suite: lint, unit, host kernel tests, VM tests (BPF LSM, fmod_ret)"
-	@echo "make test-host host suite only (this machine's kernel)"
+	@echo "make test-host host suite only (this machine's kernel; includes the real-agent corpus)"
+	@echo "make realagents-deps  the real-agent corpus's pinned packages (PyPI, npm) into $(REALAGENTS)/"
 	@echo "make test-vm   VM suite only (Debian 6.1 and 6.12 kernels under QEMU)"
 	@echo "make test-fresh  make test on a pristine Debian 12 root (what CI runs; ~20 min, root)"
 	@echo "make vmlinux   regenerate bpf/vmlinux.h from this machine's BTF"
@@ -55,8 +57,12 @@ help:
 	@echo "make distclean clean, plus dist/ and .venv"
 
 # Installs the Debian packages named, those not installed yet (one apt-get for all of them).
+# A package that an installed one provides counts as installed: NodeSource's nodejs provides npm
+# and conflicts with Debian's, which apt would install by removing it.
 define apt_install
-	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || \
+		dpkg-query -W -f='$${db:Status-Abbrev} $${Provides}\n' 2>/dev/null | \
+		grep -Eq "^ii .*(^| |,)$$p( |,|$$)" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -80,6 +86,30 @@ $(VENV)/.stamp: pyproject.toml | deps
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# The real-agent corpus (tests/realagents, run by the host suite): unmodified third-party agent
+# packages at pinned versions, in a venv and an npm project of their own under build/realagents/
+# (their dependencies stay out of corral's venv). The agents' npx finds the npm MCP server in
+# that project, without the network, at test time. Remade only when a pin file changes.
+REALAGENTS := build/realagents
+REALAGENTS_PIP := tests/realagents/requirements.txt tests/realagents/constraints.txt
+REALAGENTS_NPM := tests/realagents/npm/package.json tests/realagents/npm/package-lock.json
+
+$(REALAGENTS)/venv/.stamp: $(REALAGENTS_PIP) | deps
+	rm -rf $(@D)
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --disable-pip-version-check \
+		-r tests/realagents/requirements.txt -c tests/realagents/constraints.txt
+	touch $@
+
+$(REALAGENTS)/npm/.stamp: $(REALAGENTS_NPM) | test-deps
+	rm -rf $(@D) && mkdir -p $(@D)
+	cp $(REALAGENTS_NPM) $(@D)/
+	cd $(@D) && npm ci --cache $(abspath $(REALAGENTS))/npm-cache --no-audit --no-fund \
+		--loglevel=error
+	touch $@
+
+realagents-deps: test-deps $(REALAGENTS)/venv/.stamp $(REALAGENTS)/npm/.stamp
 
 vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
@@ -150,12 +180,13 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "kept $(SYSCONFDIR)/corral (configuration) and the state directory (baselines): remove them by hand if you want them gone"
 
-# Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel.
+# Host suite: unit tests, the bindings' own tests and the kernel suite on this machine's kernel,
+# the daemon and shipping tests, and the real-agent corpus (writes docs/realagents.md).
 # Tests marked `deny` need a backend that denies with EPERM (BPF LSM or fmod_ret), `lsm_active`
 # BPF LSM running, `lsm_inactive` BPF LSM compiled in but not active: they run in test-vm.
-test-host: deps test-deps venv bpf
+test-host: deps test-deps venv bpf realagents-deps
 	$(PY) -m pytest -q -rs tests/unit bindings/tests tests/kernel tests/daemon tests/ship \
-		-m "not deny and not lsm_active and not lsm_inactive"
+		tests/realagents -m "not deny and not lsm_active and not lsm_inactive"
 
 # VM suite: the kernel suite on Debian 6.1 and 6.12 kernels (QEMU, no KVM needed), each booted
 # with lsm=...,bpf and without bpf (BPF LSM compiled in, inactive). See tests/vm/run_vm.py.

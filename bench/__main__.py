@@ -22,7 +22,7 @@ from typing import Any
 
 from . import env, report
 
-PARTS = ("syscalls", "workload", "ingest", "footprint", "flip", "vm", "families")
+PARTS = ("syscalls", "workload", "ingest", "footprint", "flip", "vm", "families", "progcost")
 RESULTS = env.BUILD / "results"
 
 
@@ -73,6 +73,10 @@ def run_part(part: str, quick: bool) -> dict[str, Any]:
         from . import families
 
         res = families.measure(rounds=3 if quick else 5, target_s=0.3)
+    elif part == "progcost":
+        from . import progcost
+
+        res = progcost.measure(rounds=3 if quick else 5, target_s=0.3)
     else:
         raise ValueError(part)
     res["elapsed_seconds"] = round(time.monotonic() - t0, 1)

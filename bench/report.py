@@ -1065,6 +1065,13 @@ def families_section(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def progcost_section(res: dict[str, Any]) -> list[str]:
+    """Each program's cost per call before and after patterns and lineage (bench/progcost.py)."""
+    from .progcost import section
+
+    return section(res)
+
+
 def write(results: dict[str, Any]) -> Path:
     ASSETS.mkdir(parents=True, exist_ok=True)
     DATA.write_text(json.dumps(results, indent=1, sort_keys=True))
@@ -1089,6 +1096,7 @@ def write(results: dict[str, Any]) -> Path:
         *footprint_section(results.get("footprint", {})),
         *flip_section(results.get("flip", {})),
         *families_section(results.get("families", {})),
+        *progcost_section(results.get("progcost", {})),
         *anchors_section(results),
     ]
     DOC.write_text("\n".join(lines).rstrip() + "\n")

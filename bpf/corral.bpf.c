@@ -152,19 +152,36 @@ struct {
 	__type(value, struct exec_round);
 } exec_rounds SEC(".maps");
 
+/*
+ * The path of an executable per struct file, so that a caller's bpf_d_path is paid once per
+ * executable, not per exec. Checked against the file's inode: a freed file's address may be
+ * reused for another.
+ */
+struct exe_path {
+	__u64 inode;
+	__u8 path[CORRAL_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096); /* executables of agents that run programs, node-wide */
+	__type(key, __u64);
+	__type(value, struct exe_path);
+} exe_paths SEC(".maps");
+
 /* "Recently reported": bounds a flood of distinct novel objects to the rate limit below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct corral_path_key);
-	__type(value, __u64);
+	__type(key, struct corral_seen_path_key);
+	__type(value, struct corral_seen_val);
 } seen_path SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct corral_net_key);
-	__type(value, __u64);
+	__type(key, struct corral_seen_net_key);
+	__type(value, struct corral_seen_val);
 } seen_net SEC(".maps");
 
 struct {
@@ -200,8 +217,11 @@ struct scratch {
 	struct corral_path_key pkey;
 	struct corral_path_key ckey; /* exec: the caller, keyed like pkey */
 	struct corral_net_key nkey;
+	struct corral_seen_path_key spkey;
+	struct corral_seen_net_key snkey;
 	__u8 tmp[CORRAL_PATH_MAX];
 	struct exec_path xpath;
+	struct exe_path xexe;
 	/* unused: keeps the ring records in the object's BTF (a ring buffer cannot name them) */
 	struct corral_event event_btf;
 	struct corral_exec_event exec_event_btf;
@@ -327,42 +347,71 @@ static __always_inline struct scratch *get_scratch(void)
 
 /*
  * true when the report may go out: not seen with this verdict within the window, under the rate
- * limit. The stamp keeps the verdict in its low two bits, so a mode flip (would-deny -> denied)
- * is reported again at once.
+ * limit; *seen is then the entry whose pending repeats the report takes (NULL: a new one). The
+ * stamp keeps the verdict in its low two bits, so a mode flip (would-deny -> denied) is reported
+ * again at once. A suppressed repeat counts in the entry's pending.
  */
 static __always_inline bool may_report(struct subject *s, struct corral_counters *c, void *seen_map,
-				       void *seen_key, __u64 now, __u8 verdict)
+				       void *seen_key, __u64 now, __u8 verdict,
+				       struct corral_seen_val **seen)
 {
 	struct corral_config *conf = get_config();
 	__u64 stamp = (now & ~3ULL) | (verdict & 3);
+	struct corral_seen_val fresh = { .stamp = stamp }, *last;
 	struct corral_rate *r;
-	__u64 *last;
 
+	*seen = NULL;
 	if (!conf)
 		return false;
 	last = bpf_map_lookup_elem(seen_map, seen_key);
-	if (last && (*last & 3) == (verdict & 3) && now - *last < conf->suppress_ns) {
+	if (last && (last->stamp & 3) == (verdict & 3) && now - last->stamp < conf->suppress_ns) {
 		if (c)
 			c->suppressed++;
+		__sync_fetch_and_add(&last->pending, 1);
 		return false;
 	}
-	bpf_map_update_elem(seen_map, seen_key, &stamp, BPF_ANY);
-	if (!s->cfg->rate_limit)
-		return true;
-	r = bpf_map_lookup_elem(&rate, &s->agent);
-	if (!r)
-		return true;
-	if (now - r->window_start >= NSEC_PER_SEC) {
-		r->window_start = now;
-		r->count = 0;
+	if (last)
+		last->stamp = stamp;
+	else
+		bpf_map_update_elem(seen_map, seen_key, &fresh, BPF_ANY);
+	if (s->cfg->rate_limit) {
+		r = bpf_map_lookup_elem(&rate, &s->agent);
+		if (r && now - r->window_start >= NSEC_PER_SEC) {
+			r->window_start = now;
+			r->count = 0;
+		}
+		if (r && r->count >= s->cfg->rate_limit) {
+			if (c)
+				c->dropped++;
+			return false;
+		}
+		if (r)
+			r->count++;
 	}
-	if (r->count >= s->cfg->rate_limit) {
-		if (c)
-			c->dropped++;
-		return false;
-	}
-	r->count++;
+	*seen = last;
 	return true;
+}
+
+/* The executable of the current task, as an id: inode ^ device << 32 (0 if it has none). */
+static __always_inline __u64 current_exe_id(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+
+	if (!inode)
+		return 0;
+	return BPF_CORE_READ(inode, i_ino) ^ ((__u64)BPF_CORE_READ(inode, i_sb, s_dev) << 32);
+}
+
+/* The repeats a report carries: taken from its seen entry, which starts counting again. */
+static __always_inline __u32 take_repeats(struct corral_seen_val *seen)
+{
+	__u64 n;
+
+	if (!seen)
+		return 0;
+	n = __sync_lock_test_and_set(&seen->pending, 0);
+	return n > 0xffffffff ? 0xffffffff : (__u32)n;
 }
 
 /* Only for events: the allowed path never pays for the two reads. */
@@ -403,7 +452,18 @@ static __always_inline void event_fill(struct subject *s, struct corral_event *e
 	e->port = 0;
 	e->reserved = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	e->exe = 0;
+	e->repeats = 0;
+	e->list = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->exe_name[0] = 0;
+	if (has_task) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		const unsigned char *name = BPF_CORE_READ(task, mm, exe_file, f_path.dentry, d_name.name);
+
+		if (name)
+			bpf_probe_read_kernel_str(e->exe_name, sizeof(e->exe_name), name);
+	}
 }
 
 static __always_inline struct corral_event *event_start(struct subject *s, struct corral_counters *c,
@@ -596,6 +656,7 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 				       bool lineage)
 {
 	struct corral_counters *c = counters_of(s);
+	struct corral_seen_val *seen;
 	struct corral_event *e;
 	__u8 verdict;
 	__u64 now;
@@ -613,7 +674,9 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 	}
 	verdict = novel_verdict(s, c, can_deny, kill);
 	now = bpf_ktime_get_boot_ns(); /* only what is reported needs the time */
-	if (!may_report(s, c, &seen_path, &sc->pkey, now, verdict))
+	__builtin_memcpy(&sc->spkey.key, &sc->pkey, sizeof(sc->pkey));
+	sc->spkey.exe = current_exe_id();
+	if (!may_report(s, c, &seen_path, &sc->spkey, now, verdict, &seen))
 		return verdict;
 	if (lineage) {
 		struct corral_exec_event *x = bpf_ringbuf_reserve(&events, sizeof(*x), 0);
@@ -624,6 +687,9 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 			return verdict;
 		}
 		event_fill(s, &x->event, verdict, now, true);
+		x->event.exe = sc->spkey.exe;
+		x->event.list = sc->pkey.list;
+		x->event.repeats = take_repeats(seen);
 		bpf_probe_read_kernel(x->event.path, sizeof(x->event.path), sc->pkey.path);
 		bpf_probe_read_kernel(x->caller, sizeof(x->caller), sc->ckey.path);
 		bpf_ringbuf_submit(x, 0);
@@ -632,6 +698,9 @@ static __always_inline __u8 judge_path(struct subject *s, struct scratch *sc, bo
 	e = event_start(s, c, verdict, now, true);
 	if (!e)
 		return verdict;
+	e->exe = sc->spkey.exe;
+	e->list = sc->pkey.list;
+	e->repeats = take_repeats(seen);
 	bpf_probe_read_kernel(e->path, sizeof(e->path), sc->pkey.path);
 	bpf_ringbuf_submit(e, 0);
 	return verdict;
@@ -692,15 +761,26 @@ static __always_inline bool current_exe_path(struct scratch *sc)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mm_struct *mm = task->mm;
+	struct exe_path *known;
 	struct file *exe;
+	__u64 key;
 
+	exe = mm ? mm->exe_file : NULL;
+	if (exe) {
+		key = (__u64)exe;
+		known = bpf_map_lookup_elem(&exe_paths, &key);
+		if (known && known->inode == (__u64)exe->f_inode) {
+			__builtin_memcpy(sc->ckey.path, known->path, sizeof(sc->ckey.path));
+			return true;
+		}
+	}
 	__builtin_memset(sc->ckey.path, 0, sizeof(sc->ckey.path));
-	if (!mm)
-		return false;
-	exe = mm->exe_file;
 	if (!exe || bpf_d_path((struct path *)&exe->f_path, (char *)sc->tmp, sizeof(sc->tmp)) < 0)
 		return false;
 	bpf_probe_read_kernel_str(sc->ckey.path, sizeof(sc->ckey.path), sc->tmp);
+	sc->xexe.inode = (__u64)exe->f_inode;
+	__builtin_memcpy(sc->xexe.path, sc->ckey.path, sizeof(sc->xexe.path));
+	bpf_map_update_elem(&exe_paths, &key, &sc->xexe, BPF_ANY);
 	return true;
 }
 
@@ -776,7 +856,9 @@ static __always_inline void exec_round(struct subject *s, struct scratch *sc, st
 			s->flags |= CORRAL_EF_NOCALLER;
 		}
 	}
-	if (!(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)))
+	/* only a script (bprm->buf holds the file's first bytes) has a next round to tell */
+	if (bprm->buf[0] == '#' && bprm->buf[1] == '!' &&
+	    !(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)))
 		bpf_map_update_elem(&exec_rounds, &key, sc->pkey.path, BPF_ANY);
 }
 
@@ -1037,6 +1119,7 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 {
 	struct corral_counters *c = counters_of(s);
 	struct corral_net_key *k = &sc->nkey;
+	struct corral_seen_val *seen;
 	struct corral_event *e;
 	__u8 verdict;
 	__u64 now;
@@ -1052,11 +1135,16 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 	}
 	verdict = novel_verdict(s, c, true, false);
 	now = bpf_ktime_get_boot_ns();
-	if (!may_report(s, c, &seen_net, k, now, verdict))
+	__builtin_memcpy(&sc->snkey.key, k, sizeof(*k));
+	sc->snkey.exe = has_task ? current_exe_id() : 0;
+	if (!may_report(s, c, &seen_net, &sc->snkey, now, verdict, &seen))
 		return verdict;
 	e = event_start(s, c, verdict, now, has_task);
 	if (!e)
 		return verdict;
+	e->exe = sc->snkey.exe;
+	e->list = k->list;
+	e->repeats = take_repeats(seen);
 	e->family = k->family;
 	e->proto = proto;
 	e->port = bpf_ntohs(k->port);

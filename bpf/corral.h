@@ -14,6 +14,7 @@
 /* Path buffer in the kernel, NUL included. 4 (list id) + 252 = 256 = LPM_DATA_SIZE_MAX. */
 #define CORRAL_PATH_MAX 252
 #define CORRAL_COMM_LEN 16
+#define CORRAL_EXE_NAME_LEN 32
 #define CORRAL_ADDR_LEN 16
 
 /* kubelet's default max-pods is 110; 1024 agents leaves room for dense nodes. Ids start at 1. */
@@ -157,6 +158,27 @@ struct corral_pattern_set {
 	struct corral_pattern pattern[CORRAL_PATTERN_SET_MAX];
 };
 
+/*
+ * maps seen_path, seen_net: LRU of what was reported lately, per object, list and executable
+ * (a repeat by another executable is reported on its own). pending counts the repeats
+ * suppressed since the last report: the next report carries them (and zeroes it), and corrald
+ * adds what is still pending when it shows counts.
+ */
+struct corral_seen_path_key {
+	struct corral_path_key key;
+	__u64 exe;      /* the executable's inode and device (corral_event.exe); 0: not known */
+};
+
+struct corral_seen_net_key {
+	struct corral_net_key key;
+	__u64 exe;
+};
+
+struct corral_seen_val {
+	__u64 stamp;    /* time of the last report; its verdict in the low two bits */
+	__u64 pending;  /* repeats suppressed since */
+};
+
 /* map counters: PERCPU_ARRAY indexed by agent * CORRAL_NDIMS + dim */
 struct corral_counters {
 	__u64 allowed;     /* in the baseline */
@@ -193,7 +215,11 @@ struct corral_event {
 	__u16 port;         /* host order */
 	__u16 reserved;
 	__u8 addr[CORRAL_ADDR_LEN];
+	__u64 exe;          /* the task's executable: inode ^ device << 32; 0 in cgroup programs */
+	__u32 repeats;      /* the same (object, list, exe, verdict) suppressed since its last report */
+	__u32 list;         /* the allow-list it was looked up in (exec: the caller's, if any) */
 	char comm[CORRAL_COMM_LEN];
+	char exe_name[CORRAL_EXE_NAME_LEN]; /* the executable's file name ("" in cgroup programs) */
 	char path[CORRAL_PATH_MAX];
 };
 

@@ -646,3 +646,44 @@ def test_random_temp_names_and_timestamped_logs_hold_in_enforce(
     diff = ctl_json(daemon, "diff", "scratch")
     objects = [r["object"] for r in diff["rows"]]
     assert [o for o in objects if o.startswith(str(work))] == [str(other)], objects
+
+
+@pytest.mark.userspace
+def test_diff_counts_every_repeat_and_names_each_executable(daemon: Daemon, tmp_path: Path) -> None:
+    """Repeats inside the kernel's suppression window are counted (in the kernel, added by
+    diff), and a repeat by another executable is reported on its own: diff's count is the
+    kernel's, and it names both executables."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s")
+    cat = shutil.which("cat")
+    assert cat is not None
+    r = ctl(daemon, "run", "--agent", "counts", "--", sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    assert ctl(daemon, "mode", "counts", "alert").returncode == 0
+    before = ctl_json(daemon, "agent", "counts")["counters"]["open"]
+    script = (
+        "import subprocess, sys\n"
+        f"for _ in range(5): open({str(secret)!r}).close()\n"
+        f"for _ in range(3): subprocess.run([{cat!r}, {str(secret)!r}], stdout=-3)\n"
+    )
+    r = ctl(daemon, "run", "--agent", "counts", "--", sys.executable, "-c", script)
+    assert r.returncode == 0, r.stderr
+    time.sleep(1.0)
+    after = ctl_json(daemon, "agent", "counts")["counters"]["open"]
+    kernel = after["would_deny"] - before["would_deny"]
+    diff = ctl_json(daemon, "diff", "counts", "--flat")["rows"]
+    # every open the kernel counted, except those whose name the fallback's report-only hook
+    # could not read (no deviation: nothing could be allowed or denied by that name; their
+    # repeats still waiting in the kernel are not in any event either)
+    evs = ctl_json(daemon, "events", "--agent", "counts", "--limit", "1000")
+    unnamed = sum(1 + e["repeats"] for e in evs if e["dimension"] == "open" and not e["object"])
+    named = sum(r["count"] for r in diff if r["dimension"] == "open")
+    assert named + unnamed == kernel if not unnamed else named + unnamed <= kernel
+    rows = [r for r in diff if r["object"] == str(secret)]
+    assert len(rows) == 1, rows
+    assert rows[0]["count"] == 8, rows
+    exes = {Path(e).name for e in rows[0]["exes"]}
+    assert Path(os.path.realpath(cat)).name in exes and len(exes) == 2, rows[0]
+    evs = ctl_json(daemon, "events", "--agent", "counts", "--limit", "100")
+    reports = [e for e in evs if e["object"] == str(secret)]
+    assert len(reports) == 2  # one per executable; the repeats ride on them or wait in the kernel

@@ -93,23 +93,25 @@ def test_schema_1_registries_are_read_and_rewritten_as_schema_2(tmp_path: Path) 
     written = json.loads(reg.path.read_bytes())
     assert written["schema"] == 2
     assert written["agents"][0]["deviations"][1] == [
-        "open", "/etc/shadow", 3, 1.0, 5.0, "would-deny", "", ""
+        "open", "/etc/shadow", 3, 1.0, 5.0, "would-deny", "", "", []
     ]  # fmt: skip
     again = Registry(tmp_path)
     again.load()
     assert again.agents["old"].to_json() == old.agents["old"].to_json() != a.to_json()
 
 
-def _eager(seen: list[tuple[str, str, str, float, str, str]]) -> list[tuple[object, ...]]:
+def _eager(
+    seen: list[tuple[str, str, str, float, str, str, int, str]],
+) -> list[tuple[object, ...]]:
     """The table as an object-per-deviation OrderedDict would keep it (the plain reading)."""
     table: dict[str, list[object]] = {}
-    for dim, obj, verdict, now, comm, caller in seen:
+    for dim, obj, verdict, now, comm, caller, _times, _exe in seen:
         key = f"{dim}\0{obj}"
         d = table.pop(key, None)
         if d is None:
             if len(table) >= DEVIATIONS_MAX:
                 del table[next(iter(table))]
-            d = [dim, obj, 0, now, now, verdict, comm, caller]
+            d = [dim, obj, 0, now, now, verdict, comm, caller, []]
         d[2] = int(d[2]) + 1  # type: ignore[call-overload]
         d[4] = max(float(d[4]), now)  # type: ignore[arg-type]
         d[5] = verdict
@@ -141,10 +143,10 @@ def test_deviations_seen_once_stay_tuples_until_read_and_mean_the_same(
     reads, the table (order, counts, times, verdicts, commands) and the registry's snapshot
     are those of one object per deviation."""
     a = _agent()
-    seen: list[tuple[str, str, str, float, str, str]] = []
-    pending: list[tuple[str, str, str, float, str, str]] = []
+    seen: list[tuple[str, str, str, float, str, str, int, str]] = []
+    pending: list[tuple[str, str, str, float, str, str, int, str]] = []
     for dim, i, verdict, now, comm, read in ops:
-        item = (dim, f"/f{i}", verdict, now, comm, "")
+        item = (dim, f"/f{i}", verdict, now, comm, "", 1, "")
         seen.append(item)
         pending.append(item)
         if len(pending) >= batch or read:
@@ -161,6 +163,7 @@ def test_deviations_seen_once_stay_tuples_until_read_and_mean_the_same(
                     d.verdict,
                     d.comm,
                     d.caller,
+                    d.exes,
                 )
                 for d in a.deviations.values()
             ]

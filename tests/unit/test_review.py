@@ -37,7 +37,7 @@ def test_rows_are_ordered_by_dimension_then_object_and_numbered() -> None:
         "index": 1, "dimension": "exec", "object": "/usr/bin/curl", "kind": "exact",
         "objects": 1, "members": ["/usr/bin/curl"], "count": 1, "first_seen": T0,
         "last_seen": T0 + 10, "verdicts": ["killed"], "comms": ["python3"], "callers": [],
-        "note": "",
+        "exes": [], "note": "",
     }  # fmt: skip
 
 
@@ -95,8 +95,8 @@ def test_unresolved_opens_are_no_deviations_where_opens_are_only_reported() -> N
 
     def batch(agent: Agent) -> Batch:
         seen = [
-            ("open", "", "would-deny", T0, "id", ""),
-            ("open", "/etc/shadow", "would-deny", T0, "id", ""),
+            ("open", "", "would-deny", T0, "id", "", 1, ""),
+            ("open", "/etc/shadow", "would-deny", T0, "id", "", 1, ""),
         ]
         return Batch(records=[], deviations={agent.id: (agent, seen)})
 

@@ -33,8 +33,8 @@ LSM_APPEND = "lsm=lockdown,capability,bpf"
 BOOTS = {
     "active": (
         LSM_APPEND,
-        "tests/kernel tests/daemon/test_e2e.py tests/ship/test_demo.py",
-        "not fallback and not lsm_inactive",
+        "tests/kernel tests/daemon/test_e2e.py tests/ship/test_demo.py tests/realagents",
+        "not fallback and not lsm_inactive and not host_only",
     ),
     "inactive": (
         "lsm=lockdown,capability",
@@ -108,6 +108,7 @@ def run_one(
         )
         out += f"\nTIMEOUT after {timeout}s"
     log.write_text(out)
+    _save_reports(out, logdir)
     took = time.monotonic() - started
     tail = "\n".join(out.strip().splitlines()[-60:])
     print(tail, flush=True)
@@ -120,6 +121,18 @@ def run_one(
     line = m.group(0)
     ok = int(m.group(4)) == 0 and int(m.group(5)) == 0 and int(m.group(3)) > 0
     return ok, f"{line}  ({took:.0f}s)"
+
+
+REPORT_BLOCK = re.compile(
+    r"=== BEGIN realagents-report (\S+)\n(.*?)=== END realagents-report", re.S
+)
+
+
+def _save_reports(out: str, logdir: Path) -> None:
+    """The real-agent corpus's report, printed by the guest (its files are gone with it)."""
+    for kernel, text in REPORT_BLOCK.findall(out):
+        (logdir / f"realagents-{kernel}.md").write_text(text)
+        print(f"   real-agent report of the VM run: {logdir / f'realagents-{kernel}.md'}")
 
 
 def main() -> int:

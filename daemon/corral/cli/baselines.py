@@ -120,7 +120,7 @@ def review_yaml(data: dict[str, Any]) -> str:
 
 
 DIFF_HEADERS = ["#", "DIMENSION", "OBJECT", "KIND", "COUNT", "FIRST SEEN", "LAST SEEN",
-                "VERDICT", "COMM"]  # fmt: skip
+                "VERDICT", "COMM", "EXECUTABLES"]  # fmt: skip
 
 
 def _modes_text(modes: Any) -> str:
@@ -147,7 +147,7 @@ def render_diff(data: dict[str, Any]) -> str:
             str(r.get("index", "?")), _cell("", r.get("dimension")), str(r.get("object", "?")),
             kind, _cell("", r.get("count")), _cell("first_seen", r.get("first_seen")),
             _cell("last_seen", r.get("last_seen")), _cell("", r.get("verdicts")),
-            _cell("", r.get("comms")),
+            _cell("", r.get("comms")), _cell("", r.get("exes")),
         ] + ([_cell("", r.get("callers"))] if lineage else []))  # fmt: skip
     headers = DIFF_HEADERS + (["CALLER"] if lineage else [])
     lines = [f"{head} ({modes})", "", table(headers, table_rows)]

@@ -45,6 +45,10 @@ class Event(NamedTuple):
     # exec: the executable that called execve (a script, for its interpreter); "" when the
     # backend cannot know it (the fallback), None for other dimensions
     caller: str | None = None
+    # the same object, list, executable and verdict suppressed since its last report
+    repeats: int = 0
+    exe_id: int = 0  # the executable's inode ^ device << 32 (0: not known)
+    exe_name: str = ""  # the executable's file name, from the kernel ("" in cgroup programs)
 
     @property
     def object(self) -> str:
@@ -86,7 +90,9 @@ def _byte_names(known: tuple[str, ...], unknown: str) -> tuple[str, ...]:
 
 
 # the fields corrald's consumer reads from every record, in the header's order
-HOT_FIELDS = ("ts_ns", "cgroup_id", "agent", "pid", "dim", "verdict", "comm", "path")
+HOT_FIELDS = (
+    "ts_ns", "cgroup_id", "agent", "pid", "dim", "verdict", "repeats", "comm", "exe_name", "path"
+)  # fmt: skip
 
 
 @cache
@@ -165,12 +171,17 @@ def from_fields(
         lay.flags[v[ix["flags"]]],
         v[ix["err"]],
     )
+    more = {
+        "repeats": v[ix["repeats"]],
+        "exe_id": v[ix["exe"]],
+        "exe_name": cstr(v[ix["exe_name"]]),
+    }
     if dim != "connect":
         p = cstr(v[ix["path"]]) if path is None else path
-        return Event(*common, p, caller=(caller or "") if dim == "exec" else None)
+        return Event(*common, p, caller=(caller or "") if dim == "exec" else None, **more)
     raw = v[ix["addr"]]
     if v[ix["family"]] == socket.AF_INET:
         family, addr = "inet", socket.inet_ntop(socket.AF_INET, raw[:4])
     else:
         family, addr = "inet6", str(ipaddress.IPv6Address(raw))
-    return Event(*common, None, family, addr, v[ix["port"]], v[ix["proto"]])
+    return Event(*common, None, family, addr, v[ix["port"]], v[ix["proto"]], **more)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import ipaddress
 import itertools
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -677,6 +679,27 @@ class Kernel:
             out[dim] = totals
         return out
 
+    def pending_repeats(self) -> dict[tuple[int, str], int]:
+        """(list, object) -> repeats the kernel suppressed since its last report of them, for
+        reports that were deviations (would-deny, denied, killed), summed over executables.
+        The object is the path, or address:port as events show it."""
+        out: dict[tuple[int, str], int] = {}
+        for name in ("seen_path", "seen_net"):
+            m = self.map(name)
+            for key in m:
+                raw = m.lookup(key)
+                if raw is None:
+                    continue
+                stamp, pending = (
+                    int.from_bytes(raw[:8], "little"),
+                    int.from_bytes(raw[8:16], "little"),
+                )
+                if not pending or not stamp & 3:
+                    continue
+                list_id, obj = _seen_object(name, key)
+                out[(list_id, obj)] = out.get((list_id, obj), 0) + pending
+        return out
+
     def ring_buffer(self, callback: Any) -> RingBuffer:
         return RingBuffer(self.map("events"), callback)
 
@@ -716,6 +739,20 @@ def _u32(v: int) -> bytes:
 
 def _u64(v: int) -> bytes:
     return bytes(layout.ffi().buffer(layout.ffi().new("__u64 *", v)))
+
+
+def _seen_object(map_name: str, key: bytes) -> tuple[int, str]:
+    """(list, object) of a seen_path / seen_net key."""
+    if map_name == "seen_path":
+        k = layout.from_bytes("struct corral_seen_path_key", key)
+        raw = bytes(layout.ffi().buffer(k.key.path)).split(b"\0", 1)[0]
+        return int(k.key.list), raw.decode("utf-8", "surrogateescape")
+    n = layout.from_bytes("struct corral_seen_net_key", key).key
+    addr = bytes(layout.ffi().buffer(n.addr))
+    port = socket.ntohs(n.port)
+    if n.family == socket.AF_INET:
+        return int(n.list), f"{socket.inet_ntop(socket.AF_INET, addr[:4])}:{port}"
+    return int(n.list), f"[{ipaddress.IPv6Address(addr)}]:{port}"
 
 
 @functools.cache

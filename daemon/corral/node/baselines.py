@@ -3,6 +3,7 @@ export it and import a document into it."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from corral.kernel.loader import AllowListFull
 from corral.policy import document, review
 from corral.policy.agents import Agent, Deviation
 from corral.policy.baseline import Baseline
+from corral.policy.lineage import caller_list
 from corral.policy.patterns import PatternError, kernel_groups
 
 from .state import NodeState
@@ -39,8 +41,9 @@ class BaselineService:
 
     def diff(self, name: str, flat: bool = False) -> dict[str, Any]:
         agent = self.state.agent(name)
-        pending = review.pending(agent.deviations.values(), self.state.baselines[name])
-        rows = review.rows(pending, flat=flat)
+        b = self.state.baselines[name]
+        pending = review.pending(agent.deviations.values(), b)
+        rows = review.rows(self._with_repeats(agent, b, pending), flat=flat)
         return {
             "agent": name,
             "modes": dict(agent.modes),
@@ -49,6 +52,23 @@ class BaselineService:
             "deviations": len(pending),
             "rows": [r.to_dict(i) for i, r in enumerate(rows, 1)],
         }
+
+    def _with_repeats(self, agent: Agent, b: Baseline, devs: list[Deviation]) -> list[Deviation]:
+        """The deviations with the repeats the kernel suppressed since it last reported them
+        (still counted only there): diff's counts are the kernel's."""
+        try:
+            repeats = self.sync.k.pending_repeats()
+        except Exception as e:  # counts without them, and say so in the log
+            log.warning("suppressed repeats not read from the kernel", error=str(e))
+            return devs
+        out = []
+        for d in devs:
+            lst = agent.lists.get(d.dimension, 0)
+            if d.dimension == "exec" and d.caller in b.caller_ids and self.sync.lineage:
+                lst = caller_list(lst, b.caller_ids[d.caller])
+            extra = repeats.get((lst, d.object), 0)
+            out.append(dataclasses.replace(d, count=d.count + extra) if extra else d)
+        return out
 
     # ---- accept ---------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ class AibomFeed:
         by_id, comms = self.decoder.agents, self.decoder.comms
         interesting = self.tracker.rules.maybe_interesting
         for rec in records:  # decodable ones (the decoder dropped the short)
-            _ts, _cg, agent_id, _pid, d, _vi, raw_comm, raw = lay.hot_unpack(rec)
+            _ts, _cg, agent_id, _pid, d, _vi, _rep, raw_comm, _exe, raw = lay.hot_unpack(rec)
             agent = by_id.get(agent_id)
             if agent is None:
                 continue

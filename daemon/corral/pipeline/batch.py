@@ -32,8 +32,8 @@ Item = tuple[str, bytes, "str | None", str, Pod]
 # an exec or connect for the AI-BOM: agent, record, path, comm, its Event if one was built
 Candidate = tuple[Agent, bytes, "str | None", str, "events.Event | None"]
 # one deviation as Agent.record_deviations takes it: dimension, object, verdict, time, comm,
-# caller (an exec's; "" otherwise)
-Seen = tuple[str, str, str, float, str, str]
+# caller (an exec's; "" otherwise), times (1 + the repeats the kernel suppressed), executable
+Seen = tuple[str, str, str, float, str, str, int, str]
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Decoder:
         last_cgid, pod = -1, NO_POD
         allowed = verdicts.index("allowed")
         for rec in records:
-            ts, cgid, agent_id, pid, d, vi, raw_comm, raw = hot(rec)  # events.HOT_FIELDS
+            ts, cgid, agent_id, pid, d, vi, repeats, raw_comm, raw_exe, raw = hot(rec)
             agent = by_id.get(agent_id)
             if agent is None:
                 continue
@@ -115,18 +115,20 @@ class Decoder:
                 obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
                 if dim == "exec":
                     caller = events.caller_of(rec)
-            if vi != allowed:
-                if agent is not dev_agent:
-                    dev_agent, dev_list = deviations.setdefault(agent.id, (agent, []))
-                dev_list.append((dim, obj, verdicts[vi], (ts + offset) / 1e9, comm, caller))
-            elif agent.modes.get(dim) == "observe":
-                ev = ev or events.from_fields(unpack(rec), offset, path, comm, caller)
-                observed((agent, ev))
             if pid != last_pid or comm != last_comm:
                 last_pid, last_comm = pid, comm
                 exe = exes.get((pid, comm))
                 if exe is None:
-                    exe = exes[(pid, comm)] = _exe(pid)
+                    # gone already (a short-lived process): the name the kernel gave
+                    exe = exes[(pid, comm)] = _exe(pid) or events.cstr(raw_exe)
+            if vi != allowed:
+                if agent is not dev_agent:
+                    dev_agent, dev_list = deviations.setdefault(agent.id, (agent, []))
+                when = (ts + offset) / 1e9
+                dev_list.append((dim, obj, verdicts[vi], when, comm, caller, 1 + repeats, exe))
+            elif agent.modes.get(dim) == "observe":
+                ev = ev or events.from_fields(unpack(rec), offset, path, comm, caller)
+                observed((agent, ev))
             if cgid != last_cgid:
                 last_cgid = cgid
                 b = bindings.get(cgid)

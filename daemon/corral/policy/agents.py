@@ -39,6 +39,12 @@ def check_mode(dim: str, mode: str) -> None:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
 
 
+def _built(seen: Seen) -> Deviation:
+    """The Deviation of a Seen tuple."""
+    dim, obj, verdict, now, comm, caller, times, exe = seen
+    return Deviation(dim, obj, times, now, now, verdict, comm, caller, [exe] if exe else [])
+
+
 class AgentLimitReached(Conflict):
     """Every agent id the kernel has room for (CORRAL_MAX_AGENTS - 1) is taken."""
 
@@ -56,14 +62,25 @@ class Deviation:
     comm: str = ""  # the command that did it last (absent in registries written before)
     # exec: the executable that called it (exec lineage); "" when unknown or not an exec
     caller: str = ""
+    # the executables that did it (/proc/PID/exe when corrald read the event), newest last
+    exes: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return deviation_key(self.dimension, self.object, self.caller)
 
+    def saw_exe(self, exe: str) -> None:
+        if exe and (not self.exes or self.exes[-1] != exe):
+            if exe in self.exes:
+                self.exes.remove(exe)
+            self.exes.append(exe)
+            del self.exes[:-EXES_MAX]
 
-# what record_deviations is given per event: (dimension, object, verdict, time, comm, caller)
-Seen = tuple[str, str, str, float, str, str]
+
+EXES_MAX = 5
+# what record_deviations is given per event: (dimension, object, verdict, time, comm, caller,
+# times: 1 + the repeats the kernel suppressed since its last report, executable)
+Seen = tuple[str, str, str, float, str, str, int, str]
 
 
 def deviation_key(dimension: str, obj: str, caller: str = "") -> str:
@@ -99,8 +116,7 @@ class Agent:
         if self._unbuilt:
             self._unbuilt = 0
             for key, v in [kv for kv in devs.items() if type(kv[1]) is tuple]:
-                dim, obj, verdict, now, comm, caller = v  # type: ignore[misc]
-                devs[key] = Deviation(dim, obj, 1, now, now, verdict, comm, caller)  # in place
+                devs[key] = _built(v)  # type: ignore[arg-type]  # keeps its place
         return devs  # type: ignore[return-value]
 
     @deviations.setter
@@ -135,10 +151,18 @@ class Agent:
         return True
 
     def record_deviation(
-        self, dim: str, obj: str, verdict: str, now: float, comm: str = "", caller: str = ""
+        self,
+        dim: str,
+        obj: str,
+        verdict: str,
+        now: float,
+        comm: str = "",
+        caller: str = "",
+        times: int = 1,
+        exe: str = "",
     ) -> None:
         """Counts one deviation (record_deviations with one)."""
-        self.record_deviations(((dim, obj, verdict, now, comm, caller),))
+        self.record_deviations(((dim, obj, verdict, now, comm, caller, times, exe),))
 
     def record_deviations(self, seen: Iterable[Seen]) -> None:
         """Counts each (dimension, object, verdict, time, comm, caller), in order: corrald
@@ -149,7 +173,7 @@ class Agent:
         to_end = devs.move_to_end
         unbuilt = 0
         for item in seen:
-            dim, obj, verdict, now, comm, caller = item
+            dim, obj, verdict, now, comm, caller, times, exe = item
             key = f"{dim}\0{obj}\0{caller}" if caller else f"{dim}\0{obj}"
             d = devs.get(key)
             if d is None:
@@ -159,9 +183,9 @@ class Agent:
                 unbuilt += 1
                 continue
             if type(d) is tuple:  # seen a second time: now an object
-                first, first_comm = d[3], d[4]
-                d = devs[key] = Deviation(dim, obj, 1, first, first, verdict, first_comm, caller)
-            d.count += 1
+                d = devs[key] = _built(d)
+            d.count += times
+            d.saw_exe(exe)
             if now > d.last_seen:
                 d.last_seen = now
             d.verdict = verdict
@@ -193,8 +217,8 @@ class Agent:
             "created": self.created,
         }
         devs = [
-            (d[0], d[1], 1, d[3], d[3], d[2], d[4], d[5])  # seen once: a Seen tuple
-            if type(d) is tuple
+            (d[0], d[1], d[6], d[3], d[3], d[2], d[4], d[5], [d[7]] if d[7] else [])
+            if type(d) is tuple  # seen once: a Seen tuple
             else (
                 d.dimension,
                 d.object,
@@ -204,6 +228,7 @@ class Agent:
                 d.verdict,
                 d.comm,
                 d.caller,
+                list(d.exes),
             )
             for d in self._devs.values()
         ]

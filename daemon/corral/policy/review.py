@@ -80,6 +80,8 @@ class Row:
             "comms": sorted({d.comm for d in ds if d.comm})[:COMMS_MAX],
             # exec lineage: the executables that ran it (accepting the row allows it for them)
             "callers": sorted({d.caller for d in ds if d.caller}),
+            # the executables that did it (/proc/PID/exe), at most EXES_MAX
+            "exes": sorted({e for d in ds for e in d.exes})[:COMMS_MAX],
             "note": self.note,
         }
 
