@@ -26,7 +26,7 @@ BENCH_PKGS := gcc libc6-dev linux-perf
 VM_PKGS := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static file iproute2
 
 .PHONY: help deps vm-deps test-deps realagents-deps venv bpf vmlinux run test test-host test-vm \
-	test-fresh lint clean distclean demo wheel install uninstall bench
+	test-vm-corpus test-fresh lint clean distclean demo wheel install uninstall bench
 
 # `make install`: a virtualenv at PREFIX (the package and its Python dependencies, isolated from
 # the system Python), the systemd unit, the configuration (kept if present) and two symlinks.
@@ -46,6 +46,7 @@ help:
 	@echo "make test-host host suite only (this machine's kernel; includes the real-agent corpus)"
 	@echo "make realagents-deps  the real-agent corpus's pinned packages (PyPI, npm) into $(REALAGENTS)/"
 	@echo "make test-vm   VM suite only (Debian 6.1 and 6.12 kernels under QEMU)"
+	@echo "make test-vm-corpus  the real-agent corpus's MCP agent on BPF LSM in the VM (slow; not in make test)"
 	@echo "make test-fresh  make test on a pristine Debian 12 root (what CI runs; ~20 min, root)"
 	@echo "make vmlinux   regenerate bpf/vmlinux.h from this machine's BTF"
 	@echo "make bench     benchmarks (host + VM, ~25 min, root) -> docs/benchmarks.md; not part of make test"
@@ -192,6 +193,12 @@ test-host: deps test-deps venv bpf realagents-deps
 # with lsm=...,bpf and without bpf (BPF LSM compiled in, inactive). See tests/vm/run_vm.py.
 test-vm: deps vm-deps test-deps venv bpf
 	$(PY) tests/vm/run_vm.py --python $(PY)
+
+# The real-agent corpus's MCP agent on BPF LSM (6.12, QEMU without KVM): learn, alert, enforce
+# with its injected actions. Not part of make test: under TCG it takes far longer than CI's budget.
+# The guest's report is kept in .vm-results/realagents-<kernel>.md.
+test-vm-corpus: deps vm-deps test-deps venv bpf realagents-deps
+	$(PY) tests/vm/run_vm.py --python $(PY) --kernels 6.12 --boots active --corpus --timeout 10800
 
 test: lint test-host test-vm
 

@@ -43,7 +43,8 @@ MCP_SERVERS = BUILD / "npm"
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 CORRALCTL = Path(sys.executable).parent / "corralctl"
 AGENT_PATH = "/usr/local/bin:/usr/bin:/bin"
-RUN_TIMEOUT = 180.0  # one agent run, start to answer
+# one agent run, start to answer; the VM (QEMU without KVM) needs far longer
+RUN_TIMEOUT = float(os.environ.get("CORRAL_REALAGENTS_RUN_TIMEOUT", "180"))
 CTL_TIMEOUT = 60.0  # one corralctl request
 SETTLE_TIMEOUT = 30.0  # events of a finished run reaching corrald's views
 SETTLE_STEP = 0.5
