@@ -520,37 +520,17 @@ class Kernel:
         prefix -> the patterns its entry holds). New and changed entries are written before
         stale ones go: a lookup meanwhile finds the old patterns or the new, never none."""
         m = self._pattern_map(dim)
-        keys = {layout.to_bytes(pattern_key(list_id, pre)): pats for pre, pats in groups.items()}
-        list_of = _list_reader(m.name)
-        stale = [k for k in m if list_of(k) == list_id and k not in keys]
-        for key, pats in keys.items():
-            try:
-                m.update(key, pattern_set_value(pats))
-            except BpfError as e:
-                if e.errno in (errno.E2BIG, errno.ENOSPC):
-                    raise AllowListFull(m.name, m.max_entries) from e
-                raise
-        if stale:
-            m.delete_batch(stale)
-        return len(keys)
+        keys = {
+            layout.to_bytes(pattern_key(list_id, pre)): pattern_set_value(pats)
+            for pre, pats in groups.items()
+        }
+        return _replace_list(m, list_id, keys)
 
     def set_callers(self, base: int, callers: dict[str, int]) -> int:
         """Exec lineage: makes exec_callers for the agent's exec list `base` exactly callers
         (caller path -> the list of its programs), new entries first, then stale ones out."""
-        m = self.map("exec_callers")
         keys = {exact_key_bytes(base, c): _u32(lst) for c, lst in callers.items()}
-        list_of = _list_reader(m.name)
-        stale = [k for k in m if list_of(k) == base and k not in keys]
-        if keys:
-            try:
-                m.update_batch(list(keys), list(keys.values()))
-            except BpfError as e:
-                if e.errno in (errno.E2BIG, errno.ENOSPC):
-                    raise AllowListFull(m.name, m.max_entries) from e
-                raise
-        if stale:
-            m.delete_batch(stale)
-        return len(keys)
+        return _replace_list(self.map("exec_callers"), base, keys)
 
     def callers(self, base: int) -> dict[str, int]:
         """exec_callers of one exec list, as the kernel holds them."""
@@ -739,6 +719,23 @@ def _u32(v: int) -> bytes:
 
 def _u64(v: int) -> bytes:
     return bytes(layout.ffi().buffer(layout.ffi().new("__u64 *", v)))
+
+
+def _replace_list(m: Map, list_id: int, entries: dict[bytes, bytes]) -> int:
+    """Makes one list's entries in m exactly these: new and changed ones are written before
+    the stale ones go, so a lookup meanwhile finds the old or the new, never none."""
+    list_of = _list_reader(m.name)
+    stale = [k for k in m if list_of(k) == list_id and k not in entries]
+    if entries:
+        try:
+            m.update_batch(list(entries), list(entries.values()))
+        except BpfError as e:  # hash maps say E2BIG when full, LPM tries ENOSPC
+            if e.errno in (errno.E2BIG, errno.ENOSPC):
+                raise AllowListFull(m.name, m.max_entries) from e
+            raise
+    if stale:
+        m.delete_batch(stale)
+    return len(entries)
 
 
 def _seen_object(map_name: str, key: bytes) -> tuple[int, str]:
