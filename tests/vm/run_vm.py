@@ -164,7 +164,12 @@ def main() -> int:
         default=",".join(BOOTS),
         help="LSM states to boot each kernel in: active (lsm=...,bpf), inactive (without bpf)",
     )
-    ap.add_argument("--timeout", type=int, default=1500, help="seconds per VM")
+    ap.add_argument(
+        "--timeout",
+        type=int,
+        default=2400,
+        help="seconds per VM (the 6.12 BPF LSM boot took ~25 min on a 2-CPU host)",
+    )
     ap.add_argument(
         "--corpus", action="store_true", help="run the real-agent corpus's VM agent instead"
     )
