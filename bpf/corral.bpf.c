@@ -856,10 +856,16 @@ static __always_inline void exec_round(struct subject *s, struct scratch *sc, st
 			s->flags |= CORRAL_EF_NOCALLER;
 		}
 	}
-	/* only a script (bprm->buf holds the file's first bytes) has a next round to tell */
+	/*
+	 * Kept for the next round: the path of a script (bprm->buf holds the file's first bytes).
+	 * Anything else (an ELF, binfmt_misc's, a script whose path is unknown) leaves no entry,
+	 * so a next round never reads one an earlier execve left at this bprm's address.
+	 */
 	if (bprm->buf[0] == '#' && bprm->buf[1] == '!' &&
 	    !(s->flags & (CORRAL_EF_TOOLONG | CORRAL_EF_UNRESOLVED)))
 		bpf_map_update_elem(&exec_rounds, &key, sc->pkey.path, BPF_ANY);
+	else
+		bpf_map_delete_elem(&exec_rounds, &key);
 }
 
 /* The exec decision, shared by the LSM and fmod_ret backends. */

@@ -13,8 +13,8 @@ from corral.policy.baseline import Baseline
 from corral.policy.patterns import PatternError, generalise, kernel_groups, matches
 
 
-def gen(a: str, b: str, dim: str = "open") -> str | None:
-    return generalise(a, b, dimension=dim)
+def gen(a: str, b: str, dim: str = "open", *, pattern: bool = False) -> str | None:
+    return generalise(a, b, dimension=dim, known_pattern=pattern)
 
 
 @pytest.mark.parametrize(
@@ -76,11 +76,42 @@ def test_exec_never_learns_patterns_in_temp_dirs() -> None:
     assert gen("/opt/x/k2j9x1ab/tool", "/opt/x/3dysq4of/tool", "exec") == "/opt/x/????????/tool"
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "dim", "why"),
+    [
+        ("/etc/*100", "/etc/*200", "open", "a literal * would become every file in /etc"),
+        ("/root/*/*100", "/root/*/*200", "open", "literal * reaching ~/.ssh and ~/.aws"),
+        ("/usr/*/*100", "/usr/*/*200", "exec", "literal * reaching every program in /usr/bin"),
+        ("/srv/d/??????", "/srv/d/k2j9x1", "open", "a file named ?????? is not evidence"),
+        ("/var/*/k2j9x1ab", "/var/*/z8y7w6v5", "exec", "a wildcard parent reaching /var/tmp"),
+        ("/dev/x/k2j9x1ab", "/dev/x/z8y7w6v5", "open", "(control: allowed)"),
+        ("/etc/k2j9x1", "/etc/z8y7w6", "open", "random names in /etc would match shadow"),
+        ("/root/.ssh/k2j9x1", "/root/.ssh/z8y7w6", "open", "…and id_rsa"),
+        ("/home/a/.aws/k2j9x1ab", "/home/a/.aws/z8y7w6v5", "open", "below a secrets dir"),
+        ("/root/k2j9x1ab.json", "/root/z8y7w6v5.json", "open", "directly in a home dir"),
+        ("/root/.ssh/100", "/root/.ssh/200", "open", "digits alone would become *"),
+        ("/srv/data/100", "/srv/data/200", "open", "digits alone would become *"),
+        ("/opt/app/tool-100", "/opt/app/tool-200", "exec", "tool-* would run tool-evil"),
+    ],
+)
+def test_red_team_widenings_are_refused(a: str, b: str, dim: str, why: str) -> None:
+    """Found by a red-team run (2026-12-06): each became a pattern far wider than evidence."""
+    got = gen(a, b, dim)
+    if why.startswith("(control"):
+        assert got == "/dev/x/????????"
+    else:
+        assert got is None, (why, got)
+
+
+def test_question_mark_is_one_byte_like_in_the_kernel() -> None:
+    assert matches("/d/q??", "/d/qé") and not matches("/d/q??", "/d/qéé")
+
+
 def test_a_learned_pattern_widens_where_new_evidence_differs() -> None:
     # two names that happened to share their first random character
     narrow = gen("/tmp/tmpak2j9x1b", "/tmp/tmpa3dy5q4o")
     assert narrow == "/tmp/tmpa???????"
-    assert gen(narrow, "/tmp/tmpz12345ab") == "/tmp/tmp????????"
+    assert gen(narrow, "/tmp/tmpz12345ab", pattern=True) == "/tmp/tmp????????"
 
 
 def test_real_tempfile_names_always_end_in_one_pattern() -> None:

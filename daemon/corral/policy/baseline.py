@@ -383,7 +383,7 @@ class Baseline:
             if tried >= _GENERALISE_TRIES:
                 break
             tried += 1
-            glob = pat.generalise(known, path, dimension=dim)
+            glob = pat.generalise(known, path, dimension=dim, known_pattern=known in ps.patterns)
             if glob is None or glob in ps.patterns:
                 continue
             members = [known] if known in ps.patterns else []

@@ -33,10 +33,19 @@ Learning (least general generalisation, from evidence)
     characters, names that do not look random) keeps both paths exact. The evidence is at
     least two different paths: one path is never generalised on its own.
 
-    Never learned as a pattern: an exec of a program under a world-writable temporary
-    directory (``EXEC_PATTERN_NEVER``): a random name there is what a dropped payload looks
-    like. Accept such a pattern explicitly (``corralctl accept --exec GLOB``) if an agent
-    really does it.
+    Never learned (found by a red-team run, 2026-12-06):
+    - from a path holding ``*`` or ``?`` itself (other than the kernel's "/proc/*/"): the
+      kernel has no escape, so "/etc/*100" and "/etc/*200" would have become "/etc/**";
+    - a component that is only digits ("100", "200" would become ``*``: any name);
+    - in or below ``PATTERN_NEVER`` (/etc/, secrets, /sys/, /boot/), below a directory named
+      like ``SECRET_DIRS`` (.ssh, .aws, .gnupg, .kube, .docker, ...), or directly in a home
+      directory (/root/, /home/NAME/);
+    - for exec: any ``*`` (a program is named with ``?`` of its length), and anything that can
+      match a path under a world-writable directory (``EXEC_PATTERN_NEVER``, checked by matching,
+      so "/var/*/x" is refused for /var/tmp/): a random name there is what a dropped payload
+      looks like.
+    Accept such a pattern explicitly (``corralctl accept --exec GLOB``) if an agent really
+    does it.
 
 In the kernel
     Per (list, *literal prefix*: the bytes before the first wildcard) one entry of an LPM trie
@@ -55,6 +64,9 @@ from functools import cache, lru_cache
 
 WILDCARDS = frozenset("*?")
 EXEC_PATTERN_NEVER: tuple[str, ...] = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
+# never a learned pattern in or below these (accept one by hand if it must be)
+PATTERN_NEVER: tuple[str, ...] = ("/etc/", "/var/run/secrets/", "/run/secrets/", "/sys/", "/boot/")
+SECRET_DIRS = frozenset({".ssh", ".gnupg", ".aws", ".kube", ".docker", ".azure", "gcloud"})
 MIN_RANDOM_CHARS = 4
 MIN_COUNTER_DIGITS = 3
 
@@ -126,21 +138,22 @@ def check_pattern(pattern: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def compiled(pattern: str) -> re.Pattern[str]:
-    """The reference matcher (the kernel's is in bpf/corral.bpf.c)."""
+def compiled(pattern: str) -> re.Pattern[bytes]:
+    """The reference matcher (the kernel's is in bpf/corral.bpf.c), over bytes as the kernel
+    sees them: ``?`` is one byte, so one byte of a multi-byte UTF-8 character."""
     out = []
-    for c in pattern:
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
+    for c in pattern.encode("utf-8", "surrogateescape"):
+        if c == ord("*"):
+            out.append(b"[^/]*")
+        elif c == ord("?"):
+            out.append(b"[^/]")
         else:
-            out.append(re.escape(c))
-    return re.compile("".join(out), re.DOTALL)
+            out.append(re.escape(bytes([c])))
+    return re.compile(b"".join(out), re.DOTALL)
 
 
 def matches(pattern: str, path: str) -> bool:
-    return compiled(pattern).fullmatch(path) is not None
+    return compiled(pattern).fullmatch(path.encode("utf-8", "surrogateescape")) is not None
 
 
 def widening(pattern: str) -> str:
@@ -212,13 +225,13 @@ def _component_shape(comp: str) -> tuple[object, ...]:
     return tuple((kind, masked) for kind, masked, _ in _tokens(comp))
 
 
-def generalise(known: str, path: str, *, dimension: str) -> str | None:
-    """The least general pattern covering known (a path or a learned pattern) and path, or
-    None when the evidence does not justify one (module docstring)."""
+def generalise(known: str, path: str, *, dimension: str, known_pattern: bool = False) -> str | None:
+    """The least general pattern covering known (a learned pattern when known_pattern, else a
+    path) and path, or None when the evidence does not justify one (module docstring)."""
     if known == path or not path.startswith("/") or not known.startswith("/"):
         return None
-    if dimension == "exec" and any(path.startswith(p) for p in EXEC_PATTERN_NEVER):
-        return None
+    if _literal_wildcards(path) or (not known_pattern and _literal_wildcards(known)):
+        return None  # a * or ? in a name is a character, not evidence: never a wildcard
     a, b = known.split("/"), path.split("/")
     if len(a) != len(b):
         return None
@@ -237,10 +250,44 @@ def generalise(known: str, path: str, *, dimension: str) -> str | None:
     if not evidence.enough():
         return None
     pattern = "/".join(out)
+    if not _allowed_here(pattern, dimension):
+        return None
     try:
         return check_pattern(pattern)
     except PatternError:
         return None
+
+
+def _literal_wildcards(path: str) -> bool:
+    """A * or ? in the path other than the kernel's own "/proc/*/" rewrite."""
+    rest = path[len("/proc/*") :] if path.startswith("/proc/*/") else path
+    return any(c in WILDCARDS for c in rest)
+
+
+def _allowed_here(pattern: str, dimension: str) -> bool:
+    """Where learning may put a pattern (module docstring): never where secrets live, never
+    directly in a home directory, no exec pattern that can reach a world-writable directory,
+    and an exec pattern names programs of one length (no *)."""
+    parts = pattern.split("/")
+    first = next(i for i, c in enumerate(parts) if is_pattern(c))
+    parent = "/".join(parts[:first]) + "/"
+    if any(matches(pattern, p) or _reaches(parts, p) for p in PATTERN_NEVER):
+        return False
+    if any(c in SECRET_DIRS for c in parts[:first]):
+        return False
+    if re.fullmatch(r"/root/|/home/[^/]+/", parent):
+        return False
+    return dimension != "exec" or not (
+        "*" in pattern or any(_reaches(parts, p) for p in EXEC_PATTERN_NEVER)
+    )
+
+
+def _reaches(parts: list[str], directory: str) -> bool:
+    """Can the pattern (its components) match a path beneath directory ("/tmp/")?"""
+    want = directory.rstrip("/").split("/")
+    if len(parts) <= len(want):
+        return False
+    return matches("/".join(parts[: len(want)]), "/".join(want))
 
 
 @dataclass
@@ -257,6 +304,8 @@ def _merge_component(x: str, y: str, ev: _Evidence) -> str | None:
     if [t[:2] for t in tx] != [t[:2] for t in ty]:
         return None
     out: list[str] = []
+    if len(tx) == 1 and tx[0][0] == "word" and tx[0][1] == "d":
+        return None  # a name of digits alone ("100") would become *, any name at all
     for (kind, masked, u), (_, _, v) in zip(tx, ty, strict=True):
         if u == v:
             out.append(u)
