@@ -29,9 +29,10 @@ import pytest
 from corral.policy import patterns as pat
 from corral.policy.baseline import Baseline
 from corral.policy.lineage import caller_list
-from corral.policy.patterns import kernel_groups, matches
+from corral.policy.patterns import matches
 
 from .conftest import Agent, Collector, exec_child
+from .test_patterns import open_all, reported, use_patterns
 
 PYTHON = os.path.realpath(sys.executable)
 SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
@@ -42,32 +43,6 @@ _lists = iter(range(800_000, 900_000))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def open_all(paths: list[str]) -> Callable[[], list[str]]:
-    def body() -> list[str]:
-        out = []
-        for p in paths:
-            try:
-                with open(p, "rb"):
-                    out.append("opened")
-            except OSError as e:
-                out.append(errno.errorcode.get(e.errno or 0, str(e.errno)))
-        return out
-
-    return body
-
-
-def reported(collector: Collector, pid: int, paths: list[str]) -> set[str]:
-    events = collector.drain(0.5)
-    return {e.path or "" for e in events if e.pid == pid and e.path in paths}
-
-
-def use_patterns(agent: Agent, dim: str, globs: list[str]) -> None:
-    old = agent.lists[dim]
-    agent.lists[dim] = next(_lists)
-    agent.kern.set_patterns(dim, agent.lists[dim], kernel_groups(globs))
-    agent.kern.clear_list(dim, old)
 
 
 def learn(dim: str, paths: list[str]) -> list[str]:
