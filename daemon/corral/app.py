@@ -92,6 +92,7 @@ class Node:
             push_exec=sync.push_exec,
         )
         self.events = EventFeed(cfg=cfg, decoder=decoder, stats=self.stats, check_agent=state.agent)
+        self.maintenance.notify = self.events.notice  # denial bursts into the event stream
         self.ingest = Ingest(
             decoder,
             [

@@ -76,6 +76,123 @@ class PromotionConfig:
     burst_window: float = 3600.0
 
 
+# ---- promotion gates an agent may set for itself ------------------------------------------------
+# The pod annotation corral.io/promotion ("min-runs=5,min-learning=2h,quiet=30m,alert=12h"),
+# `corralctl promotion NAME --min-runs 5` (PUT /v1/agents/{name}/promotion) and a baseline
+# document's spec.promotion each set some of these PromotionConfig fields for one agent; the
+# config's value holds for the others (policy/promotion.py: which one wins).
+
+GATES: tuple[str, ...] = (
+    "min_learning",
+    "quiet_period",
+    "min_runs",
+    "alert_period",
+    "burst_denials",
+    "burst_window",
+)
+GATE_COUNTS = frozenset({"min_runs", "burst_denials"})  # the others are durations
+# the annotation's keys (and the CLI's options): the field with "-" for "_", and short forms
+GATE_KEYS: dict[str, str] = {
+    **{g.replace("_", "-"): g for g in GATES},
+    "quiet": "quiet_period",
+    "alert": "alert_period",
+}
+GATE_MAX_SECONDS = 365 * 86400.0
+GATE_MAX_COUNT = 100_000
+GATE_DURATION_HINT = "a duration from 0s to 365d: a number and s, m, h or d (90s, 30m, 2h, 7d)"
+GATE_COUNT_HINT = f"a whole number from 1 to {GATE_MAX_COUNT}"
+GATE_HINT = (
+    "min-learning, quiet, alert and burst-window take "
+    + GATE_DURATION_HINT
+    + "; min-runs and burst-denials "
+    + GATE_COUNT_HINT
+)
+# ASCII digits only, no spaces, a unit always: the API's schema says the same (openapi.yaml)
+_GATE_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)(s|m|h|d)")
+_GATE_COUNT = re.compile(r"[0-9]{1,6}")
+
+
+def gate_name(key: str) -> str:
+    """The PromotionConfig field of a gate given as a field name (min_runs) or an annotation
+    key (min-runs, quiet); ValueError naming the known ones."""
+    if key in GATES:
+        return key
+    if key in GATE_KEYS:
+        return GATE_KEYS[key]
+    raise ValueError(f"unknown promotion gate {key!r}: expected one of {', '.join(GATE_KEYS)}")
+
+
+def _gate_hint(name: str) -> str:
+    return GATE_COUNT_HINT if name in GATE_COUNTS else GATE_DURATION_HINT
+
+
+def gate_from_text(name: str, text: str) -> float | int:
+    """A gate's value written as text (an annotation, a command line): "30m", "5".
+    ValueError saying what is valid."""
+    if name in GATE_COUNTS:
+        if _GATE_COUNT.fullmatch(text) and 1 <= int(text) <= GATE_MAX_COUNT:
+            return int(text)
+    else:
+        m = _GATE_DURATION.fullmatch(text)
+        if m:
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+            if seconds <= GATE_MAX_SECONDS:
+                return seconds
+    raise ValueError(f"{text!r} is not {_gate_hint(name)}")
+
+
+def gate_from_json(name: str, value: Any) -> float | int:
+    """A gate's value in a JSON (or YAML) document: counts are whole numbers; durations are
+    seconds as a number, or text like "30m". ValueError saying what is valid."""
+    if isinstance(value, str) and name not in GATE_COUNTS:
+        return gate_from_text(name, value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if name in GATE_COUNTS:
+            if isinstance(value, int) and 1 <= value <= GATE_MAX_COUNT:
+                return value
+        elif 0 <= value <= GATE_MAX_SECONDS:  # False for NaN
+            return float(value)
+    what = _gate_hint(name) + (" (or seconds as a number)" if name not in GATE_COUNTS else "")
+    raise ValueError(f"{value!r} is not {what}")
+
+
+def parse_gates(text: str) -> tuple[dict[str, float | int], list[str]]:
+    """ "min-runs=5,min-learning=2h,quiet=30m" -> ({field: value}, problems): each valid entry
+    counts; each invalid one is a problem ("what: why")."""
+    gates: dict[str, float | int] = {}
+    problems: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = (s.strip() for s in part.partition("="))
+        try:
+            if not sep:
+                raise ValueError("is not key=value")
+            name = gate_name(key)
+            gates[name] = gate_from_text(name, value)
+        except ValueError as e:
+            problems.append(f"{part!r}: {e}")
+    return gates, problems
+
+
+def format_duration(seconds: float) -> str:
+    """A gate duration as it is written: 2h, 30m, 90s, 7d (days from 2d up)."""
+    if seconds == int(seconds):
+        s = int(seconds)
+        if s >= 2 * 86400 and s % 86400 == 0:
+            return f"{s // 86400}d"
+        for unit, size in (("h", 3600), ("m", 60)):
+            if s and s % size == 0:
+                return f"{s // size}{unit}"
+        return f"{s}s"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def format_gate(name: str, value: float | int) -> str:
+    return str(int(value)) if name in GATE_COUNTS else format_duration(float(value))
+
+
 @dataclass
 class LearningConfig:
     collapse_threshold: int = 20

@@ -28,6 +28,8 @@ LONG_NAME = "prod/Deployment/chatbot/agent"
 DIFF_VIEW = "3fa2c1d0"
 
 
+GATE_DEFAULTS = {"min_learning": 86400.0, "quiet_period": 3600.0, "min_runs": 3,
+                 "alert_period": 86400.0, "burst_denials": 10, "burst_window": 3600.0}  # fmt: skip
 COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
 
 
@@ -82,6 +84,7 @@ class FakeController:
         self.confined_pids: dict[int, str] = {}  # pid -> agent: the API refuses these callers
         # baselines for export/import (the real document module, in memory)
         self.baselines: dict[str, Baseline] = {}
+        self.gates: dict[str, dict[str, float | int]] = {}  # the operator's, per agent
 
     def _check(self, name: str) -> dict[str, Any]:
         if self.explode is not None:
@@ -107,7 +110,43 @@ class FakeController:
         return list(self.agents.values())
 
     def get_agent(self, name: str) -> dict[str, Any]:
-        return self._check(name)
+        agent = self._check(name)
+        return {**agent, "promotion": self._promotion(name)}
+
+    def _promotion(self, name: str) -> dict[str, Any]:
+        """Shaped like node.agents.AgentService.get_agent's promotion."""
+        agent = self.agents[name]
+        mine = self.gates.get(name, {})
+        gates = {
+            g: {
+                "value": mine.get(g, v),
+                "text": str(mine.get(g, v)),
+                "source": "operator" if g in mine else "default",
+            }
+            for g, v in GATE_DEFAULTS.items()
+        }
+        runs = f"0 of {gates['min_runs']['value']} runs (cgroups) seen while learning"
+        waiting = ["learning for 0s of 24.0h", runs]
+        ready = {"mode": "observe", "next": "alert", "ready": False, "reason": waiting[0],
+                 "waiting_for": waiting}  # fmt: skip
+        return {"auto": agent["auto_promote"], "gates": gates, **dict.fromkeys(DIMS, ready)}
+
+    async def set_promotion(
+        self,
+        name: str,
+        gates: dict[str, float | int | None],
+        *,
+        reset: bool = False,
+        auto: bool | None = None,
+    ) -> dict[str, Any]:
+        agent = self._check(name)
+        self.calls.append(("set_promotion", name, gates, reset, auto))
+        mine = {} if reset else self.gates.get(name, {})
+        mine.update(gates)
+        self.gates[name] = {g: v for g, v in mine.items() if v is not None}
+        if auto is not None:
+            agent["auto_promote"] = auto
+        return self.get_agent(name)
 
     def get_baseline(self, name: str) -> dict[str, Any]:
         """Shaped like baseline.Baseline.to_dict()."""

@@ -142,6 +142,18 @@ async def test_events_table(capsys: pytest.CaptureFixture[str], server: ApiServe
                                "python3"]  # fmt: skip
 
 
+async def test_an_event_of_corrald_has_no_pid_in_the_table(
+    capsys: pytest.CaptureFixture[str], server: ApiServer, ctl: FakeController
+) -> None:
+    burst = {**make_event(0), "kind": "denial-burst", "verdict": "alert", "pid": 0,
+             "comm": "corrald", "object": "5 connect denials in 6s"}  # fmt: skip
+    ctl.events = [burst]
+    r = await ctl_main(capsys, server, "events")
+    assert r.code == 0
+    row = r.out.splitlines()[1].split()
+    assert row[2:5] == ["demo", "alert", "open"] and row[-2:] == ["-", "corrald"], row
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -155,6 +167,74 @@ async def test_mode(
     assert r.out.strip() == "demo: exec=enforce open=enforce connect=alert"
     r = await ctl_main(capsys, server, "mode", LONG_NAME, "--exec", "observe")
     assert r.code == 0 and ctl.calls[-1] == ("set_mode", LONG_NAME, {"exec": "observe"})
+
+
+async def test_agent_says_why_it_is_not_ready(
+    capsys: pytest.CaptureFixture[str], server: ApiServer
+) -> None:
+    """Each gate with where it comes from; what a dimension waits for, one per line."""
+    r = await ctl_main(capsys, server, "agent", "demo")
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    i = lines.index("promotion:")
+    assert lines[i + 1 : i + 10] == [
+        "  auto:    no",
+        "  gates:",
+        "    min_learning:  86400.0 (default)",
+        "    quiet_period:  3600.0 (default)",
+        "    min_runs:      3 (default)",
+        "    alert_period:  86400.0 (default)",
+        "    burst_denials: 10 (default)",
+        "    burst_window:  3600.0 (default)",
+        "  exec:",
+    ]
+    assert lines[i + 10 : i + 16] == [
+        "    mode:        observe",
+        "    next:        alert",
+        "    ready:       no",
+        "    waiting_for:",
+        "      - learning for 0s of 24.0h",
+        "      - 0 of 3 runs (cgroups) seen while learning",
+    ]
+
+
+async def test_promotion(
+    capsys: pytest.CaptureFixture[str], server: ApiServer, ctl: FakeController
+) -> None:
+    r = await ctl_main(
+        capsys, server, "promotion", "demo", "--min-runs", "5", "--quiet", "30m", "--auto", "on"
+    )
+    assert r.code == 0, r.err
+    assert ctl.calls[-1] == ("set_promotion", "demo", {"quiet_period": 1800.0, "min_runs": 5},
+                             False, True)  # fmt: skip
+    assert "agent:     demo" in r.out and "auto:    yes" in r.out
+    assert "min_runs:      5 (operator)" in r.out and "quiet_period:  1800.0 (operator)" in r.out
+    r = await ctl_main(capsys, server, "promotion", "demo", "--unset", "quiet", "--reset")
+    assert r.code == 0, r.err
+    assert ctl.calls[-1] == ("set_promotion", "demo", {"quiet_period": None}, True, None)
+    calls = len(ctl.calls)
+    r = await ctl_main(capsys, server, "-o", "json", "promotion", LONG_NAME)  # shows, sets nothing
+    assert r.code == 0 and len(ctl.calls) == calls
+    shown = json.loads(r.out)
+    assert shown["agent"] == LONG_NAME and shown["promotion"]["gates"]["min_runs"]["value"] == 3
+
+
+async def test_promotion_usage_errors(
+    capsys: pytest.CaptureFixture[str], server: ApiServer
+) -> None:
+    for args, message in [
+        (["--min-runs", "0"], "expected a whole number from 1 to 100000"),
+        (["--min-runs", "five"], "expected a whole number"),
+        (["--quiet", "30"], "expected a number and s, m, h or d"),
+        (["--alert", "1 day"], "expected a number and s, m, h or d"),
+        (["--unset", "colour"], "expected one of min-learning, quiet, min-runs"),
+        (["--auto", "maybe"], "invalid choice"),
+        (["--quiet", "5m", "--unset", "quiet"], "--unset quiet_period and a value for it"),
+    ]:
+        r = await ctl_main(capsys, server, "promotion", "demo", *args)
+        assert r.code == 2 and message in r.err, (args, r.err)
+    r = await ctl_main(capsys, server, "promotion", "demo", "--quiet", "400d")  # the daemon's
+    assert r.code == 1 and "'quiet_period': '400d' is not a duration from 0s to 365d" in r.err
 
 
 async def test_mode_usage_errors(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:
@@ -238,8 +318,8 @@ async def test_help_documents_exit_codes_and_modes() -> None:
     assert r.code == 0
     for text in ("exit codes:", "examples:", "observe", "enforce", "CORRAL_SOCKET"):
         assert text in r.out
-    for command in ("status", "agents", "agent", "baseline", "mode", "accept", "reset",
-                    "events", "run"):  # fmt: skip
+    for command in ("status", "agents", "agent", "baseline", "mode", "promotion", "accept",
+                    "reset", "events", "run"):  # fmt: skip
         assert cli.main([command, "--help"]) == 0
 
 
@@ -250,7 +330,7 @@ def test_modes_and_exit_codes_are_said_once(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert out.count("exit codes:") == 1 and out.count("deny deviations in the kernel") == 1
     for command in ("status", "agents", "agent", "diff", "accept", "reset", "events", "aibom",
-                    "run", "baseline"):  # fmt: skip
+                    "run", "baseline", "promotion"):  # fmt: skip
         assert cli.main([command, "--help"]) == 0
         out = capsys.readouterr().out
         assert "exit codes:" not in out and "deny deviations in the kernel" not in out, command

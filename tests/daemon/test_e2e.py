@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from corral.kernel.loader import remove_pins
+from tests.daemon.unix_http import BASE_URL, unix_session
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads BPF, makes cgroups")
@@ -514,9 +515,12 @@ promotion: {check_interval: 0.2, min_learning: 1s, quiet_period: 1s, alert_perio
 @pytest.mark.userspace
 def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: Path) -> None:
     """Safe promotion with a real corrald (gates shortened): one run is not enough evidence
-    (`agent` says it waits for 2 runs), a second run lets every dimension move to alert, then
-    to enforce after alert_period without deviations; denials piling up after that are
-    reported once (log, status, metric), and corral does not step back by itself."""
+    (`agent` says it waits for 2 runs); the agent's own gate, set through the API (`corralctl
+    promotion --min-runs 3`), holds it after the second run too, until it is unset again: then
+    every dimension moves to alert, then to enforce after alert_period without deviations;
+    denials piling up after that are reported once (log, an event of kind denial-burst in
+    `events`, status, metric), and corral does not step back by itself; the operator's step
+    back (`mode NAME --connect alert`) holds until the denials are reviewed."""
     with running_daemon(tmp_path, PROMOTION_FAST) as d:
 
         def agent() -> dict[str, Any]:
@@ -532,7 +536,25 @@ def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: P
         a = agent()
         assert set(a["modes"].values()) == {"observe"}
         assert "1 of 2 runs (cgroups) seen while learning" in a["promotion"]["exec"]["waiting_for"]
+        assert a["promotion"]["gates"]["min_runs"] == {"value": 2, "text": "2", "source": "config"}
+
+        # the agent's own gate (the operator's) wins over the config's
+        r = ctl(d, "promotion", "promoted", "--min-runs", "3")
+        assert r.returncode == 0 and "min_runs:      3 (operator)" in r.stdout, r
         assert ctl(d, *one_run).returncode == 0
+        time.sleep(2)
+        a = agent()
+        assert set(a["modes"].values()) == {"observe"}
+        assert "2 of 3 runs (cgroups) seen while learning" in a["promotion"]["exec"]["waiting_for"]
+        r = ctl(d, "agent", "promoted")  # says why, for people
+        assert "min_runs:      3 (operator)" in r.stdout, r.stdout
+        assert "      - 2 of 3 runs (cgroups) seen while learning" in r.stdout, r.stdout
+        bad = ctl(d, "promotion", "promoted", "--min-runs", "0")
+        assert bad.returncode == 2 and "whole number from 1" in bad.stderr, bad
+        bad = ctl(d, "promotion", "promoted", "--quiet", "400d")  # refused by corrald: 400
+        assert bad.returncode == 1 and "is not a duration from 0s to 365d" in bad.stderr, bad
+
+        assert ctl(d, "promotion", "promoted", "--unset", "min-runs").returncode == 0
         _wait(lambda: set(agent()["modes"].values()) == {"enforce"}, timeout=30)
         steps = [(h["to"], h["by"]) for h in agent()["history"] if h["dimension"] == "connect"]
         assert steps[-2:] == [("alert", "auto-promotion"), ("enforce", "auto-promotion")]
@@ -552,6 +574,27 @@ def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: P
         status = ctl_json(d, "status")
         assert isinstance(status, dict) and status["promotion"]["denial_bursts"] == 1
         assert set(agent()["modes"].values()) == {"enforce"}  # never stepped back
+        events = ctl_json(d, "events", "--agent", "promoted")
+        assert isinstance(events, list)
+        bursts = [e for e in events if e["kind"] == "denial-burst"]
+        assert len(bursts) == 1, events
+        assert bursts[0]["dimension"] == "connect" and bursts[0]["denials"] >= 3
+        assert "corralctl mode promoted --connect alert" in bursts[0]["what_to_do"]
+        assert {e["kind"] for e in events} == {"kernel", "denial-burst"}
+        table = ctl(d, "events", "--agent", "promoted").stdout
+        assert "connect denials in" in table and "after the auto-promotion to enforce" in table
+        logged = [json.loads(line) for line in d.logs().splitlines() if '"denial-burst"' in line]
+        assert any(e.get("event") == "event" and e["kind"] == "denial-burst" for e in logged)
+        with unix_session(str(d.sock)) as session:
+            metrics = session.get(f"{BASE_URL}/metrics", timeout=5).text
+        assert "\ncorral_promotion_denial_bursts_total 1.0\n" in metrics
+
+        # one step back, and it sticks: auto-promotion waits for the denials to be reviewed
+        assert ctl(d, "mode", "promoted", "--connect", "alert").returncode == 0
+        time.sleep(3)  # alert_period is 2s
+        a = agent()
+        assert a["modes"]["connect"] == "alert" and not a["promotion"]["connect"]["ready"]
+        assert "waiting for review: corralctl diff promoted" in a["promotion"]["connect"]["reason"]
 
 
 @pytest.mark.userspace

@@ -129,6 +129,24 @@ def test_export_import_export_is_byte_for_byte() -> None:
     assert json.loads(as_json) == yaml.safe_load(first)  # the same document in both syntaxes
 
 
+def test_the_operators_promotion_gates_go_with_the_document() -> None:
+    """spec.promotion: the gates set for the agent (corralctl promotion), canonical (the
+    config's order, durations as written), only when there are some."""
+    gates = {"quiet_period": 1800.0, "min_runs": 5, "alert_period": 43200.0}
+    text = dump_yaml(export(learned(), modes=MODES, auto_promote=True, promotion=gates))
+    spec = "  autoPromote: true\n  promotion: {quietPeriod: 30m, minRuns: 5, alertPeriod: 12h}\n"
+    assert spec in text
+    doc = parse(text.encode())
+    assert doc.promotion == gates
+    b = plan(doc, None, agent=doc.name, strategy="replace", rules=RULES, now=T0).baseline
+    again = export(b, modes=doc.modes, auto_promote=doc.auto_promote, promotion=doc.promotion)
+    assert dump_yaml(again) == text
+    assert "promotion" not in export_yaml(learned())  # none set: readable by an older corrald
+    assert parse(export_yaml(learned()).encode()).promotion is None
+    empty = export_yaml(learned()).replace("  autoPromote: false\n", "  promotion: {}\n")
+    assert parse(empty.encode()).promotion == {}  # an import then forgets the gates
+
+
 def test_imported_entries_are_marked_and_keep_the_documents_source() -> None:
     b = imported(export_yaml(learned()))
     e = b.entry("exec", "/usr/bin/git")
@@ -284,7 +302,7 @@ BAD: list[tuple[str, str]] = [
     (with_spec("exec", "{path: /a}").replace("{name: demo}", "{}"), "metadata.name: required"),
     (
         with_spec("exec", "{path: /a}").replace("exec:", "exe:"),
-        "spec.exe: unknown field (expected: modes, autoPromote, exec, open, connect)",
+        "spec.exe: unknown field (expected: modes, autoPromote, promotion, exec, open, connect)",
     ),
     (with_spec("exec", "{path: /a}") + "status: {}\n", "status: unknown field"),
     (
@@ -298,6 +316,22 @@ BAD: list[tuple[str, str]] = [
     (
         with_spec("exec", "{path: /a}") + "  autoPromote: yes please\n",
         "spec.autoPromote: must be true or false",
+    ),
+    (
+        with_spec("exec", "{path: /a}") + "  promotion: {minRuns: 0, quiet: 30m}\n",
+        "spec.promotion.minRuns: 0 is not a whole number from 1 to 100000",
+    ),
+    (
+        with_spec("exec", "{path: /a}") + "  promotion: {quiet: 30m}\n",
+        "spec.promotion.quiet: unknown gate (expected: minLearning, quietPeriod, minRuns",
+    ),
+    (
+        with_spec("exec", "{path: /a}") + "  promotion: {quietPeriod: 30 minutes}\n",
+        "spec.promotion.quietPeriod: '30 minutes' is not a duration from 0s to 365d",
+    ),
+    (
+        with_spec("exec", "{path: /a}") + "  promotion: [minRuns]\n",
+        "spec.promotion: must be a mapping",
     ),
     (
         with_spec("exec", "{path: /a}").replace(

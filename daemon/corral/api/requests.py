@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from corral.config import MODES
+from corral.config import GATES, MODES, gate_from_json
 from corral.contract import BadRequest, ServiceError, Services, validate_agent_name
 from corral.policy.document import DIMS
 
@@ -146,6 +146,31 @@ def parse_modes(body: dict[str, Any]) -> dict[str, str]:
             + ", ".join(f'"{d}"' for d in DIMS)
         )
     return modes
+
+
+def parse_promotion(
+    body: dict[str, Any],
+) -> tuple[dict[str, float | int | None], bool, bool | None]:
+    """(gates, reset, auto) of a promotion request: {"min_runs": 5, "quiet_period": "30m",
+    "alert_period": null, "reset": true, "auto": true}; null forgets a gate."""
+    _reject_unknown(body, {*GATES, "reset", "auto"}, "promotion request")
+    if not body:
+        raise BadRequest(
+            "give at least one of " + ", ".join(f'"{g}"' for g in (*GATES, "reset", "auto"))
+        )
+    gates: dict[str, float | int | None] = {}
+    for g in GATES:
+        if g in body:
+            try:
+                gates[g] = None if body[g] is None else gate_from_json(g, body[g])
+            except ValueError as e:
+                raise BadRequest(f"{g!r}: {e} (null forgets it)") from None
+    reset, auto = body.get("reset", False), body.get("auto")
+    if not isinstance(reset, bool):
+        raise BadRequest(f'"reset" must be true or false; got {reset!r}')
+    if auto is not None and not isinstance(auto, bool):
+        raise BadRequest(f'"auto" must be true or false; got {auto!r}')
+    return gates, reset, auto
 
 
 def _parse_entry(i: int, entry: Any) -> dict[str, str]:

@@ -16,6 +16,8 @@ Routes (agent names contain "/": clients send the name percent-encoded as ONE pa
     DELETE /v1/agents/{name}/baseline          forget the baseline and relearn
     GET    /v1/agents/{name}/diff              ?flat=1: deviations beyond the baseline, as rows
     PUT    /v1/agents/{name}/mode              {"mode": M} and/or {"exec"|"open"|"connect": M}
+    PUT    /v1/agents/{name}/promotion         {"min_runs": 5, "quiet_period": "30m", ...,
+                                               "reset": b, "auto": b}: the operator's gates
     POST   /v1/agents/{name}/accept            {} (everything) or {"entries": [{dimension,
                                                object}], "index": [n], "view": v, "flat": b}
     POST   /v1/agents/{name}/run               {"pid": N}: move pid (a child of the caller)
@@ -58,6 +60,7 @@ from .requests import (
     parse_limit,
     parse_modes,
     parse_pid,
+    parse_promotion,
     query,
     raw_body,
     services,
@@ -170,6 +173,13 @@ async def _set_mode(request: web.Request) -> web.Response:
     name = agent_name(request)
     modes = parse_modes(await json_body(request))
     return _json(await services(request).agents.set_mode(name, modes))
+
+
+async def _set_promotion(request: web.Request) -> web.Response:
+    name = agent_name(request)
+    gates, reset, auto = parse_promotion(await json_body(request))
+    agents = services(request).agents
+    return _json(await agents.set_promotion(name, gates, reset=reset, auto=auto))
 
 
 async def _accept(request: web.Request) -> web.Response:
@@ -348,6 +358,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete(f"{agent}/baseline", _reset)
     router.add_get(f"{agent}/diff", _diff, allow_head=False)
     router.add_put(f"{agent}/mode", _set_mode)
+    router.add_put(f"{agent}/promotion", _set_promotion)
     router.add_post(f"{agent}/accept", _accept)
     router.add_post(f"{agent}/run", _run)
     router.add_get("/v1/events", _events, allow_head=False)

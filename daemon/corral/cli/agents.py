@@ -1,13 +1,27 @@
-"""status, agents, agent, mode and reset."""
+"""status, agents, agent, mode, promotion and reset."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
-from .client import DIMENSIONS, EXIT_OK, Client, CliError, agent_path
-from .render import Output, _cell, _render_mapping_text, table
+from .client import DIMENSIONS, EXIT_OK, Client, CliError, _usage_error, agent_path
+from .render import Lines, Output, _cell, _render_mapping_text, render_mapping, table
+
+# the promotion gates an agent may set for itself: (API field, option), in the daemon's order
+GATE_OPTIONS = (
+    ("min_learning", "--min-learning"),
+    ("quiet_period", "--quiet"),
+    ("min_runs", "--min-runs"),
+    ("alert_period", "--alert"),
+    ("burst_denials", "--burst-denials"),
+    ("burst_window", "--burst-window"),
+)
+GATE_COUNTS = ("min_runs", "burst_denials")
+DURATION_HINT = "a number and s, m, h or d, e.g. 90s, 30m, 2h, 7d (at most 365d)"
+_DURATION = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?[smhd]")
 
 
 def _modes_of(agent: dict[str, Any]) -> dict[str, Any]:
@@ -87,8 +101,85 @@ def cmd_agents(args: argparse.Namespace, client: Client, out: Output) -> int:
     return EXIT_OK
 
 
+def _promotion_for_people(promotion: dict[str, Any]) -> dict[str, Any]:
+    """An agent's promotion as `agent` and `promotion` print it: each gate "2h (annotation)";
+    per dimension what it waits for, one per line (its reason is the first of them)."""
+    view: dict[str, Any] = {}
+    for key, value in promotion.items():
+        if key == "gates" and isinstance(value, dict):
+            view[key] = {
+                g: f"{v.get('text', v.get('value'))} ({v.get('source')})"
+                if isinstance(v, dict)
+                else v
+                for g, v in value.items()
+            }
+        elif isinstance(value, dict) and value.get("waiting_for"):
+            view[key] = {k: v for k, v in value.items() if k not in ("reason", "waiting_for")}
+            view[key]["waiting_for"] = Lines(value["waiting_for"])
+        else:
+            view[key] = value
+    return view
+
+
+def _render_agent(agent: Any) -> str:
+    if not isinstance(agent, dict) or not isinstance(agent.get("promotion"), dict):
+        return _render_mapping_text(agent)
+    agent = {**agent, "promotion": _promotion_for_people(agent["promotion"])}
+    return "\n".join(render_mapping(agent))
+
+
 def cmd_agent(args: argparse.Namespace, client: Client, out: Output) -> int:
-    out.emit(client.request("GET", agent_path(args.name)), _render_mapping_text)
+    out.emit(client.request("GET", agent_path(args.name)), _render_agent)
+    return EXIT_OK
+
+
+def duration(value: str) -> str:
+    """A gate duration on the command line, checked here (usage error, exit 2) and sent as
+    given."""
+    if not _DURATION.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"expected {DURATION_HINT}; got {value!r}")
+    return value
+
+
+def count(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100000; got {value!r}")
+    return int(value)
+
+
+def gate_option(value: str) -> str:
+    """--unset GATE: the option's name without dashes (min-runs) or the API field."""
+    names = {opt.lstrip("-"): field for field, opt in GATE_OPTIONS}
+    names.update({field: field for field, _ in GATE_OPTIONS})
+    if value.lstrip("-") not in names:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(opt.lstrip('-') for _, opt in GATE_OPTIONS)}; "
+            f"got {value!r}"
+        )
+    return names[value.lstrip("-")]
+
+
+def cmd_promotion(args: argparse.Namespace, client: Client, out: Output) -> int:
+    body: dict[str, Any] = {}
+    for field, _ in GATE_OPTIONS:
+        value = getattr(args, field)
+        if value is not None:
+            body[field] = value
+    for field in args.unset:
+        if field in body:
+            raise _usage_error(f"promotion: --unset {field} and a value for it: give one")
+        body[field] = None
+    if args.reset:
+        body["reset"] = True
+    if args.auto is not None:
+        body["auto"] = args.auto == "on"
+    if body:
+        agent = client.request("PUT", agent_path(args.name, "promotion"), body)
+    else:
+        agent = client.request("GET", agent_path(args.name))
+    promotion = agent.get("promotion") if isinstance(agent, dict) else None
+    data = {"agent": args.name, "promotion": promotion}
+    out.emit(data, _render_agent)
     return EXIT_OK
 
 

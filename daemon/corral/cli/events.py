@@ -41,13 +41,15 @@ def event_row(event: dict[str, Any], live: bool = False) -> list[str]:
     else:
         when = ago(epoch)
     agent = event.get("agent", event.get("agent_id"))
+    # an event corrald reports itself (kind denial-burst, ...) has no process: pid 0
+    pid = event.get("pid") if event.get("kind", "kernel") == "kernel" else event.get("pid") or None
     return [
         when,
         _cell("", agent),
         _cell("", event.get("verdict")),
         _cell("", event.get("dimension")),
         _cell("", event.get("object", event.get("path"))),
-        _cell("", event.get("pid")),
+        _cell("", pid),
         _cell("", event.get("comm")),
     ]
 

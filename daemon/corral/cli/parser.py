@@ -9,7 +9,19 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from .agents import cmd_agent, cmd_agents, cmd_mode, cmd_reset, cmd_status
+from .agents import (
+    GATE_COUNTS,
+    GATE_OPTIONS,
+    cmd_agent,
+    cmd_agents,
+    cmd_mode,
+    cmd_promotion,
+    cmd_reset,
+    cmd_status,
+    count,
+    duration,
+    gate_option,
+)
 from .aibom import cmd_aibom
 from .baselines import (
     cmd_accept,
@@ -51,6 +63,7 @@ examples:
   corralctl baseline import demo demo.yaml --replace
   corralctl mode demo alert                  # every dimension
   corralctl mode demo --exec enforce --connect alert
+  corralctl promotion demo --auto on --min-runs 5 --quiet 30m
   corralctl diff demo                        # what the agent did beyond its baseline
   corralctl accept demo --index 2 --connect 10.0.0.7:443
   corralctl reset demo --yes
@@ -151,7 +164,9 @@ def _add_baseline(subs: Any) -> None:
     how = i.add_mutually_exclusive_group()
     how.add_argument("--merge", action="store_true", help="add the entries (default)")
     how.add_argument("--replace", action="store_true", help="the baseline becomes the document")
-    i.add_argument("--keep-modes", action="store_true", help="ignore spec.modes/autoPromote")
+    i.add_argument(
+        "--keep-modes", action="store_true", help="ignore spec.modes/autoPromote/promotion"
+    )
     i.add_argument("--dry-run", action="store_true", help="validate and report, change nothing")
     i.add_argument(
         "--rename", action="store_true", help="import a document whose metadata.name differs"
@@ -174,6 +189,67 @@ def _add_diff(subs: Any) -> None:
     p.add_argument("name", metavar="NAME", help="agent name")
     p.add_argument("--flat", action="store_true", help="one row per object (no groups)")
     p.set_defaults(func=cmd_diff)
+
+
+GATE_HELP = {
+    "min_learning": "learn at least this long before observe -> alert (config: min_learning)",
+    "quiet_period": "nothing new for this long before observe -> alert (quiet_period)",
+    "min_runs": "runs (cgroups) seen while learning before observe -> alert (min_runs)",
+    "alert_period": "this long in alert without a deviation before alert -> enforce (alert_period)",
+    "burst_denials": "this many denials after an auto-promotion to enforce are reported "
+    "(burst_denials)",
+    "burst_window": "... within this long after it (burst_window)",
+}
+
+
+def _add_promotion(subs: Any) -> None:
+    p = _sub(
+        subs,
+        "promotion",
+        "show or set an agent's auto-promotion: on/off and its own gates",
+        "Without options: the agent's auto-promotion, its gates with where each comes from "
+        "(operator: set here; annotation: the pod's corral.io/promotion; config: the "
+        "config's promotion section; default) and per dimension what it waits for. With "
+        "options: set them for this agent; what is set here wins over the annotation and "
+        "the config, and is kept with the agent (and in `baseline export`). --unset GATE "
+        "forgets one, --reset all of them. Durations are a number and s, m, h or d. corral "
+        "never steps back by itself: after a burst of denials, `corralctl mode NAME alert`.",
+        "  corralctl promotion demo\n"
+        "  corralctl promotion demo --auto on\n"
+        "  corralctl promotion demo --min-runs 5 --min-learning 2h --quiet 30m --alert 12h\n"
+        "  corralctl promotion demo --unset quiet\n"
+        "  corralctl promotion demo --reset",
+    )
+    p.add_argument("name", metavar="NAME", help="agent name")
+    for field, opt in GATE_OPTIONS:
+        is_count = field in GATE_COUNTS
+        p.add_argument(
+            opt,
+            dest=field,
+            metavar="N" if is_count else "DURATION",
+            type=count if is_count else duration,
+            help=GATE_HELP[field],
+        )
+    p.add_argument(
+        "--unset",
+        metavar="GATE",
+        action="append",
+        type=gate_option,
+        default=[],
+        help="forget the gate set here (e.g. quiet, min-runs): the annotation, the config or "
+        "the default holds again (repeatable)",
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="forget every gate set here (before the ones given with this command)",
+    )
+    p.add_argument(
+        "--auto",
+        choices=("on", "off"),
+        help="auto-promotion for this agent on or off",
+    )
+    p.set_defaults(func=cmd_promotion)
 
 
 def _limit(value: str) -> int:
@@ -290,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
         subs,
         "agent",
         "show one agent in detail",
-        "Show one agent: modes, counters, baseline summary, history of mode changes and workloads.",
+        "Show one agent: modes, counters, baseline summary, promotion (its gates, where "
+        "each comes from, and per dimension whether it is ready to move on and what it "
+        "waits for), history of mode changes and workloads.",
         "  corralctl agent demo\n  corralctl agent prod/Deployment/chatbot/agent -o json",
     )
     p.add_argument(
@@ -326,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{dim}", metavar="MODE", choices=MODES, help=f"mode for the {dim} dimension"
         )
     p.set_defaults(func=cmd_mode)
+
+    _add_promotion(subs)
 
     p = _sub(
         subs,

@@ -214,15 +214,22 @@ def _dict_table(items: list[dict[str, Any]]) -> str:
     return table([k.upper().replace("_", " ") for k in keys], rows)
 
 
+class Lines(list):  # type: ignore[type-arg]
+    """A list render_mapping prints one item per line ("- item"), not joined with commas."""
+
+
 def render_mapping(data: dict[str, Any], indent: int = 0, *, times: bool = False) -> list[str]:
-    """Nested key: value lines; lists of objects become small tables. times: the values are
-    timestamps (a parent like mode_since)."""
+    """Nested key: value lines; lists of objects become small tables, Lines one item per
+    line. times: the values are timestamps (a parent like mode_since)."""
     pad = " " * indent
     width = max((len(str(k)) for k in data), default=0) + 1
     lines: list[str] = []
     for key, value in data.items():
         label = f"{key}:"
-        if isinstance(value, dict) and value:
+        if isinstance(value, Lines) and value:
+            lines.append(f"{pad}{label}")
+            lines += [f"{pad}  - {_cell('', v)}" for v in value]
+        elif isinstance(value, dict) and value:
             lines.append(f"{pad}{label}")
             lines += render_mapping(value, indent + 2, times=times or _is_time_key(str(key)))
         elif _is_table(value):

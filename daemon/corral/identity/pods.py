@@ -1,6 +1,6 @@
 """Pods as the kubelet reports them: the PodList parser (`PodInfo`, `ContainerInfo`), the
 workload that owns a pod and its agent name (`namespace/kind/name/container`), and the
-corral.io annotations on a pod (mode, auto-promote).
+corral.io annotations on a pod (mode, auto-promote, promotion).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from typing import Any
 
 import structlog
 
+from corral.config import GATE_HINT, parse_gates
 from corral.kernel.layout import DIMS, MODES
 
 log = structlog.get_logger("corral.identity")
 
 MODE_ANNOTATION = "corral.io/mode"
 AUTO_PROMOTE_ANNOTATION = "corral.io/auto-promote"
+PROMOTION_ANNOTATION = "corral.io/promotion"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONFIG_HASH_ANNOTATION = "kubernetes.io/config.hash"
 CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
@@ -311,3 +313,34 @@ def pod_auto_promote(pod: PodInfo) -> bool | None:
             valid="true|false",
         )
         return None
+
+
+# pod uid -> the corral.io/promotion value last warned about: one warning per pod and value,
+# not one per poll (the kubelet is polled every 2 s)
+_warned_promotion: dict[str, str] = {}
+_WARNED_MAX = 4096
+
+
+def pod_promotion(pod: PodInfo) -> dict[str, float | int] | None:
+    """The agent's own promotion gates from corral.io/promotion ("min-runs=5,quiet=30m"):
+    each valid entry counts; invalid ones are ignored with one warning naming them (once per
+    pod and value). None when the pod has no such annotation or no valid entry in it."""
+    raw = pod.annotations.get(PROMOTION_ANNOTATION)
+    if raw is None:
+        return None
+    gates, problems = parse_gates(raw)
+    if (problems or not gates) and _warned_promotion.get(pod.uid) != raw:
+        if len(_warned_promotion) >= _WARNED_MAX:
+            _warned_promotion.clear()
+        _warned_promotion[pod.uid] = raw
+        log.warning(
+            "invalid annotation ignored" if not gates else "invalid annotation entries ignored",
+            pod=f"{pod.namespace}/{pod.name}",
+            annotation=PROMOTION_ANNOTATION,
+            value=raw,
+            error="; ".join(problems) or "no gate in it",
+            kept=sorted(gates),
+            valid=f"gate=value[,gate=value]: {GATE_HINT}, e.g. min-runs=5,min-learning=2h,"
+            "quiet=30m,alert=12h",
+        )
+    return gates or None

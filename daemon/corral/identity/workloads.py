@@ -22,6 +22,7 @@ from .pods import (
     agent_name,
     pod_auto_promote,
     pod_mode,
+    pod_promotion,
 )
 from .selector import PodSelector
 
@@ -37,6 +38,7 @@ class Workload:
     container_cgroups: list[ContainerCgroup] = field(default_factory=list)
     mode: dict[str, str] | None = None  # from corral.io/mode; only the dimensions it names
     auto_promote: bool | None = None  # from corral.io/auto-promote
+    promotion: dict[str, float | int] | None = None  # gates from corral.io/promotion
     partial: bool = False  # any container was already running before corral started
 
     def registrations(self) -> list[tuple[int, bool]]:
@@ -88,9 +90,9 @@ def discover(
 ) -> list[Workload]:
     """Group this node's pods into agents (one per workload and container name).
 
-    Annotations (mode, auto-promote) come from the newest pod that sets a valid value, so a
-    rollout that changes them takes effect with its first new pod. started_at: the daemon's
-    start; a container running since before it is `partial`."""
+    Annotations (mode, auto-promote, promotion) come from the newest pod that sets a valid
+    value, so a rollout that changes them takes effect with its first new pod. started_at:
+    the daemon's start; a container running since before it is `partial`."""
     selector = selector or PodSelector()
     if started_at is None:
         started_at = datetime.now(UTC)
@@ -111,7 +113,7 @@ def _add_pod(
     out: dict[str, Workload], pod: PodInfo, index: CgroupIndex, started_at: datetime
 ) -> None:
     ref = PodRef(pod.namespace, pod.name, pod.uid, pod.cgroup_uid)
-    mode, auto = pod_mode(pod), pod_auto_promote(pod)
+    mode, auto, gates = pod_mode(pod), pod_auto_promote(pod), pod_promotion(pod)
     names = list(dict.fromkeys([*pod.spec_containers, *(c.name for c in pod.containers)]))
     for name in names:
         w = _get(out, agent_name(pod, name))
@@ -119,6 +121,7 @@ def _add_pod(
             w.pods.append(ref)
         w.mode = w.mode if w.mode is not None else mode
         w.auto_promote = w.auto_promote if w.auto_promote is not None else auto
+        w.promotion = w.promotion if w.promotion is not None else gates
     for c in pod.containers:
         cc = _container_cgroup(c, index, started_at)
         if cc is not None:

@@ -11,7 +11,7 @@ import structlog
 from corral.contract import BadRequest, Unavailable
 from corral.kernel.layout import DIMS
 from corral.policy.agents import Agent, check_mode
-from corral.policy.promotion import Gates, readiness
+from corral.policy.promotion import effective, gates_view, readiness, set_gates
 
 from .cgroups import Cgroups, populated
 from .state import NodeState
@@ -54,9 +54,11 @@ class AgentService:
         agent = self.state.agent(name)
         out = self.summary(agent)
         out["mode_since"] = dict(agent.mode_since)
-        gates, now, b = Gates.of(self.state.cfg.promotion), time.time(), self.state.baselines[name]
+        p, now, b = self.state.cfg.promotion, time.time(), self.state.baselines[name]
+        gates, _ = effective(p, agent)
         out["promotion"] = {
             "auto": agent.auto_promote,
+            "gates": gates_view(p, agent),
             **{d: readiness(agent, d, b, gates, now).to_dict() for d in DIMS},
         }
         out["history"] = list(agent.history)
@@ -136,6 +138,55 @@ class AgentService:
                 "neither; free space there (or fix the file system) and try again"
             ) from None
         await self.state.save_all()  # baselines that wait for their periodic save
+
+    async def set_promotion(
+        self,
+        name: str,
+        gates: dict[str, float | int | None],
+        *,
+        reset: bool = False,
+        auto: bool | None = None,
+    ) -> dict[str, Any]:
+        """The operator's promotion gates for the agent: reset forgets them all first; then a
+        gate with a value is set, one with None forgotten (the annotation, the config or the
+        default holds again). auto: auto-promotion on or off. Values are checked already
+        (config.gate_from_json). Acknowledged only once on disk, like a mode change."""
+        agent = self.state.agent(name)
+        before = ({src: dict(g) for src, g in agent.gates.items()}, agent.auto_promote)
+        mine = {} if reset else dict(agent.gates.get("operator", {}))
+        for g, value in gates.items():
+            if value is None:
+                mine.pop(g, None)
+            else:
+                mine[g] = value
+        changed = set_gates(agent, "operator", mine)
+        if auto is not None and auto != agent.auto_promote:
+            agent.auto_promote, changed = auto, True
+        if not changed:
+            return self.get_agent(name)
+        self.state.registry.dirty = True
+        try:
+            await self.state.save_registry(durable=True)
+        except OSError as e:
+            agent.gates, agent.auto_promote = before
+            log.error(
+                "promotion change refused: the agent registry cannot be saved",
+                agent=name,
+                error=str(e),
+            )
+            raise Unavailable(
+                f"the promotion of {name} was not changed: corrald cannot save it "
+                f"({e.strerror or e}) in {self.state.state_dir}; free space there (or fix the "
+                "file system) and try again"
+            ) from None
+        log.info(
+            "promotion changed",
+            agent=name,
+            auto=agent.auto_promote,
+            operator_gates=agent.gates.get("operator", {}),
+            by="api",
+        )
+        return self.get_agent(name)
 
     async def reset(self, name: str) -> dict[str, Any]:
         agent = self.state.agent(name)

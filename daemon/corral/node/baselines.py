@@ -18,6 +18,7 @@ from corral.policy.agents import Agent, Deviation
 from corral.policy.baseline import Baseline
 from corral.policy.lineage import caller_list
 from corral.policy.patterns import PatternError, kernel_groups
+from corral.policy.promotion import set_gates
 
 from .state import NodeState
 from .sync import KernelSync
@@ -208,7 +209,10 @@ class BaselineService:
     def export_baseline(self, name: str) -> dict[str, Any]:
         agent = self.state.agent(name)
         return document.export(
-            self.state.baselines[name], modes=agent.modes, auto_promote=agent.auto_promote
+            self.state.baselines[name],
+            modes=agent.modes,
+            auto_promote=agent.auto_promote,
+            promotion=agent.gates.get("operator"),
         )
 
     async def import_baseline(
@@ -261,6 +265,8 @@ class BaselineService:
                 raise self._maps_full(name, e) from None
             raise
         self._apply_imported_modes(agent, modes, auto, doc.digest)
+        if doc.promotion is not None and not keep_modes:
+            set_gates(agent, "operator", doc.promotion)
         self.prune_deviations(agent)
         state.dirty.add(name)
         state.registry.dirty = True

@@ -15,10 +15,12 @@ from typing import Any
 import structlog
 
 from corral import identity
+from corral.config import format_gate
 from corral.contract import BadRequest, Conflict, Forbidden, validate_agent_name
 from corral.identity.bindings import Binding
 from corral.kernel.loader import cgroup_id
 from corral.policy.agents import Agent
+from corral.policy.promotion import set_gates
 
 from .state import NodeState
 from .sync import KernelSync
@@ -234,6 +236,8 @@ class Cgroups:
                     )
             if w.mode:
                 self._apply_annotation(agent, w.mode)
+            if w.source == "kubernetes":
+                self._apply_gate_annotation(agent, w.promotion or {})
             wanted.update(_bindings_of(w))
         for b in wanted.values():
             self.bind(b)
@@ -242,6 +246,17 @@ class Cgroups:
         for cgid, b in list(self.bindings.items()):
             if b.source != "run" and cgid not in wanted:
                 self.unbind(cgid)
+
+    def _apply_gate_annotation(self, agent: Agent, gates: dict[str, float | int]) -> None:
+        """The gates of corral.io/promotion (none: the pods have no valid one now). The
+        operator's gates (`corralctl promotion`) win over them, gate by gate."""
+        if set_gates(agent, "annotation", gates):
+            self.state.registry.dirty = True
+            log.info(
+                "promotion gates from the pod annotation corral.io/promotion",
+                agent=agent.name,
+                gates={g: format_gate(g, v) for g, v in gates.items()},
+            )
 
     def _apply_annotation(self, agent: Agent, modes: dict[str, str]) -> None:
         changed = False

@@ -1,6 +1,10 @@
 """Consumer: the events as users see them — the in-memory ring (`corralctl events`), live
 subscribers (`events --follow`) and the event log (events.log_events). Also the API's
-EventService (contract.py)."""
+EventService (contract.py).
+
+Every event has a `kind`: "kernel" for what the ring buffer brings (an exec, open or connect
+and its verdict), else what corrald itself reports through `notice` (a "denial-burst" after an
+auto-promotion, node/maintenance.py), with the same fields."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ event_log = structlog.get_logger("corral.event")
 
 # the fields of an event's log line (events.log_events)
 LOGGED_FIELDS = (
+    "kind",
     "agent",
     "dimension",
     "verdict",
@@ -39,6 +44,9 @@ LOGGED_FIELDS = (
     "time",
 )
 SUBSCRIBER_QUEUE = 10000
+KERNEL = "kernel"  # the kind of the ring buffer's events
+# an event corrald reports itself (notice): its agent and its record, built once
+Notice = tuple[str, dict[str, Any]]
 
 
 class EventFeed:
@@ -52,7 +60,7 @@ class EventFeed:
     ) -> None:
         # events as seen (Item): the record dict is built only when someone reads it, not for
         # each of a burst of events
-        self.ring: deque[Item] = deque(maxlen=cfg.events.buffer)
+        self.ring: deque[Item | Notice] = deque(maxlen=cfg.events.buffer)
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.cfg = cfg  # events.log_events is read per batch: SIGHUP may change it
         self.node = cfg.node  # environment and hostname: read once, not per event
@@ -65,6 +73,35 @@ class EventFeed:
         self.ring.extend(batch.items)
         if self.subscribers or self.cfg.events.log_events:
             self._publish(batch.items)
+
+    def notice(
+        self, agent: str, kind: str, dimension: str, obj: str, fields: dict[str, Any]
+    ) -> None:
+        """An event corrald reports itself (not the kernel): into the ring, to subscribers
+        and, whatever events.log_events says, into the event log (a warning). Its verdict is
+        "alert", its pid 0 and its comm "corrald"; fields adds to the record."""
+        now = time.time_ns()
+        rec: dict[str, Any] = {
+            "kind": kind,
+            "ts_ns": now,
+            "time": self._iso_time(now),
+            "node": self.node,
+            "agent": agent,
+            "dimension": dimension,
+            "verdict": "alert",
+            "object": obj,
+            "pid": 0,
+            "comm": "corrald",
+            "flags": [],
+            **fields,
+        }
+        self.ring.append((agent, rec))
+        event_log.warning("event", **rec)
+        for q in list(self.subscribers):
+            try:
+                q.put_nowait(rec)
+            except asyncio.QueueFull:
+                self.stats.lost += 1
 
     def close(self) -> None:
         """Ends every subscription (the daemon stops)."""
@@ -93,14 +130,17 @@ class EventFeed:
 
     # ---- records --------------------------------------------------------------------------
 
-    def record(self, item: Item) -> dict[str, Any]:
+    def record(self, item: Item | Notice) -> dict[str, Any]:
         """What the events API, the event log and subscribers see of one event."""
+        if len(item) == 2:  # a notice
+            return dict(item[1])
         name, raw, path, exe, (namespace, pod, container) = item
         ev = events.from_fields(events.layout().unpack(raw), self.decoder.boot_offset, path)
         if ev.dimension == "exec":
             ev = ev._replace(caller=events.caller_of(raw))
         rec = ev.to_dict()
         rec.update(
+            kind=KERNEL,
             time=self._iso_time(ev.ts_ns),
             node=self.node,
             agent=name,

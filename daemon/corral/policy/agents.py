@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from corral.config import gate_from_json, gate_name
 from corral.contract import Conflict
 from corral.kernel.layout import DIMS, MODES, C
 
@@ -28,6 +29,8 @@ log = structlog.get_logger("corral.agents")
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
 HISTORY_MAX = 200
+# where an agent's own promotion gates come from, the stronger first (policy/promotion.py)
+GATE_SOURCES = ("operator", "annotation")
 DEVIATIONS_MAX = 2000
 
 
@@ -99,6 +102,9 @@ class Agent:
     mode_since: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
+    # its own promotion gates, per source (GATE_SOURCES: "operator", "annotation"):
+    # {source: {PromotionConfig field: value}}; absent in registries written before
+    gates: dict[str, dict[str, float | int]] = field(default_factory=dict)
     # the deviations, least recently seen first: an OrderedDict drops its oldest in O(1) (a
     # plain dict finds its first key by scanning past the holes its earlier deletions left:
     # ~1 us at 2,000). A deviation seen once since the table was last read is kept as the
@@ -194,11 +200,6 @@ class Agent:
             to_end(key)
         self._unbuilt += unbuilt
 
-    def deviations_since(self, dim: str, since: float) -> int:
-        return sum(
-            1 for d in self.deviations.values() if d.dimension == dim and d.last_seen >= since
-        )
-
     def to_json(self) -> dict[str, Any]:
         return _agent_json(self.snapshot())
 
@@ -215,6 +216,7 @@ class Agent:
             "mode_since": dict(self.mode_since),
             "history": [dict(h) for h in self.history],
             "created": self.created,
+            "gates": {src: dict(g) for src, g in self.gates.items()},
         }
         devs = [
             (d[0], d[1], d[6], d[3], d[3], d[2], d[4], d[5], [d[7]] if d[7] else [])
@@ -243,9 +245,33 @@ class Agent:
             ),
             key=lambda v: v.last_seen,
         )
+        gates = _checked_gates(d.pop("gates", {}), d.get("name"))
         a = cls(**d)
+        a.gates = gates
         a.deviations = OrderedDict((v.key, v) for v in devs)
         return a
+
+
+def _checked_gates(raw: Any, agent: Any) -> dict[str, dict[str, float | int]]:
+    """An agent's gates as the registry file has them, every value checked again (the file is
+    readable JSON, an operator may edit it): what is not valid is left out, and logged."""
+    out: dict[str, dict[str, float | int]] = {}
+    for src, gates in raw.items() if isinstance(raw, dict) else ():
+        for name, value in gates.items() if isinstance(gates, dict) else ():
+            try:
+                if src not in GATE_SOURCES:
+                    raise ValueError(f"unknown source: expected {' or '.join(GATE_SOURCES)}")
+                g = gate_name(name)
+                out.setdefault(src, {})[g] = gate_from_json(g, value)
+            except (ValueError, TypeError) as e:
+                log.warning(
+                    "promotion gate in the agent registry ignored",
+                    agent=agent,
+                    source=src,
+                    gate=name,
+                    error=str(e),
+                )
+    return {src: g for src, g in out.items() if g}
 
 
 # an agent's fields (containers copied) and its deviations as tuples (Deviation's field order)

@@ -12,6 +12,7 @@ format, in YAML (JSON with the same fields is accepted and produced too)::
     spec:
       modes: {exec: enforce, open: alert, connect: enforce}    # optional
       autoPromote: false                                       # optional
+      promotion: {minRuns: 5, quietPeriod: 30m}                # optional: the agent's gates
       exec:
       - {path: /usr/bin/python3.11, source: learned}
       - {path: /usr/bin/sh, callers: [/usr/bin/node], source: learned}  # lineage.py
@@ -31,6 +32,10 @@ shows exactly the entries that changed. ``source`` is the entry's provenance: le
 accepted or imported. An entry imported from a document keeps the source the document gave it
 as its origin and exports it again, so export -> import -> export is byte-for-byte stable; an
 entry the document gave no source is stored and exported as ``imported``.
+
+``spec.promotion`` holds the promotion gates set for the agent by an operator (`corralctl
+promotion`; policy/promotion.py), written only when there are some: a corrald from before it
+refuses the field.
 
 ``corral.io/v2`` added ``pattern`` entries and exec ``callers`` (exec lineage: the program is
 allowed only when one of them runs it; without callers, for any caller); ``corral.io/v1``
@@ -56,7 +61,7 @@ from typing import Any, Literal
 
 import yaml
 
-from corral.config import MODES
+from corral.config import GATE_COUNTS, GATES, MODES, format_duration, gate_from_json
 from corral.contract import BadRequest, validate_agent_name
 
 from .baseline import Baseline
@@ -90,7 +95,11 @@ ANY_PORT = "any"
 _ANNOTATION_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 _TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 _METADATA_FIELDS = ("name", "annotations")
-_SPEC_FIELDS = ("modes", "autoPromote", *DIMS)
+_SPEC_FIELDS = ("modes", "autoPromote", "promotion", *DIMS)
+# spec.promotion's keys: the config's gate fields in camelCase
+GATE_FIELDS: dict[str, str] = {
+    "".join(w if i == 0 else w.title() for i, w in enumerate(g.split("_"))): g for g in GATES
+}
 _PATH_FIELDS = ("path", "prefix", "pattern", "relative", "encoding", "callers", "source")
 _NET_FIELDS = ("address", "network", "port", "source")
 
@@ -130,6 +139,7 @@ class Document:
     modes: dict[str, str] = field(default_factory=dict)
     auto_promote: bool | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    promotion: dict[str, float | int] | None = None  # the operator's gates; None: not given
 
     def count(self, dimension: str) -> int:
         return sum(1 for e in self.entries if e.dimension == dimension)
@@ -196,7 +206,11 @@ def _net_item(net: Network, port: int, source: Source) -> _Flow:
 
 
 def export(
-    b: Baseline, *, modes: Mapping[str, str] | None = None, auto_promote: bool | None = None
+    b: Baseline,
+    *,
+    modes: Mapping[str, str] | None = None,
+    auto_promote: bool | None = None,
+    promotion: Mapping[str, float | int] | None = None,
 ) -> dict[str, Any]:
     """The canonical document of a baseline (JSON-ready; render with dump_yaml/dump_json).
     Unenforceable objects are not part of it: the kernel can never allow them."""
@@ -208,6 +222,12 @@ def export(
         spec["modes"] = _Flow((d, modes[d]) for d in DIMS if d in modes)
     if auto_promote is not None:
         spec["autoPromote"] = auto_promote
+    if promotion:
+        spec["promotion"] = _Flow(
+            (key, int(promotion[g]) if g in GATE_COUNTS else format_duration(promotion[g]))
+            for key, g in GATE_FIELDS.items()
+            if g in promotion
+        )
     for d in PATH_DIMENSIONS:
         items = [(p, pre, e) for p, pre, e in b.path_entries(d)]
         items += [(g, "pattern", e) for g, e in b.pattern_entries(d)]
@@ -316,6 +336,7 @@ def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
     if auto is not None and not isinstance(auto, bool):
         p.add("spec.autoPromote", f"must be true or false, not {auto!r}")
     doc.auto_promote = auto
+    doc.promotion = _promotion(spec.get("promotion"), p)
     seen: dict[tuple[str, Any, bool], str] = {}
     for dim in DIMS:
         items = spec.get(dim)
@@ -421,6 +442,26 @@ def _modes(raw: Any, p: _Problems) -> dict[str, str]:
             p.add(f"spec.modes.{dim}", f"{mode!r} is not a mode ({', '.join(MODES)})")
         else:
             out[dim] = mode
+    return out
+
+
+def _promotion(raw: Any, p: _Problems) -> dict[str, float | int] | None:
+    """spec.promotion: {minRuns: 5, quietPeriod: 30m}; a gate left empty is not set."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        p.add("spec.promotion", "must be a mapping like {minRuns: 5, quietPeriod: 30m}")
+        return None
+    out: dict[str, float | int] = {}
+    for key, value in raw.items():
+        where = f"spec.promotion.{key}"
+        if key not in GATE_FIELDS:
+            p.add(where, f"unknown gate (expected: {', '.join(GATE_FIELDS)})")
+        elif value is not None:
+            try:
+                out[GATE_FIELDS[key]] = gate_from_json(GATE_FIELDS[key], value)
+            except ValueError as e:
+                p.add(where, str(e))
     return out
 
 

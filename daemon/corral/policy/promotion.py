@@ -2,7 +2,13 @@
 and why it may not yet. A dimension moves only on complete evidence: learned long enough,
 nothing new for a while, enough separate runs (cgroups) seen while learning, and a baseline
 that is not partial (learning began on a running container, or the kernel dropped events).
-From alert it moves to enforce after alert_period with no deviation in that dimension.
+From alert it moves to enforce after alert_period with no deviation in that dimension, and
+none waiting for review in `corralctl diff` (so a step back from enforce sticks until the
+denials that caused it are reviewed).
+
+Each agent may set its own gates (`effective`): an operator's setting (`corralctl promotion`,
+a baseline document) wins over the pod annotation corral.io/promotion, which wins over the
+config's `promotion:`, whose fields default to PromotionConfig's.
 
 corral never demotes by itself: an attacker who can make an agent misbehave could otherwise
 switch its enforcement off. A burst of denials after an auto-promotion is reported instead
@@ -11,12 +17,13 @@ switch its enforcement off. A burst of denials after an auto-promotion is report
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from corral.config import PromotionConfig
+from corral.config import GATES, PromotionConfig, format_gate
 
-from .agents import Agent
+from .agents import GATE_SOURCES, Agent
 from .baseline import Baseline
 
 
@@ -26,10 +33,55 @@ class Gates:
     quiet_period: float  # seconds without a novel object
     alert_period: float  # seconds in alert with no deviation
     min_runs: int  # runs (cgroups) started while learning
+    burst_denials: int = 10  # denials after an auto-promotion to enforce that are reported
+    burst_window: float = 3600.0  # seconds after that promotion they are counted in
 
     @classmethod
     def of(cls, p: PromotionConfig) -> Gates:
-        return cls(p.min_learning, p.quiet_period, p.alert_period, p.min_runs)
+        return cls(**{g: getattr(p, g) for g in GATES})
+
+
+_DEFAULTS = PromotionConfig()
+
+
+def effective(p: PromotionConfig, agent: Agent) -> tuple[Gates, dict[str, str]]:
+    """The agent's gates and where each comes from: operator, annotation, config (the config
+    file sets it) or default."""
+    values: dict[str, float | int] = {}
+    sources: dict[str, str] = {}
+    for g in GATES:
+        for src in GATE_SOURCES:  # the stronger first
+            v = agent.gates.get(src, {}).get(g)
+            if v is not None:
+                values[g], sources[g] = v, src
+                break
+        else:
+            values[g] = getattr(p, g)
+            sources[g] = "default" if values[g] == getattr(_DEFAULTS, g) else "config"
+    return Gates(**values), sources  # type: ignore[arg-type]
+
+
+def gates_view(p: PromotionConfig, agent: Agent) -> dict[str, dict[str, Any]]:
+    """What `corralctl agent NAME` shows: {gate: {value, text, source}}."""
+    gates, sources = effective(p, agent)
+    view: dict[str, dict[str, Any]] = {}
+    for g in GATES:
+        value = getattr(gates, g)
+        view[g] = {"value": value, "text": format_gate(g, value), "source": sources[g]}
+    return view
+
+
+def set_gates(agent: Agent, source: str, gates: Mapping[str, float | int]) -> bool:
+    """What source (GATE_SOURCES) sets for the agent becomes gates (nothing: {}); False when
+    that is what it set already."""
+    new = dict(gates)
+    if agent.gates.get(source, {}) == new:
+        return False
+    if new:
+        agent.gates[source] = new
+    else:
+        agent.gates.pop(source, None)
+    return True
 
 
 @dataclass(frozen=True)
@@ -90,10 +142,14 @@ def _from_alert(agent: Agent, dim: str, gates: Gates, now: float) -> Readiness:
     waiting = []
     if now - since < gates.alert_period:
         waiting.append(f"in alert for {_h(now - since)} of {_h(gates.alert_period)}")
-    n = agent.deviations_since(dim, since)
+    # every deviation of the dimension still waiting in `diff`, also those from before this
+    # alert period: after a step back from enforce (`corralctl mode NAME --DIM alert`) the
+    # denials that caused it hold the dimension in alert until they are reviewed
+    n = sum(1 for d in agent.deviations.values() if d.dimension == dim)
     if n:
         waiting.append(
-            f"{n} deviation(s) since alert began: review them (corralctl diff {agent.name})"
+            f"{n} deviation(s) waiting for review: corralctl diff {agent.name}, accept what is "
+            f"legitimate (while any waits, only corralctl mode sets {dim} to enforce)"
         )
     if waiting:
         return Readiness("alert", "enforce", False, tuple(waiting), waiting[0])
