@@ -115,7 +115,7 @@ realagents-deps: test-deps $(REALAGENTS)/venv/.stamp $(REALAGENTS)/npm/.stamp
 vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
-$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/corral.h bpf/lsm_ret.h bpf/vmlinux.h
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/corral.h bpf/lsm_ret.h bpf/guard.bpf.h bpf/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 	cp bpf/corral.h $(BPF_OUT)/corral.h

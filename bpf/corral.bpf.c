@@ -9,6 +9,7 @@
  *   cgroup     cgroup/connect4/6 (+ sendmsg4/6 for unconnected UDP)         -> EPERM
  *   tracepoint tp_btf/sched_process_exec (SIGKILL); open (report only): the syscall tracepoints
  *              syscalls/sys_enter_open{,at,at2}, else tp_btf/sys_enter
+ * and the tamper guard (guard.bpf.h), on every backend as far as its hooks reach.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -450,7 +451,7 @@ static __always_inline void event_fill(struct subject *s, struct corral_event *e
 	e->proto = 0;
 	e->family = 0;
 	e->port = 0;
-	e->reserved = 0;
+	e->tamper = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	e->exe = 0;
 	e->repeats = 0;
@@ -1284,3 +1285,5 @@ int corral_cg_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return sock_addr6(ctx);
 }
+
+#include "guard.bpf.h"

@@ -63,6 +63,30 @@ enum corral_event_flag {
 	CORRAL_EF_NOCALLER = 64,   /* exec: the caller is unknown; judged by the any-caller entries */
 };
 
+/*
+ * The tamper guard: what a confined agent could do to switch corral off or step outside its
+ * cgroup's view. Its events carry dim CORRAL_EVENT_TAMPER (not a dimension: no mode, list or
+ * baseline of its own) and the kind in corral_event.tamper. The guard acts in the agent's
+ * highest mode (ENFORCE in any dimension: denied), reports in OBSERVE and ALERT, and never
+ * learns; a kind the operator accepted for an agent (corral_agent_cfg.tamper_allow) passes.
+ */
+#define CORRAL_EVENT_TAMPER 3
+
+enum corral_tamper {
+	CORRAL_TAMPER_NONE = 0,
+	CORRAL_TAMPER_BPF = 1,        /* bpf(2), any command: agents do not load BPF */
+	CORRAL_TAMPER_MOUNT = 2,      /* mount, move_mount, umount, pivot_root */
+	CORRAL_TAMPER_CHROOT = 3,
+	CORRAL_TAMPER_PTRACE = 4,     /* attach-class access (ptrace, pidfd_getfd, process_vm_*) outside the agent */
+	CORRAL_TAMPER_RAW_SOCKET = 5, /* SOCK_RAW, AF_PACKET: packets no connect hook sees */
+	CORRAL_TAMPER_CGROUP = 6,     /* opening a cgroupfs file for writing (cgroup.procs: leaving the cgroup) */
+	CORRAL_TAMPER_BPFFS = 7,      /* unlink or rename on a bpf filesystem (corral's pins) */
+	CORRAL_TAMPER_SIGNAL = 8,     /* a signal to corrald */
+	CORRAL_TAMPER_PRCTL = 9,      /* prctl(PR_SET_MM): replacing the executable exec lineage reads */
+};
+
+#define CORRAL_TAMPER_KINDS 10
+
 enum corral_cgroup_flag {
 	CORRAL_CG_INHERIT = 1,     /* descendants of this cgroup get its agent */
 };
@@ -81,12 +105,16 @@ struct corral_agent_cfg {
 	__u32 list[CORRAL_NDIMS];
 	/* events per second per CPU reaching user space; 0 = unlimited */
 	__u32 rate_limit;
+	/* tamper kinds the operator accepted for this agent: bit 1 << enum corral_tamper */
+	__u32 tamper_allow;
 };
 
 /* map settings: ARRAY of one */
 struct corral_config {
 	__u64 suppress_ns;  /* same (agent, dimension, object) reported at most once per window */
 	__u64 generation;   /* bumped on every cgroup_agents change: invalidates resolve_cache */
+	__u32 guard_tgid;   /* corrald's tgid: a signal to it from an agent is tamper */
+	__u32 reserved;
 };
 
 /* map resolve_cache: LRU cgroup id -> resolution (agent 0 = not an agent) */
@@ -189,6 +217,9 @@ struct corral_counters {
 	__u64 dropped;     /* report lost: rate limit or ring buffer full */
 };
 
+/* map tamper_counters: PERCPU_ARRAY of struct corral_counters indexed by agent (would_deny, denied,
+ * suppressed, dropped) */
+
 /* map rate: PERCPU_ARRAY indexed by agent */
 struct corral_rate {
 	__u64 window_start;
@@ -213,7 +244,7 @@ struct corral_event {
 	__u8 proto;         /* IPPROTO_* for connect */
 	__u16 family;       /* AF_INET / AF_INET6 for connect */
 	__u16 port;         /* host order */
-	__u16 reserved;
+	__u16 tamper;       /* enum corral_tamper (dim CORRAL_EVENT_TAMPER); 0 otherwise */
 	__u8 addr[CORRAL_ADDR_LEN];
 	__u64 exe;          /* the task's executable: inode ^ device << 32; 0 in cgroup programs */
 	__u32 repeats;      /* the same (object, list, exe, verdict) suppressed since its last report */

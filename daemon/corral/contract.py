@@ -83,6 +83,18 @@ class AgentService(Protocol):
     async def set_mode(self, name: str, modes: dict[str, str]) -> dict[str, Any]:
         """modes: {"exec"|"open"|"connect": "off"|"observe"|"alert"|"enforce"} -> the agent."""
 
+    async def set_promotion(
+        self,
+        name: str,
+        gates: dict[str, float | int | None],
+        *,
+        reset: bool = False,
+        auto: bool | None = None,
+    ) -> dict[str, Any]:
+        """The operator's promotion gates of the agent (config.GATES fields, values checked;
+        None forgets one), after forgetting them all when reset; auto turns auto-promotion on
+        or off. Returns the agent (get_agent)."""
+
     async def reset(self, name: str) -> dict[str, Any]:
         """Forget the baseline and relearn (modes go back to observe)."""
 
@@ -184,6 +196,8 @@ class AgentSample:
     baseline: Mapping[str, int]  # dimension -> entries
     counters: Mapping[str, Mapping[str, int]]  # dimension -> struct corral_counters field -> n
     deviations: int  # distinct deviations waiting for review
+    # the tamper guard's counters (struct corral_counters fields: would_deny, denied, ...)
+    tamper: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from corral.kernel.layout import DIMS
 from corral.kernel.loader import Backends
 from corral.kernel.probe import ProbeResult
 from corral.kernel.recheck import Rechecker, changed, reconcile
@@ -14,7 +15,7 @@ FALLBACK = Backends.choose(False, open_fallback="tracepoint")
 
 def caps(kind: str) -> dict[str, dict[str, str]]:
     if kind == "lsm":
-        return {d: {"mode": "enforce", "backend": "lsm", "how": "seen"} for d in LSM.__dict__}
+        return {d: {"mode": "enforce", "backend": "lsm", "how": "seen"} for d in DIMS}
     return {
         "exec": {"mode": "kill", "backend": "tracepoint", "how": "seen"},
         "open": {"mode": "observe-only", "backend": "tracepoint", "how": "seen"},

@@ -96,7 +96,16 @@ def agent_families(agents: Sequence[AgentSample]) -> Iterator[Metric]:
         "Distinct objects seen beyond the baseline, waiting for `corralctl accept`.",
         labels=["agent"],
     )
+    attempts = CounterMetricFamily(
+        "corral_agent_tamper_attempts",
+        "What the kernel's tamper guard caught the agent doing (bpf(), mounts, ptrace outside "
+        "the agent, raw sockets, cgroupfs writes, ...): would_deny (observe, alert, or a "
+        "backend that cannot deny), denied (EPERM, or SIGKILL on the fallback). Never learned.",
+        labels=["agent", "verdict"],
+    )
     for a in agents:
+        for verdict in ("would_deny", "denied"):
+            attempts.add_metric([a.name, verdict], a.tamper.get(verdict, 0))
         for dim in DIMS:
             for m in MODES:
                 mode.add_metric([a.name, dim, m], 1.0 if a.modes.get(dim) == m else 0.0)
@@ -107,7 +116,7 @@ def agent_families(agents: Sequence[AgentSample]) -> Iterator[Metric]:
             suppressed.add_metric([a.name, dim], c.get("suppressed", 0))
             dropped.add_metric([a.name, dim], c.get("dropped", 0))
         deviations.add_metric([a.name], a.deviations)
-    yield from (mode, entries, decisions, suppressed, dropped, deviations)
+    yield from (mode, entries, decisions, suppressed, dropped, deviations, attempts)
 
 
 def node_families(s: Sample) -> Iterator[Metric]:

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from . import layout as layout_mod
-from .layout import BACKENDS, DIMS, EVENT_FLAGS, MODES, VERDICTS
+from .layout import BACKENDS, DIMS, EVENT_FLAGS, MODES, TAMPER_EVENT, TAMPER_KINDS, VERDICTS
 
 
 def boot_offset_ns() -> int:
@@ -49,6 +49,9 @@ class Event(NamedTuple):
     repeats: int = 0
     exe_id: int = 0  # the executable's inode ^ device << 32 (0: not known)
     exe_name: str = ""  # the executable's file name, from the kernel ("" in cgroup programs)
+    # dimension "tamper" (the tamper guard): its kind (bpf, mount, ptrace, ...); path holds
+    # what the kernel said of the attempt
+    tamper: str | None = None
 
     @property
     def object(self) -> str:
@@ -111,7 +114,7 @@ def layout() -> Layout:
         packer.size,
         {n: i for i, n in enumerate(names)},
         hot.unpack_from,
-        _byte_names(DIMS, "dim"),
+        _byte_names((*DIMS, TAMPER_EVENT), "dim"),
         _byte_names(VERDICTS, ""),
         _byte_names(MODES, ""),
         flags,
@@ -176,6 +179,11 @@ def from_fields(
         "exe_id": v[ix["exe"]],
         "exe_name": cstr(v[ix["exe_name"]]),
     }
+    if dim == TAMPER_EVENT:
+        k = v[ix["tamper"]]
+        kind = TAMPER_KINDS[k - 1] if 0 < k <= len(TAMPER_KINDS) else f"kind{k}"
+        p = cstr(v[ix["path"]]) if path is None else path
+        return Event(*common, p, tamper=kind, **more)
     if dim != "connect":
         p = cstr(v[ix["path"]]) if path is None else path
         return Event(*common, p, caller=(caller or "") if dim == "exec" else None, **more)

@@ -87,6 +87,28 @@ EVENT_FLAGS: dict[int, str] = {
 }
 
 
+# enum corral_tamper without "none": bpf, mount, chroot, ptrace, raw-socket, cgroup, bpffs, ...
+TAMPER_KINDS = _enum_names("enum corral_tamper", "CORRAL_TAMPER_")[1:]
+# the dim byte of a tamper-guard event: one past the dimensions (not a dimension of its own)
+TAMPER_EVENT = "tamper"
+
+
+def tamper_bits(kinds: frozenset[str] | set[str]) -> int:
+    """The kernel's bitmask (1 << enum corral_tamper) of these kind names."""
+    bits = 0
+    for k in kinds:
+        if k not in TAMPER_KINDS:
+            raise ValueError(
+                f"unknown tamper kind {k!r}: expected one of {', '.join(TAMPER_KINDS)}"
+            )
+        bits |= 1 << (TAMPER_KINDS.index(k) + 1)
+    return bits
+
+
+def tamper_kinds(bits: int) -> frozenset[str]:
+    return frozenset(k for i, k in enumerate(TAMPER_KINDS) if bits & (1 << (i + 1)))
+
+
 def dim_index(name: str) -> int:
     try:
         return DIMS.index(name)

@@ -10,6 +10,7 @@ integrity checks and repair, map access); kept whole so that no other module hol
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -62,6 +63,29 @@ EXEC_TRACEPOINT = "corral_tp_exec"
 OPEN_PROGRAMS = {
     "tracepoint": ("corral_tp_openat", "corral_tp_openat2", "corral_tp_open"),
     "sys_enter": ("corral_tp_sysenter_open",),
+}
+# The tamper guard (bpf/guard.bpf.h), by Backends.guard. The three tp_btf programs keep a
+# container runtime's init exempt until it execs; every family that reads the task needs them.
+GUARD_HOOKS = (
+    "bpf", "prctl", "mount", "move_mount", "umount", "pivotroot", "chroot", "ptrace", "socket",
+    "open", "unlink", "rename", "kill",
+)  # fmt: skip
+TP_GUARDS = (
+    "bpf", "mount", "umount", "move_mount", "pivot_root", "chroot", "pidfd_getfd", "prctl",
+    "socket", "kill", "tgkill",
+)  # fmt: skip
+GUARD_EXEMPT = ("corral_guard_attach", "corral_guard_fork", "corral_guard_exec")
+GUARD_PROGRAMS: dict[str, tuple[str, ...]] = {
+    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS) + GUARD_EXEMPT,
+    "fmod_ret": tuple(f"corral_fmod_guard_{h}" for h in GUARD_HOOKS) + GUARD_EXEMPT,
+    # the fallback: raw inet sockets denied; the rest killed after the call (syscall tracepoints)
+    "tracepoint": (
+        "corral_cg_guard_sock",
+        *(f"corral_tp_guard_{n}" for n in TP_GUARDS),
+        *GUARD_EXEMPT,
+    ),
+    "cgroup": ("corral_cg_guard_sock",),  # no syscall tracepoints: raw inet sockets only
+    "none": (),
 }
 CGROUP_CONNECT = ("corral_cg_connect4", "corral_cg_connect6")
 CGROUP_SENDMSG = ("corral_cg_sendmsg4", "corral_cg_sendmsg6")
@@ -129,6 +153,9 @@ class Backends:
     # "lsm" | "fmod_ret" | "tracepoint" (syscall tracepoints) | "sys_enter" (tp_btf) | "none"
     open: str
     connect: str  # "lsm" | "fmod_ret" | "cgroup"
+    # the tamper guard: "lsm" | "fmod_ret" (denies) | "tracepoint" (raw inet sockets denied,
+    # the rest killed after the call) | "cgroup" (raw inet sockets only) | "none"
+    guard: str = "none"
 
     @classmethod
     def choose(cls, deny: bool | str | None, *, open_fallback: str = "tracepoint") -> Backends:
@@ -139,8 +166,12 @@ class Backends:
             family = "lsm" if deny is True else str(deny)
             if family not in DENY_PROGRAMS:
                 raise ValueError(f"unknown backend family {family!r}")
-            return cls(exec=family, open=family, connect=family)
-        return cls(exec="tracepoint", open=open_fallback, connect="cgroup")
+            return cls(exec=family, open=family, connect=family, guard=family)
+        guard = "tracepoint" if open_fallback == "tracepoint" else "cgroup"
+        return cls(exec="tracepoint", open=open_fallback, connect="cgroup", guard=guard)
+
+    def without_guard(self) -> Backends:
+        return dataclasses.replace(self, guard="none")
 
     def of(self, dim: str) -> str:
         return str(getattr(self, dim))
@@ -165,6 +196,7 @@ class AgentConfig:
     lists: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMS, 0))
     rate_limit: int = 0
     active: bool = True
+    tamper_allow: frozenset[str] = frozenset()  # tamper kinds the operator accepted
 
 
 class Kernel:
@@ -196,29 +228,47 @@ class Kernel:
         obj_path = self._obj_path = obj_path or object_path()
         self.fingerprint = _fingerprint(obj_path, backends, map_sizes or {})
         self._obj: BpfObject | None = None
+        self.guard_error = ""  # why the tamper guard is not loaded, when it is not
+        self.guard_unattached: dict[str, str] = {}  # guard programs that did not attach: why
         self._maps: dict[str, Map] = {}
         self._links: dict[str, Link] = {}  # program name -> its link
         self._active = False
         self.adopted = self._adopt()
         if self.adopted:
             self._generation = self._read_generation()
+            self._set_guard_tgid()
             log.info("adopted pinned bpf state", pins=str(self._pins), backends=backends.__dict__)
             return
         self._generation = 0
+        self.guard_unattached.clear()
         try:
-            self._obj = BpfObject.open_file(str(obj_path))
-            self._select_programs()
-            for name, size in (map_sizes or {}).items():
-                self._obj.maps[name].set_max_entries(size)
-                if name in EXACT_MAPS:
-                    self._obj.maps[EXACT_MAPS[name]].set_max_entries(size)
-            self._obj.load()
-            self._maps = dict(self._obj.maps)
+            try:
+                self._load(obj_path, map_sizes or {})
+            except BpfError as e:
+                if self.backends.guard == "none":
+                    raise
+                # the guard is not worth the dimensions: load without it, and say so
+                self.guard_error = f"the tamper guard ({self.backends.guard}) did not load: {e}"
+                log.error("tamper guard not loaded; agents are not kept from tampering",
+                          error=str(e), backend=self.backends.guard)  # fmt: skip
+                self.close()
+                self.backends = self.backends.without_guard()
+                self._load(obj_path, map_sizes or {})
             self._configure(suppress_ns)
         except BaseException:
             self.close()
             raise
-        log.info("bpf loaded", backends=backends.__dict__, cgroup_root=str(self.cgroup_root))
+        log.info("bpf loaded", backends=self.backends.__dict__, cgroup_root=str(self.cgroup_root))
+
+    def _load(self, obj_path: Path, map_sizes: dict[str, int]) -> None:
+        self._obj = BpfObject.open_file(str(obj_path))
+        self._select_programs()
+        for name, size in map_sizes.items():
+            self._obj.maps[name].set_max_entries(size)
+            if name in EXACT_MAPS:
+                self._obj.maps[EXACT_MAPS[name]].set_max_entries(size)
+        self._obj.load()
+        self._maps = dict(self._obj.maps)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -255,6 +305,10 @@ class Kernel:
             )
             self._close_handles()
             return False
+        # a guard hook this kernel would not attach was never pinned: not damage, said in status
+        for name in GUARD_PROGRAMS[self.backends.guard]:
+            if name not in self._links:
+                self.guard_unattached[name] = "not attached when these pins were made"
         damage = self.damage() + [
             ("pin_missing", f"maps/{m}") for m in sorted(self._expected_maps - set(self._maps))
         ]
@@ -304,6 +358,7 @@ class Kernel:
         if self.backends.connect == "cgroup":
             wanted |= set(CGROUP_CONNECT)
         wanted |= set(CGROUP_SENDMSG)  # unconnected UDP has no LSM connect hook
+        wanted |= set(GUARD_PROGRAMS[self.backends.guard])
         return wanted
 
     def activate(self) -> None:
@@ -318,10 +373,18 @@ class Kernel:
         for name, prog in self._obj.programs.items():
             if not prog.autoload:
                 continue
-            if name.startswith("corral_cg_"):
-                link = prog.attach_cgroup(str(self.cgroup_root))
-            else:
-                link = prog.attach()
+            try:
+                if name.startswith("corral_cg_"):
+                    link = prog.attach_cgroup(str(self.cgroup_root))
+                else:
+                    link = prog.attach()
+            except BpfError as e:
+                if name not in GUARD_PROGRAMS[self.backends.guard]:
+                    raise
+                # one hook of the guard missing does not take the dimensions down: said in status
+                self.guard_unattached[name] = str(e).splitlines()[0]
+                log.error("tamper guard hook not attached", program=name, error=str(e))
+                continue
             self._links[name] = link
             if self.pin_dir is not None:
                 (self._pins / "links").mkdir(parents=True, exist_ok=True)
@@ -342,7 +405,7 @@ class Kernel:
         (BPF_LINK_DETACH by whoever got its fd), a pin removed, a program missing from the
         links. Read from the kernel; nothing here trusts what corrald did earlier."""
         out: list[tuple[str, str]] = []
-        for name in sorted(self.program_names() - set(self._links)):
+        for name in sorted(self.program_names() - set(self._links) - set(self.guard_unattached)):
             out.append(("link_missing", name))
         for name, link in sorted(self._links.items()):
             try:
@@ -408,7 +471,16 @@ class Kernel:
         conf = layout.new("struct corral_config")
         conf.suppress_ns = suppress_ns
         conf.generation = self._generation
+        conf.guard_tgid = os.getpid()
         self.map("settings").update(_u32(0), layout.to_bytes(conf))
+
+    def _set_guard_tgid(self) -> None:
+        """Signals from agents to this process are tamper (an adopted state names the last
+        corrald)."""
+        m = self.map("settings")
+        conf = layout.from_bytes("struct corral_config", m.lookup(_u32(0)) or b"")
+        conf.guard_tgid = os.getpid()
+        m.update(_u32(0), layout.to_bytes(conf))
 
     def _read_generation(self) -> int:
         raw = self.map("settings").lookup(_u32(0)) or b""
@@ -445,7 +517,11 @@ class Kernel:
     def programs(self) -> list[str]:
         if self._obj is None:
             return [p.name for p in (self._pins / "links").iterdir()] if self.adopted else []
-        return [n for n, p in self._obj.programs.items() if p.autoload]
+        return [
+            n
+            for n, p in self._obj.programs.items()
+            if p.autoload and n not in self.guard_unattached
+        ]
 
     # ---- identity -------------------------------------------------------------------------
 
@@ -489,6 +565,7 @@ class Kernel:
             v.list[i] = cfg.lists[dim]
         v.rate_limit = cfg.rate_limit
         v.active = 1 if cfg.active else 0
+        v.tamper_allow = layout.tamper_bits(cfg.tamper_allow)
         self.map("agent_cfg").update(_u32(agent), layout.to_bytes(v))
 
     def get_agent(self, agent: int) -> AgentConfig:
@@ -500,6 +577,7 @@ class Kernel:
             lists={d: int(v.list[i]) for i, d in enumerate(DIMS)},
             rate_limit=int(v.rate_limit),
             active=bool(v.active),
+            tamper_allow=layout.tamper_kinds(int(v.tamper_allow)),
         )
 
     def clear_agent(self, agent: int) -> None:
@@ -658,6 +736,18 @@ class Kernel:
                     totals[f] += int(getattr(c, f))
             out[dim] = totals
         return out
+
+    def tamper_counters(self, agent: int) -> dict[str, int]:
+        """The tamper guard's counters of one agent, summed over CPUs (would_deny, denied,
+        suppressed, dropped; allowed and novel stay 0)."""
+        totals = dict.fromkeys(COUNTER_FIELDS, 0)
+        if "tamper_counters" not in self._maps:
+            return totals
+        for raw in self.map("tamper_counters").lookup_percpu(_u32(agent)) or []:
+            c = layout.from_bytes("struct corral_counters", raw)
+            for f in COUNTER_FIELDS:
+                totals[f] += int(getattr(c, f))
+        return totals
 
     def pending_repeats(self) -> dict[tuple[int, str], int]:
         """(list, object) -> repeats the kernel suppressed since its last report of them, for

@@ -9,6 +9,7 @@ from typing import Any
 
 from corral import __version__
 from corral.contract import AgentSample, Sample
+from corral.kernel import guard
 from corral.kernel.layout import DIMS
 from corral.kernel.probe import ProbeResult
 from corral.kernel.recheck import Rechecker
@@ -76,6 +77,7 @@ class StatusView:
             "uptime_seconds": round(time.time() - self.started, 1),
             "capabilities": self.probe.capabilities,
             "exec_lineage": self._lineage(),
+            "tamper_guard": self._guard(),
             "rechecks": self.rechecker.summary() if self.rechecker else None,
             "kernel_verification": self.verifier.summary() if self.verifier else None,
             "promotion": self._promotion(),
@@ -108,6 +110,17 @@ class StatusView:
             "program in an agent's baseline is allowed for any of its callers",
         }
 
+    def _guard(self) -> dict[str, Any]:
+        """What an agent (in ENFORCE in any dimension) suffers here when it tampers."""
+        k = self.sync.k
+        out: dict[str, Any] = {
+            "backend": k.backends.guard,
+            "kinds": guard.enforcement(k.backends.guard, k.guard_unattached, k.guard_error),
+        }
+        if k.guard_error:
+            out["error"] = k.guard_error
+        return out
+
     def _promotion(self) -> dict[str, Any]:
         m = self.maintenance
         return {
@@ -128,6 +141,7 @@ class StatusView:
                 baseline=self.state.baselines[a.name].summary()["counts"],
                 counters=kern.counters(a.id),
                 deviations=len(a.deviations),
+                tamper=kern.tamper_counters(a.id),
             )
             for a in sorted(self.state.registry.agents.values(), key=lambda a: a.name)
         ]

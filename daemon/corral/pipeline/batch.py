@@ -136,7 +136,7 @@ class Decoder:
             publish((agent.name, rec, path, exe, pod))
             if dim == "open" and path is not None:
                 add_open(path)
-            else:
+            elif dim != "tamper":
                 candidate((agent, rec, path, comm, ev))
         self.stats.received += len(records)
         return batch

@@ -86,6 +86,14 @@ class Row:
         }
 
 
+# the tamper guard's reports (kernel/events.py): shown, never an entry of a baseline
+TAMPER = "tamper"
+TAMPER_NOTE = (
+    "tampering with corral or stepping outside its hooks: never learned, never accepted into a "
+    "baseline; if this agent needs it, allow the kind: corralctl tamper NAME --allow KIND"
+)
+
+
 def pending(deviations: Iterable[Deviation], baseline: Baseline) -> list[Deviation]:
     """The deviations the baseline does not cover (an accept or import may have covered some)."""
     return [d for d in deviations if not _covered(baseline, d)]
@@ -105,7 +113,12 @@ def rows(deviations: Iterable[Deviation], *, flat: bool = False) -> list[Row]:
     out: list[Row] = []
     for dim in sorted(by_dim, key=lambda x: (DIM_ORDER.get(x, 9), x)):
         devs = sorted(by_dim[dim], key=lambda d: d.object)
-        made = _net_rows(devs, flat) if dim == "connect" else _path_rows(dim, devs, flat)
+        if dim == TAMPER:
+            made = [Row(dim, d.object, "exact", [d], (d.object,), TAMPER_NOTE) for d in devs]
+        elif dim == "connect":
+            made = _net_rows(devs, flat)
+        else:
+            made = _path_rows(dim, devs, flat)
         out += sorted(made, key=lambda r: r.sort_key)
     return out
 
@@ -285,6 +298,8 @@ def _proc_star_only(path: str) -> bool:
 def exact(d: Deviation) -> Selector | None:
     """The deviation's own object as an exact entry; None when it cannot be one (an
     unparsable address, or port 0, which would allow every port)."""
+    if d.dimension == TAMPER:
+        return None
     if d.dimension != "connect":
         path = normalise_path(d.object) if d.object.startswith("/") else d.object
         return Selector(d.dimension, path=path, caller=d.caller or None)

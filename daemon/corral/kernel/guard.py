@@ -1,0 +1,64 @@
+"""What the tamper guard (bpf/guard.bpf.h) does on this node, kind by kind: said plainly in
+`status`, from the backend that loaded and the hooks that really attached."""
+
+from __future__ import annotations
+
+from .layout import TAMPER_KINDS
+
+# the hooks of each kind, by guard backend (program names without their family prefix)
+_DENY_HOOKS = {
+    "bpf": ("bpf",),
+    "mount": ("mount", "move_mount", "umount", "pivotroot"),
+    "chroot": ("chroot",),
+    "ptrace": ("ptrace",),
+    "raw-socket": ("socket",),
+    "cgroup": ("open",),
+    "bpffs": ("unlink", "rename"),
+    "signal": ("kill",),
+    "prctl": ("prctl",),
+}
+_TRACEPOINT_HOOKS = {
+    "bpf": ("bpf",),
+    "mount": ("mount", "umount", "move_mount", "pivot_root"),
+    "chroot": ("chroot",),
+    "ptrace": ("pidfd_getfd",),
+    "raw-socket": ("socket",),
+    "signal": ("kill", "tgkill"),
+    "prctl": ("prctl",),
+}
+KILLED = "killed (the call itself completes first: syscall tracepoint)"
+UNSEEN = "not seen: no hook for it on this backend"
+
+
+def enforcement(guard: str, unattached: dict[str, str], error: str = "") -> dict[str, str]:
+    """kind -> what an agent in ENFORCE suffers when it tries it here."""
+    if guard in ("lsm", "fmod_ret"):
+        prefix = "corral_lsm_guard_" if guard == "lsm" else "corral_fmod_guard_"
+        verb = "denied with EPERM (BPF LSM)" if guard == "lsm" else "denied with EPERM (fmod_ret)"
+        return {k: _hooks_state(verb, prefix, _DENY_HOOKS[k], unattached) for k in TAMPER_KINDS}
+    out = dict.fromkeys(TAMPER_KINDS, UNSEEN if not error else f"not guarded: {error}")
+    if guard == "none":
+        return out
+    sock = "corral_cg_guard_sock"
+    raw = "raw inet sockets denied with EPERM (cgroup/sock_create)"
+    out["raw-socket"] = f"{raw}; AF_PACKET not seen" if sock not in unattached else UNSEEN
+    if guard == "cgroup":
+        return out
+    for kind, hooks in _TRACEPOINT_HOOKS.items():
+        state = _hooks_state(KILLED, "corral_tp_guard_", hooks, unattached)
+        if kind == "raw-socket":
+            out[kind] = f"{raw}; AF_PACKET {state}" if sock not in unattached else state
+        elif kind == "ptrace":
+            out[kind] = f"pidfd_getfd {state}; ptrace and process_vm_* not seen"
+        else:
+            out[kind] = state
+    return out
+
+
+def _hooks_state(verb: str, prefix: str, hooks: tuple[str, ...], unattached: dict[str, str]) -> str:
+    missing = [h for h in hooks if prefix + h in unattached]
+    if not missing:
+        return verb
+    if len(missing) == len(hooks):
+        return f"not seen: hook not attached ({unattached[prefix + missing[0]]})"
+    return f"{verb}, except {', '.join(missing)} (hook not attached)"

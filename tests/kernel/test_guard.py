@@ -1,0 +1,295 @@
+"""The tamper guard, attacked from inside a real agent cgroup on the real kernel.
+
+Each test does what a confined root agent would do to switch corral off or slip past its hooks,
+and states the result per backend: BPF LSM and fmod_ret deny with EPERM (the VM suite); the
+fallback (this host) denies raw inet sockets (cgroup/sock_create), kills the process for the
+syscalls it can see (the call itself completes first), and does not see the rest. Nothing is
+mocked: the programs are loaded, the child is in a registered cgroup, the syscalls are real.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.kernel.loader import AgentConfig, Backends, Kernel
+
+from .conftest import Agent, Collector, Outcome, run_in_cgroup
+
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+PR_SET_MM, PR_SET_MM_EXE_FILE, PR_SET_NAME = 35, 13, 15
+SYS_PIDFD_GETFD = 438
+SYS_BPF = 321
+BPF_MAP_CREATE = 0
+
+
+def _check(ret: int) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ret
+
+
+def _enforce(agent: Agent, **extra: Any) -> None:
+    """Connect in ENFORCE (the guard takes the agent's highest mode), exec and open OFF."""
+    agent.kern.set_agent(
+        agent.id,
+        AgentConfig(
+            modes={"exec": "off", "open": "off", "connect": "enforce"},
+            lists=dict(agent.lists),
+            **extra,
+        ),
+    )
+
+
+def _expect(backends: Backends, out: Outcome, *, fallback: str) -> None:
+    """LSM and fmod_ret: EPERM. fallback: 'denied' (EPERM too), 'killed', or 'unseen' (the
+    attack goes through: the host has no hook for it)."""
+    if backends.guard in ("lsm", "fmod_ret") or fallback == "denied":
+        assert out.error == errno.EPERM, out
+    elif fallback == "killed":
+        assert out.signal == signal.SIGKILL, out
+    else:
+        assert out.error is None and out.signal is None, out
+
+
+def _bpf_map_create() -> str:
+    attr = (ctypes.c_uint32 * 16)(1, 4, 4, 1)  # BPF_MAP_TYPE_HASH, key 4, value 4, 1 entry
+    fd = _check(libc.syscall(SYS_BPF, BPF_MAP_CREATE, attr, ctypes.sizeof(attr)))
+    os.close(fd)
+    return "created"
+
+
+def _mount_tmpfs() -> str:
+    _check(libc.unshare(CLONE_NEWNS))
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+    _check(libc.mount(b"corral-test", b"/mnt", b"tmpfs", 0, None))
+    return "mounted"
+
+
+def _tamper_event(collector: Collector, pid: int, kind: str) -> Any:
+    return collector.wait(lambda e: e.pid == pid and e.dimension == "tamper" and e.tamper == kind)
+
+
+def test_bpf_syscall(agent: Agent, backends: Backends, collector: Collector) -> None:
+    _enforce(agent)
+    out = agent.run(_bpf_map_create)
+    _expect(backends, out, fallback="killed")
+    ev = _tamper_event(collector, out.pid, "bpf")
+    assert ev.path.startswith("bpf(cmd=0")
+    assert ev.verdict in ("denied", "killed")
+
+
+def test_reported_not_denied_in_observe_and_never_a_dimension(
+    agent: Agent, collector: Collector, kern: Kernel
+) -> None:
+    agent.configure(connect="observe", exec="observe")
+    out = agent.run(_bpf_map_create)
+    assert out.value == "created"
+    ev = _tamper_event(collector, out.pid, "bpf")
+    assert ev.verdict == "would-deny"
+    assert kern.tamper_counters(agent.id)["would_deny"] >= 1
+    assert all(c["would_deny"] == 0 for c in kern.counters(agent.id).values())
+
+
+def test_an_accepted_kind_passes(agent: Agent) -> None:
+    _enforce(agent, tamper_allow=frozenset({"bpf"}))
+    assert agent.run(_bpf_map_create).value == "created"
+    assert agent.kern.get_agent(agent.id).tamper_allow == frozenset({"bpf"})
+
+
+def test_pr_set_mm_cannot_forge_the_executable(agent: Agent, backends: Backends) -> None:
+    """Exec lineage reads mm->exe_file; PR_SET_MM_EXE_FILE would let the agent pick it."""
+    _enforce(agent)
+
+    def forge() -> str:
+        fd = os.open(sys.executable, os.O_RDONLY)
+        _check(libc.prctl(PR_SET_MM, PR_SET_MM_EXE_FILE, fd, 0, 0))
+        return "forged"
+
+    out = agent.run(forge)
+    _expect(backends, out, fallback="killed")
+
+
+def test_other_prctl_calls_still_work(agent: Agent) -> None:
+    """The LSM hook's default for task_prctl is 'not mine': a 0 there would swallow them."""
+    _enforce(agent)
+
+    def rename() -> str:
+        _check(libc.prctl(PR_SET_NAME, b"renamed", 0, 0, 0))
+        return Path("/proc/self/comm").read_text().strip()
+
+    assert agent.run(rename).value == "renamed"
+
+
+def test_mount_in_a_private_namespace(agent: Agent, backends: Backends) -> None:
+    """A bind mount over an allowed program (or any mount) in the agent's own namespace."""
+    _enforce(agent)
+    _expect(backends, agent.run(_mount_tmpfs), fallback="killed")
+
+
+def test_chroot(agent: Agent, backends: Backends, kern: Kernel) -> None:
+    _enforce(agent)
+    out = agent.run(lambda: os.chroot("/tmp") or "chrooted")
+    seen = "corral_tp_guard_chroot" in kern.programs
+    _expect(backends, out, fallback="killed" if seen else "unseen")
+
+
+def test_raw_inet_socket(agent: Agent, backends: Backends) -> None:
+    _enforce(agent)
+
+    def raw() -> str:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close()
+        return "raw"
+
+    _expect(backends, agent.run(raw), fallback="denied")
+
+
+def test_packet_socket(agent: Agent, backends: Backends) -> None:
+    _enforce(agent)
+
+    def packet() -> str:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        return "packet"
+
+    _expect(backends, agent.run(packet), fallback="killed")
+
+
+def test_ordinary_sockets_still_work(agent: Agent) -> None:
+    _enforce(agent)
+
+    def udp() -> str:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+        return "ok"
+
+    assert agent.run(udp).value == "ok"
+
+
+@pytest.fixture
+def outsider() -> Iterator[int]:
+    """A process outside every agent, holding a socket as fd 3 (what pidfd_getfd would steal)."""
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket()
+        os.dup2(s.fileno(), 3)
+        time.sleep(60)
+        os._exit(0)
+    yield pid
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_pidfd_getfd_of_a_process_outside(agent: Agent, backends: Backends, outsider: int) -> None:
+    _enforce(agent)
+
+    def steal() -> str:
+        pidfd = os.pidfd_open(outsider)
+        fd = _check(libc.syscall(SYS_PIDFD_GETFD, pidfd, 3, 0))
+        os.close(fd)
+        return "stolen"
+
+    _expect(backends, agent.run(steal), fallback="killed")
+
+
+@pytest.mark.deny
+def test_ptrace_class_inside_the_agent_is_left_alone(agent: Agent) -> None:
+    """pidfd_getfd of the agent's own child: attach-class access, but not outside the agent."""
+    _enforce(agent)
+
+    def own() -> str:
+        child = os.fork()
+        if child == 0:
+            time.sleep(30)
+            os._exit(0)
+        try:
+            fd = _check(libc.syscall(SYS_PIDFD_GETFD, os.pidfd_open(child), 0, 0))
+            os.close(fd)
+            return "got"
+        finally:
+            os.kill(child, signal.SIGKILL)
+
+    assert agent.run(own).value == "got"
+
+
+def test_leaving_the_cgroup(agent: Agent, backends: Backends, kern: Kernel) -> None:
+    """Writing its pid into another cgroup's cgroup.procs: the agent would be unwatched."""
+    _enforce(agent)
+    other = kern.cgroup_root / f"corral-test-out-{uuid.uuid4().hex[:8]}"
+    other.mkdir()
+    try:
+        out = agent.run(lambda: (other / "cgroup.procs").write_text(str(os.getpid())) and "left")
+        _expect(backends, out, fallback="unseen")
+    finally:
+        other.rmdir()
+
+
+def test_unlinking_a_pin(agent: Agent, backends: Backends, kern: Kernel) -> None:
+    _enforce(agent)
+    pin = Path("/sys/fs/bpf") / f"corral-test-{uuid.uuid4().hex[:8]}"
+    kern.map("settings").pin(pin)
+    try:
+        out = agent.run(lambda: pin.unlink() or "unlinked")
+        _expect(backends, out, fallback="unseen")
+    finally:
+        pin.unlink(missing_ok=True)
+
+
+def test_signalling_corrald(agent: Agent, backends: Backends) -> None:
+    """corrald is the process that loaded the programs: here, the test runner. SIGURG is
+    ignored by default, so a signal that gets through harms nothing."""
+    _enforce(agent)
+    me = os.getpid()
+    out = agent.run(lambda: os.kill(me, signal.SIGURG) or "sent")
+    _expect(backends, out, fallback="killed")
+
+
+def test_a_runtime_init_is_exempt_until_it_execs(agent: Agent, backends: Backends) -> None:
+    """runc init is moved into the container's cgroup by runc (outside every agent) and mounts
+    there before it execs the agent: exempt until that exec, guarded after it."""
+    _enforce(agent)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)  # moved by the parent, from outside
+        try:
+            _mount_tmpfs()
+        except OSError as e:
+            os._exit(10 + e.errno)
+        # the agent's own program: guarded from here on
+        code = (
+            "import ctypes, sys\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "r = libc.mount(b'x', b'/mnt', b'tmpfs', 0, None)\n"
+            "sys.exit(ctypes.get_errno() if r else 0)\n"
+        )
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    os.close(r)
+    (agent.cgroup / "cgroup.procs").write_text(str(pid))
+    os.write(w, b"x")
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    if backends.guard in ("lsm", "fmod_ret"):
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == errno.EPERM, status
+    else:
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+
+def test_a_process_outside_every_agent_is_left_alone(kern: Kernel, agent: Agent) -> None:
+    _enforce(agent)
+    assert run_in_cgroup(kern.cgroup_root, _bpf_map_create).value == "created"
+    assert run_in_cgroup(kern.cgroup_root, _mount_tmpfs).value == "mounted"
