@@ -95,6 +95,13 @@ class AgentService(Protocol):
         None forgets one), after forgetting them all when reset; auto turns auto-promotion on
         or off. Returns the agent (get_agent)."""
 
+    async def set_tamper(
+        self, name: str, allow: Sequence[str] = (), deny: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Allow the agent the tamper-guard kinds in allow (they pass the kernel's guard for
+        this agent only; never learned) and take back those in deny. Returns the agent
+        (get_agent, with its "tamper_allow")."""
+
     async def reset(self, name: str) -> dict[str, Any]:
         """Forget the baseline and relearn (modes go back to observe)."""
 

@@ -137,6 +137,38 @@ async def test_set_mode_bad_bodies(
     assert_error(status, resp, 400, *words)
 
 
+async def test_set_tamper(session: aiohttp.ClientSession, ctl: FakeController) -> None:
+    path = f"/v1/agents/{ENC}/tamper"
+    body = {"allow": ["raw-socket", "mount"]}
+    status, agent = await call(session, "PUT", path, json=body)
+    assert status == 200 and agent["tamper_allow"] == ["mount", "raw-socket"]
+    assert ctl.calls[-1] == ("set_tamper", LONG_NAME, ["raw-socket", "mount"], [])
+    status, agent = await call(session, "PUT", path, json={"deny": ["mount"]})
+    assert status == 200 and agent["tamper_allow"] == ["raw-socket"]
+    status, agent = await call(session, "GET", f"/v1/agents/{ENC}")
+    assert status == 200 and agent["tamper_allow"] == ["raw-socket"]
+    status, body = await call(session, "PUT", "/v1/agents/nobody/tamper", json={"allow": []})
+    assert_error(status, body, 404, "nobody")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({}, ['"allow" and/or "deny"']),
+        ({"allow": ["mnt"]}, ["'mnt'", "bpf, mount, chroot, ptrace, raw-socket", "prctl"]),
+        ({"deny": "bpf"}, ['"deny" must be a list']),
+        ({"allow": ["bpf"], "kinds": ["x"]}, ["'kinds'", "expected: allow, deny"]),
+        ({"allow": ["bpf"], "deny": ["bpf"]}, ['bpf both in "allow" and "deny"']),
+    ],
+)
+async def test_set_tamper_bad_bodies(
+    session: aiohttp.ClientSession, ctl: FakeController, body: Any, words: list[str]
+) -> None:
+    status, answer = await call(session, "PUT", "/v1/agents/demo/tamper", json=body)
+    assert_error(status, answer, 400, *words)
+    assert not [c for c in ctl.calls if c[0] == "set_tamper"]
+
+
 async def test_non_json_body(session: aiohttp.ClientSession) -> None:
     status, body = await call(session, "PUT", "/v1/agents/demo/mode", data=b"{mode: enforce")
     assert_error(status, body, 400, "not valid JSON")

@@ -85,6 +85,7 @@ class FakeController:
         # baselines for export/import (the real document module, in memory)
         self.baselines: dict[str, Baseline] = {}
         self.gates: dict[str, dict[str, float | int]] = {}  # the operator's, per agent
+        self.tamper: dict[str, set[str]] = {}  # the tamper kinds allowed, per agent
 
     def _check(self, name: str) -> dict[str, Any]:
         if self.explode is not None:
@@ -111,7 +112,8 @@ class FakeController:
 
     def get_agent(self, name: str) -> dict[str, Any]:
         agent = self._check(name)
-        return {**agent, "promotion": self._promotion(name)}
+        tamper = sorted(self.tamper.get(name, ()))
+        return {**agent, "tamper_allow": tamper, "promotion": self._promotion(name)}
 
     def _promotion(self, name: str) -> dict[str, Any]:
         """Shaped like node.agents.AgentService.get_agent's promotion."""
@@ -146,6 +148,17 @@ class FakeController:
         self.gates[name] = {g: v for g, v in mine.items() if v is not None}
         if auto is not None:
             agent["auto_promote"] = auto
+        return self.get_agent(name)
+
+    async def set_tamper(
+        self,
+        name: str,
+        allow: list[str] | tuple[str, ...] = (),
+        deny: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        self._check(name)
+        self.calls.append(("set_tamper", name, list(allow), list(deny)))
+        self.tamper[name] = (self.tamper.get(name, set()) | set(allow)) - set(deny)
         return self.get_agent(name)
 
     def get_baseline(self, name: str) -> dict[str, Any]:

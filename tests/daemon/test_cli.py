@@ -237,6 +237,54 @@ async def test_promotion_usage_errors(
     assert r.code == 1 and "'quiet_period': '400d' is not a duration from 0s to 365d" in r.err
 
 
+async def test_tamper(
+    capsys: pytest.CaptureFixture[str], server: ApiServer, ctl: FakeController
+) -> None:
+    r = await ctl_main(capsys, server, "tamper", "demo")  # shows, sets nothing
+    assert r.code == 0, r.err
+    assert r.out == "demo: no tamper kind allowed (the default): the kernel guard applies to each\n"
+    assert not ctl.calls
+    r = await ctl_main(capsys, server, "tamper", "demo", "--allow", "raw-socket", "--allow",
+                       "mount", "--allow", "mount")  # fmt: skip
+    assert r.code == 0, r.err
+    assert ctl.calls[-1] == ("set_tamper", "demo", ["raw-socket", "mount"], [])
+    assert r.out == "demo: tamper kinds allowed: mount, raw-socket\n"
+    r = await ctl_main(capsys, server, "-o", "json", "tamper", "demo", "--deny", "mount")
+    assert r.code == 0, r.err
+    assert ctl.calls[-1] == ("set_tamper", "demo", [], ["mount"])
+    assert json.loads(r.out) == {"agent": "demo", "tamper_allow": ["raw-socket"]}
+    r = await ctl_main(capsys, server, "agent", "demo")  # `agent NAME` shows it too
+    assert "tamper_allow: raw-socket" in r.out.splitlines()
+    r = await ctl_main(capsys, server, "tamper", "nobody", "--allow", "bpf")
+    assert r.code == 1 and "no agent named 'nobody'" in r.err
+
+
+async def test_tamper_usage_errors(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:
+    for args, message in [
+        (["--allow", "mnt"], "expected a tamper kind, one of bpf, mount, chroot, ptrace, "
+                             "raw-socket, cgroup, bpffs, signal, prctl; got 'mnt'"),
+        (["--deny", "all"], "expected a tamper kind"),
+        (["--allow", "bpf", "--deny", "bpf"], "tamper: bpf both with --allow and --deny"),
+        ([], "the following arguments are required: NAME"),
+    ]:  # fmt: skip
+        name = [] if not args else ["demo"]
+        r = await ctl_main(capsys, server, "tamper", *name, *args)
+        assert r.code == 2 and message in r.err, (args, r.err)
+
+
+def test_tamper_help_says_what_each_kind_is(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tamper", "--help"]) == 0
+    out = capsys.readouterr().out
+    kinds = out[out.index("tamper kinds:\n") :].splitlines()[1:10]
+    assert [line.split()[0] for line in kinds] == list(layout.TAMPER_KINDS)
+    assert "  signal      a signal to corrald" in kinds
+    prose = " ".join(out.split())
+    for text in ("passes the kernel guard for this agent only", "never learned",
+                 "By default no kind is allowed", "--deny takes a kind back",
+                 "`corralctl diff NAME` as dimension tamper", "spec.tamperAllow"):  # fmt: skip
+        assert text in prose, text
+
+
 async def test_mode_usage_errors(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:
     r = await ctl_main(capsys, server, "mode", "demo")
     assert r.code == 2 and "at least one" in r.err
@@ -318,8 +366,8 @@ async def test_help_documents_exit_codes_and_modes() -> None:
     assert r.code == 0
     for text in ("exit codes:", "examples:", "observe", "enforce", "CORRAL_SOCKET"):
         assert text in r.out
-    for command in ("status", "agents", "agent", "baseline", "mode", "promotion", "accept",
-                    "reset", "events", "run"):  # fmt: skip
+    for command in ("status", "agents", "agent", "baseline", "mode", "promotion", "tamper",
+                    "accept", "reset", "events", "run"):  # fmt: skip
         assert cli.main([command, "--help"]) == 0
 
 
@@ -330,7 +378,7 @@ def test_modes_and_exit_codes_are_said_once(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert out.count("exit codes:") == 1 and out.count("deny deviations in the kernel") == 1
     for command in ("status", "agents", "agent", "diff", "accept", "reset", "events", "aibom",
-                    "run", "baseline", "promotion"):  # fmt: skip
+                    "run", "baseline", "promotion", "tamper"):  # fmt: skip
         assert cli.main([command, "--help"]) == 0
         out = capsys.readouterr().out
         assert "exit codes:" not in out and "deny deviations in the kernel" not in out, command

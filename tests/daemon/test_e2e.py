@@ -421,11 +421,11 @@ def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
 ) -> None:
     """Attacks on corral's own BPF state, as a root process that reached bpffs would make them
     (the kernel-side protection of agents in ENFORCE is not there yet: this is the detection
-    that backs it). Any backend: the agent's modes written to observe in the pinned agent_cfg
-    map, a link pin removed, a cgroup link detached (BPF_LINK_DETACH). corrald reads back its
-    state every kernel.verify_interval: each is put back, logged `tamper detected` and
-    counted in status and metrics; enforcement holds again. Then kill -9, detach a link,
-    restart: the damaged pins are not adopted but replaced."""
+    that backs it). Any backend: the agent's modes written to observe and every tamper kind
+    allowed in the pinned agent_cfg map, a link pin removed, a cgroup link detached
+    (BPF_LINK_DETACH). corrald reads back its state every kernel.verify_interval: each is put
+    back, logged `tamper detected` and counted in status and metrics; enforcement holds again.
+    Then kill -9, detach a link, restart: the damaged pins are not adopted but replaced."""
     from bpfkit import Link, Map
     from corral.kernel import layout
 
@@ -442,11 +442,13 @@ def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
         v = layout.from_bytes("struct corral_agent_cfg", cfg.lookup(key) or b"")
         for i in range(3):
             v.mode[i] = layout.mode_index("observe")
+        v.tamper_allow = layout.tamper_bits(set(layout.TAMPER_KINDS))  # every kind let through
         cfg.update(key, layout.to_bytes(v))
 
         def modes_back() -> bool:
             now = layout.from_bytes("struct corral_agent_cfg", cfg.lookup(key) or b"")
-            return all(now.mode[i] == layout.mode_index("enforce") for i in range(3))
+            modes = all(now.mode[i] == layout.mode_index("enforce") for i in range(3))
+            return modes and now.tamper_allow == 0
 
         _wait(modes_back)
         cfg.close()
@@ -503,6 +505,76 @@ def test_run_says_when_corral_stopped_the_command(daemon: Daemon) -> None:
     assert "/ls " in r.stderr and "not in the baseline of agent runner" in r.stderr, r.stderr
     assert "enforce mode" in r.stderr and "corralctl diff runner" in r.stderr, r.stderr
     assert daemon.logs().count("listening") == 1  # one line says the API is up (was two)
+
+
+RAW_SOCKET_PY = """
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close()
+    print("ok")
+except PermissionError:
+    print("EPERM")
+"""
+
+
+def test_an_allowed_tamper_kind_passes_the_guard_for_that_agent_only(daemon: Daemon) -> None:
+    """The tamper guard denies an agent in ENFORCE (here: connect only) a raw inet socket
+    (EPERM on every backend: cgroup/sock_create on the fallback); `diff` shows the attempt as
+    a tamper row that says how to allow it. `corralctl tamper NAME --allow raw-socket` lets
+    the same command through, for that agent only, kept across a restart of corrald;
+    `--deny` takes it back."""
+    d = daemon
+    raw = [sys.executable, "-c", RAW_SOCKET_PY]
+    for name in ("sandbox", "other"):
+        assert ctl(d, "run", "--agent", name, "--", sys.executable, "-c", "pass").returncode == 0
+        assert ctl(d, "mode", name, "--connect", "enforce").returncode == 0
+    status = ctl_json(d, "status")
+    assert isinstance(status, dict)
+    guard = status["tamper_guard"]["kinds"]["raw-socket"]
+    if "EPERM" not in guard:
+        pytest.skip(f"the tamper guard does not deny raw sockets here: {guard}")
+
+    def attempt(name: str) -> str:
+        r = ctl(d, "run", "--agent", name, "--", *raw)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert attempt("sandbox") == "EPERM"
+
+    def tamper_rows() -> list[dict[str, Any]]:
+        diff = ctl_json(d, "diff", "sandbox")
+        assert isinstance(diff, dict)
+        return [r for r in diff["rows"] if r["dimension"] == "tamper"]
+
+    _wait(tamper_rows)
+    (row,) = tamper_rows()
+    assert row["verdicts"] == ["denied"], row
+    assert "corralctl tamper NAME --allow KIND" in row["note"], row
+    assert "tamper" in ctl(d, "diff", "sandbox").stdout
+
+    r = ctl(d, "tamper", "sandbox", "--allow", "raw-socket")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "sandbox: tamper kinds allowed: raw-socket\n"
+    assert attempt("sandbox") == "ok"
+    assert attempt("other") == "EPERM"  # for that agent only
+    agent = ctl_json(d, "agent", "sandbox")
+    assert isinstance(agent, dict) and agent["tamper_allow"] == ["raw-socket"]
+    logged = [json.loads(line) for line in d.logs().splitlines() if "tamper kinds allowed" in line]
+    assert [(e["agent"], e["allowed"], e["by"]) for e in logged] == [
+        ("sandbox", ["raw-socket"], "api")
+    ]
+
+    d.stop()
+    d.start()
+    agent = ctl_json(d, "agent", "sandbox")
+    assert isinstance(agent, dict) and agent["tamper_allow"] == ["raw-socket"]
+    assert attempt("sandbox") == "ok"
+
+    r = ctl(d, "tamper", "sandbox", "--deny", "raw-socket")
+    assert r.returncode == 0 and "no tamper kind allowed" in r.stdout, r
+    assert attempt("sandbox") == "EPERM"
+    bad = ctl(d, "tamper", "sandbox", "--allow", "raw")
+    assert bad.returncode == 2 and "expected a tamper kind, one of bpf, mount" in bad.stderr, bad
 
 
 PROMOTION_FAST = """

@@ -147,6 +147,24 @@ def test_the_operators_promotion_gates_go_with_the_document() -> None:
     assert parse(empty.encode()).promotion == {}  # an import then forgets the gates
 
 
+def test_the_allowed_tamper_kinds_go_with_the_document() -> None:
+    """spec.tamperAllow: the tamper-guard kinds the operator allowed (corralctl tamper),
+    sorted, on one line, only when there are some; [] allows none, absent keeps the agent's."""
+    kinds = {"raw-socket", "mount"}
+    text = dump_yaml(export(learned(), modes=MODES, auto_promote=True, tamper_allow=kinds))
+    assert "  autoPromote: true\n  tamperAllow: [mount, raw-socket]\n  exec:\n" in text
+    doc = parse(text.encode())
+    assert doc.tamper_allow == kinds
+    b = plan(doc, None, agent=doc.name, strategy="replace", rules=RULES, now=T0).baseline
+    again = export(b, modes=doc.modes, auto_promote=doc.auto_promote, tamper_allow=doc.tamper_allow)
+    assert dump_yaml(again) == text
+    assert json.loads(dump_json(again))["spec"]["tamperAllow"] == ["mount", "raw-socket"]
+    assert "tamperAllow" not in export_yaml(learned())  # none: readable by an older corrald
+    assert parse(export_yaml(learned()).encode()).tamper_allow is None
+    empty = export_yaml(learned()).replace("  autoPromote: false\n", "  tamperAllow: []\n")
+    assert parse(empty.encode()).tamper_allow == set()  # an import then takes them back
+
+
 def test_imported_entries_are_marked_and_keep_the_documents_source() -> None:
     b = imported(export_yaml(learned()))
     e = b.entry("exec", "/usr/bin/git")
@@ -302,7 +320,8 @@ BAD: list[tuple[str, str]] = [
     (with_spec("exec", "{path: /a}").replace("{name: demo}", "{}"), "metadata.name: required"),
     (
         with_spec("exec", "{path: /a}").replace("exec:", "exe:"),
-        "spec.exe: unknown field (expected: modes, autoPromote, promotion, exec, open, connect)",
+        "spec.exe: unknown field (expected: modes, autoPromote, promotion, tamperAllow, exec, "
+        "open, connect)",
     ),
     (with_spec("exec", "{path: /a}") + "status: {}\n", "status: unknown field"),
     (
@@ -332,6 +351,15 @@ BAD: list[tuple[str, str]] = [
     (
         with_spec("exec", "{path: /a}") + "  promotion: [minRuns]\n",
         "spec.promotion: must be a mapping",
+    ),
+    (
+        with_spec("exec", "{path: /a}") + "  tamperAllow: [mount, mnt]\n",
+        "spec.tamperAllow[1]: 'mnt' is not a tamper kind (expected: bpf, mount, chroot, ptrace, "
+        "raw-socket, cgroup, bpffs, signal, prctl)",
+    ),
+    (
+        with_spec("exec", "{path: /a}") + "  tamperAllow: mount\n",
+        "spec.tamperAllow: must be a list of tamper kinds like [mount, raw-socket]",
     ),
     (
         with_spec("exec", "{path: /a}").replace(

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from corral.config import GATES, MODES, gate_from_json
 from corral.contract import BadRequest, ServiceError, Services, validate_agent_name
-from corral.policy.document import DIMS
+from corral.policy.document import DIMS, TAMPER_KINDS
 
 from .guard import ConnectionGuard, peer_of
 
@@ -171,6 +171,30 @@ def parse_promotion(
     if auto is not None and not isinstance(auto, bool):
         raise BadRequest(f'"auto" must be true or false; got {auto!r}')
     return gates, reset, auto
+
+
+def parse_tamper(body: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(allow, deny) of a tamper request: {"allow": ["mount"], "deny": ["bpf"]}, either may be
+    absent; deny takes a kind back."""
+    _reject_unknown(body, {"allow", "deny"}, "tamper request")
+    if not body:
+        raise BadRequest('give "allow" and/or "deny": lists of tamper kinds')
+    out: dict[str, list[str]] = {}
+    for key in ("allow", "deny"):
+        kinds = body.get(key, [])
+        if not isinstance(kinds, list):
+            raise BadRequest(f'"{key}" must be a list of tamper kinds; got {kinds!r}')
+        unknown = [k for k in kinds if not isinstance(k, str) or k not in TAMPER_KINDS]
+        if unknown:
+            raise BadRequest(
+                f'"{key}": unknown tamper kind(s) {", ".join(map(repr, unknown))}; the kinds '
+                f"are {', '.join(TAMPER_KINDS)}"
+            )
+        out[key] = kinds
+    both = sorted(set(out["allow"]) & set(out["deny"]))
+    if both:
+        raise BadRequest(f'{", ".join(both)} both in "allow" and "deny": give each kind once')
+    return out["allow"], out["deny"]
 
 
 def _parse_entry(i: int, entry: Any) -> dict[str, str]:

@@ -18,6 +18,8 @@ Routes (agent names contain "/": clients send the name percent-encoded as ONE pa
     PUT    /v1/agents/{name}/mode              {"mode": M} and/or {"exec"|"open"|"connect": M}
     PUT    /v1/agents/{name}/promotion         {"min_runs": 5, "quiet_period": "30m", ...,
                                                "reset": b, "auto": b}: the operator's gates
+    PUT    /v1/agents/{name}/tamper            {"allow": [KIND], "deny": [KIND]}: the tamper
+                                               kinds the kernel's guard lets the agent use
     POST   /v1/agents/{name}/accept            {} (everything) or {"entries": [{dimension,
                                                object}], "index": [n], "view": v, "flat": b}
     POST   /v1/agents/{name}/run               {"pid": N}: move pid (a child of the caller)
@@ -61,6 +63,7 @@ from .requests import (
     parse_modes,
     parse_pid,
     parse_promotion,
+    parse_tamper,
     query,
     raw_body,
     services,
@@ -180,6 +183,12 @@ async def _set_promotion(request: web.Request) -> web.Response:
     gates, reset, auto = parse_promotion(await json_body(request))
     agents = services(request).agents
     return _json(await agents.set_promotion(name, gates, reset=reset, auto=auto))
+
+
+async def _set_tamper(request: web.Request) -> web.Response:
+    name = agent_name(request)
+    allow, deny = parse_tamper(await json_body(request))
+    return _json(await services(request).agents.set_tamper(name, allow, deny))
 
 
 async def _accept(request: web.Request) -> web.Response:
@@ -359,6 +368,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{agent}/diff", _diff, allow_head=False)
     router.add_put(f"{agent}/mode", _set_mode)
     router.add_put(f"{agent}/promotion", _set_promotion)
+    router.add_put(f"{agent}/tamper", _set_tamper)
     router.add_post(f"{agent}/accept", _accept)
     router.add_post(f"{agent}/run", _run)
     router.add_get("/v1/events", _events, allow_head=False)

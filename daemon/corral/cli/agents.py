@@ -1,4 +1,4 @@
-"""status, agents, agent, mode, promotion and reset."""
+"""status, agents, agent, mode, promotion, tamper and reset."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ GATE_OPTIONS = (
 GATE_COUNTS = ("min_runs", "burst_denials")
 DURATION_HINT = "a number and s, m, h or d, e.g. 90s, 30m, 2h, 7d (at most 365d)"
 _DURATION = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?[smhd]")
+
+# the tamper guard's kinds (bpf/corral.h enum corral_tamper, in its order) and what each is
+TAMPER_KINDS = {
+    "bpf": "bpf(2), any command: reach corral's maps and links (agents do not load BPF)",
+    "mount": "mount, move_mount, umount, pivot_root (e.g. bind a file over an allowed program)",
+    "chroot": "chroot(2)",
+    "ptrace": "ptrace attach, pidfd_getfd, process_vm_* on a process outside the agent",
+    "raw-socket": "SOCK_RAW and AF_PACKET sockets: packets no connect hook sees",
+    "cgroup": "opening a cgroupfs file for writing (cgroup.procs: leaving the agent's cgroup)",
+    "bpffs": "unlink or rename on a bpf filesystem (corral's pins)",
+    "signal": "a signal to corrald",
+    "prctl": "prctl(PR_SET_MM): replacing the executable that exec lineage reads",
+}
 
 
 def _modes_of(agent: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +193,43 @@ def cmd_promotion(args: argparse.Namespace, client: Client, out: Output) -> int:
     promotion = agent.get("promotion") if isinstance(agent, dict) else None
     data = {"agent": args.name, "promotion": promotion}
     out.emit(data, _render_agent)
+    return EXIT_OK
+
+
+def tamper_kind(value: str) -> str:
+    """--allow/--deny KIND, checked here (usage error, exit 2)."""
+    if value not in TAMPER_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a tamper kind, one of {', '.join(TAMPER_KINDS)}; got {value!r}"
+        )
+    return value
+
+
+def _tamper_line(data: Any) -> str:
+    name = data.get("agent") if isinstance(data, dict) else "?"
+    kinds = data.get("tamper_allow") if isinstance(data, dict) else None
+    if kinds is None:
+        return f"{name}: corrald did not say which tamper kinds it allows (an older corrald?)"
+    if not kinds:
+        return f"{name}: no tamper kind allowed (the default): the kernel guard applies to each"
+    return f"{name}: tamper kinds allowed: {', '.join(_cell('', k) for k in kinds)}"
+
+
+def cmd_tamper(args: argparse.Namespace, client: Client, out: Output) -> int:
+    both = sorted(set(args.allow) & set(args.deny))
+    if both:
+        raise _usage_error(f"tamper: {', '.join(both)} both with --allow and --deny: give one")
+    body: dict[str, list[str]] = {}
+    if args.allow:
+        body["allow"] = list(dict.fromkeys(args.allow))
+    if args.deny:
+        body["deny"] = list(dict.fromkeys(args.deny))
+    if body:
+        agent = client.request("PUT", agent_path(args.name, "tamper"), body)
+    else:
+        agent = client.request("GET", agent_path(args.name))
+    kinds = agent.get("tamper_allow") if isinstance(agent, dict) else None
+    out.emit({"agent": args.name, "tamper_allow": kinds}, _tamper_line)
     return EXIT_OK
 
 

@@ -12,15 +12,18 @@ from typing import Any
 from .agents import (
     GATE_COUNTS,
     GATE_OPTIONS,
+    TAMPER_KINDS,
     cmd_agent,
     cmd_agents,
     cmd_mode,
     cmd_promotion,
     cmd_reset,
     cmd_status,
+    cmd_tamper,
     count,
     duration,
     gate_option,
+    tamper_kind,
 )
 from .aibom import cmd_aibom
 from .baselines import (
@@ -64,6 +67,7 @@ examples:
   corralctl mode demo alert                  # every dimension
   corralctl mode demo --exec enforce --connect alert
   corralctl promotion demo --auto on --min-runs 5 --quiet 30m
+  corralctl tamper demo --allow mount        # let the kernel guard pass mounts for demo
   corralctl diff demo                        # what the agent did beyond its baseline
   corralctl accept demo --index 2 --connect 10.0.0.7:443
   corralctl reset demo --yes
@@ -165,7 +169,9 @@ def _add_baseline(subs: Any) -> None:
     how.add_argument("--merge", action="store_true", help="add the entries (default)")
     how.add_argument("--replace", action="store_true", help="the baseline becomes the document")
     i.add_argument(
-        "--keep-modes", action="store_true", help="ignore spec.modes/autoPromote/promotion"
+        "--keep-modes",
+        action="store_true",
+        help="ignore spec.modes/autoPromote/promotion/tamperAllow",
     )
     i.add_argument("--dry-run", action="store_true", help="validate and report, change nothing")
     i.add_argument(
@@ -252,6 +258,50 @@ def _add_promotion(subs: Any) -> None:
     p.set_defaults(func=cmd_promotion)
 
 
+def _add_tamper(subs: Any) -> None:
+    kinds = "\n".join(f"  {k:<11} {what}" for k, what in TAMPER_KINDS.items())
+    p = _sub(
+        subs,
+        "tamper",
+        "show or change the tamper-guard kinds an agent may use",
+        "corral's kernel tamper guard stops what an agent could do to switch corral off or "
+        "to step outside its hooks (the kinds below). An agent in enforce in any dimension is "
+        "denied it (EPERM; where this node's backend only sees the call at its syscall "
+        "tracepoint, the process is killed: `corralctl status` says what happens per kind, "
+        "tamper_guard); in observe and alert it is reported as would-deny. Either way it "
+        "shows in `corralctl diff NAME` as dimension tamper, and it is never learned nor "
+        "accepted into a baseline.\n\n"
+        "By default no kind is allowed. A kind allowed here passes the kernel guard for this "
+        "agent only (every other agent stays guarded); it is never learned either. It is "
+        "written into the kernel at once, kept with the agent and exported with `baseline "
+        "export` (spec.tamperAllow). --deny takes a kind back. Without options: show the "
+        "kinds the agent is allowed.",
+        "  corralctl tamper demo\n"
+        "  corralctl tamper demo --allow mount        # e.g. a browser sandbox that mounts\n"
+        "  corralctl tamper demo --allow raw-socket --allow ptrace\n"
+        "  corralctl tamper demo --deny mount",
+        extra=f"tamper kinds:\n{kinds}",
+    )
+    p.add_argument("name", metavar="NAME", help="agent name")
+    p.add_argument(
+        "--allow",
+        metavar="KIND",
+        action="append",
+        type=tamper_kind,
+        default=[],
+        help="let the kernel guard pass this kind for the agent (repeatable)",
+    )
+    p.add_argument(
+        "--deny",
+        metavar="KIND",
+        action="append",
+        type=tamper_kind,
+        default=[],
+        help="take the kind back: the guard applies to it again (repeatable)",
+    )
+    p.set_defaults(func=cmd_tamper)
+
+
 def _limit(value: str) -> int:
     try:
         n = int(value)
@@ -311,11 +361,13 @@ def _sub(
     outputs: Sequence[str] = OUTPUTS,
     *,
     modes: bool = False,
+    extra: str = "",
 ) -> argparse.ArgumentParser:
     """A subcommand. Its help says what it does and shows examples; the modes and the exit
     codes are said once, in the main --help, which it points to (modes: it takes a MODE, and
-    lists them too)."""
+    lists them too). extra: text after the prose, as it is (not wrapped)."""
     description = _prose(prose) + (f"\n\n{MODES_HELP}" if modes else "")
+    description += f"\n\n{extra}" if extra else ""
     parser: argparse.ArgumentParser = subs.add_parser(
         name,
         help=summary,
@@ -406,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mode)
 
     _add_promotion(subs)
+    _add_tamper(subs)
 
     p = _sub(
         subs,

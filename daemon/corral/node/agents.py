@@ -1,16 +1,17 @@
-"""The API's AgentService: agents, their modes, `reset` and `run`."""
+"""The API's AgentService: agents, their modes, promotion gates and allowed tamper kinds,
+`reset` and `run`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 
 from corral.contract import BadRequest, Unavailable
 from corral.kernel.layout import DIMS
-from corral.policy.agents import Agent, check_mode
+from corral.policy.agents import Agent, check_mode, check_tamper_kinds
 from corral.policy.promotion import effective, gates_view, readiness, set_gates
 
 from .cgroups import Cgroups, populated
@@ -54,6 +55,7 @@ class AgentService:
         agent = self.state.agent(name)
         out = self.summary(agent)
         out["mode_since"] = dict(agent.mode_since)
+        out["tamper_allow"] = sorted(agent.tamper_allow)
         p, now, b = self.state.cfg.promotion, time.time(), self.state.baselines[name]
         gates, _ = effective(p, agent)
         out["promotion"] = {
@@ -186,6 +188,65 @@ class AgentService:
             operator_gates=agent.gates.get("operator", {}),
             by="api",
         )
+        return self.get_agent(name)
+
+    async def set_tamper(
+        self, name: str, allow: Iterable[str] = (), deny: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """Adds the kinds in allow to the agent's allowed tamper kinds and removes those in
+        deny; the kernel's guard lets the allowed ones pass for this agent only (one write of
+        its agent_cfg entry, then read back). Acknowledged only once on disk, like a mode
+        change: if the registry cannot be saved the kernel gets the old allowance back and
+        the caller a 503."""
+        agent = self.state.agent(name)
+        try:
+            allow, deny = check_tamper_kinds(allow), check_tamper_kinds(deny)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        if allow & deny:
+            raise BadRequest(
+                f"tamper kind(s) {', '.join(sorted(allow & deny))} both allowed and denied: "
+                "give each kind once"
+            )
+        before = set(agent.tamper_allow)
+        wanted = (before | allow) - deny
+        if wanted == before:
+            return self.get_agent(name)
+        agent.tamper_allow = wanted
+        try:
+            self.sync.write_modes(agent, agent.modes)  # the kernel first: one map write
+        except Exception:
+            agent.tamper_allow = before
+            raise
+        self.state.registry.dirty = True
+        try:
+            await self.state.save_registry(durable=True)
+        except OSError as e:
+            agent.tamper_allow = before
+            self.sync.write_modes(agent, agent.modes)
+            log.error(
+                "tamper allowance change refused: the agent registry cannot be saved",
+                agent=name,
+                error=str(e),
+            )
+            raise Unavailable(
+                f"the tamper kinds allowed {name} were not changed: corrald cannot save them "
+                f"({e.strerror or e}) in {self.state.state_dir}. Nothing changed, in the kernel "
+                "neither; free space there (or fix the file system) and try again"
+            ) from None
+        log.info(
+            "tamper kinds allowed",
+            agent=name,
+            allowed=sorted(wanted),
+            added=sorted(wanted - before),
+            removed=sorted(before - wanted),
+            by="api",
+        )
+        if self.verify is not None:
+            try:
+                self.verify([agent.name])
+            except Exception as e:  # the change is made and saved: say so, do not fail it
+                log.error("verifying the kernel after a tamper change failed", error=str(e))
         return self.get_agent(name)
 
     async def reset(self, name: str) -> dict[str, Any]:

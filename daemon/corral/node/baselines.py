@@ -213,6 +213,7 @@ class BaselineService:
             modes=agent.modes,
             auto_promote=agent.auto_promote,
             promotion=agent.gates.get("operator"),
+            tamper_allow=agent.tamper_allow,
         )
 
     async def import_baseline(
@@ -264,7 +265,8 @@ class BaselineService:
             if isinstance(e, AllowListFull) or (isinstance(e, OSError) and e.errno in _MAP_FULL):
                 raise self._maps_full(name, e) from None
             raise
-        self._apply_imported_modes(agent, modes, auto, doc.digest)
+        tamper = None if keep_modes else doc.tamper_allow
+        self._apply_imported_modes(agent, modes, auto, doc.digest, tamper)
         if doc.promotion is not None and not keep_modes:
             set_gates(agent, "operator", doc.promotion)
         self.prune_deviations(agent)
@@ -311,13 +313,30 @@ class BaselineService:
                 )
 
     def _apply_imported_modes(
-        self, agent: Agent, modes: dict[str, str], auto: bool | None, digest: str
+        self,
+        agent: Agent,
+        modes: dict[str, str],
+        auto: bool | None,
+        digest: str,
+        tamper: set[str] | None = None,
     ) -> None:
-        """After the lists are in place: flip modes (one map write)."""
+        """After the lists are in place: flip modes and the allowed tamper kinds (tamper: the
+        document's, None to keep the agent's) in one map write."""
         changed = False
         for dim, mode in modes.items():
             changed |= agent.set_mode(dim, mode, reason=f"baseline import {digest}", by="import")
         if auto is not None:
             agent.auto_promote = auto
+        if tamper is not None and tamper != agent.tamper_allow:
+            before, agent.tamper_allow, changed = agent.tamper_allow, set(tamper), True
+            log.info(
+                "tamper kinds allowed",
+                agent=agent.name,
+                allowed=sorted(tamper),
+                added=sorted(tamper - before),
+                removed=sorted(before - tamper),
+                by="import",
+                digest=digest,
+            )
         if changed:
             self.sync.k.set_agent(agent.id, self.sync.agent_config(agent))

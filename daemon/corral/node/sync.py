@@ -1,5 +1,6 @@
-"""Policy into the kernel: each agent's baseline into its allow-lists, its modes into its
-config entry. Additions always land before a flip; an import or a reset swaps whole lists."""
+"""Policy into the kernel: each agent's baseline into its allow-lists, its modes and the tamper
+kinds allowed it into its config entry. Additions always land before a flip; an import or a
+reset swaps whole lists."""
 
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ class KernelSync:
 
     def agent_config(self, agent: Agent) -> AgentConfig:
         rate = self.state.cfg.kernel.rate_limit
-        return AgentConfig(modes=dict(agent.modes), lists=dict(agent.lists), rate_limit=rate)
+        return AgentConfig(
+            modes=dict(agent.modes),
+            lists=dict(agent.lists),
+            rate_limit=rate,
+            tamper_allow=frozenset(agent.tamper_allow),
+        )
 
     def create_agent(
         self, name: str, *, source: str, mode: str | None = None, auto_promote: bool | None = None

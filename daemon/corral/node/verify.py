@@ -1,11 +1,12 @@
 """corrald checks the kernel against what it wrote: every `kernel.verify_interval`, and after
-each mode change. The agents' modes and list ids (agent_cfg), the cgroup registrations
-(cgroup_agents), corral's links (still attached?) and pins (still there?) are read back; what
-drifted is put back and reported loudly — a log line `tamper detected`, a count per kind in
-`corralctl status` and `corral_tamper_detected_total{kind}` — because nothing but corrald
-should write there (an agent that reaches corral's maps or links is switching its fence off).
-What cannot be put back (a detached link corrald adopted at start) marks its dimension `lost`:
-`status` never says `enforce` where the kernel does not."""
+each mode or tamper-allowance change. The agents' modes, list ids and allowed tamper kinds
+(agent_cfg), the cgroup registrations (cgroup_agents), corral's links (still attached?) and pins
+(still there?) are read back; what drifted is put back and reported loudly — a log line
+`tamper detected`, a count per kind in `corralctl status` and
+`corral_tamper_detected_total{kind}` — because nothing but corrald should write there (an agent
+that reaches corral's maps or links is switching its fence off). What cannot be put back (a
+detached link corrald adopted at start) marks its dimension `lost`: `status` never says
+`enforce` where the kernel does not."""
 
 from __future__ import annotations
 
@@ -80,14 +81,13 @@ class KernelVerifier:
                 continue
             want = self.sync.agent_config(agent)
             have = k.get_agent(agent.id)
-            if (have.modes, have.lists, have.rate_limit, have.active) != (
-                want.modes,
-                want.lists,
-                want.rate_limit,
-                want.active,
-            ):
+            if have != want:  # every field: modes, list ids, rate limit, active, tamper_allow
                 k.set_agent(agent.id, want)
-                self._report("agent_cfg", agent=agent.name, found=have.modes, restored=want.modes)
+                what: dict[str, Any] = {"found": have.modes, "restored": want.modes}
+                if have.tamper_allow != want.tamper_allow:
+                    what["found_tamper_allow"] = sorted(have.tamper_allow)
+                    what["restored_tamper_allow"] = sorted(want.tamper_allow)
+                self._report("agent_cfg", agent=agent.name, **what)
                 found.append(agent.name)
         return found
 

@@ -1,5 +1,6 @@
 """Agents: name <-> kernel id, per-dimension modes and their history, allow-list ids, the
-deviations seen beyond the baseline, and the auto-promotion rule.
+deviations seen beyond the baseline, the auto-promotion rule and the tamper kinds the
+operator allowed.
 
 Persisted as one JSON document (state_dir/agents.json, written crash-safe): small, and readable
 by an operator in an emergency. Baselines live beside it, one file per agent (baseline.py).
@@ -19,7 +20,7 @@ import structlog
 
 from corral.config import gate_from_json, gate_name
 from corral.contract import Conflict
-from corral.kernel.layout import DIMS, MODES, C
+from corral.kernel.layout import DIMS, MODES, TAMPER_KINDS, C
 
 from .store import atomic_write
 
@@ -40,6 +41,18 @@ def check_mode(dim: str, mode: str) -> None:
         raise ValueError(f"unknown dimension {dim!r}: expected one of {', '.join(DIMS)}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+
+
+def check_tamper_kinds(kinds: Iterable[str]) -> set[str]:
+    """The kinds as a set; ValueError naming the valid kinds when one is unknown."""
+    out = set(kinds)
+    unknown = sorted(out - set(TAMPER_KINDS))
+    if unknown:
+        raise ValueError(
+            f"unknown tamper kind(s) {', '.join(map(repr, unknown))}: expected one of "
+            f"{', '.join(TAMPER_KINDS)}"
+        )
+    return out
 
 
 def _built(seen: Seen) -> Deviation:
@@ -105,6 +118,10 @@ class Agent:
     # its own promotion gates, per source (GATE_SOURCES: "operator", "annotation"):
     # {source: {PromotionConfig field: value}}; absent in registries written before
     gates: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    # the tamper-guard kinds (kernel.layout.TAMPER_KINDS) the operator allowed this agent
+    # (`corralctl tamper NAME --allow KIND`): they pass the kernel's guard; never learned.
+    # Absent in registries written before
+    tamper_allow: set[str] = field(default_factory=set)
     # the deviations, least recently seen first: an OrderedDict drops its oldest in O(1) (a
     # plain dict finds its first key by scanning past the holes its earlier deletions left:
     # ~1 us at 2,000). A deviation seen once since the table was last read is kept as the
@@ -217,6 +234,7 @@ class Agent:
             "history": [dict(h) for h in self.history],
             "created": self.created,
             "gates": {src: dict(g) for src, g in self.gates.items()},
+            "tamper_allow": sorted(self.tamper_allow),
         }
         devs = [
             (d[0], d[1], d[6], d[3], d[3], d[2], d[4], d[5], [d[7]] if d[7] else [])
@@ -246,8 +264,10 @@ class Agent:
             key=lambda v: v.last_seen,
         )
         gates = _checked_gates(d.pop("gates", {}), d.get("name"))
+        tamper = _checked_tamper(d.pop("tamper_allow", []), d.get("name"))
         a = cls(**d)
         a.gates = gates
+        a.tamper_allow = tamper
         a.deviations = OrderedDict((v.key, v) for v in devs)
         return a
 
@@ -272,6 +292,23 @@ def _checked_gates(raw: Any, agent: Any) -> dict[str, dict[str, float | int]]:
                     error=str(e),
                 )
     return {src: g for src, g in out.items() if g}
+
+
+def _checked_tamper(raw: Any, agent: Any) -> set[str]:
+    """An agent's allowed tamper kinds as the registry file has them: a kind this corrald does
+    not know (an edited file, or one from a newer corrald) is left out, and logged."""
+    out: set[str] = set()
+    for kind in raw if isinstance(raw, list) else [] if raw is None else [raw]:
+        if isinstance(kind, str) and kind in TAMPER_KINDS:
+            out.add(kind)
+        else:
+            log.warning(
+                "tamper kind in the agent registry ignored",
+                agent=agent,
+                kind=kind,
+                error=f"unknown tamper kind: expected one of {', '.join(TAMPER_KINDS)}",
+            )
+    return out
 
 
 # an agent's fields (containers copied) and its deviations as tuples (Deviation's field order)

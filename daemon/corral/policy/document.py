@@ -13,6 +13,7 @@ format, in YAML (JSON with the same fields is accepted and produced too)::
       modes: {exec: enforce, open: alert, connect: enforce}    # optional
       autoPromote: false                                       # optional
       promotion: {minRuns: 5, quietPeriod: 30m}                # optional: the agent's gates
+      tamperAllow: [mount]                     # optional: tamper kinds the operator allowed
       exec:
       - {path: /usr/bin/python3.11, source: learned}
       - {path: /usr/bin/sh, callers: [/usr/bin/node], source: learned}  # lineage.py
@@ -35,7 +36,9 @@ entry the document gave no source is stored and exported as ``imported``.
 
 ``spec.promotion`` holds the promotion gates set for the agent by an operator (`corralctl
 promotion`; policy/promotion.py), written only when there are some: a corrald from before it
-refuses the field.
+refuses the field. ``spec.tamperAllow`` likewise holds the tamper-guard kinds the operator
+allowed the agent (`corralctl tamper NAME --allow KIND`), sorted, written only when there are
+some.
 
 ``corral.io/v2`` added ``pattern`` entries and exec ``callers`` (exec lineage: the program is
 allowed only when one of them runs it; without callers, for any caller); ``corral.io/v1``
@@ -55,7 +58,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,6 +66,7 @@ import yaml
 
 from corral.config import GATE_COUNTS, GATES, MODES, format_duration, gate_from_json
 from corral.contract import BadRequest, validate_agent_name
+from corral.kernel.layout import TAMPER_KINDS
 
 from .baseline import Baseline
 from .patterns import PatternError, check_pattern, kernel_groups
@@ -95,7 +99,7 @@ ANY_PORT = "any"
 _ANNOTATION_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 _TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 _METADATA_FIELDS = ("name", "annotations")
-_SPEC_FIELDS = ("modes", "autoPromote", "promotion", *DIMS)
+_SPEC_FIELDS = ("modes", "autoPromote", "promotion", "tamperAllow", *DIMS)
 # spec.promotion's keys: the config's gate fields in camelCase
 GATE_FIELDS: dict[str, str] = {
     "".join(w if i == 0 else w.title() for i, w in enumerate(g.split("_"))): g for g in GATES
@@ -140,6 +144,7 @@ class Document:
     auto_promote: bool | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     promotion: dict[str, float | int] | None = None  # the operator's gates; None: not given
+    tamper_allow: set[str] | None = None  # the tamper kinds allowed; None: not given
 
     def count(self, dimension: str) -> int:
         return sum(1 for e in self.entries if e.dimension == dimension)
@@ -154,6 +159,14 @@ class _Flow(dict):  # type: ignore[type-arg]
 
 def _flow_representer(dumper: yaml.SafeDumper, data: _Flow) -> yaml.Node:
     return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+
+
+class _FlowList(list):  # type: ignore[type-arg]
+    """A list written on one line in YAML ([mount, raw-socket])."""
+
+
+def _flow_list_representer(dumper: yaml.SafeDumper, data: _FlowList) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
 
 def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
@@ -171,6 +184,7 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(_Flow, _flow_representer)
+_Dumper.add_representer(_FlowList, _flow_list_representer)
 _Dumper.add_representer(str, _str_representer)
 
 
@@ -211,6 +225,7 @@ def export(
     modes: Mapping[str, str] | None = None,
     auto_promote: bool | None = None,
     promotion: Mapping[str, float | int] | None = None,
+    tamper_allow: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The canonical document of a baseline (JSON-ready; render with dump_yaml/dump_json).
     Unenforceable objects are not part of it: the kernel can never allow them."""
@@ -228,6 +243,8 @@ def export(
             for key, g in GATE_FIELDS.items()
             if g in promotion
         )
+    if tamper_allow:
+        spec["tamperAllow"] = _FlowList(sorted(tamper_allow))
     for d in PATH_DIMENSIONS:
         items = [(p, pre, e) for p, pre, e in b.path_entries(d)]
         items += [(g, "pattern", e) for g, e in b.pattern_entries(d)]
@@ -337,6 +354,7 @@ def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
         p.add("spec.autoPromote", f"must be true or false, not {auto!r}")
     doc.auto_promote = auto
     doc.promotion = _promotion(spec.get("promotion"), p)
+    doc.tamper_allow = _tamper_allow(spec.get("tamperAllow"), p)
     seen: dict[tuple[str, Any, bool], str] = {}
     for dim in DIMS:
         items = spec.get(dim)
@@ -462,6 +480,25 @@ def _promotion(raw: Any, p: _Problems) -> dict[str, float | int] | None:
                 out[GATE_FIELDS[key]] = gate_from_json(GATE_FIELDS[key], value)
             except ValueError as e:
                 p.add(where, str(e))
+    return out
+
+
+def _tamper_allow(raw: Any, p: _Problems) -> set[str] | None:
+    """spec.tamperAllow: [mount, raw-socket]; [] allows none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        p.add("spec.tamperAllow", "must be a list of tamper kinds like [mount, raw-socket]")
+        return None
+    out: set[str] = set()
+    for i, kind in enumerate(raw):
+        if isinstance(kind, str) and kind in TAMPER_KINDS:
+            out.add(kind)
+        else:
+            p.add(
+                f"spec.tamperAllow[{i}]",
+                f"{kind!r} is not a tamper kind (expected: {', '.join(TAMPER_KINDS)})",
+            )
     return out
 
 
