@@ -631,13 +631,18 @@ def section(res: dict[str, Any]) -> list[str]:
     return [*head, method, "", *workloads, "", *table(res), "", *summary, verdict, "", checks, ""]
 
 
-def splice(doc: Path, lines: list[str], before_title: str = "## Beside published figures") -> None:
+def splice(
+    doc: Path,
+    lines: list[str],
+    before_title: str = "## Beside published figures",
+    title: str = TITLE,
+) -> None:
     """Puts the section into the generated document without regenerating the rest: replaces a
     section of the same title, else goes before before_title."""
     text = doc.read_text().splitlines()
     block = [*lines]
-    if TITLE in text:
-        i = text.index(TITLE)
+    if title in text:
+        i = text.index(title)
         j = next((n for n in range(i + 1, len(text)) if text[n].startswith("## ")), len(text))
         text[i:j] = block
     elif before_title in text:

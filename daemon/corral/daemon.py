@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -128,7 +129,13 @@ async def serve(cfg: config_mod.Config, config_path: str | None) -> int:
 
     asyncio.get_running_loop().set_exception_handler(RateLimitedErrors())
     node = Node(cfg)
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        # what started must stop, or its tasks keep asyncio.run (and corrald) from ending
+        with contextlib.suppress(Exception):
+            await node.stop()
+        raise
     api = await start_api(
         node.services,
         cfg.socket,

@@ -268,7 +268,7 @@ class Kernel:
             if name in EXACT_MAPS:
                 self._obj.maps[EXACT_MAPS[name]].set_max_entries(size)
         self._obj.load()
-        self._maps = dict(self._obj.maps)
+        self._maps = {n: m for n, m in self._obj.maps.items() if _ours(n)}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class Kernel:
         """The maps of the object file (opened, not loaded)."""
         obj = BpfObject.open_file(str(self._obj_path))
         try:
-            return set(obj.maps)
+            return {n for n in obj.maps if _ours(n)}
         finally:
             obj.close()
 
@@ -776,6 +776,13 @@ class Kernel:
     def ring_reader(self) -> RingReader:
         """Batches of records without a libbpf callback each (x86-64: RingReader.supported)."""
         return RingReader(self.map("events"))
+
+
+def _ours(map_name: str) -> bool:
+    """A map of corral's own, not one libbpf made for a section (corral.rodata holds the
+    guard's format strings): those are the programs' business, and bpffs refuses names with
+    a dot (EPERM), so they are never pinned."""
+    return "." not in map_name
 
 
 def remove_pins(pin_dir: Path) -> int:
