@@ -210,3 +210,21 @@ def test_aibom_sees_execs_connects_and_candidate_opens_in_order(corral: Node, se
         corral.ingest.on_batch(records[start : start + 37])
     assert [ev.to_dict() for ev in got] == [ev.to_dict() for ev in want]
     assert any(ev.dimension == "open" for ev in got)  # some batches had a candidate
+
+
+def test_a_tamper_report_is_a_deviation_named_by_its_kind_and_never_learned(
+    corral: Node,
+) -> None:
+    """Even in OBSERVE (the kernel reports tamper as would-deny there) nothing is learned and
+    the AI-BOM is not fed; diff's object leads with the kind (what `corralctl tamper
+    --allow` takes)."""
+    learner = corral.state.registry.agents["learner"]
+    e = layout.new("struct corral_event")
+    e.agent, e.pid, e.ts_ns = learner.id, 2**22 + 1, 10**9
+    e.dim, e.tamper = C.CORRAL_EVENT_TAMPER, C.CORRAL_TAMPER_BPF
+    e.verdict, e.mode = C.CORRAL_VERDICT_WOULD_DENY, C.CORRAL_MODE_OBSERVE
+    layout.ffi().memmove(e.path, b"bpf(cmd=0)", 10)
+    before = corral.state.baselines["learner"].to_dict()
+    corral.ingest.on_batch([layout.to_bytes(e)])
+    assert [d.object for d in learner.deviations.values()] == ["bpf: bpf(cmd=0)"]
+    assert corral.state.baselines["learner"].to_dict() == before

@@ -110,6 +110,10 @@ class Decoder:
             if dim == "connect":
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
+            elif dim == "tamper":  # rare: the kind leads, what the kernel said of it follows
+                ev = events.from_fields(unpack(rec), offset, None, comm)
+                path = ev.path
+                obj = f"{ev.tamper}: {path}"
             else:
                 end = raw.find(b"\0")  # events.cstr, inline: a call per record costs
                 obj = path = (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
