@@ -34,6 +34,7 @@ from corral.node.aibom import AibomService
 from corral.node.baselines import BaselineService
 from corral.node.cgroups import Cgroups
 from corral.node.maintenance import Maintenance
+from corral.node.recovery import KernelRecovery
 from corral.node.state import NodeState
 from corral.node.status import StatusView
 from corral.node.sync import KernelSync
@@ -57,7 +58,10 @@ class Node:
         self.sync = sync = KernelSync(state)
         self.stats = Stats()
         self.metrics = NodeMetrics(lambda: self.status.metrics_sample())
-        self.cgroups = Cgroups(state, sync, on_kubelet_request=self.metrics.kubelet_polled)
+        self.recovery = KernelRecovery(state, sync)
+        self.cgroups = Cgroups(
+            state, sync, self.recovery, on_kubelet_request=self.metrics.kubelet_polled
+        )
         ac = cfg.aibom
         self.tracker = AibomTracker(
             load_rules(ac.rule_files),
@@ -79,6 +83,7 @@ class Node:
         self.verifier = KernelVerifier(state, sync, mark_lost=self._mark_lost)
         self.agents.verify = self.verifier.check
         self.status.verifier = self.verifier
+        self.status.recovery = self.recovery
         self.status.maintenance = self.maintenance
         # the event path: one decoder, then each consumer takes its share of every batch
         decoder = Decoder(state.by_id, state.bindings, self.stats)
@@ -135,6 +140,7 @@ class Node:
         self.sync.kernel = kernel
         self.deviations.skip_unresolved_opens = kernel.backends.enforcement("open") != "deny"
         self.state.load_registry()
+        self.recovery.scan()  # before any list id is handed out (the swaps of _bring_up)
         await self.tracker.start()
         await self._bring_up()
         kernel.activate()
@@ -151,6 +157,12 @@ class Node:
             asyncio.create_task(self.sync.push_stale_loop(stopping), name="kernel-flush"),
             asyncio.create_task(rechecker.run(stopping), name="recheck"),
             asyncio.create_task(self.verifier.run(k.verify_interval, stopping), name="verify"),
+            asyncio.create_task(
+                self.recovery.report_after_grace(
+                    cfg.identity.kubelet.poll_interval, self.cgroups.source_answered, stopping
+                ),
+                name="unclaimed",
+            ),
         ]
         log.info(
             "corrald started",
@@ -158,6 +170,7 @@ class Node:
             agents=len(self.state.registry.agents),
             identity=cfg.identity_source(),
             adopted_kernel_state=kernel.adopted,
+            unclaimed_kernel_agents=len(self.recovery.unclaimed),
         )
 
     async def _bring_up(self) -> None:

@@ -277,6 +277,83 @@ def test_learn_enforce_kill9_restart(daemon: Daemon, tmp_path: Path) -> None:
             sleeper.wait()
 
 
+def test_a_lost_registry_never_demotes_an_enforced_agent(tmp_path: Path) -> None:
+    """Issue 16, state that never fails open: corrald is killed, its agent registry
+    (agents.json) is garbage when it comes back. The kernel kept each agent's id, modes and
+    list ids and the cgroups registered to it: the agent whose `run` cgroup is still alive gets
+    all of that back (a new run of it is denied what it never did, as before), never a new
+    agent in observe; one whose cgroups are all gone stays enforced in the kernel and is listed
+    as unclaimed. Killed as the attacker wants it: right after an agent was put in enforce."""
+    agent_py = tmp_path / "agent.py"
+    agent_py.write_text(AGENT_PY)
+    data = tmp_path / "data.txt"
+    data.write_text("hello")
+    with running_daemon(tmp_path) as d, socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        port = srv.getsockname()[1]
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            novel_port = other.getsockname()[1]
+
+        def run(agent: str, *argv: str) -> subprocess.CompletedProcess[str]:
+            return ctl(d, "run", "--agent", agent, "--", *argv)
+
+        for agent in ("keeper", "gone"):  # learn, then enforce
+            for _ in range(2):
+                r = run(agent, sys.executable, str(agent_py), str(port), str(data))
+                assert r.stdout.strip() == "open:ok connect:ok", r.stderr
+        time.sleep(1.0)
+        for agent in ("keeper", "gone"):
+            assert ctl(d, "mode", agent, "enforce").returncode == 0
+        keeper, gone = ctl_json(d, "agent", "keeper"), ctl_json(d, "agent", "gone")
+        enforce = dict.fromkeys(("exec", "open", "connect"), "enforce")
+        assert keeper["modes"] == gone["modes"] == enforce
+
+        # keeper runs on (python and the connect are baselined); gone's cgroups are swept
+        sleeper = subprocess.Popen(
+            [str(BIN / "corralctl"), "--socket", str(d.sock), "run", "--agent", "keeper", "--",
+             sys.executable, str(agent_py), str(port), str(data), "--sleep"]
+        )  # fmt: skip
+        cg = _cgroup_of_child(sleeper.pid)
+        try:
+            _wait(lambda: not ctl_json(d, "agent", "gone")["workloads"])
+            d.kill9()
+            registry = d.state / "agents.json"
+            assert json.loads(registry.read_text())["agents"], "the modes were saved"
+            registry.write_text('{"schema": 2, "agents": [{"name": "keeper", "id": 1, ')
+
+            d.start()
+            assert list(d.state.glob("agents.corrupt-*")), "the garbage is kept for inspection"
+            after = ctl_json(d, "agent", "keeper")
+            assert after["id"] == keeper["id"] and after["modes"] == enforce
+            assert after["history"][-1]["by"] == "recovery"
+            assert any(w["cgroup"] == str(cg) for w in after["workloads"])
+
+            # a new run of keeper: enforced as before the registry was lost
+            r = run("keeper", sys.executable, str(agent_py), str(port), str(data))
+            assert r.stdout.strip() == "open:ok connect:ok", "its baseline still holds"
+            r = run("keeper", sys.executable, str(agent_py), str(novel_port), str(data))
+            assert r.stdout.split()[-1] == "connect:EPERM", "a novel connect is denied"
+            r = run("keeper", shutil.which("true") or "/bin/true")
+            assert r.returncode in (128 + signal.SIGKILL, 126), "a novel exec is killed"
+
+            status = ctl_json(d, "status")
+            assert status["kernel_state"]["adopted"] is True
+            (unclaimed,) = status["unclaimed_kernel_agents"]
+            assert unclaimed["id"] == gone["id"] and unclaimed["modes"] == enforce
+            assert "gone" not in [a["name"] for a in ctl_json(d, "agents")]
+            lines = [json.loads(ln) for ln in d.logs().splitlines() if ln.startswith("{")]
+            (line,) = [ln for ln in lines if ln.get("event") == (
+                "agent recovered from the kernel after the registry was lost")]  # fmt: skip
+            assert (line["agent"], line["id"], line["modes"]) == ("keeper", keeper["id"], enforce)
+            assert not any("rediscovered" in ln.get("event", "") for ln in lines)
+        finally:
+            (cg / "cgroup.kill").write_text("1")
+            sleeper.kill()
+            sleeper.wait()
+
+
 def _cgroup_of_child(parent: int, timeout: float = 30) -> Path:
     """The cgroup v2 directory of parent's child (read from outside: the agent may not open)."""
     from corral.kernel.loader import cgroup2_root

@@ -22,6 +22,7 @@ from corral.kernel.loader import cgroup_id
 from corral.policy.agents import Agent
 from corral.policy.promotion import set_gates
 
+from .recovery import KernelRecovery
 from .state import NodeState
 from .sync import KernelSync
 
@@ -36,11 +37,13 @@ class Cgroups:
         self,
         state: NodeState,
         sync: KernelSync,
+        recovery: KernelRecovery,
         *,
         on_kubelet_request: Callable[..., Any] | None = None,
     ) -> None:
         self.state = state
         self.sync = sync
+        self.recovery = recovery
         self.bindings = state.bindings
         self.on_kubelet_request = on_kubelet_request
         self.source: Source | None = None
@@ -73,6 +76,25 @@ class Cgroups:
             inherit=b.inherit,
             source=b.source,
         )
+
+    def create(
+        self,
+        name: str,
+        *,
+        source: str,
+        cgroups: list[int],
+        auto_promote: bool | None = None,
+    ) -> Agent:
+        """A new agent for a workload (or a `run` cgroup) first seen on these cgroups: the
+        agent the kernel still registers one of them to, if the registry lost it
+        (node/recovery.py), else a new one."""
+        found = self.recovery.claim(cgroups)
+        agent = self.sync.create_agent(
+            name, source=source, auto_promote=auto_promote, recovered=found
+        )
+        if found is not None:
+            self.recovery.claimed(found[0])
+        return agent
 
     def unbind(self, cgid: int) -> None:
         b = self.bindings.pop(cgid, None)
@@ -127,14 +149,26 @@ class Cgroups:
         return self.sync.k.cgroup_root / RUN_DIR
 
     def adopt_run_cgroups(self) -> None:
-        """Cgroups made by `corralctl run` before a restart: their names say whose they are."""
+        """Cgroups made by `corralctl run` before a restart: their names say whose they are.
+        One the registry lost whose cgroup the kernel still registers to its agent gets that
+        agent back (node/recovery.py)."""
         root = self.run_root()
         if not root.is_dir():
             return
-        for d in root.iterdir():
+        for d in sorted(root.iterdir()):
+            if not d.is_dir():
+                continue
             name = urllib.parse.unquote(d.name.rsplit(".", 1)[0])
-            if d.is_dir() and self.state.registry.get(name):
-                self.bind(Binding(cgroup_id(d), name, True, "run", path=str(d)))
+            cgid = cgroup_id(d)
+            if not self.state.registry.get(name):
+                try:
+                    validate_agent_name(name)
+                except BadRequest:
+                    continue
+                if self.recovery.claim([cgid]) is None:
+                    continue
+                self.create(name, source="run", cgroups=[cgid])
+            self.bind(Binding(cgid, name, True, "run", path=str(d)))
 
     def sweep_run_cgroups(self) -> None:
         """Removes `corralctl run` cgroups whose processes have all exited."""
@@ -204,7 +238,7 @@ class Cgroups:
         while not stopping.is_set():
             try:
                 workloads = await self.source.poll()
-                self.reconcile(workloads, complete=self._source_answered())
+                self.reconcile(workloads, complete=self.source_answered())
             except Exception as e:
                 log.error("identity poll failed; keeping the last known cgroups", error=str(e))
             if isinstance(self.source, identity.KubernetesSource):
@@ -217,7 +251,7 @@ class Cgroups:
         if isinstance(self.source, identity.KubernetesSource):
             await self.source.close()
 
-    def _source_answered(self) -> bool:
+    def source_answered(self) -> bool:
         """False while the kubelet has never answered: an empty list then means "unknown"."""
         health = self.health
         return health is None or health.last_success is not None
@@ -227,8 +261,11 @@ class Cgroups:
         for w in workloads:
             agent = self.state.registry.get(w.agent)
             if agent is None:
-                agent = self.sync.create_agent(
-                    w.agent, source=w.source, auto_promote=w.auto_promote
+                agent = self.create(
+                    w.agent,
+                    source=w.source,
+                    cgroups=[c.id for c in (*w.pod_cgroups, *w.container_cgroups)],
+                    auto_promote=w.auto_promote,
                 )
                 if w.partial:
                     self.state.baselines[w.agent].mark_partial(

@@ -17,6 +17,7 @@ from corral.pipeline.batch import Stats
 
 from .cgroups import Cgroups
 from .maintenance import Maintenance
+from .recovery import KernelRecovery
 from .state import NodeState
 from .sync import KernelSync
 from .verify import KernelVerifier
@@ -41,6 +42,7 @@ class StatusView:
         self.rechecker: Rechecker | None = None
         self.verifier: KernelVerifier | None = None
         self.maintenance: Maintenance | None = None
+        self.recovery: KernelRecovery | None = None
 
     @property
     def capabilities(self) -> dict[str, dict[str, str]]:
@@ -87,6 +89,8 @@ class StatusView:
             },
             "agents": {"total": len(reg.agents), "by_mode": by_mode},
             "cgroups_registered": len(self.state.bindings),
+            # agents the kernel enforces that the registry lost and nothing claimed yet
+            "unclaimed_kernel_agents": self.recovery.view() if self.recovery else [],
             "events": {
                 "received": self.stats.received,
                 "dropped_in_kernel": dropped,

@@ -43,19 +43,49 @@ class KernelSync:
         )
 
     def create_agent(
-        self, name: str, *, source: str, mode: str | None = None, auto_promote: bool | None = None
+        self,
+        name: str,
+        *,
+        source: str,
+        mode: str | None = None,
+        auto_promote: bool | None = None,
+        recovered: tuple[int, AgentConfig] | None = None,
     ) -> Agent:
+        """A new agent; with recovered (node/recovery.py: an id the adopted kernel holds for an
+        agent the lost registry knew, and its config there), the agent takes that id, its
+        modes, list ids and allowed tamper kinds: the kernel never stopped enforcing them."""
         d = self.state.cfg.defaults
-        agent = self.state.registry.create(
-            name,
-            mode=mode or d.mode,
-            auto_promote=d.auto_promote if auto_promote is None else auto_promote,
-            source=source,
-        )
+        auto = d.auto_promote if auto_promote is None else auto_promote
+        if recovered is None:
+            agent = self.state.registry.create(
+                name, mode=mode or d.mode, auto_promote=auto, source=source
+            )
+        else:
+            agent_id, cfg = recovered
+            agent = self.state.registry.recover(
+                name,
+                agent_id,
+                modes=cfg.modes,
+                lists=cfg.lists,
+                tamper_allow=cfg.tamper_allow,
+                auto_promote=auto,
+                source=source,
+            )
         self.state.by_id[agent.id] = agent
         self.state.ensure_baseline(name)
         self.sync_agent(agent)
-        log.info("agent created", agent=name, id=agent.id, source=source, modes=agent.modes)
+        if recovered is None:
+            log.info("agent created", agent=name, id=agent.id, source=source, modes=agent.modes)
+        else:
+            log.warning(
+                "agent recovered from the kernel after the registry was lost",
+                agent=name,
+                id=agent.id,
+                source=source,
+                modes=agent.modes,
+                lists=agent.lists,
+                tamper_allow=sorted(agent.tamper_allow),
+            )
         return agent
 
     def forget_agent(self, name: str) -> None:

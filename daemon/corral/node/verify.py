@@ -75,6 +75,8 @@ class KernelVerifier:
         log.error("tamper detected", **{"kind": kind, "repaired": True, **what})
 
     def _agents(self, only: list[str] | None) -> list[str]:
+        # the registry's agents only: an id the kernel holds for an agent corrald does not
+        # know (a lost registry, node/recovery.py) is left as it is, enforcing
         k, found = self.sync.k, []
         for agent in self.state.registry.agents.values():
             if only is not None and agent.name not in only:

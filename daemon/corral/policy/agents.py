@@ -4,6 +4,10 @@ operator allowed.
 
 Persisted as one JSON document (state_dir/agents.json, written crash-safe): small, and readable
 by an operator in an emergency. Baselines live beside it, one file per agent (baseline.py).
+A registry that is lost (unreadable) is never a demotion where the kernel kept its state:
+node/recovery.py gives each agent back its id, modes and allow-lists from the pinned maps
+(`recover`), and the ids and list ids the kernel still uses are never handed out again
+(`reserved`, `keep_lists_above`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ from corral.kernel.layout import DIMS, MODES, TAMPER_KINDS, C
 from .store import atomic_write
 
 log = structlog.get_logger("corral.agents")
+
+# the list ids an agent owns: its base ids (agent_cfg); exec callers' lists are
+# base | index << CORRAL_CALLER_SHIFT (policy/lineage.py), the base in the low bits
+LIST_ID_MASK = (1 << C.CORRAL_CALLER_SHIFT) - 1
+# the history's `by` of a mode the kernel kept when the registry was lost (node/recovery.py)
+RECOVERY = "recovery"
 
 # 2: deviations as arrays in Deviation's field order (1: as objects; still read)
 SCHEMA = 2
@@ -334,8 +344,14 @@ class Registry:
         self.agents: dict[str, Agent] = {}
         self._next_list = 1
         self.dirty = False
+        # ids the kernel holds for agents this registry does not know (node/recovery.py):
+        # never given to a new agent (that would hand it the other's cgroups and lists)
+        self.reserved: set[int] = set()
+        # why the file could not be read ("" when it was, or when there was none)
+        self.lost = ""
 
     def load(self) -> None:
+        self.lost = ""
         try:
             doc = json.loads(self.path.read_text())
             if doc.get("schema") not in READABLE_SCHEMAS:
@@ -348,12 +364,15 @@ class Registry:
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
             self.path.rename(aside)
             log.error(
-                "agent registry unreadable; moved aside, agents will be rediscovered",
+                "agent registry unreadable; moved aside: an agent the pinned kernel state "
+                "still holds gets its id, modes and allow-lists back from it when its cgroup "
+                "is seen again (never demoted); the others come back as new agents",
                 path=str(self.path),
                 moved_to=str(aside),
                 error=str(e),
             )
             self.agents = {}
+            self.lost = str(e)
 
     def save(self) -> None:
         self.write(self.snapshot())
@@ -410,8 +429,53 @@ class Registry:
         self.dirty = True
         return lid
 
+    def keep_lists_above(self, list_ids: Iterable[int]) -> None:
+        """Never hands out a list id at or below these (the kernel's, read from agent_cfg: a
+        lost or older registry file does not know them). Callers' exec lists
+        (base | index << CORRAL_CALLER_SHIFT) count by their base."""
+        top = max((lid & LIST_ID_MASK for lid in list_ids), default=0)
+        if top >= self._next_list:
+            self._next_list = top + 1
+            self.dirty = True
+
+    def recover(
+        self,
+        name: str,
+        agent_id: int,
+        *,
+        modes: dict[str, str],
+        lists: dict[str, int],
+        tamper_allow: Iterable[str],
+        auto_promote: bool,
+        source: str,
+    ) -> Agent:
+        """An agent as the kernel still holds it (id, modes, list ids, allowed tamper kinds)
+        after the registry was lost: its modes are recorded as set by `recovery`, so neither a
+        default nor an annotation changes them (only the operator, or auto-promotion)."""
+        if name in self.agents or self.by_id(agent_id) is not None:
+            raise ValueError(f"agent {name!r} or id {agent_id} is known already")
+        now = time.time()
+        agent = Agent(
+            name=name,
+            id=agent_id,
+            modes=dict.fromkeys(DIMS, "off"),
+            lists={d: lists[d] for d in DIMS},
+            auto_promote=auto_promote,
+            source=source,
+            created=now,
+            tamper_allow=check_tamper_kinds(tamper_allow),
+        )
+        reason = "recovered from the kernel after the registry was lost"
+        for dim in DIMS:
+            agent.set_mode(dim, modes[dim], reason=reason, by=RECOVERY, now=now)
+        self.reserved.discard(agent_id)
+        self.keep_lists_above(agent.lists.values())
+        self.agents[name] = agent
+        self.dirty = True
+        return agent
+
     def create(self, name: str, *, mode: str, auto_promote: bool, source: str) -> Agent:
-        used = {a.id for a in self.agents.values()}
+        used = {a.id for a in self.agents.values()} | self.reserved
         free = next((i for i in range(1, C.CORRAL_MAX_AGENTS) if i not in used), None)
         if free is None:
             raise AgentLimitReached(
