@@ -48,9 +48,11 @@ struct {
 /*
  * A container runtime's init (runc init; crun) is moved into the container's cgroup, or cloned
  * into it, by a process outside every agent, and mounts and pivots the container's root there
- * before it execs the agent: such a task, and what it forks before its exec, is exempt. Task
- * storage, not a map an agent could fill: it lives and dies with the task, so nothing is evicted
- * (an exemption lost to ENOMEM fails closed: the runtime is denied).
+ * before it execs the agent: such a task, and what it forks before its exec, is exempt. Whether
+ * the cgroup is an agent's yet does not matter: corrald may register a new pod's cgroup while
+ * the runtime is still setting it up. Task storage, not a map an agent could fill: it lives and
+ * dies with the task, so nothing is evicted (an exemption lost to ENOMEM fails closed: the
+ * runtime is denied).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -92,17 +94,17 @@ static __always_inline void exempt(struct task_struct *t)
 	bpf_task_storage_get(&guard_exempt, t, &one, BPF_LOCAL_STORAGE_GET_F_CREATE);
 }
 
-/* A task handed to an agent's cgroup by a process outside every agent (runc writes cgroup.procs). */
+/* A task moved to another cgroup by a process outside every agent (runc writes cgroup.procs). */
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(corral_guard_attach, struct cgroup *dst, const char *path, struct task_struct *task,
 	     bool threadgroup)
 {
-	if (cgroup_agent(dst) && !current_is_agent())
+	if (!current_is_agent())
 		exempt(task);
 	return 0;
 }
 
-/* Children of an exempt task; and clone3(CLONE_INTO_CGROUP) into an agent from outside (crun). */
+/* Children of an exempt task; and clone3(CLONE_INTO_CGROUP) from outside every agent (crun). */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(corral_guard_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -115,7 +117,7 @@ int BPF_PROG(corral_guard_fork, struct task_struct *parent, struct task_struct *
 	cg = BPF_CORE_READ(child, cgroups, dfl_cgrp);
 	if (BPF_CORE_READ(cg, kn, id) == bpf_get_current_cgroup_id())
 		return 0;
-	if (cgroup_agent(cg) && !current_is_agent())
+	if (!current_is_agent())
 		exempt(child);
 	return 0;
 }

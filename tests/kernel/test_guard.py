@@ -257,10 +257,16 @@ def test_signalling_corrald(agent: Agent, backends: Backends) -> None:
     _expect(backends, out, fallback="killed")
 
 
-def test_a_runtime_init_is_exempt_until_it_execs(agent: Agent, backends: Backends) -> None:
+@pytest.mark.parametrize("registered", ["before", "after the move"])
+def test_a_runtime_init_is_exempt_until_it_execs(
+    agent: Agent, backends: Backends, kern: Kernel, registered: str
+) -> None:
     """runc init is moved into the container's cgroup by runc (outside every agent) and mounts
-    there before it execs the agent: exempt until that exec, guarded after it."""
+    there before it execs the agent: exempt until that exec, guarded after it. corrald may
+    register a new pod's cgroup while the runtime is still at work: exempt all the same."""
     _enforce(agent)
+    if registered != "before":
+        kern.unregister_cgroup(agent.cgid)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -280,6 +286,8 @@ def test_a_runtime_init_is_exempt_until_it_execs(agent: Agent, backends: Backend
         os.execv(sys.executable, [sys.executable, "-c", code])
     os.close(r)
     (agent.cgroup / "cgroup.procs").write_text(str(pid))
+    if registered != "before":
+        kern.register_cgroup(agent.cgid, agent.id)
     os.write(w, b"x")
     os.close(w)
     _, status = os.waitpid(pid, 0)
