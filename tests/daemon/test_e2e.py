@@ -498,8 +498,9 @@ def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
 ) -> None:
     """Attacks on corral's own BPF state, as a root process that reached bpffs would make them
     (from outside every agent: agents in ENFORCE are kept from bpf() and bpffs by the tamper
-    guard, tests/kernel/test_guard.py; this is the detection that backs it). Any backend: the agent's modes written to observe and every tamper kind
-    allowed in the pinned agent_cfg map, a link pin removed, a cgroup link detached
+    guard, tests/kernel/test_guard.py; this is the detection that backs it). Any backend:
+    the agent's modes written to observe and every tamper kind allowed in the pinned agent_cfg
+    map, a link pin removed, a cgroup link detached
     (BPF_LINK_DETACH). corrald reads back its state every kernel.verify_interval: each is put
     back, logged `tamper detected` and counted in status and metrics; enforcement holds again.
     Then kill -9, detach a link, restart: the damaged pins are not adopted but replaced."""
