@@ -23,6 +23,7 @@
 #define AF_PACKET 17
 #define PTRACE_MODE_ATTACH 0x02
 #define FMODE_WRITE 0x2
+#define CLONE_INTO_CGROUP 0x200000000ULL
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -317,7 +318,9 @@ static __always_inline int guard_socket(int family, int type, int protocol, int 
 	__u64 a[] = { family, type, protocol };
 	struct subject s;
 
-	if (kern || ((type & SOCK_TYPE_MASK) != SOCK_RAW && family != AF_PACKET))
+	/* AF_NETLINK SOCK_RAW is how glibc asks for interfaces (getaddrinfo's AI_ADDRCONFIG) */
+	if (kern || !(family == AF_PACKET ||
+		      ((type & SOCK_TYPE_MASK) == SOCK_RAW && (family == AF_INET || family == AF_INET6))))
 		return 0;
 	if (!guard_init(&s, CORRAL_TAMPER_RAW_SOCKET, backend, true))
 		return 0;
@@ -347,6 +350,35 @@ static __always_inline int guard_open(struct file *file, __u8 backend)
 		sc->tmp[0] = 0;
 	a[0] = (__u64)sc->tmp;
 	return guard_act(&s, CORRAL_TAMPER_CGROUP, true, false, true, fmt, a, sizeof(a));
+}
+
+/* clone3(CLONE_INTO_CGROUP): a child born in another cgroup, outside the agent. */
+static __always_inline int guard_clone(__u64 flags, __u8 backend)
+{
+	static const char fmt[] = "clone3(CLONE_INTO_CGROUP, flags=0x%llx)";
+	__u64 a[] = { flags };
+	struct subject s;
+
+	if (!(flags & CLONE_INTO_CGROUP) || !guard_init(&s, CORRAL_TAMPER_CGROUP, backend, true))
+		return 0;
+	return guard_act(&s, CORRAL_TAMPER_CGROUP, true, false, true, fmt, a, sizeof(a));
+}
+
+/* SIGIO/F_SETSIG to corrald: a signal sent by file I/O, not by kill(). */
+static __always_inline int guard_sigio(struct task_struct *p, int sig, __u8 backend)
+{
+	static const char fmt[] = "signal %d to corrald (pid %d) by file I/O (F_SETOWN)";
+	struct corral_config *conf = get_config();
+	__u64 a[2];
+	struct subject s;
+
+	if (!conf || !conf->guard_tgid || BPF_CORE_READ(p, tgid) != conf->guard_tgid)
+		return 0;
+	if (!guard_init(&s, CORRAL_TAMPER_SIGNAL, backend, true))
+		return 0;
+	a[0] = sig;
+	a[1] = conf->guard_tgid;
+	return guard_act(&s, CORRAL_TAMPER_SIGNAL, true, false, true, fmt, a, sizeof(a));
 }
 
 /* Unlinks and renames on a bpf filesystem: corral's pins. */
@@ -471,7 +503,31 @@ int BPF_PROG(corral_lsm_guard_kill, struct task_struct *p, struct kernel_siginfo
 	return lsm_ret(guard_kill(p, sig, LSM_B));
 }
 
+SEC("lsm/task_alloc")
+int BPF_PROG(corral_lsm_guard_clone, struct task_struct *task, unsigned long clone_flags)
+{
+	return lsm_ret(guard_clone(clone_flags, LSM_B));
+}
+
+SEC("lsm/file_send_sigiotask")
+int BPF_PROG(corral_lsm_guard_sigio, struct task_struct *p, struct fown_struct *fown, int sig)
+{
+	return lsm_ret(guard_sigio(p, sig, LSM_B));
+}
+
 /* fmod_ret: a non-zero return skips the security_* function; 0 runs it (and the other LSMs). */
+
+SEC("fmod_ret/security_task_alloc")
+int BPF_PROG(corral_fmod_guard_clone, struct task_struct *task, unsigned long clone_flags)
+{
+	return lsm_ret(guard_clone(clone_flags, FMOD_B));
+}
+
+SEC("fmod_ret/security_file_send_sigiotask")
+int BPF_PROG(corral_fmod_guard_sigio, struct task_struct *p, struct fown_struct *fown, int sig)
+{
+	return lsm_ret(guard_sigio(p, sig, FMOD_B));
+}
 
 SEC("fmod_ret/security_bpf")
 int BPF_PROG(corral_fmod_guard_bpf, int cmd)
@@ -636,9 +692,29 @@ static __always_inline int guard_tp_kill(long pid, long sig)
 	struct corral_config *conf = get_config();
 	__u64 a[] = { sig, pid };
 
-	if (!sig || !conf || !conf->guard_tgid || pid != conf->guard_tgid)
+	/* kill(-1, sig) reaches every process the sender may signal: corrald among them */
+	/* pid_t is 32 bits: -1 arrives as 0xffffffff in the register */
+	if (!sig || !conf || !conf->guard_tgid || ((int)pid != conf->guard_tgid && (int)pid != -1))
 		return 0;
 	return guard_tp(CORRAL_TAMPER_SIGNAL, fmt, a, sizeof(a));
+}
+
+SEC("tracepoint/syscalls/sys_enter_tkill")
+int corral_tp_guard_tkill(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard_tp_kill(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone3")
+int corral_tp_guard_clone3(struct trace_event_raw_sys_enter *ctx)
+{
+	static const char fmt[] = "clone3(CLONE_INTO_CGROUP, flags=0x%llx)";
+	__u64 a[1] = {};
+
+	if (bpf_probe_read_user(&a[0], sizeof(a[0]), (void *)ctx->args[0]) ||
+	    !(a[0] & CLONE_INTO_CGROUP))
+		return 0;
+	return guard_tp(CORRAL_TAMPER_CGROUP, fmt, a, sizeof(a));
 }
 
 SEC("tracepoint/syscalls/sys_enter_kill")

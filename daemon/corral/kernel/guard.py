@@ -12,9 +12,9 @@ _DENY_HOOKS = {
     "chroot": ("chroot",),
     "ptrace": ("ptrace",),
     "raw-socket": ("socket",),
-    "cgroup": ("open",),
+    "cgroup": ("open", "clone"),
     "bpffs": ("unlink", "rename"),
-    "signal": ("kill",),
+    "signal": ("kill", "sigio"),
     "prctl": ("prctl",),
 }
 _TRACEPOINT_HOOKS = {
@@ -23,8 +23,9 @@ _TRACEPOINT_HOOKS = {
     "chroot": ("chroot",),
     "ptrace": ("pidfd_getfd",),
     "raw-socket": ("socket",),
-    "signal": ("kill", "tgkill"),
+    "signal": ("kill", "tgkill", "tkill"),
     "prctl": ("prctl",),
+    "cgroup": ("clone3",),
 }
 KILLED = "killed (the call itself completes first: syscall tracepoint)"
 UNSEEN = "not seen: no hook for it on this backend"
@@ -50,6 +51,10 @@ def enforcement(guard: str, unattached: dict[str, str], error: str = "") -> dict
             out[kind] = f"{raw}; AF_PACKET {state}" if sock not in unattached else state
         elif kind == "ptrace":
             out[kind] = f"pidfd_getfd {state}; ptrace and process_vm_* not seen"
+        elif kind == "cgroup":
+            out[kind] = f"clone3(CLONE_INTO_CGROUP) {state}; cgroupfs writes not seen"
+        elif kind == "signal":
+            out[kind] = f"kill, tkill, tgkill to corrald or -1: {state}; others not seen"
         else:
             out[kind] = state
     return out

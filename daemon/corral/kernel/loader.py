@@ -68,11 +68,11 @@ OPEN_PROGRAMS = {
 # container runtime's init exempt until it execs; every family that reads the task needs them.
 GUARD_HOOKS = (
     "bpf", "prctl", "mount", "move_mount", "umount", "pivotroot", "chroot", "ptrace", "socket",
-    "open", "unlink", "rename", "kill",
+    "open", "unlink", "rename", "kill", "clone", "sigio",
 )  # fmt: skip
 TP_GUARDS = (
     "bpf", "mount", "umount", "move_mount", "pivot_root", "chroot", "pidfd_getfd", "prctl",
-    "socket", "kill", "tgkill",
+    "socket", "kill", "tgkill", "tkill", "clone3",
 )  # fmt: skip
 GUARD_EXEMPT = ("corral_guard_attach", "corral_guard_fork", "corral_guard_exec")
 GUARD_PROGRAMS: dict[str, tuple[str, ...]] = {
