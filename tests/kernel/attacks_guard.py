@@ -357,7 +357,12 @@ def test_attack_proc_pid_mem_of_a_process_outside(
         os.close(os.open(f"/proc/{outsider}/mem", os.O_RDWR))
         return "opened"
 
-    _expect(backends, agent.run(go), fallback="unseen")
+    out = agent.run(go)
+    if backends.guard in ("lsm", "fmod_ret"):
+        # the guard's EPERM comes back as EACCES: mm_access() reports a refused ptrace check so
+        assert out.error in (errno.EPERM, errno.EACCES), out
+    else:
+        _expect(backends, out, fallback="unseen")
 
 
 _SHARED = ctypes.create_string_buffer(b"outsider-secret", 64)
