@@ -18,6 +18,7 @@ import structlog
 
 from corral.identity.bindings import Binding
 from corral.kernel import events
+from corral.kernel.layout import TAMPER_EVENT
 from corral.policy.agents import Agent
 
 log = structlog.get_logger("corral.pipeline")
@@ -110,7 +111,7 @@ class Decoder:
             if dim == "connect":
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
-            elif dim == "tamper":  # rare: the kind leads, what the kernel said of it follows
+            elif dim == TAMPER_EVENT:  # rare: the kind leads, what the kernel said of it follows
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 path = ev.path
                 obj = f"{ev.tamper}: {path}"
@@ -140,7 +141,7 @@ class Decoder:
             publish((agent.name, rec, path, exe, pod))
             if dim == "open" and path is not None:
                 add_open(path)
-            elif dim != "tamper":
+            elif dim != TAMPER_EVENT:
                 candidate((agent, rec, path, comm, ev))
         self.stats.received += len(records)
         return batch

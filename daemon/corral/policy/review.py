@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.kernel.layout import TAMPER_EVENT
+
 from . import patterns as pat
 from .agents import Deviation
 from .baseline import Baseline
@@ -87,7 +89,7 @@ class Row:
 
 
 # the tamper guard's reports (kernel/events.py): shown, never an entry of a baseline
-TAMPER = "tamper"
+TAMPER = TAMPER_EVENT
 TAMPER_NOTE = (
     "tampering with corral or stepping outside its hooks: never learned, never accepted into a "
     "baseline; if this agent needs it, allow the kind: corralctl tamper NAME --allow KIND"
