@@ -9,9 +9,10 @@
 #      (debootstrap --variant=minbase, plus `make`: the command the README starts with). Only
 #      that pristine base is cached, as a tarball, and only if it is younger than 7 days;
 #   2. a copy of this checkout (the files git knows, as they are in the work tree) goes to /src;
-#   3. in a new mount namespace the root gets its own fresh /proc, /sys (nothing mounted under
-#      it: no tracefs, no bpffs, no securityfs), /dev, /run, /tmp and a cgroup2 mount where the
-#      host has one (hybrid hosts: /sys/fs/cgroup/unified);
+#   3. in a new mount namespace the root becomes a mount of its own (as a container's root is)
+#      and gets its own fresh /proc, /sys (nothing mounted under it: no tracefs, no bpffs, no
+#      securityfs), /dev, /run, /tmp and a cgroup2 mount where the host has one (hybrid hosts:
+#      /sys/fs/cgroup/unified);
 #   4. `make test` runs there with a clean environment, and installs everything else itself:
 #      system packages, the venv from PyPI, the VM kernels, QEMU, virtme-ng and busybox.
 #      What the root takes from the host is the machine's way to the package registries only:
@@ -134,6 +135,9 @@ registry_env() {
 enter_root() {
 	local root=$1 cg2
 	mount --make-rprivate /
+	# the root is a mount of its own, as a container's is: "/" inside it is a mount point, so
+	# mount(2) on "/" (say, making it private in a new mount namespace) works as in a pod
+	mount --bind "$root" "$root"
 	mount -t proc proc "$root/proc"
 	mount -t sysfs sysfs "$root/sys"
 	cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
