@@ -4,11 +4,15 @@
  * to switch corral off or to step outside what its cgroup's hooks see. Kinds: enum corral_tamper
  * in corral.h. Backends:
  *   LSM / fmod_ret  security_bpf, task_prctl, sb_mount, move_mount, sb_umount, sb_pivotroot,
- *                   path_chroot, ptrace_access_check, socket_create, file_open (cgroupfs writes),
+ *                   path_chroot, ptrace_access_check, socket_create, file_open (cgroupfs writes;
+ *                   any open through a detached mount),
  *                   inode_unlink, inode_rename (bpffs), task_kill (corrald)       -> -EPERM
  *   fallback        cgroup/sock_create (raw inet sockets)                          -> EPERM
  *                   syscall tracepoints (bpf, mount family, chroot, PR_SET_MM, AF_PACKET,
  *                   pidfd_getfd, signals to corrald)      -> SIGKILL: the call itself completes
+ *   every backend   syscall tracepoints of the new mount API (fsopen, fsmount, fspick,
+ *                   mount_setattr, open_tree with OPEN_TREE_CLONE): no LSM hook sees them
+ *                                                          -> SIGKILL: the call itself completes
  * A container runtime's init is exempt until it execs (guard_exempt below).
  */
 #ifndef CORRAL_GUARD_BPF_H
@@ -24,6 +28,8 @@
 #define PTRACE_MODE_ATTACH 0x02
 #define FMODE_WRITE 0x2
 #define CLONE_INTO_CGROUP 0x200000000ULL
+#define OPEN_TREE_CLONE 1
+#define MAX_ERRNO 4095
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -327,21 +333,32 @@ static __always_inline int guard_socket(int family, int type, int protocol, int 
 	return guard_act(&s, CORRAL_TAMPER_RAW_SOCKET, true, false, true, fmt, a, sizeof(a));
 }
 
-/* Writes to cgroupfs (cgroup.procs: leaving the agent's cgroup). Cheap for every other open. */
-static __always_inline int guard_open(struct file *file, __u8 backend)
+/*
+ * A file reached through a mount outside the opener's mount namespace: a detached tree
+ * (open_tree(OPEN_TREE_CLONE), fsmount) or one lazily unmounted. Its path (d_path) is relative to
+ * that tree's root, so "/usr/bin/wc" may name any file the agent chose. Kernel-internal mounts
+ * (pipes, memfds reopened through /proc/self/fd) carry an error pointer, not a namespace.
+ */
+static __always_inline bool foreign_mount(struct file *file)
 {
-	static const char fmt[] = "open for writing: %s";
+	struct vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
+	struct mount *m = (void *)vm - bpf_core_field_offset(struct mount, mnt);
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct mnt_namespace *ns = BPF_CORE_READ(m, mnt_ns);
+
+	if ((unsigned long)ns >= (unsigned long)-MAX_ERRNO)
+		return false;
+	return ns != BPF_CORE_READ(t, nsproxy, mnt_ns);
+}
+
+static __always_inline int guard_open_kind(struct file *file, __u8 kind, const char *fmt,
+					   __u8 backend)
+{
 	struct scratch *sc;
 	struct subject s;
 	__u64 a[1];
-	__u64 magic;
 
-	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
-		return 0;
-	magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
-	if (magic != CGROUP2_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
-		return 0;
-	if (!guard_init(&s, CORRAL_TAMPER_CGROUP, backend, true))
+	if (!guard_init(&s, kind, backend, true))
 		return 0;
 	sc = get_scratch();
 	if (!sc)
@@ -349,7 +366,27 @@ static __always_inline int guard_open(struct file *file, __u8 backend)
 	if (bpf_d_path((struct path *)&file->f_path, (char *)sc->tmp, sizeof(sc->tmp)) < 0)
 		sc->tmp[0] = 0;
 	a[0] = (__u64)sc->tmp;
-	return guard_act(&s, CORRAL_TAMPER_CGROUP, true, false, true, fmt, a, sizeof(a));
+	return guard_act(&s, kind, true, false, true, fmt, a, sizeof(a));
+}
+
+/*
+ * Writes to cgroupfs (cgroup.procs: leaving the agent's cgroup), and any open or exec through a
+ * mount outside the agent's namespace. Cheap for every other open.
+ */
+static __always_inline int guard_open(struct file *file, __u8 backend)
+{
+	static const char cg_fmt[] = "open for writing: %s";
+	static const char mnt_fmt[] = "open through a detached mount: %s";
+	__u64 magic;
+
+	if (foreign_mount(file))
+		return guard_open_kind(file, CORRAL_TAMPER_MOUNT, mnt_fmt, backend);
+	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+		return 0;
+	magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
+	if (magic != CGROUP2_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
+		return 0;
+	return guard_open_kind(file, CORRAL_TAMPER_CGROUP, cg_fmt, backend);
 }
 
 /* clone3(CLONE_INTO_CGROUP): a child born in another cgroup, outside the agent. */
@@ -663,6 +700,34 @@ GUARD_TP(move_mount, CORRAL_TAMPER_MOUNT, "move_mount(%ld, 0x%lx)")
 GUARD_TP(pivot_root, CORRAL_TAMPER_MOUNT, "pivot_root(0x%lx, 0x%lx)")
 GUARD_TP(chroot, CORRAL_TAMPER_CHROOT, "chroot(0x%lx) [%lx]")
 GUARD_TP(pidfd_getfd, CORRAL_TAMPER_PTRACE, "pidfd_getfd(%ld, %ld)")
+/* the new mount API: detached trees whose paths an agent chooses (see foreign_mount) */
+GUARD_TP(fsopen, CORRAL_TAMPER_MOUNT, "fsopen(0x%lx, 0x%lx)")
+GUARD_TP(fsmount, CORRAL_TAMPER_MOUNT, "fsmount(%ld, 0x%lx)")
+GUARD_TP(fspick, CORRAL_TAMPER_MOUNT, "fspick(%ld, 0x%lx)")
+GUARD_TP(mount_setattr, CORRAL_TAMPER_MOUNT, "mount_setattr(%ld, 0x%lx)")
+
+static __always_inline int guard_tp_open_tree(struct trace_event_raw_sys_enter *ctx)
+{
+	static const char fmt[] = "open_tree(%ld, 0x%lx, OPEN_TREE_CLONE)";
+	__u64 a[] = { ctx->args[0], ctx->args[1] };
+
+	if (!(ctx->args[2] & OPEN_TREE_CLONE))
+		return 0;
+	return guard_tp(CORRAL_TAMPER_MOUNT, fmt, a, sizeof(a));
+}
+
+SEC("tracepoint/syscalls/sys_enter_open_tree")
+int corral_tp_guard_open_tree(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard_tp_open_tree(ctx);
+}
+
+/* Linux 6.15 and later: a kernel without it leaves this program unattached */
+SEC("tracepoint/syscalls/sys_enter_open_tree_attr")
+int corral_tp_guard_open_tree_attr(struct trace_event_raw_sys_enter *ctx)
+{
+	return guard_tp_open_tree(ctx);
+}
 
 SEC("tracepoint/syscalls/sys_enter_prctl")
 int corral_tp_guard_prctl(struct trace_event_raw_sys_enter *ctx)

@@ -34,6 +34,9 @@ PR_SET_MM, PR_SET_MM_EXE_FILE, PR_SET_NAME = 35, 13, 15
 SYS_PIDFD_GETFD = 438
 SYS_BPF = 321
 BPF_MAP_CREATE = 0
+SYS_OPEN_TREE, SYS_FSOPEN, SYS_FSPICK, SYS_MOUNT_SETATTR = 428, 430, 433, 442
+AT_FDCWD = -100
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
 
 
 def _check(ret: int) -> int:
@@ -139,6 +142,80 @@ def test_mount_in_a_private_namespace(agent: Agent, backends: Backends) -> None:
     """A bind mount over an allowed program (or any mount) in the agent's own namespace."""
     _enforce(agent)
     _expect(backends, agent.run(_mount_tmpfs), fallback="killed")
+
+
+def _open_tree_clone(path: str) -> int:
+    """A detached copy of the mount tree at path, as an fd (open_tree(OPEN_TREE_CLONE))."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
+    return _check(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), flags))
+
+
+def _new_mount_api(call: str) -> str:
+    if call == "fsopen":
+        os.close(_check(libc.syscall(SYS_FSOPEN, b"tmpfs", 0)))
+    elif call == "open_tree":
+        os.close(_open_tree_clone("/tmp"))
+    elif call == "fspick":
+        os.close(_check(libc.syscall(SYS_FSPICK, AT_FDCWD, b"/", 0)))
+    else:  # an empty struct mount_attr: changes nothing, but the call is made
+        attr = (ctypes.c_uint64 * 4)()
+        _check(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", 0, attr, ctypes.sizeof(attr)))
+    return "done"
+
+
+@pytest.mark.parametrize("call", ["fsopen", "open_tree", "fspick", "mount_setattr"])
+def test_the_new_mount_api(agent: Agent, kern: Kernel, call: str) -> None:
+    """fsopen/fsmount build a mount no LSM hook sees, open_tree(OPEN_TREE_CLONE) a detached copy
+    of one, mount_setattr changes one: every backend kills at the syscall tracepoint."""
+    _enforce(agent)
+    assert f"corral_tp_guard_{call}" in kern.programs
+    out = agent.run(lambda: _new_mount_api(call))
+    assert out.signal == signal.SIGKILL, out
+
+
+def test_a_file_through_a_detached_mount(
+    agent: Agent, backends: Backends, collector: Collector, tmp_path: Path
+) -> None:
+    """A detached tree's paths start at its own root: through a clone of tmp_path,
+    "usr/bin/wc" is tmp_path's file under the path of a baselined program. An agent that kept
+    such an fd (made before ENFORCE, or passed to it) is refused every open through it on the
+    deny backends; the fallback does not see it (it judges the path text it was given)."""
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "usr" / "bin" / "wc").write_text("not wc\n")
+    tree = _open_tree_clone(str(tmp_path))
+    try:
+        _enforce(agent)
+        out = agent.run(lambda: Path(f"/proc/self/fd/{tree}/usr/bin/wc").read_text())
+        out_at = agent.run(lambda: os.close(os.open("usr/bin/wc", os.O_RDONLY, dir_fd=tree)))
+    finally:
+        os.close(tree)
+    _expect(backends, out, fallback="unseen")
+    _expect(backends, out_at, fallback="unseen")
+    if backends.guard in ("lsm", "fmod_ret"):
+        ev = _tamper_event(collector, out.pid, "mount")
+        assert ev.path == "open through a detached mount: /usr/bin/wc", ev
+
+
+def test_what_is_not_a_detached_mount_still_opens(agent: Agent) -> None:
+    """Pipes and memfds reopened through /proc/self/fd live on kernel-internal mounts; a
+    private mount namespace's mounts are the agent's own: none of them is refused."""
+    _enforce(agent)
+
+    def reopen() -> str:
+        r, w = os.pipe()
+        fd = os.open(f"/proc/self/fd/{w}", os.O_WRONLY)
+        os.write(fd, b"p")
+        mem = os.memfd_create("corral-test")
+        os.write(mem, b"m")
+        again = os.open(f"/proc/self/fd/{mem}", os.O_RDONLY)
+        _check(libc.unshare(CLONE_NEWNS))
+        return (
+            os.read(r, 1).decode()
+            + os.read(again, 1).decode()
+            + str(len(Path(sys.executable).read_bytes()) > 0)
+        )
+
+    assert agent.run(reopen).value == "pmTrue"
 
 
 def test_chroot(agent: Agent, backends: Backends, kern: Kernel) -> None:

@@ -4,10 +4,12 @@ The kernel side is attacked for real in tests/kernel/test_guard.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from corral.kernel import events, guard, layout
-from corral.kernel.loader import GUARD_PROGRAMS, Backends
+from corral.kernel.loader import GUARD_PROGRAMS, Backends, _no_such_tracepoint
 from corral.policy import review
 from corral.policy.agents import Deviation
 
@@ -68,9 +70,13 @@ def test_backends_choose_a_guard() -> None:
 def test_status_says_per_kind_what_happens() -> None:
     lsm = guard.enforcement("lsm", {})
     assert set(lsm) == set(layout.TAMPER_KINDS)
-    assert all(v == "denied with EPERM (BPF LSM)" for v in lsm.values())
+    assert all(v == "denied with EPERM (BPF LSM)" for k, v in lsm.items() if k != "mount")
+    assert lsm["mount"].startswith("denied with EPERM (BPF LSM); opening a file through a detach")
+    assert lsm["mount"].endswith("open_tree_attr): " + guard.KILLED)
     part = guard.enforcement("lsm", {"corral_lsm_guard_umount": "EINVAL"})
-    assert part["mount"] == "denied with EPERM (BPF LSM), except umount (hook not attached)"
+    assert part["mount"].startswith(
+        "denied with EPERM (BPF LSM), except umount (hook not attached); "
+    )
     gone = guard.enforcement("fmod_ret", {"corral_fmod_guard_chroot": "EINVAL"})
     assert gone["chroot"] == "not seen: hook not attached (EINVAL)"
 
@@ -81,6 +87,11 @@ def test_status_says_per_kind_what_happens() -> None:
     assert fb["cgroup"].startswith("clone3(CLONE_INTO_CGROUP) killed")
     assert fb["raw-socket"].startswith("raw inet sockets denied with EPERM")
     assert "ptrace and process_vm_* not seen" in fb["ptrace"]
+    # a syscall this kernel does not have is no gap: open_tree_attr before Linux 6.15
+    old = guard.enforcement("tracepoint", {"corral_tp_guard_open_tree_attr": guard.NO_SUCH_SYSCALL})
+    assert old["mount"] == guard.KILLED
+    gap = guard.enforcement("tracepoint", {"corral_tp_guard_fsmount": "Permission denied"})
+    assert gap["mount"] == guard.KILLED + ", except fsmount (hook not attached)"
     none = guard.enforcement("none", {}, "the tamper guard (lsm) did not load: E2BIG")
     assert all(v.startswith("not guarded: the tamper guard") for v in none.values())
 
@@ -94,3 +105,10 @@ def test_every_program_named_for_status_exists_in_the_loader_lists() -> None:
         for names in hooks.values():
             for h in names:
                 assert prefix + h in GUARD_PROGRAMS[family], (family, h)
+
+
+def test_a_tracepoint_the_kernel_lacks_is_told_from_one_that_failed(tmp_path: Path) -> None:
+    (tmp_path / "events" / "syscalls" / "sys_enter_fsopen").mkdir(parents=True)
+    assert not _no_such_tracepoint(tmp_path, "tracepoint/syscalls/sys_enter_fsopen")
+    assert _no_such_tracepoint(tmp_path, "tracepoint/syscalls/sys_enter_open_tree_attr")
+    assert not _no_such_tracepoint(tmp_path, "lsm/file_open")

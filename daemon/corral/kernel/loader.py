@@ -31,6 +31,7 @@ from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader, bpf_o
 from corral.contract import Conflict
 
 from . import hostfs, layout
+from .guard import NEW_MOUNT_API, NO_SUCH_SYSCALL
 from .keys import (
     _allow_value,
     exact_key_bytes,
@@ -72,12 +73,13 @@ GUARD_HOOKS = (
 )  # fmt: skip
 TP_GUARDS = (
     "bpf", "mount", "umount", "move_mount", "pivot_root", "chroot", "pidfd_getfd", "prctl",
-    "socket", "kill", "tgkill", "tkill", "clone3",
+    "socket", "kill", "tgkill", "tkill", "clone3", *NEW_MOUNT_API,
 )  # fmt: skip
 GUARD_EXEMPT = ("corral_guard_attach", "corral_guard_fork", "corral_guard_exec")
+_TP_MOUNT_API = tuple(f"corral_tp_guard_{n}" for n in NEW_MOUNT_API)
 GUARD_PROGRAMS: dict[str, tuple[str, ...]] = {
-    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS) + GUARD_EXEMPT,
-    "fmod_ret": tuple(f"corral_fmod_guard_{h}" for h in GUARD_HOOKS) + GUARD_EXEMPT,
+    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS) + _TP_MOUNT_API + GUARD_EXEMPT,
+    "fmod_ret": tuple(f"corral_fmod_guard_{h}" for h in GUARD_HOOKS) + _TP_MOUNT_API + GUARD_EXEMPT,
     # the fallback: raw inet sockets denied; the rest killed after the call (syscall tracepoints)
     "tracepoint": (
         "corral_cg_guard_sock",
@@ -366,10 +368,11 @@ class Kernel:
         if self._active:
             return
         assert self._obj is not None
+        tracefs: Path | None = None
         if any(
             p.autoload and p.section.startswith("tracepoint/") for p in self._obj.programs.values()
         ):
-            hostfs.ensure_tracefs()
+            tracefs = hostfs.ensure_tracefs()
         for name, prog in self._obj.programs.items():
             if not prog.autoload:
                 continue
@@ -382,6 +385,10 @@ class Kernel:
                 if name not in GUARD_PROGRAMS[self.backends.guard]:
                     raise
                 # one hook of the guard missing does not take the dimensions down: said in status
+                if tracefs is not None and _no_such_tracepoint(tracefs, prog.section):
+                    self.guard_unattached[name] = NO_SUCH_SYSCALL
+                    log.info("tamper guard hook skipped", program=name, reason=NO_SUCH_SYSCALL)
+                    continue
                 self.guard_unattached[name] = str(e).splitlines()[0]
                 log.error("tamper guard hook not attached", program=name, error=str(e))
                 continue
@@ -776,6 +783,13 @@ class Kernel:
     def ring_reader(self) -> RingReader:
         """Batches of records without a libbpf callback each (x86-64: RingReader.supported)."""
         return RingReader(self.map("events"))
+
+
+def _no_such_tracepoint(tracefs: Path, section: str) -> bool:
+    """A "tracepoint/CATEGORY/NAME" section whose tracepoint this kernel lacks (a newer syscall)."""
+    if not section.startswith("tracepoint/"):
+        return False
+    return not (tracefs / "events" / section.removeprefix("tracepoint/")).is_dir()
 
 
 def _ours(map_name: str) -> bool:
