@@ -5,7 +5,7 @@
  * in corral.h. Backends:
  *   LSM / fmod_ret  security_bpf, task_prctl, sb_mount, move_mount, sb_umount, sb_pivotroot,
  *                   path_chroot, ptrace_access_check, socket_create, file_open (cgroupfs writes;
- *                   any open through a detached mount),
+ *                   any open through a detached mount), file_permission (kept cgroupfs fds),
  *                   inode_unlink, inode_rename (bpffs), task_kill (corrald)       -> -EPERM
  *   fallback        cgroup/sock_create (raw inet sockets)                          -> EPERM
  *                   syscall tracepoints (bpf, mount family, chroot, PR_SET_MM, AF_PACKET,
@@ -27,6 +27,8 @@
 #define AF_PACKET 17
 #define PTRACE_MODE_ATTACH 0x02
 #define FMODE_WRITE 0x2
+#define MAY_WRITE 0x2
+#define MAY_APPEND 0x8
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #define OPEN_TREE_CLONE 1
 #define MAX_ERRNO 4095
@@ -389,6 +391,30 @@ static __always_inline int guard_open(struct file *file, __u8 backend)
 	return guard_open_kind(file, CORRAL_TAMPER_CGROUP, cg_fmt, backend);
 }
 
+/*
+ * A write through a cgroupfs descriptor opened before the agent was in ENFORCE (the open would
+ * be refused now). Runs for every read and write on the node: the mask is tested first.
+ */
+static __always_inline int guard_write(struct file *file, int mask, __u8 backend)
+{
+	/* bpf_d_path is not allowed in this hook: the cgroup's name and the file's */
+	static const char fmt[] = "write through a kept cgroupfs descriptor: .../%s/%s";
+	struct subject s;
+	__u64 a[2];
+	__u64 magic;
+
+	if (!(mask & (MAY_WRITE | MAY_APPEND)))
+		return 0;
+	magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
+	if (magic != CGROUP2_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
+		return 0;
+	if (!guard_init(&s, CORRAL_TAMPER_CGROUP, backend, true))
+		return 0;
+	a[0] = (__u64)BPF_CORE_READ(file, f_path.dentry, d_parent, d_name.name);
+	a[1] = (__u64)BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	return guard_act(&s, CORRAL_TAMPER_CGROUP, true, false, true, fmt, a, sizeof(a));
+}
+
 /* clone3(CLONE_INTO_CGROUP): a child born in another cgroup, outside the agent. */
 static __always_inline int guard_clone(__u64 flags, __u8 backend)
 {
@@ -518,6 +544,12 @@ int BPF_PROG(corral_lsm_guard_open, struct file *file)
 	return lsm_ret(guard_open(file, LSM_B));
 }
 
+SEC("lsm/file_permission")
+int BPF_PROG(corral_lsm_guard_write, struct file *file, int mask)
+{
+	return lsm_ret(guard_write(file, mask, LSM_B));
+}
+
 SEC("lsm/inode_unlink")
 int BPF_PROG(corral_lsm_guard_unlink, struct inode *dir, struct dentry *dentry)
 {
@@ -625,6 +657,12 @@ SEC("fmod_ret/security_file_open")
 int BPF_PROG(corral_fmod_guard_open, struct file *file)
 {
 	return lsm_ret(guard_open(file, FMOD_B));
+}
+
+SEC("fmod_ret/security_file_permission")
+int BPF_PROG(corral_fmod_guard_write, struct file *file, int mask)
+{
+	return lsm_ret(guard_write(file, mask, FMOD_B));
 }
 
 SEC("fmod_ret/security_inode_unlink")

@@ -176,9 +176,7 @@ def test_preseed_enforce_diff_accept_round_trip(daemon: Daemon, tmp_path: Path) 
         # 7. replace without the accepted peer, in enforce: the kernel lists are swapped whole,
         # the peer is denied again and the rest still works
         reviewed = tmp_path / "reviewed.yaml"
-        reviewed.write_text(
-            "".join(ln + "\n" for ln in lines if f"port: {nport}," not in ln)
-        )
+        reviewed.write_text("".join(ln + "\n" for ln in lines if f"port: {nport}," not in ln))
         r = ctl(daemon, "baseline", "import", AGENT, str(reviewed), "--replace")
         assert r.returncode == 0 and "0 added, 1 removed" in r.stdout, r.stdout + r.stderr
         time.sleep(1.1)

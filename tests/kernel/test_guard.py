@@ -314,6 +314,27 @@ def test_leaving_the_cgroup(agent: Agent, backends: Backends, kern: Kernel) -> N
         other.rmdir()
 
 
+def test_leaving_the_cgroup_through_a_kept_descriptor(
+    agent: Agent, backends: Backends, collector: Collector, kern: Kernel
+) -> None:
+    """cgroup.procs opened for writing before the agent was in ENFORCE (or handed to it): the
+    open was allowed then; the write is judged now."""
+    other = kern.cgroup_root / f"corral-test-out-{uuid.uuid4().hex[:8]}"
+    other.mkdir()
+    kept = os.open(other / "cgroup.procs", os.O_WRONLY)
+    try:
+        _enforce(agent)
+        out = agent.run(lambda: os.write(kept, str(os.getpid()).encode()) and "left")
+        _expect(backends, out, fallback="unseen")
+        if backends.guard in ("lsm", "fmod_ret"):
+            ev = _tamper_event(collector, out.pid, "cgroup")
+            assert ev.path.startswith("write through a kept cgroupfs descriptor: "), ev
+            assert ev.path.endswith(f"/{other.name}/cgroup.procs"), ev
+    finally:
+        os.close(kept)
+        other.rmdir()
+
+
 def test_unlinking_a_pin(agent: Agent, backends: Backends, kern: Kernel) -> None:
     _enforce(agent)
     pin = Path("/sys/fs/bpf") / f"corral-test-{uuid.uuid4().hex[:8]}"

@@ -16,7 +16,7 @@ _DENY_HOOKS = {
     "chroot": ("chroot",),
     "ptrace": ("ptrace",),
     "raw-socket": ("socket",),
-    "cgroup": ("open", "clone"),
+    "cgroup": ("open", "clone", "write"),
     "bpffs": ("unlink", "rename"),
     "signal": ("kill", "sigio"),
     "prctl": ("prctl",),

@@ -69,7 +69,7 @@ OPEN_PROGRAMS = {
 # container runtime's init exempt until it execs; every family that reads the task needs them.
 GUARD_HOOKS = (
     "bpf", "prctl", "mount", "move_mount", "umount", "pivotroot", "chroot", "ptrace", "socket",
-    "open", "unlink", "rename", "kill", "clone", "sigio",
+    "open", "unlink", "rename", "kill", "clone", "sigio", "write",
 )  # fmt: skip
 TP_GUARDS = (
     "bpf", "mount", "umount", "move_mount", "pivot_root", "chroot", "pidfd_getfd", "prctl",
