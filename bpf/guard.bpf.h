@@ -11,7 +11,8 @@
  *                   syscall tracepoints (bpf, mount family, chroot, PR_SET_MM, AF_PACKET,
  *                   pidfd_getfd, signals to corrald)      -> SIGKILL: the call itself completes
  *   every backend   syscall tracepoints of the new mount API (fsopen, fsmount, fspick,
- *                   mount_setattr, open_tree with OPEN_TREE_CLONE): no LSM hook sees them
+ *                   mount_setattr, open_tree with OPEN_TREE_CLONE) and of setns into a mount
+ *                   namespace: no LSM hook sees them
  *                                                          -> SIGKILL: the call itself completes
  * A container runtime's init is exempt until it execs (guard_exempt below).
  */
@@ -31,6 +32,7 @@
 #define MAY_APPEND 0x8
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #define OPEN_TREE_CLONE 1
+#define CLONE_NEWNS 0x00020000
 #define MAX_ERRNO 4095
 
 struct {
@@ -743,6 +745,18 @@ GUARD_TP(fsopen, CORRAL_TAMPER_MOUNT, "fsopen(0x%lx, 0x%lx)")
 GUARD_TP(fsmount, CORRAL_TAMPER_MOUNT, "fsmount(%ld, 0x%lx)")
 GUARD_TP(fspick, CORRAL_TAMPER_MOUNT, "fspick(%ld, 0x%lx)")
 GUARD_TP(mount_setattr, CORRAL_TAMPER_MOUNT, "mount_setattr(%ld, 0x%lx)")
+
+/* setns into a mount namespace: like chroot, it changes what every path names */
+SEC("tracepoint/syscalls/sys_enter_setns")
+int corral_tp_guard_setns(struct trace_event_raw_sys_enter *ctx)
+{
+	static const char fmt[] = "setns(%ld, 0x%lx)";
+	__u64 a[] = { ctx->args[0], ctx->args[1] };
+
+	if (ctx->args[1] && !(ctx->args[1] & CLONE_NEWNS))
+		return 0;
+	return guard_tp(CORRAL_TAMPER_CHROOT, fmt, a, sizeof(a));
+}
 
 static __always_inline int guard_tp_open_tree(struct trace_event_raw_sys_enter *ctx)
 {

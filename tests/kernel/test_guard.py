@@ -173,6 +173,26 @@ def test_the_new_mount_api(agent: Agent, kern: Kernel, call: str) -> None:
     assert out.signal == signal.SIGKILL, out
 
 
+@pytest.mark.parametrize("ns", ["mnt", "net"])
+def test_setns(agent: Agent, kern: Kernel, ns: str) -> None:
+    """Entering a mount namespace changes what every path names, as chroot does: killed on every
+    backend (no LSM hook sees setns; nstype 0 may be any namespace). Naming another namespace
+    (CLONE_NEWNET) is none of the guard's business."""
+    _enforce(agent)
+    assert "corral_tp_guard_setns" in kern.programs
+
+    def enter() -> str:
+        fd = os.open(f"/proc/self/ns/{ns}", os.O_RDONLY)
+        _check(libc.setns(fd, 0 if ns == "mnt" else 0x40000000))  # os.setns is Python 3.12
+        return "entered"
+
+    out = agent.run(enter)
+    if ns == "mnt":
+        assert out.signal == signal.SIGKILL, out
+    else:
+        assert out.value == "entered", out
+
+
 def test_a_file_through_a_detached_mount(
     agent: Agent, backends: Backends, collector: Collector, tmp_path: Path
 ) -> None:

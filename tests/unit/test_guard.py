@@ -70,7 +70,13 @@ def test_backends_choose_a_guard() -> None:
 def test_status_says_per_kind_what_happens() -> None:
     lsm = guard.enforcement("lsm", {})
     assert set(lsm) == set(layout.TAMPER_KINDS)
-    assert all(v == "denied with EPERM (BPF LSM)" for k, v in lsm.items() if k != "mount")
+    assert all(
+        v == "denied with EPERM (BPF LSM)" for k, v in lsm.items() if k not in ("mount", "chroot")
+    )
+    assert (
+        lsm["chroot"]
+        == "denied with EPERM (BPF LSM); setns into a mount namespace: " + guard.KILLED
+    )
     assert lsm["mount"].startswith("denied with EPERM (BPF LSM); opening a file through a detach")
     assert lsm["mount"].endswith("open_tree_attr): " + guard.KILLED)
     part = guard.enforcement("lsm", {"corral_lsm_guard_umount": "EINVAL"})
@@ -78,11 +84,11 @@ def test_status_says_per_kind_what_happens() -> None:
         "denied with EPERM (BPF LSM), except umount (hook not attached); "
     )
     gone = guard.enforcement("fmod_ret", {"corral_fmod_guard_chroot": "EINVAL"})
-    assert gone["chroot"] == "not seen: hook not attached (EINVAL)"
+    assert gone["chroot"].startswith("not seen: hook not attached (EINVAL); setns into a mount")
 
     fb = guard.enforcement("tracepoint", {"corral_tp_guard_chroot": "Permission denied"})
     assert fb["bpf"] == guard.KILLED
-    assert fb["chroot"].startswith("not seen")
+    assert fb["chroot"] == guard.KILLED + ", except chroot (hook not attached)"
     assert fb["bpffs"] == guard.UNSEEN
     assert fb["cgroup"].startswith("clone3(CLONE_INTO_CGROUP) killed")
     assert fb["raw-socket"].startswith("raw inet sockets denied with EPERM")

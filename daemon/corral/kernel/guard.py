@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from .layout import TAMPER_KINDS
 
-# The new mount API has no LSM hook: every guard backend that reads the task kills at its
-# syscall tracepoints (open_tree_attr: Linux 6.15 and later).
+# Calls no LSM hook sees: every guard backend that reads the task kills at their syscall
+# tracepoints (open_tree_attr: Linux 6.15 and later; setns: into a mount namespace only).
 NEW_MOUNT_API = ("fsopen", "fsmount", "fspick", "mount_setattr", "open_tree", "open_tree_attr")
+TP_EVERYWHERE = (*NEW_MOUNT_API, "setns")
 
 # the hooks of each kind, by guard backend (program names without their family prefix)
 _DENY_HOOKS = {
@@ -24,7 +25,7 @@ _DENY_HOOKS = {
 _TRACEPOINT_HOOKS = {
     "bpf": ("bpf",),
     "mount": ("mount", "umount", "move_mount", "pivot_root", *NEW_MOUNT_API),
-    "chroot": ("chroot",),
+    "chroot": ("chroot", "setns"),
     "ptrace": ("pidfd_getfd",),
     "raw-socket": ("socket",),
     "signal": ("kill", "tgkill", "tkill"),
@@ -47,6 +48,8 @@ def enforcement(guard: str, unattached: dict[str, str], error: str = "") -> dict
             "; opening a file through a detached mount: denied; the new mount API (fsopen, "
             f"fsmount, fspick, mount_setattr, open_tree clone, open_tree_attr): {api}"
         )
+        setns = _hooks_state(KILLED, "corral_tp_guard_", ("setns",), unattached)
+        out["chroot"] += f"; setns into a mount namespace: {setns}"
         return out
     out = dict.fromkeys(TAMPER_KINDS, UNSEEN if not error else f"not guarded: {error}")
     if guard == "none":

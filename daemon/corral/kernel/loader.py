@@ -31,7 +31,7 @@ from bpfkit import BpfError, BpfObject, Link, Map, RingBuffer, RingReader, bpf_o
 from corral.contract import Conflict
 
 from . import hostfs, layout
-from .guard import NEW_MOUNT_API, NO_SUCH_SYSCALL
+from .guard import NO_SUCH_SYSCALL, TP_EVERYWHERE
 from .keys import (
     _allow_value,
     exact_key_bytes,
@@ -73,13 +73,15 @@ GUARD_HOOKS = (
 )  # fmt: skip
 TP_GUARDS = (
     "bpf", "mount", "umount", "move_mount", "pivot_root", "chroot", "pidfd_getfd", "prctl",
-    "socket", "kill", "tgkill", "tkill", "clone3", *NEW_MOUNT_API,
+    "socket", "kill", "tgkill", "tkill", "clone3", *TP_EVERYWHERE,
 )  # fmt: skip
 GUARD_EXEMPT = ("corral_guard_attach", "corral_guard_fork", "corral_guard_exec")
-_TP_MOUNT_API = tuple(f"corral_tp_guard_{n}" for n in NEW_MOUNT_API)
+_TP_EVERYWHERE = tuple(f"corral_tp_guard_{n}" for n in TP_EVERYWHERE)
 GUARD_PROGRAMS: dict[str, tuple[str, ...]] = {
-    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS) + _TP_MOUNT_API + GUARD_EXEMPT,
-    "fmod_ret": tuple(f"corral_fmod_guard_{h}" for h in GUARD_HOOKS) + _TP_MOUNT_API + GUARD_EXEMPT,
+    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS) + _TP_EVERYWHERE + GUARD_EXEMPT,
+    "fmod_ret": tuple(f"corral_fmod_guard_{h}" for h in GUARD_HOOKS)
+    + _TP_EVERYWHERE
+    + GUARD_EXEMPT,
     # the fallback: raw inet sockets denied; the rest killed after the call (syscall tracepoints)
     "tracepoint": (
         "corral_cg_guard_sock",
