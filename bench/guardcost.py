@@ -9,7 +9,7 @@ this reuses): per round each state loads, fills its lists, measures every worklo
 (kernel.bpf_stats_enabled) over the loop, median of the rounds, and the sum over the programs
 that ran once per operation: what corral's BPF costs that operation in each state. The agent's
 own syscalls never reach a guarded call here: what is measured is the guard's cost to ordinary
-work (its early outs), which every process on the node pays for open, fork and exec.
+work (its early outs), which every process on the node pays for open, write, fork and exec.
 
     python -m bench.guardcost [--write-doc]     both kernels (~15 min on 2 CPUs)
 """
@@ -33,8 +33,17 @@ from .stats import median
 
 MARKER = "CORRAL-GUARDCOST-JSON "
 TITLE = "## Per-call cost of the tamper guard"
-WORKLOADS = tuple(
-    w for w in progcost.WORKLOADS if w[0] in ("open-exact", "open-miss", "exec-any", "connect")
+_WRITE = (
+    "write",
+    "pwrite of 1 byte to an allowed file opened once (file_permission: every read and write)",
+    "write",
+    "data",
+    "enforce",
+    False,
+)
+WORKLOADS = (
+    *(w for w in progcost.WORKLOADS if w[0] in ("open-exact", "open-miss", "exec-any", "connect")),
+    _WRITE,
 )
 
 
@@ -50,6 +59,7 @@ def guest(obj: Path, families: list[str], rounds: int, target_s: float, seed: in
             fx = syscalls.Fixture.make(root, tools["exit0"])
             files = progcost.make_files(root, fx)
             iters = syscalls.calibrate(tools["loop"], cg, fx, target_s)
+            iters["write"] = iters["open"] * 4  # a pwrite costs a fraction of an open+close
             out["iterations"] = iters
             for family in families:
                 guarded = Backends.choose(family)
@@ -141,7 +151,8 @@ def section(res: dict[str, Any]) -> list[str]:
         "`run_time_ns / run_cnt` over the loop, median of the rounds; *BPF per op*: the sum "
         "over the programs that ran once per operation. The guard changes none of the "
         "dimensions' programs; what it adds to ordinary work is its early outs (an open not "
-        "for writing on cgroupfs, a fork or exec outside an exempt runtime init). TCG "
+        "for writing on cgroupfs and on a mount of the opener's namespace, a write not on "
+        "cgroupfs, a fork or exec outside an exempt runtime init). TCG "
         "emulates the CPU: compare only rows of the same boot.",
         "",
         "| kernel | backend | workload | BPF per op without | with | change "

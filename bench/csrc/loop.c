@@ -7,6 +7,7 @@
  *   loop [-c CGROUP] exec N PATH        N x posix_spawn(PATH) + waitpid (PATH: a static binary)
  *   loop [-c CGROUP] connect N PORT     N x socket + connect(127.0.0.1:PORT) + accept + close
  *                                       (the listener is this process; RST close, no TIME_WAIT)
+ *   loop [-c CGROUP] write N PATH       N x pwrite(fd, "x", 1, 0) on PATH opened once
  *   loop [-c CGROUP] flipwatch PORT S   connect(127.0.0.1:PORT) in a loop for up to S seconds;
  *                                       prints each change of outcome (refused <-> EPERM)
  *   loop [-c CGROUP] gen-open RATE S DIR   novel opens DIR/<n> at RATE per second for S seconds
@@ -87,6 +88,12 @@ static int open_once(const char *path)
 	return 0;
 }
 
+/* One byte written in place: every read and write on the node pays file_permission. */
+static int write_once(int fd)
+{
+	return pwrite(fd, "x", 1, 0) == 1 ? 0 : -1;
+}
+
 static int exec_once(const char *path)
 {
 	char *argv[] = {(char *)path, NULL};
@@ -159,6 +166,12 @@ static int timed(const char *op, long n, const char *arg)
 		port = atoi(arg);
 		l = listener(port);
 		a = loopback(port);
+	} else if (!strcmp(op, "write")) {
+		l = open(arg, O_WRONLY | O_CLOEXEC);
+		if (l < 0) {
+			fprintf(stderr, "loop write: %s: %s\n", arg, strerror(errno));
+			return 2;
+		}
 	}
 	for (i = 0; i < warm + n; i++) {
 		int rc;
@@ -171,6 +184,8 @@ static int timed(const char *op, long n, const char *arg)
 			rc = open_once(arg);
 		else if (!strcmp(op, "exec"))
 			rc = exec_once(arg);
+		else if (!strcmp(op, "write"))
+			rc = write_once(l);
 		else
 			rc = connect_once(l, &a);
 		if (rc) {
@@ -253,13 +268,13 @@ int main(int argc, char **argv)
 		i = 3;
 	}
 	if (argc - i == 3 && (!strcmp(argv[i], "open") || !strcmp(argv[i], "exec") ||
-			      !strcmp(argv[i], "connect")))
+			      !strcmp(argv[i], "connect") || !strcmp(argv[i], "write")))
 		return timed(argv[i], atol(argv[i + 1]), argv[i + 2]);
 	if (argc - i == 3 && !strcmp(argv[i], "flipwatch"))
 		return flipwatch(atoi(argv[i + 1]), atof(argv[i + 2]));
 	if (argc - i == 4 && !strcmp(argv[i], "gen-open"))
 		return gen_open(atof(argv[i + 1]), atof(argv[i + 2]), argv[i + 3]);
-	fprintf(stderr, "usage: %s [-c CGROUP] open|exec|connect N ARG | flipwatch PORT SECONDS | "
+	fprintf(stderr, "usage: %s [-c CGROUP] open|exec|connect|write N ARG | flipwatch PORT SECONDS | "
 			"gen-open RATE SECONDS DIR\n", argv[0]);
 	return 64;
 }
