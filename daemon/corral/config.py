@@ -57,6 +57,11 @@ class IdentityConfig:
     label_selector: str = ""
     local_globs: list[str] = field(default_factory=list)
     kubelet: KubeletConfig = field(default_factory=KubeletConfig)
+    # runtimeClassName globs of pods that run in gVisor / Kata (host BPF does not see them)
+    gvisor_runtime_classes: list[str] = field(
+        default_factory=lambda: ["gvisor", "gvisor-*", "runsc", "runsc-*"]
+    )
+    kata_runtime_classes: list[str] = field(default_factory=lambda: ["kata", "kata-*"])
 
 
 @dataclass

@@ -205,6 +205,7 @@ class AgentSample:
     deviations: int  # distinct deviations waiting for review
     # the tamper guard's counters (struct corral_counters fields: would_deny, denied, ...)
     tamper: Mapping[str, int] = field(default_factory=dict)
+    covered: bool = True  # False: its pods run where host BPF does not see (gVisor, Kata)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,15 @@ def agent_families(agents: Sequence[AgentSample]) -> Iterator[Metric]:
         "backend that cannot deny), denied (EPERM, or SIGKILL on the fallback). Never learned.",
         labels=["agent", "verdict"],
     )
+    covered = GaugeMetricFamily(
+        "corral_agent_covered",
+        "1 when host BPF sees the agent's execs, opens and connects; 0 when its pods run in "
+        "gVisor or Kata (their syscalls never reach the host kernel: an empty baseline there "
+        "is not a quiet agent). `corralctl agent NAME` says why.",
+        labels=["agent"],
+    )
     for a in agents:
+        covered.add_metric([a.name], 1.0 if a.covered else 0.0)
         for verdict in ("would_deny", "denied"):
             attempts.add_metric([a.name, verdict], a.tamper.get(verdict, 0))
         for dim in DIMS:
@@ -116,7 +124,7 @@ def agent_families(agents: Sequence[AgentSample]) -> Iterator[Metric]:
             suppressed.add_metric([a.name, dim], c.get("suppressed", 0))
             dropped.add_metric([a.name, dim], c.get("dropped", 0))
         deviations.add_metric([a.name], a.deviations)
-    yield from (mode, entries, decisions, suppressed, dropped, deviations, attempts)
+    yield from (mode, entries, decisions, suppressed, dropped, deviations, attempts, covered)
 
 
 def node_families(s: Sample) -> Iterator[Metric]:

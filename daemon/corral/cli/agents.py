@@ -101,7 +101,22 @@ def render_agents(agents: list[dict[str, Any]]) -> str:
     text = table(headers, rows)
     if any(r[i].endswith("*") for r in rows for i in (1, 2, 3)):
         text += "\n* this node cannot apply the mode as set; see `corralctl agent NAME` (effective)"
+    for a in agents:
+        if not _covered(a):
+            text += f"\n{_cell('', a.get('name'))}: {_coverage_text(a)}"
     return text
+
+
+def _covered(agent: dict[str, Any]) -> bool:
+    cov = agent.get("coverage")
+    return not isinstance(cov, dict) or cov.get("covered") is not False
+
+
+def _coverage_text(agent: dict[str, Any]) -> str:
+    """'covered', or 'not covered: <why>' (its pods run in gVisor or Kata)."""
+    if _covered(agent):
+        return "covered"
+    return f"not covered: {_cell('', agent['coverage'].get('why'))}"
 
 
 def cmd_status(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -138,6 +153,8 @@ def _render_agent(agent: Any) -> str:
     if not isinstance(agent, dict) or not isinstance(agent.get("promotion"), dict):
         return _render_mapping_text(agent)
     agent = {**agent, "promotion": _promotion_for_people(agent["promotion"])}
+    if isinstance(agent.get("coverage"), dict):
+        agent["coverage"] = _coverage_text(agent)
     return "\n".join(render_mapping(agent))
 
 

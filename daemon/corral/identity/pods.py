@@ -73,6 +73,7 @@ class PodInfo:
     spec_containers: tuple[str, ...]
     containers: tuple[ContainerInfo, ...]
     created: datetime | None
+    runtime_class: str = ""  # spec.runtimeClassName ("": the node's default runtime)
 
     @property
     def is_static(self) -> bool:
@@ -196,6 +197,7 @@ def parse_pod(obj: Any) -> PodInfo | None:
         ),
         containers=_containers(status),
         created=parse_time(meta.get("creationTimestamp")),
+        runtime_class=str(spec.get("runtimeClassName") or ""),
     )
 
 

@@ -22,6 +22,7 @@ from .cgroupfs import (
     subdirs,
 )
 from .kubelet import KubeletClient, KubeletError, KubeletHealth
+from .sandbox import SandboxDetector
 from .selector import PodSelector
 from .watch import CgroupWatcher
 from .workloads import Workload, discover
@@ -30,7 +31,8 @@ log = structlog.get_logger("corral.identity")
 
 
 class KubernetesSource:
-    """poll(): kubelet pods + one cgroupfs scan (in a thread) -> workloads."""
+    """poll(): kubelet pods + one cgroupfs scan (in a thread) -> workloads, each saying
+    whether its pods run in a sandbox host BPF does not see (sandbox.py, also in a thread)."""
 
     def __init__(
         self,
@@ -41,8 +43,10 @@ class KubernetesSource:
         started_at: float | None = None,
         max_depth: int = DEFAULT_MAX_DEPTH,
         watch: bool = True,
+        sandboxes: SandboxDetector | None = None,
     ) -> None:
         self.client = client
+        self.sandboxes = sandboxes or SandboxDetector()
         self.cgroup_root = os.fspath(cgroup_root or cgroup2_mount())
         self.selector = selector or PodSelector()
         self.started_at = time.time() if started_at is None else started_at
@@ -74,7 +78,14 @@ class KubernetesSource:
             raise
         self.index = await index_task
         self._rewatch(self.index)
-        return discover(pods, self.index, selector=self.selector, started_at=self.started_at)
+        sandboxes = await asyncio.to_thread(self.sandboxes.detect, pods, self.index)
+        return discover(
+            pods,
+            self.index,
+            selector=self.selector,
+            started_at=self.started_at,
+            sandboxes=sandboxes,
+        )
 
     def _rewatch(self, index: CgroupIndex) -> None:
         if self.watcher is None:

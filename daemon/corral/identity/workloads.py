@@ -8,7 +8,7 @@ already covered by the deepest registered ancestor.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +24,7 @@ from .pods import (
     pod_mode,
     pod_promotion,
 )
+from .sandbox import Sandbox
 from .selector import PodSelector
 
 
@@ -40,6 +41,7 @@ class Workload:
     auto_promote: bool | None = None  # from corral.io/auto-promote
     promotion: dict[str, float | int] | None = None  # gates from corral.io/promotion
     partial: bool = False  # any container was already running before corral started
+    sandbox: Sandbox | None = None  # a pod of it runs where host BPF does not see (sandbox.py)
 
     def registrations(self) -> list[tuple[int, bool]]:
         """(cgroup id, inherit) pairs to write into the cgroup -> agent map."""
@@ -87,12 +89,14 @@ def discover(
     *,
     selector: PodSelector | None = None,
     started_at: datetime | float | None = None,
+    sandboxes: Mapping[str, Sandbox] | None = None,
 ) -> list[Workload]:
     """Group this node's pods into agents (one per workload and container name).
 
     Annotations (mode, auto-promote, promotion) come from the newest pod that sets a valid
     value, so a rollout that changes them takes effect with its first new pod. started_at:
-    the daemon's start; a container running since before it is `partial`."""
+    the daemon's start; a container running since before it is `partial`. sandboxes: pod
+    uid -> Sandbox (SandboxDetector.detect); an agent with a pod among them is not covered."""
     selector = selector or PodSelector()
     if started_at is None:
         started_at = datetime.now(UTC)
@@ -105,12 +109,16 @@ def discover(
         if pod.phase in TERMINAL_PHASES or key in seen or not selector.matches(pod):
             continue
         seen.add(key)  # a static pod and its mirror are one pod
-        _add_pod(out, pod, cgroup_index, started_at)
+        _add_pod(out, pod, cgroup_index, started_at, (sandboxes or {}).get(pod.uid))
     return sorted(out.values(), key=lambda w: w.agent)
 
 
 def _add_pod(
-    out: dict[str, Workload], pod: PodInfo, index: CgroupIndex, started_at: datetime
+    out: dict[str, Workload],
+    pod: PodInfo,
+    index: CgroupIndex,
+    started_at: datetime,
+    sandbox: Sandbox | None,
 ) -> None:
     ref = PodRef(pod.namespace, pod.name, pod.uid, pod.cgroup_uid)
     mode, auto, gates = pod_mode(pod), pod_auto_promote(pod), pod_promotion(pod)
@@ -122,6 +130,7 @@ def _add_pod(
         w.mode = w.mode if w.mode is not None else mode
         w.auto_promote = w.auto_promote if w.auto_promote is not None else auto
         w.promotion = w.promotion if w.promotion is not None else gates
+        w.sandbox = w.sandbox or sandbox
     for c in pod.containers:
         cc = _container_cgroup(c, index, started_at)
         if cc is not None:

@@ -14,6 +14,7 @@ from corral.kernel.layout import DIMS
 from corral.policy.agents import Agent, check_mode, check_tamper_kinds
 from corral.policy.promotion import effective, gates_view, readiness, set_gates
 
+from . import coverage
 from .cgroups import Cgroups, populated
 from .state import NodeState
 from .status import StatusView
@@ -34,12 +35,18 @@ class AgentService:
         self.verify: Callable[[list[str]], int] | None = None
 
     def summary(self, agent: Agent) -> dict[str, Any]:
+        sandbox = self.state.uncovered.get(agent.name)
+        modes = agent.modes
         return {
             "name": agent.name,
             "id": agent.id,
             "source": agent.source,
-            "modes": dict(agent.modes),
-            "effective": {d: self.view.effective(d, agent.modes[d]) for d in DIMS},
+            "modes": dict(modes),
+            "effective": {
+                d: coverage.effective(modes[d], sandbox, self.view.effective(d, modes[d]))
+                for d in DIMS
+            },
+            "coverage": coverage.view(sandbox),
             "auto_promote": agent.auto_promote,
             "baseline": self.state.baselines[agent.name].summary(),
             "counters": self.sync.k.counters(agent.id),
@@ -103,6 +110,7 @@ class AgentService:
                 check_mode(dim, mode)
         except ValueError as e:
             raise BadRequest(str(e)) from None
+        coverage.refuse_enforce(name, self.state.uncovered.get(name), modes)
         wanted = {**agent.modes, **modes}
         if wanted != agent.modes:
             old = dict(agent.modes)

@@ -20,6 +20,7 @@ from corral.policy.lineage import caller_list
 from corral.policy.patterns import PatternError, kernel_groups
 from corral.policy.promotion import set_gates
 
+from .coverage import refuse_enforce
 from .state import NodeState
 from .sync import KernelSync
 
@@ -239,6 +240,7 @@ class BaselineService:
         )
         modes = {} if keep_modes else dict(doc.modes)
         auto = None if keep_modes else doc.auto_promote
+        refuse_enforce(name, state.uncovered.get(name), modes)
         result: dict[str, Any] = {
             "agent": name,
             "created": agent is None,

@@ -18,10 +18,12 @@ from corral import identity
 from corral.config import format_gate
 from corral.contract import BadRequest, Conflict, Forbidden, validate_agent_name
 from corral.identity.bindings import Binding
+from corral.identity.sandbox import SandboxDetector
 from corral.kernel.loader import cgroup_id
 from corral.policy.agents import Agent
 from corral.policy.promotion import set_gates
 
+from .coverage import refuse_enforce
 from .recovery import KernelRecovery
 from .state import NodeState
 from .sync import KernelSync
@@ -49,6 +51,7 @@ class Cgroups:
         self.source: Source | None = None
         self.started = time.time()
         self._run_seq = 0
+        self._refused: dict[str, dict[str, str]] = {}  # agent -> annotation modes not applied
 
     # ---- registration ---------------------------------------------------------------------
 
@@ -223,8 +226,13 @@ class Cgroups:
                 "label_selector": ic.label_selector,
             }
         )
+        sandboxes = SandboxDetector(ic.gvisor_runtime_classes, ic.kata_runtime_classes)
         return identity.KubernetesSource(
-            client, cgroup_root=root, selector=selector, started_at=self.started
+            client,
+            cgroup_root=root,
+            selector=selector,
+            started_at=self.started,
+            sandboxes=sandboxes,
         )
 
     @property
@@ -258,6 +266,7 @@ class Cgroups:
 
     def reconcile(self, workloads: list[identity.Workload], *, complete: bool = True) -> None:
         wanted: dict[int, Binding] = {}
+        self._note_coverage(workloads, complete=complete)
         for w in workloads:
             agent = self.state.registry.get(w.agent)
             if agent is None:
@@ -284,6 +293,17 @@ class Cgroups:
             if b.source != "run" and cgid not in wanted:
                 self.unbind(cgid)
 
+    def _note_coverage(self, workloads: list[identity.Workload], *, complete: bool) -> None:
+        """Which agents run where host BPF does not see (node/coverage.py); an incomplete
+        answer only adds to what is known."""
+        found = {w.agent: w.sandbox for w in workloads if w.sandbox is not None}
+        for name, sandbox in found.items():
+            if self.state.uncovered.get(name) != sandbox:
+                log.warning("agent not covered", agent=name, why=sandbox.why)
+        if complete:
+            self.state.uncovered.clear()
+        self.state.uncovered.update(found)
+
     def _apply_gate_annotation(self, agent: Agent, gates: dict[str, float | int]) -> None:
         """The gates of corral.io/promotion (none: the pods have no valid one now). The
         operator's gates (`corralctl promotion`) win over them, gate by gate."""
@@ -297,6 +317,7 @@ class Cgroups:
 
     def _apply_annotation(self, agent: Agent, modes: dict[str, str]) -> None:
         changed = False
+        modes = self._coverable(agent.name, modes)
         for dim, mode in modes.items():
             last = next((h for h in reversed(agent.history) if h["dimension"] == dim), None)
             if last and last["by"] == "annotation" and last["to"] == mode:
@@ -308,6 +329,18 @@ class Cgroups:
         if changed:
             self.sync.sync_agent(agent)
             self.state.registry.dirty = True
+
+    def _coverable(self, name: str, modes: dict[str, str]) -> dict[str, str]:
+        """modes without ENFORCE for an agent that is not covered (warned once per value)."""
+        try:
+            refuse_enforce(name, self.state.uncovered.get(name), modes)
+        except Conflict as e:
+            if self._refused.get(name) != modes:
+                self._refused[name] = dict(modes)
+                log.warning("annotation corral.io/mode=enforce ignored", agent=name, error=str(e))
+            return {d: m for d, m in modes.items() if m != "enforce"}
+        self._refused.pop(name, None)
+        return modes
 
 
 def _bindings_of(w: identity.Workload) -> dict[int, Binding]:

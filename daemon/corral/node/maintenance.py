@@ -67,8 +67,8 @@ class Maintenance:
         now = time.time() if now is None else now
         p = self.state.cfg.promotion
         for agent in self.state.registry.agents.values():
-            if not agent.auto_promote:
-                continue
+            if not agent.auto_promote or agent.name in self.state.uncovered:
+                continue  # not covered: a quiet baseline says nothing (node/coverage.py)
             gates, _ = effective(p, agent)
             b = self.state.baselines[agent.name]
             changed = False

@@ -14,6 +14,7 @@ import structlog
 from corral.config import Config
 from corral.contract import UnknownAgent, validate_agent_name
 from corral.identity.bindings import Binding
+from corral.identity.sandbox import Sandbox
 from corral.memory import release_memory
 from corral.policy.agents import Agent, Registry
 from corral.policy.baseline import Baseline
@@ -40,6 +41,9 @@ class NodeState:
         self.by_id: dict[int, Agent] = {}
         self.bindings: dict[int, Binding] = {}
         self.dirty: set[str] = set()  # baselines to save
+        # agents whose pods run where host BPF does not see (node/coverage.py), per the last
+        # identity poll: not saved, the kubelet says it again after a restart
+        self.uncovered: dict[str, Sandbox] = {}
 
     def load_registry(self) -> None:
         self.registry.load()

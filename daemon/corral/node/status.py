@@ -87,7 +87,12 @@ class StatusView:
                 "source": cfg.identity_source(),
                 "kubelet": health.to_dict() if health is not None else None,
             },
-            "agents": {"total": len(reg.agents), "by_mode": by_mode},
+            "agents": {
+                "total": len(reg.agents),
+                "by_mode": by_mode,
+                # agents whose syscalls host BPF does not see (node/coverage.py), and why
+                "not_covered": {n: s.why for n, s in sorted(self.state.uncovered.items())},
+            },
             "cgroups_registered": len(self.state.bindings),
             # agents the kernel enforces that the registry lost and nothing claimed yet
             "unclaimed_kernel_agents": self.recovery.view() if self.recovery else [],
@@ -146,6 +151,7 @@ class StatusView:
                 counters=kern.counters(a.id),
                 deviations=len(a.deviations),
                 tamper=kern.tamper_counters(a.id),
+                covered=a.name not in self.state.uncovered,
             )
             for a in sorted(self.state.registry.agents.values(), key=lambda a: a.name)
         ]
