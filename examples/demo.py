@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 from agent import World  # noqa: E402 - examples/ is not a package
 
 AGENT = "ticket-triage"
+START_TIMEOUT = 300  # corrald answering on its socket: seconds on a real machine, minutes under TCG
 FAKE_CREDENTIALS = """\
 [default]
 aws_access_key_id = AKIAIOSFODNN7EXAMPLE
@@ -149,14 +150,15 @@ class Demo:
         ]
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        # seconds on a real machine; minutes under QEMU's emulated CPU on a busy host
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.daemon.poll() is not None:
                 raise RuntimeError(f"corrald exited with {self.daemon.returncode}")
             if self.sock.exists() and self.ctl("status").returncode == 0:
                 return
             time.sleep(0.2)
-        raise RuntimeError("corrald did not answer on its socket within 60s")
+        raise RuntimeError(f"corrald did not answer on its socket within {START_TIMEOUT}s")
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
