@@ -997,9 +997,95 @@ static __always_inline void read_str_path(struct subject *s, struct scratch *sc,
 	normalize_proc(sc);
 }
 
+#define WALK_DEPTH 32 /* path components and mount crossings of a relative exec's program */
+
+struct walk {
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *m;
+	struct dentry *root_d;
+	struct vfsmount *root_m;
+	__u32 pos;
+	long err; /* 1 while walking, then 0 or -ENAMETOOLONG */
+};
+
+/* One step up (bpf_loop: an unrolled or bounded loop here is too complex for the verifier). */
+static long walk_step(__u64 i, struct walk *w)
+{
+	/* locals: a CO-RE read of w->field would relocate struct walk itself */
+	struct dentry *d = w->d;
+	struct vfsmount *vm = w->vm;
+	struct mount *m = w->m, *parent;
+	struct scratch *sc = get_scratch();
+	__u32 len, pos = w->pos;
+
+	if (!sc || (d == w->root_d && vm == w->root_m)) {
+		w->err = sc ? 0 : -12;
+		return 1;
+	}
+	if (d == BPF_CORE_READ(vm, mnt_root)) {
+		parent = BPF_CORE_READ(m, mnt_parent);
+		if (parent == m) {
+			w->err = 0;
+			return 1;
+		}
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = parent;
+		w->vm = (void *)parent + bpf_core_field_offset(struct mount, mnt);
+		return 0;
+	}
+	len = BPF_CORE_READ(d, d_name.len);
+	if (len + 1 > pos || pos >= CORRAL_PATH_MAX) {
+		w->err = -36;
+		return 1;
+	}
+	pos -= len;
+	/* masks for the verifier only: pos + len < CORRAL_PATH_MAX was checked above */
+	bpf_probe_read_kernel(&sc->tmp[pos & 0xff], len & 0xff, BPF_CORE_READ(d, d_name.name));
+	pos -= 1;
+	sc->tmp[pos & 0xff] = '/';
+	w->pos = pos;
+	w->d = BPF_CORE_READ(d, d_parent);
+	return 0;
+}
+
+/*
+ * The path of file, relative to the task's root as bpf_d_path's is (bpf_d_path is not allowed in
+ * tracing programs): built backwards from the end of sc->tmp, then copied into the scratch key.
+ * 0, -ENAMETOOLONG, or -ELOOP past WALK_DEPTH steps (both fail closed).
+ */
+static __always_inline long walk_path(struct scratch *sc, struct file *file)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct walk w = {
+		.d = BPF_CORE_READ(file, f_path.dentry),
+		.vm = BPF_CORE_READ(file, f_path.mnt),
+		.root_d = BPF_CORE_READ(t, fs, root.dentry),
+		.root_m = BPF_CORE_READ(t, fs, root.mnt),
+		.pos = CORRAL_PATH_MAX - 1,
+		.err = -40,
+	};
+	__u32 pos;
+
+	w.m = (void *)w.vm - bpf_core_field_offset(struct mount, mnt);
+	sc->tmp[CORRAL_PATH_MAX - 1] = 0;
+	bpf_loop(WALK_DEPTH, walk_step, &w, 0);
+	if (w.err)
+		return w.err;
+	pos = w.pos;
+	if (pos == CORRAL_PATH_MAX - 1) {
+		pos -= 1;
+		sc->tmp[pos] = '/';
+	}
+	__builtin_memset(sc->pkey.path, 0, sizeof(sc->pkey.path));
+	bpf_probe_read_kernel_str(sc->pkey.path, sizeof(sc->pkey.path), &sc->tmp[pos & 0xff]);
+	return 0;
+}
+
 /*
  * Fallback exec: runs after the new image is loaded and before it returns to user space, so a
- * SIGKILL sent here means no instruction of the new program runs. Killed, not EPERM.
+ * SIGKILL sent here means no instruction of the new program runs. Killed, not EPERM. A relative
+ * name ("./tool") is the program's path from the task's root, so it names one file, as on LSM.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(corral_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -1016,6 +1102,15 @@ int BPF_PROG(corral_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_
 		return 0;
 	}
 	read_str_path(&s, sc, BPF_CORE_READ(bprm, filename), false);
+	if (s.flags & CORRAL_EF_RELATIVE) {
+		long err = walk_path(sc, BPF_CORE_READ(bprm, file));
+
+		s.flags &= ~CORRAL_EF_RELATIVE;
+		if (err) {
+			s.err = err;
+			s.flags |= err == -36 ? CORRAL_EF_TOOLONG : CORRAL_EF_UNRESOLVED;
+		}
+	}
 	/* the caller's executable is gone by now: the any-caller list holds every program here */
 	s.flags |= CORRAL_EF_NOCALLER;
 	if (blocks(judge_path(&s, sc, true, true, false)))

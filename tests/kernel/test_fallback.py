@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +68,30 @@ def test_exec_baselined_survives_enforce(agent: Agent, workdir: Path) -> None:
     agent.kern.allow_paths("exec", agent.lists["exec"], [str(ok)])
     agent.configure(exec="enforce")
     assert agent.run(exec_child(str(ok))).exit_code == 0
+
+
+def test_a_relative_exec_is_judged_by_its_full_path(
+    agent: Agent, workdir: Path, collector: Collector
+) -> None:
+    """`./tool` names one file: the one in the caller's directory. A baseline of that file does
+    not allow a `./tool` elsewhere (the red team's relative-name finding of issue 15)."""
+    ok, other = workdir / "ok", workdir / "other"
+    for d in (ok, other):
+        d.mkdir()
+        shutil.copy(shutil.which("true") or "/bin/true", d / "tool")
+
+    def relative(where: Path) -> Callable[[], Any]:
+        def body() -> None:
+            os.chdir(where)
+            exec_child("./tool")()
+
+        return body
+
+    agent.configure(exec="observe")
+    seen = agent.run(relative(ok))
+    ev = collector.wait(lambda e: e.pid == seen.pid and e.dimension == "exec")
+    assert ev.path == str(ok / "tool") and "relative" not in ev.flags, ev
+    agent.kern.allow_paths("exec", agent.lists["exec"], [str(ok / "tool")])
+    agent.configure(exec="enforce")
+    assert agent.run(relative(ok)).exit_code == 0
+    assert agent.run(relative(other)).signal == signal.SIGKILL
