@@ -34,6 +34,7 @@
 #define OPEN_TREE_CLONE 1
 #define CLONE_NEWNS 0x00020000
 #define MAX_ERRNO 4095
+#define MNT_NS_ANON_INO 0xEFFFFFF7U
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -338,21 +339,26 @@ static __always_inline int guard_socket(int family, int type, int protocol, int 
 }
 
 /*
- * A file reached through a mount outside the opener's mount namespace: a detached tree
- * (open_tree(OPEN_TREE_CLONE), fsmount) or one lazily unmounted. Its path (d_path) is relative to
- * that tree's root, so "/usr/bin/wc" may name any file the agent chose. Kernel-internal mounts
- * (pipes, memfds reopened through /proc/self/fd) carry an error pointer, not a namespace.
+ * A file reached through a detached mount: a tree of open_tree(OPEN_TREE_CLONE) or fsmount (an
+ * anonymous mount namespace), or one lazily unmounted (none). Its path (d_path) starts at that
+ * tree's own root, so "/usr/bin/wc" may name any file the agent chose. Kernel-internal mounts
+ * (pipes, memfds reopened through /proc/self/fd) carry an error pointer, not a namespace; the
+ * mounts of another live namespace (the one the agent left with unshare) keep their names.
  */
-static __always_inline bool foreign_mount(struct file *file)
+static __always_inline bool detached_mount(struct file *file)
 {
 	struct vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
 	struct mount *m = (void *)vm - bpf_core_field_offset(struct mount, mnt);
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct mnt_namespace *ns = BPF_CORE_READ(m, mnt_ns);
+	unsigned int inum;
 
+	if (!ns)
+		return true;
 	if ((unsigned long)ns >= (unsigned long)-MAX_ERRNO)
 		return false;
-	return ns != BPF_CORE_READ(t, nsproxy, mnt_ns);
+	/* anonymous: no inode number before Linux 6.18, MNT_NS_ANON_INO from it */
+	inum = BPF_CORE_READ(ns, ns.inum);
+	return inum == 0 || inum == MNT_NS_ANON_INO;
 }
 
 static __always_inline int guard_open_kind(struct file *file, __u8 kind, const char *fmt,
@@ -375,7 +381,7 @@ static __always_inline int guard_open_kind(struct file *file, __u8 kind, const c
 
 /*
  * Writes to cgroupfs (cgroup.procs: leaving the agent's cgroup), and any open or exec through a
- * mount outside the agent's namespace. Cheap for every other open.
+ * detached mount. Cheap for every other open.
  */
 static __always_inline int guard_open(struct file *file, __u8 backend)
 {
@@ -383,7 +389,7 @@ static __always_inline int guard_open(struct file *file, __u8 backend)
 	static const char mnt_fmt[] = "open through a detached mount: %s";
 	__u64 magic;
 
-	if (foreign_mount(file))
+	if (detached_mount(file))
 		return guard_open_kind(file, CORRAL_TAMPER_MOUNT, mnt_fmt, backend);
 	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
 		return 0;
@@ -752,8 +758,9 @@ int corral_tp_guard_setns(struct trace_event_raw_sys_enter *ctx)
 {
 	static const char fmt[] = "setns(%ld, 0x%lx)";
 	__u64 a[] = { ctx->args[0], ctx->args[1] };
+	int nstype = (int)ctx->args[1]; /* an int: the kernel drops the register's upper half */
 
-	if (ctx->args[1] && !(ctx->args[1] & CLONE_NEWNS))
+	if (nstype && !(nstype & CLONE_NEWNS))
 		return 0;
 	return guard_tp(CORRAL_TAMPER_CHROOT, fmt, a, sizeof(a));
 }
@@ -787,7 +794,7 @@ int corral_tp_guard_prctl(struct trace_event_raw_sys_enter *ctx)
 	static const char fmt[] = "prctl(PR_SET_MM, %lu)";
 	__u64 a[] = { ctx->args[1] };
 
-	if (ctx->args[0] != PR_SET_MM)
+	if ((int)ctx->args[0] != PR_SET_MM) /* an int, as the kernel reads it */
 		return 0;
 	return guard_tp(CORRAL_TAMPER_PRCTL, fmt, a, sizeof(a));
 }
@@ -798,7 +805,8 @@ int corral_tp_guard_socket(struct trace_event_raw_sys_enter *ctx)
 	static const char fmt[] = "socket(family=%ld, type=%ld, protocol=%ld)";
 	__u64 a[] = { ctx->args[0], ctx->args[1], ctx->args[2] };
 
-	if (ctx->args[0] != AF_PACKET) /* raw inet sockets: corral_cg_guard_sock denies them */
+	/* an int, as the kernel reads it; raw inet sockets: corral_cg_guard_sock denies them */
+	if ((int)ctx->args[0] != AF_PACKET)
 		return 0;
 	return guard_tp(CORRAL_TAMPER_RAW_SOCKET, fmt, a, sizeof(a));
 }

@@ -35,6 +35,8 @@ SYS_PIDFD_GETFD = 438
 SYS_BPF = 321
 BPF_MAP_CREATE = 0
 SYS_OPEN_TREE, SYS_FSOPEN, SYS_FSPICK, SYS_MOUNT_SETATTR = 428, 430, 433, 442
+SYS_SETNS, SYS_SOCKET, SYS_PRCTL = 308, 41, 157
+AF_PACKET = 17
 AT_FDCWD = -100
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
 
@@ -127,6 +129,26 @@ def test_pr_set_mm_cannot_forge_the_executable(agent: Agent, backends: Backends)
     _expect(backends, out, fallback="killed")
 
 
+@pytest.mark.parametrize("call", ["socket(AF_PACKET)", "prctl(PR_SET_MM)"])
+def test_int_arguments_are_read_as_the_kernel_reads_them(
+    agent: Agent, backends: Backends, call: str
+) -> None:
+    """The kernel reads an int argument from the low half of its register: bits above it must
+    not hide the call from a syscall tracepoint (the red team's finding of 12-07)."""
+    _enforce(agent)
+    high = 1 << 32
+
+    def attempt() -> str:
+        if call.startswith("socket"):
+            os.close(_check(libc.syscall(SYS_SOCKET, ctypes.c_long(AF_PACKET | high), 3, 0)))
+        else:
+            fd = os.open(sys.executable, os.O_RDONLY)
+            _check(libc.syscall(SYS_PRCTL, ctypes.c_long(PR_SET_MM | high), PR_SET_MM_EXE_FILE, fd))
+        return "done"
+
+    _expect(backends, agent.run(attempt), fallback="killed")
+
+
 def test_other_prctl_calls_still_work(agent: Agent) -> None:
     """The LSM hook's default for task_prctl is 'not mine': a 0 there would swallow them."""
     _enforce(agent)
@@ -173,7 +195,7 @@ def test_the_new_mount_api(agent: Agent, kern: Kernel, call: str) -> None:
     assert out.signal == signal.SIGKILL, out
 
 
-@pytest.mark.parametrize("ns", ["mnt", "net"])
+@pytest.mark.parametrize("ns", ["mnt", "net", "mnt, nstype 1<<32"])
 def test_setns(agent: Agent, kern: Kernel, ns: str) -> None:
     """Entering a mount namespace changes what every path names, as chroot does: killed on every
     backend (no LSM hook sees setns; nstype 0 may be any namespace). Naming another namespace
@@ -182,12 +204,14 @@ def test_setns(agent: Agent, kern: Kernel, ns: str) -> None:
     assert "corral_tp_guard_setns" in kern.programs
 
     def enter() -> str:
-        fd = os.open(f"/proc/self/ns/{ns}", os.O_RDONLY)
-        _check(libc.setns(fd, 0 if ns == "mnt" else 0x40000000))  # os.setns is Python 3.12
+        fd = os.open(f"/proc/self/ns/{ns[:3]}", os.O_RDONLY)
+        # nstype is an int: the kernel drops the upper half of the register (red team, 12-07)
+        nstype = {"mnt": 0, "net": 0x40000000}.get(ns, 1 << 32)
+        _check(libc.syscall(SYS_SETNS, fd, ctypes.c_long(nstype)))
         return "entered"
 
     out = agent.run(enter)
-    if ns == "mnt":
+    if ns.startswith("mnt"):
         assert out.signal == signal.SIGKILL, out
     else:
         assert out.value == "entered", out
@@ -217,8 +241,10 @@ def test_a_file_through_a_detached_mount(
 
 
 def test_what_is_not_a_detached_mount_still_opens(agent: Agent) -> None:
-    """Pipes and memfds reopened through /proc/self/fd live on kernel-internal mounts; a
-    private mount namespace's mounts are the agent's own: none of them is refused."""
+    """Pipes and memfds reopened through /proc/self/fd live on kernel-internal mounts; after
+    unshare(CLONE_NEWNS), the new namespace's mounts are the agent's own and the old one's, which
+    files opened before and /proc/self/exe still sit on, keep their names (the red team's false
+    positive of 12-07): none of them is refused."""
     _enforce(agent)
 
     def reopen() -> str:
@@ -228,7 +254,10 @@ def test_what_is_not_a_detached_mount_still_opens(agent: Agent) -> None:
         mem = os.memfd_create("corral-test")
         os.write(mem, b"m")
         again = os.open(f"/proc/self/fd/{mem}", os.O_RDONLY)
+        here = os.open(os.path.dirname(sys.executable), os.O_RDONLY | os.O_DIRECTORY)
         _check(libc.unshare(CLONE_NEWNS))
+        os.close(os.open("/proc/self/exe", os.O_RDONLY))
+        os.close(os.open(os.path.basename(sys.executable), os.O_RDONLY, dir_fd=here))
         return (
             os.read(r, 1).decode()
             + os.read(again, 1).decode()
