@@ -151,9 +151,12 @@ def section(res: dict[str, Any]) -> list[str]:
         "`run_time_ns / run_cnt` over the loop, median of the rounds; *BPF per op*: the sum "
         "over the programs that ran once per operation. The guard changes none of the "
         "dimensions' programs; what it adds to ordinary work is its early outs (an open not "
-        "for writing on cgroupfs and on a mount of the opener's namespace, a write not on "
-        "cgroupfs, a fork or exec outside an exempt runtime init). TCG "
-        "emulates the CPU: compare only rows of the same boot.",
+        "for writing on cgroupfs and not through a detached mount, a write not on "
+        "cgroupfs, a fork or exec outside an exempt runtime init). Where a loop is short "
+        "(exec, connect), `guard_bpf` and part of `guard_open` are the harness's own bpf() "
+        "calls and opens reading the statistics, counted because they ran at least once per "
+        "two operations: the *with* sums overstate those rows. TCG emulates the CPU: compare "
+        "only rows of the same boot.",
         "",
         "| kernel | backend | workload | BPF per op without | with | change "
         "| guard programs (ns/call) |",
