@@ -70,6 +70,8 @@ def test_builtin_rules_cover_the_required_frameworks(rules: aibom.Rules) -> None
         (f"{NM}/@anthropic-ai/sdk/index.js", ("npm", NM, "@anthropic-ai/sdk", "anthropic")),
         (f"{NM}/@modelcontextprotocol/server-github/dist/index.js",
          ("npm", NM, "@modelcontextprotocol/server-github", "mcp-server")),
+        (f"{NM}/@modelcontextprotocol/sdk/dist/esm/client/index.js",
+         ("npm", NM, "@modelcontextprotocol/sdk", "mcp")),
         # the last node_modules counts
         (f"{NM}/x/node_modules/openai/a.js", ("npm", f"{NM}/x/node_modules", "openai", "openai")),
     ],
@@ -78,6 +80,44 @@ def test_packages(rules: aibom.Rules, path: str, expected: tuple[str, str, str, 
     hit = rules.classify_package(path)
     assert hit is not None
     assert (hit.ecosystem, hit.packages_dir, hit.module, hit.framework) == expected
+
+
+# What the SDKs of the 2026-07-28 (stateless) MCP specification opened, from strace of real
+# runs (a client and a server over stdio, `server/discover` and `_meta` on the wire, no
+# `initialize`): the Python SDK mcp 2.3.0 and the TypeScript SDK v2 2.4.0, which replaced v1's
+# single @modelcontextprotocol/sdk with client, server and core packages.
+STATELESS_SDK_OPENS = [
+    (f"{SP}/mcp/client/client.py", "mcp"),
+    (f"{SP}/mcp/server/mcpserver/server.py", "mcp"),
+    (f"{SP}/mcp_types/_types.py", "mcp_types"),
+    (f"{NM}/@modelcontextprotocol/client/dist/index.mjs", "@modelcontextprotocol/client"),
+    (f"{NM}/@modelcontextprotocol/client/dist/stdio.mjs", "@modelcontextprotocol/client"),
+    (f"{NM}/@modelcontextprotocol/server/dist/index.mjs", "@modelcontextprotocol/server"),
+    (f"{NM}/@modelcontextprotocol/server/package.json", "@modelcontextprotocol/server"),
+    (f"{NM}/@modelcontextprotocol/core/dist/index.mjs", "@modelcontextprotocol/core"),
+]
+
+
+@pytest.mark.parametrize(("path", "module"), STATELESS_SDK_OPENS)
+def test_sdks_of_the_stateless_spec_are_the_mcp_framework(
+    rules: aibom.Rules, path: str, module: str
+) -> None:
+    """An MCP client or server on the 2026-07-28 spec is recognised by the SDK it loads, as
+    before: nothing here reads the protocol's messages (no handshake, no session id)."""
+    hit = rules.classify_package(path)
+    assert hit is not None
+    assert (hit.module, hit.framework, hit.category) == (module, "mcp", "framework")
+
+
+def test_the_v2_server_sdk_is_not_an_mcp_server_named_after_it(rules: aibom.Rules) -> None:
+    """@modelcontextprotocol/server is the SDK servers are built with; server-* beside it are
+    servers."""
+    sdk = rules.classify_package(f"{NM}/@modelcontextprotocol/server/dist/index.mjs")
+    server = rules.classify_package(f"{NM}/@modelcontextprotocol/server-memory/dist/index.js")
+    assert sdk is not None and sdk.category == "framework"
+    assert server is not None and server.category == "mcp-server"
+    hint = rules.classify_package(f"{SP}/mcp_types-2.3.0.dist-info/METADATA")
+    assert hint is not None and (hint.framework, hint.version_hint) == ("mcp", "2.3.0")
 
 
 @pytest.mark.parametrize(
