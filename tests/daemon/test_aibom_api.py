@@ -101,7 +101,7 @@ async def test_cli_agent_table(capsys: pytest.CaptureFixture[str], server: ApiSe
     assert "ai agent:     yes (frameworks, mcp servers, models, llm endpoints)" in out
     for section in ("FRAMEWORKS", "MCP SERVERS", "MODELS", "ENDPOINTS", "EXECUTABLES"):
         assert f"\n{section}\n" in out
-    assert "127.0.0.1:11434  llm   ollama" in out
+    assert "127.0.0.1:11434  llm   client-sdk:openai,port-hint:11434" in out
     code, out, _ = await run_cli(capsys, server, "aibom", "locked")
     assert code == 0 and "FRAMEWORKS: none seen" in out
 

@@ -231,7 +231,9 @@ def test_sighup_reloads_rule_files(tmp_path: Path, listener: socket.socket) -> N
             time.sleep(0.1)
         assert kind(bom()) == "other" and bom()["ai_agent"] is False
 
-        rules.write_text(f"version: 1\nendpoints:\n  - {{name: gw, kind: llm, ports: [{port}]}}\n")
+        # a rule with ports alone is a hint only: name the address too
+        gw = f"{{name: gw, kind: llm, cidrs: [127.0.0.0/8], ports: [{port}]}}"
+        rules.write_text(f"version: 1\nendpoints:\n  - {gw}\n")
         d.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while kind(bom()) != "llm" and time.monotonic() < deadline:

@@ -239,6 +239,7 @@ def _service(e: dict[str, Any], prefix: str) -> Service:
         endpoints=endpoints or None,
         properties=_props(
             endpoint_kind=e["kind"],
+            kind_evidence=e.get("kind_evidence"),
             address=e["address"],
             port=port or "*",
             network=e["network"] or None,

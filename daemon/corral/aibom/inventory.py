@@ -63,7 +63,7 @@ from .jobs import (
     read_version,
 )
 from .records import Inventory, Sight, evidence, inventory_file, read_inventories, touch
-from .rules import ExecHit, PackageHit, Rules, canonical, split_package_path
+from .rules import LLM_SERVER, ExecHit, PackageHit, Rules, canonical, split_package_path
 from .views import agent_view, is_ai
 
 log = structlog.get_logger("corral.aibom")
@@ -107,6 +107,9 @@ class AibomTracker:
         self.save_interval = save_interval
         self.inventories: dict[str, Inventory] = {}
         self.names = HostNames()
+        # LLM servers (executable rules of kind llm-server) whose process was seen on the
+        # node, in any agent: add-only, like the records they come from
+        self.llm_servers: frozenset[str] = frozenset()
         self.stats = {
             "jobs_dropped": 0,
             "versions_read": 0,
@@ -285,12 +288,18 @@ class AibomTracker:
                 rec = self._inv(agent).processes.get(key)
             else:
                 rec = self._upsert(agent, "processes", key, partial(_process, hit), seen)
+            if rec is not None and hit.category == LLM_SERVER:
+                self._llm_server(hit.rule)
             if rec is None or hit.category != "mcp-server":
                 continue
             rec.setdefault("script", hit.script)  # records of older corrald versions
             self._add_command(agent, rec, list(hit.command))
             if rec["script"]:
                 self._once(ScriptJob(agent, key, rec["script"], pid), EVENT_RETRY_SECONDS)
+
+    def _llm_server(self, name: str) -> None:
+        if name not in self.llm_servers:
+            self.llm_servers = self.llm_servers | {name}
 
     def _add_command(self, agent: str, rec: dict[str, Any], command: list[str]) -> None:
         """Keeps a launch command line of an MCP server (MAX_COMMANDS at most)."""
@@ -556,6 +565,9 @@ class AibomTracker:
     def _load_all(self) -> dict[str, Inventory]:
         out: dict[str, Inventory] = {}
         for inv in read_inventories(self.dir):
+            for rec in inv.processes.values():
+                if rec["category"] == LLM_SERVER:
+                    self._llm_server(rec["rule"])
             # read one at a time and put to rest at once: records of every agent loaded
             # together and freed agent by agent as they come up leave the heap fragmented
             self._put_to_rest(inv)
@@ -611,7 +623,8 @@ class AibomTracker:
             not r["network"] and r["address"] in named for r in inv.endpoints.values()
         ):
             return False
-        inv.rest(is_ai(inv, self.rules, self.names), self.rules, self.names)
+        ai = is_ai(inv, self.rules, self.names, self.llm_servers)
+        inv.rest(ai, self.rules, self.names, self.llm_servers)
         return True
 
     # ---- views -------------------------------------------------------------------------------
@@ -619,7 +632,7 @@ class AibomTracker:
     def agent_view(self, agent: str) -> dict[str, Any]:
         """The AI-BOM of one agent, JSON-ready, sorted (views.agent_view)."""
         inv = self.inventories.get(agent) or Inventory(agent)
-        return agent_view(inv, agent, self.node, self.rules, self.names)
+        return agent_view(inv, agent, self.node, self.rules, self.names, self.llm_servers)
 
     def agents(self) -> list[str]:
         return sorted(set(self.baselines()) | set(self.inventories))
@@ -635,7 +648,11 @@ class AibomTracker:
     def ai_agents(self) -> int:
         """How many agents are AI agents (cheaper than building every view; a resting
         inventory answers from its rest)."""
-        return sum(1 for inv in self.inventories.values() if is_ai(inv, self.rules, self.names))
+        return sum(
+            1
+            for inv in self.inventories.values()
+            if is_ai(inv, self.rules, self.names, self.llm_servers)
+        )
 
 
 def _process(hit: ExecHit) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class _Rest:
     rules: Rules
     hosts: array  # sorted _host_hash of every host endpoint's address
     names_version: int
+    servers: frozenset[str] = frozenset()  # the node's LLM servers ai was answered with
 
     def may_name(self, names: HostNames) -> bool:
         """Could DNS now name one of the host addresses (thaw and look)?"""
@@ -123,8 +124,11 @@ class Inventory:
     def resting(self) -> _Rest | None:
         return self.__dict__.get("_rest")
 
-    def rest(self, ai: bool, rules: Rules, names: HostNames) -> None:
-        """Puts the tables at rest (ai: what views.is_ai answers now)."""
+    def rest(
+        self, ai: bool, rules: Rules, names: HostNames, servers: frozenset[str] = frozenset()
+    ) -> None:
+        """Puts the tables at rest (ai: what views.is_ai answers now, with these LLM
+        servers on the node)."""
         if self.resting is not None:
             return
         tables = {k: self.__dict__[k] for k in TABLES}
@@ -133,7 +137,7 @@ class Inventory:
         blob = zlib.compress(json.dumps(tables).encode(), 1)
         for k in TABLES:
             del self.__dict__[k]
-        self.__dict__["_rest"] = _Rest(blob, ai, rules, hosts, names.version)
+        self.__dict__["_rest"] = _Rest(blob, ai, rules, hosts, names.version, servers)
 
     def __getattr__(self, name: str) -> Any:
         """Only reached for a table of a resting inventory: brings every table back."""

@@ -45,7 +45,9 @@ from corral.config import ConfigError
 RULES_VERSION = 1
 SECTIONS = ("frameworks", "mcp_servers", "models", "endpoints", "executables")
 ENDPOINT_KINDS = ("llm", "tool", "model-hub", "vector-db", "mcp")
-EXECUTABLE_KINDS = ("shell", "interpreter", "tool")
+EXECUTABLE_KINDS = ("shell", "interpreter", "tool", "llm-server")
+# An LLM server's process (vllm, ollama, ...): names the port-only endpoint rule of its name
+LLM_SERVER = "llm-server"
 # Endpoint kinds that make a workload an AI agent on their own.
 AI_ENDPOINT_KINDS = frozenset({"llm"})
 PYTHON_DIRS = ("site-packages", "dist-packages")

@@ -11,15 +11,22 @@ from typing import Any
 from corral.policy.rules import normalise_network
 
 from .hostnames import HostNames
+from .llm import Kind, classify, client_sdks
 from .records import Inventory
-from .rules import AI_ENDPOINT_KINDS, EndpointRule, Rules
+from .rules import AI_ENDPOINT_KINDS, Rules
 from .servers import mcp_servers
 
 
 def agent_view(
-    inv: Inventory, agent: str, node: str, rules: Rules, names: HostNames
+    inv: Inventory,
+    agent: str,
+    node: str,
+    rules: Rules,
+    names: HostNames,
+    servers: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The AI-BOM of one agent, JSON-ready, sorted."""
+    """The AI-BOM of one agent, JSON-ready, sorted; servers: the LLM servers whose process
+    runs on the node (llm.classify)."""
     packages = sorted(
         inv.packages.values(), key=lambda r: (r["framework"], r["name"], r["packages_dir"])
     )
@@ -28,8 +35,9 @@ def agent_view(
     mcp = mcp_servers(packages, procs)
     executables = [_process_view(r) for r in procs if r["category"] != "mcp-server"]
     models = [_model_view(r) for r in sorted(inv.models.values(), key=lambda r: r["path"])]
+    sdks = client_sdks(inv.packages.values())
     endpoints = [
-        _endpoint_view(r, rules, names)
+        _endpoint_view(r, rules, names, sdks, servers)
         for r in sorted(inv.endpoints.values(), key=lambda r: (r["address"], r["port"]))
     ]
     reasons = [
@@ -62,40 +70,47 @@ def agent_view(
     }
 
 
-def is_ai(inv: Inventory, rules: Rules, names: HostNames) -> bool:
+def is_ai(
+    inv: Inventory, rules: Rules, names: HostNames, servers: frozenset[str] = frozenset()
+) -> bool:
     """Does inv make its agent an AI agent (what agent_view's "ai_agent" says, cheaper; a
     resting inventory answers from its rest)?"""
     rest = inv.resting
-    if rest is not None and rest.rules is rules and not rest.may_name(names):
+    fresh = rest is not None and rest.rules is rules and rest.servers == servers
+    if rest is not None and fresh and not rest.may_name(names):
         return rest.ai
     if inv.packages or inv.models:
         return True
     if any(r["category"] == "mcp-server" for r in inv.processes.values()):
         return True
-    for r in inv.endpoints.values():
-        rule = _endpoint_rule(r, rules, names)[1]
-        if rule is not None and rule.kind in AI_ENDPOINT_KINDS:
-            return True
-    return False
+    # no packages, so no client SDK: only rules and LLM servers' processes count
+    return any(
+        _endpoint_kind(r, rules, names, [], servers)[1].kind in AI_ENDPOINT_KINDS
+        for r in inv.endpoints.values()
+    )
 
 
-def _endpoint_rule(
-    r: dict[str, Any], rules: Rules, names: HostNames
-) -> tuple[list[str], EndpointRule | None]:
-    """(host names, the endpoint rule it matches) of an endpoint record."""
+def _endpoint_kind(
+    r: dict[str, Any], rules: Rules, names: HostNames, sdks: list[str], servers: frozenset[str]
+) -> tuple[list[str], Kind]:
+    """(host names, kind and its evidence) of an endpoint record."""
     hostnames = sorted({*r["hostnames"], *(names.of(r["address"]) if not r["network"] else [])})
     net = normalise_network(r["address"])
-    return hostnames, rules.classify_endpoint(net, r["port"], hostnames)
+    rule = rules.classify_endpoint(net, r["port"], hostnames)
+    return hostnames, classify(r, rule, sdks, servers)
 
 
-def _endpoint_view(r: dict[str, Any], rules: Rules, names: HostNames) -> dict[str, Any]:
-    hostnames, rule = _endpoint_rule(r, rules, names)
+def _endpoint_view(
+    r: dict[str, Any], rules: Rules, names: HostNames, sdks: list[str], servers: frozenset[str]
+) -> dict[str, Any]:
+    hostnames, kind = _endpoint_kind(r, rules, names, sdks, servers)
     return _view(
         r,
         ("object", "address", "port", "network"),
         hostnames=hostnames,
-        kind=rule.kind if rule else "other",
-        rule=rule.name if rule else None,
+        kind=kind.kind,
+        rule=kind.rule,
+        kind_evidence=list(kind.evidence),
     )
 
 

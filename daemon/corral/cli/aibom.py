@@ -89,7 +89,12 @@ _AIBOM_SECTIONS: tuple[tuple[str, str, list[tuple[str, str]]], ...] = (
     (
         "endpoints",
         "ENDPOINTS",
-        [("ENDPOINT", "object"), ("KIND", "kind"), ("RULE", "rule"), ("HOSTNAMES", "hostnames")],
+        [
+            ("ENDPOINT", "object"),
+            ("KIND", "kind"),
+            ("WHY", "kind_evidence"),
+            ("HOSTNAMES", "hostnames"),
+        ],
     ),
     ("executables", "EXECUTABLES", [("KIND", "kind"), ("NAME", "name"), ("EXE", "exe")]),
 )
