@@ -198,6 +198,8 @@ def test_learn_enforce_kill9_restart(daemon: Daemon, tmp_path: Path) -> None:
         true = shutil.which("true") or "/bin/true"
         r = run_agent(true)
         assert r.returncode in (128 + signal.SIGKILL, 126), "novel exec killed (or EPERM on LSM)"
+        verb = "killed" if r.returncode == 128 + signal.SIGKILL else "denied"
+        assert f"corralctl: corral {verb} exec " in r.stderr, "run says what corral stopped"
 
         time.sleep(1.0)
         evs = ctl_json(daemon, "events", "--agent", "demo", "--limit", "1000")
@@ -429,7 +431,7 @@ def test_a_confined_agent_cannot_use_the_admin_api(daemon: Daemon) -> None:
     assert ctl(daemon, "status").returncode == 0  # the node's operator is still served
 
 
-@pytest.mark.userspace
+@pytest.mark.host_only
 def test_a_mode_change_that_cannot_be_saved_changes_nothing(tmp_path: Path) -> None:
     """Attack on state: with the state directory full (ENOSPC), `mode X enforce` used to answer
     0 and enforce until the next restart, which brought the agent back in observe. Now the
@@ -566,7 +568,7 @@ def test_corrald_puts_back_what_an_escaped_agent_changed_in_its_kernel_state(
         assert set(agent["modes"].values()) == {"enforce"}
 
 
-@pytest.mark.userspace
+@pytest.mark.host_only
 def test_run_says_when_corral_stopped_the_command(daemon: Daemon) -> None:
     """`corralctl run` used to exit 137 (or 126) without a word when corral killed (or denied)
     the command's exec: it now says what corral stopped, why and where to look. On the
@@ -662,7 +664,7 @@ promotion: {check_interval: 0.2, min_learning: 1s, quiet_period: 1s, alert_perio
 """
 
 
-@pytest.mark.userspace
+@pytest.mark.host_only
 def test_auto_promotion_waits_for_evidence_and_reports_denials_after(tmp_path: Path) -> None:
     """Safe promotion with a real corrald (gates shortened): one run is not enough evidence
     (`agent` says it waits for 2 runs); the agent's own gate, set through the API (`corralctl
@@ -841,7 +843,7 @@ def test_random_temp_names_and_timestamped_logs_hold_in_enforce(
     assert [o for o in objects if o.startswith(str(work))] == [str(other)], objects
 
 
-@pytest.mark.userspace
+@pytest.mark.host_only
 def test_diff_counts_every_repeat_and_names_each_executable(daemon: Daemon, tmp_path: Path) -> None:
     """Repeats inside the kernel's suppression window are counted (in the kernel, added by
     diff), and a repeat by another executable is reported on its own: diff's count is the

@@ -8,9 +8,9 @@
   (tests marked `lsm_inactive`); the fmod_ret backend is chosen, and the enforcement tests
   (marked `deny`) run on it, with the daemon's end-to-end test.
 
-One pytest session per boot. The guest prints `vm-suite kernel=<uname -r> lsm=<active|inactive>
-passed=<n> failed=<n> skipped=<n>`; this script collects those lines and fails unless every
-boot ran with failed=0 and skipped=0.
+One pytest session per boot, two boots at a time (`--jobs`). The guest prints `vm-suite
+kernel=<uname -r> lsm=<active|inactive> passed=<n> failed=<n> skipped=<n>`; this script
+collects those lines and fails unless every boot ran with failed=0 and skipped=0.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,12 +35,12 @@ BOOTS = {
     "active": (
         LSM_APPEND,
         "tests/kernel tests/daemon/test_e2e.py tests/ship/test_demo.py",
-        "not fallback and not lsm_inactive",
+        "not fallback and not lsm_inactive and not host_only",
     ),
     "inactive": (
         "lsm=lockdown,capability",
         "tests/kernel tests/daemon/test_e2e.py",
-        "not fallback and not lsm_active",
+        "not fallback and not lsm_active and not host_only",
     ),
 }
 
@@ -78,19 +79,32 @@ def guest_command(
         f"CORRAL_VM_SUITE=1 CORRAL_VM_LSM={boot} PYTHONDONTWRITEBYTECODE=1 "
         + ("CORRAL_REALAGENTS_RUN_TIMEOUT=1500 " if corpus else "")
         + f"{shlex.quote(python)} -m pytest {paths} -m {shlex.quote(marks)} "
-        f"-p no:cacheprovider -q -rs {args}"
+        f"-p no:cacheprovider -q -rs {args}; "
+        # pytest's own status and, when it did not pass, the kernel's last words: a guest whose
+        # pytest dies (OOM, a kill) or whose kernel oopses otherwise ends without a word.
+        'rc=$?; echo "vm-guest: pytest exited with status $rc"; '
+        'if [ "$rc" -ne 0 ]; then echo "== guest dmesg (last 80 lines)"; dmesg | tail -n 80; fi; '
+        'exit "$rc"'
     )
 
 
 def vng(
-    python: str, kernel: str, command: str, cpus: int = 2, append: str = LSM_APPEND
+    python: str,
+    kernel: str,
+    command: str,
+    cpus: int = 2,
+    append: str = LSM_APPEND,
+    verbose: bool = False,
+    memory: str = "2G",
 ) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) booting kernel under QEMU/TCG (with BPF LSM unless append says
     otherwise) and running command in the guest, with the venv of `python` first on PATH (also
-    used by bench/vm.py)."""
+    used by bench/vm.py). verbose: the kernel's console too (on stderr), for the log."""
     venv_bin = str(Path(python).parent)
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
-    cmd = [f"{venv_bin}/vng", "--disable-kvm", "--memory", "2G", "--cpus", str(cpus)]
+    cmd = [f"{venv_bin}/vng", "--disable-kvm", "--memory", memory, "--cpus", str(cpus)]
+    if verbose:
+        cmd.append("--verbose")
     cmd += ["--run", kernel, "--append", append, "--", command]
     return cmd, env
 
@@ -107,26 +121,23 @@ def run_one(
 ) -> tuple[bool, str]:
     append = BOOTS[boot][0]
     guest = guest_command(python, pytest_args, boot, userspace, corpus)
-    cmd, env = vng(python, kernel, guest, append=append)
+    # 4G: the guest's /tmp (where every test's corrald, agents and logs live) is in its RAM
+    cmd, env = vng(python, kernel, guest, append=append, verbose=True, memory="4G")
     log = logdir / f"{Path(kernel).name}-lsm-{boot}.log"
     started = time.monotonic()
     print(f"== booting {kernel} under QEMU (TCG), {append} ...", flush=True)
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        out = proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        out = (
-            (e.stdout or b"").decode(errors="replace")
-            if isinstance(e.stdout, bytes)
-            else (e.stdout or "")
-        )
-        out += f"\nTIMEOUT after {timeout}s"
-    log.write_text(out)
+    out, console = _run_guest(cmd, env, timeout)
+    log.write_text(out + "\n== guest console (vng --verbose)\n" + console)
     _save_reports(out, logdir)
     took = time.monotonic() - started
-    tail = "\n".join(out.strip().splitlines()[-60:])
-    print(tail, flush=True)
     m = SUMMARY.search(out)
+    report = [
+        f"== {Path(kernel).name}, {append}: done after {took:.0f}s",
+        *out.strip().splitlines()[-60:],
+    ]
+    if not m or m.group(4) != "0" or m.group(5) != "0":
+        report += ["== the guest's console, last 40 lines:", *console.strip().splitlines()[-40:]]
+    print("\n".join(report), flush=True)  # one write: boots run side by side (--jobs)
     if not m:
         return (
             False,
@@ -135,6 +146,20 @@ def run_one(
     line = m.group(0)
     ok = int(m.group(4)) == 0 and int(m.group(5)) == 0 and int(m.group(3)) > 0
     return ok, f"{line}  ({took:.0f}s)"
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+def _run_guest(cmd: list[str], env: dict[str, str], timeout: int) -> tuple[str, str]:
+    """(the guest command's output, the kernel's console): vng prints the one on stdout and,
+    with --verbose, the other on stderr."""
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        return proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as e:
+        return _text(e.stdout) + f"\nTIMEOUT after {timeout}s", _text(e.stderr)
 
 
 REPORT_BLOCK = re.compile(
@@ -171,6 +196,12 @@ def main() -> int:
         help="seconds per VM (the 6.12 BPF LSM boot took ~25 min on a 2-CPU host)",
     )
     ap.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="VMs at once (a TCG guest keeps ~1.2 host CPUs busy: two share a 2-CPU host well)",
+    )
+    ap.add_argument(
         "--corpus", action="store_true", help="run the real-agent corpus's VM agent instead"
     )
     ap.add_argument("pytest_args", nargs="*")
@@ -179,6 +210,7 @@ def main() -> int:
     logdir.mkdir(exist_ok=True)
     results: list[tuple[bool, str]] = []
     kernels = a.kernels.split(",")
+    runs: list[tuple[str, str, bool]] = []
     for series in kernels:
         kernel = find_kernel(series)
         if not kernel:
@@ -187,12 +219,15 @@ def main() -> int:
             )
             continue
         for boot in a.boots.split(","):
-            userspace = boot == "active" and series == kernels[-1]
-            results.append(
-                run_one(
-                    kernel, boot, a.python, a.pytest_args, a.timeout, logdir, userspace, a.corpus
-                )
-            )
+            runs.append((kernel, boot, boot == "active" and series == kernels[-1]))
+    runs.sort(key=lambda r: (not r[2], r[1] != "active"))  # the longest boots first
+    with ThreadPoolExecutor(max(1, a.jobs)) as pool:
+        results += pool.map(
+            lambda r: run_one(
+                r[0], r[1], a.python, a.pytest_args, a.timeout, logdir, r[2], a.corpus
+            ),
+            runs,
+        )
     print("\n== VM suite summary")
     for ok, line in results:
         print(("ok   " if ok else "FAIL ") + line)

@@ -36,7 +36,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from corral.policy.rules import format_net, normalise_network
 from corral.policy.store import atomic_write
 
 from . import procfs
-from .hostnames import HostNames, resolve
+from .hostnames import HostNames, Resolver
 from .jobs import (
     UNANSWERED,
     CmdlineJob,
@@ -129,7 +128,7 @@ class AibomTracker:
         self._saved_at: dict[str, float] = {}  # time.monotonic of each agent's last save
         self._cache: VersionCache = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._dns_pool: ThreadPoolExecutor | None = None
+        self._resolver = Resolver()
         self._stopping = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -142,7 +141,6 @@ class AibomTracker:
             asyncio.create_task(self._sync_loop(), name="aibom-sync"),
         ]
         if self.resolve_hosts and self.rules.hostnames:
-            self._dns_pool = ThreadPoolExecutor(2, thread_name_prefix="corral-dns")
             self._tasks.append(asyncio.create_task(self._dns_loop(), name="aibom-dns"))
         log.info(
             "AI-BOM tracking",
@@ -159,8 +157,6 @@ class AibomTracker:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._dns_pool is not None:
-            self._dns_pool.shutdown(wait=False, cancel_futures=True)
         await self.save()
 
     def reload(self, rules: Rules) -> None:
@@ -535,13 +531,10 @@ class AibomTracker:
             self._list(agent, prefix, seen)
 
     async def _dns_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             for host in self.rules.hostnames:
                 try:
-                    infos = await asyncio.wait_for(
-                        loop.run_in_executor(self._dns_pool, resolve, host), DNS_TIMEOUT
-                    )
+                    infos = await asyncio.wait_for(self._resolver.resolve(host), DNS_TIMEOUT)
                 except (OSError, TimeoutError, UnicodeError):
                     self.stats["dns_failures"] += 1
                     continue
