@@ -258,6 +258,17 @@ def generalise(known: str, path: str, *, dimension: str, known_pattern: bool = F
         return None
 
 
+def merge_label(known: str, label: str) -> str | None:
+    """The least general pattern covering two DNS labels (or a learned label pattern and a
+    label), by the same evidence as two path components (module docstring): "b-k2j9x1ab" and
+    "b-3dysq4of" give "b-????????"; "eu" and "us" give nothing. None: keep both names."""
+    if known == label or any(c in WILDCARDS for c in label):
+        return None
+    evidence = _Evidence()
+    merged = _merge_component(known, label, evidence)
+    return merged if merged is not None and evidence.enough() else None
+
+
 def _literal_wildcards(path: str) -> bool:
     """A * or ? in the path other than the kernel's own "/proc/*/" rewrite."""
     rest = path[len("/proc/*") :] if path.startswith("/proc/*/") else path
