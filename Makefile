@@ -7,7 +7,7 @@ CLANG ?= clang
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
-BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
+BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o $(BPF_OUT)/dns.bpf.o
 RULES_OUT := daemon/corral/rules/aibom.yaml
 # systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
 # curl: the documented way to scrape /metrics over the admin socket (tested).
@@ -16,8 +16,9 @@ SYSTEM_PKGS := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev systemd curl
 PYTHON_PKGS := python3 python3-venv
 # The host suite: git lists a checkout's files (tests/ship copies a fresh clone from it);
 # procps: ps, which the demo test calls (also in the VM suite); nodejs and npm: the real-agent
-# corpus (tests/realagents) installs an npm MCP server and its agents launch it with npx.
-TEST_PKGS := git procps nodejs npm
+# corpus (tests/realagents) installs an npm MCP server and its agents launch it with npx;
+# dnsmasq-base: the real DNS server the DNS-aware egress tests (tests/kernel/test_dns.py) ask.
+TEST_PKGS := git procps nodejs npm dnsmasq-base
 # make bench: a C compiler and static libc for its helpers, perf for profiles
 BENCH_PKGS := gcc libc6-dev linux-perf
 # virtme-ng builds the guest's initramfs with busybox (without it every boot ends at once with

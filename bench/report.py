@@ -1072,6 +1072,20 @@ def progcost_section(res: dict[str, Any]) -> list[str]:
     return section(res)
 
 
+def guardcost_section(res: dict[str, Any]) -> list[str]:
+    """The tamper guard's cost per call (bench/guardcost.py), kept when the rest is rebuilt."""
+    from .guardcost import section
+
+    return section(res) if res else []
+
+
+def dnscost_section(res: dict[str, Any]) -> list[str]:
+    """The DNS program's cost per call (bench/dnscost.py)."""
+    from .dnscost import section
+
+    return section(res)
+
+
 def write(results: dict[str, Any]) -> Path:
     ASSETS.mkdir(parents=True, exist_ok=True)
     DATA.write_text(json.dumps(results, indent=1, sort_keys=True))
@@ -1097,6 +1111,8 @@ def write(results: dict[str, Any]) -> Path:
         *flip_section(results.get("flip", {})),
         *families_section(results.get("families", {})),
         *progcost_section(results.get("progcost", {})),
+        *guardcost_section(results.get("guardcost", {})),
+        *dnscost_section(results.get("dnscost", {})),
         *anchors_section(results),
     ]
     DOC.write_text("\n".join(lines).rstrip() + "\n")

@@ -270,4 +270,53 @@ struct corral_probe {
 	__u64 hits[CORRAL_NDIMS];   /* operations of tgid seen, per dimension */
 };
 
+/*
+ * DNS-aware egress (issue 17, bpf/dns.bpf.c). The agent's own DNS answers, read on its
+ * sockets' receive path before it can read them, put the addresses of a name its baseline
+ * allows into dns_addrs. Names are held reversed ("moc.ianepo.ipa") so that an LPM prefix is
+ * a parent domain: an exact name ends in its NUL, "*.s3.amazonaws.com" is the prefix
+ * "moc.swanozama.3s." and matches names of exactly `labels` labels.
+ */
+#define CORRAL_DNS_NAME_MAX 252   /* 4 (list) + 252 = 256 = LPM_DATA_SIZE_MAX; longer: not allowed */
+#define CORRAL_DNS_PORTS 4
+
+/* map dns_names: LPM trie */
+struct corral_dns_key {
+	__u32 prefixlen;
+	__u32 list;
+	__u8 name[CORRAL_DNS_NAME_MAX];
+};
+
+struct corral_dns_name_val {
+	__u16 port[CORRAL_DNS_PORTS]; /* network order; 0 = any port; unused slots repeat port[0] */
+	__u8 labels;                  /* a wildcard entry: the labels a name must have; 0: exact */
+	__u8 pad[7];
+};
+
+/* map dns_addrs: LRU hash, what the answers allowed */
+struct corral_dns_addr_key {
+	__u32 list;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[CORRAL_ADDR_LEN];
+};
+
+struct corral_dns_addr_val {
+	__u64 expires_ns;             /* bpf_ktime_get_boot_ns: the record's TTL plus the grace */
+	__u16 port[CORRAL_DNS_PORTS];
+};
+
+enum corral_dns_stat {
+	CORRAL_DNS_ANSWERS = 0,       /* answers to an agent's socket */
+	CORRAL_DNS_ALLOWED = 1,       /* ... for a name its baseline allows */
+	CORRAL_DNS_ADDRESSES = 2,     /* addresses put into dns_addrs */
+	CORRAL_DNS_UNPARSED = 3,      /* answers not read: compressed question, too long, cut */
+	CORRAL_DNS_STATS = 4,
+};
+
+/* map dns_settings: ARRAY of one */
+struct corral_dns_settings {
+	__u64 grace_ns;               /* added to every TTL (apps reuse addresses past it) */
+};
+
 #endif /* CORRAL_H */

@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * DNS-aware egress, first step (issue 17): read a DNS answer (UDP, source port 53) on the
+ * receive path of a registered cgroup's socket, before the application can read it; when the
+ * queried name is allowed for that cgroup's list (dns_names), put the answer's A and AAAA
+ * addresses into dns_addrs until their TTL plus a grace has passed.
+ *
+ * Not yet wired into corrald or the connect programs (docs/names.md): dns_cgroups stands in
+ * for corral's cgroup -> agent resolution, and nothing reads dns_addrs but the tests.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "corral.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_UDP 17
+#define DNS_PORT 53
+#define NSEC_PER_SEC 1000000000ULL
+
+/* a classic DNS message over UDP; longer (EDNS) answers are read as far as this */
+#define DNS_BUF 512
+#define DNS_MASK (DNS_BUF - 1)
+#define DNS_HEADER 12
+#define DNS_ANSWERS_MAX 16
+/* a day: a hostile TTL (2^31 s) must not keep an address allowed for ever */
+#define DNS_TTL_MAX 86400
+/* the question's name as read, before reversing: a power of two, for masking */
+#define FWD_LEN 256
+#define FWD_MASK (FWD_LEN - 1)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CORRAL_MAX_CGROUPS);
+	__type(key, __u64);   /* cgroup id */
+	__type(value, __u32); /* list id */
+} dns_cgroups SEC(".maps");
+
+/* names of every agent's baseline: ~64 per agent */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, CORRAL_MAX_AGENTS * 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct corral_dns_key);
+	__type(value, struct corral_dns_name_val);
+} dns_names SEC(".maps");
+
+/* addresses answered: a CDN name has a handful per answer, an agent a few dozen names */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct corral_dns_addr_key);
+	__type(value, struct corral_dns_addr_val);
+} dns_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct corral_dns_settings);
+} dns_settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CORRAL_DNS_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} dns_stats SEC(".maps");
+
+/* The question's name, label by label, into fwd as "api.openai.com" (lower case). */
+struct qname_state {
+	__u32 off;    /* next byte of the message */
+	__u32 len;    /* message length */
+	__u32 rem;    /* bytes left in the current label */
+	__u32 out;    /* bytes written to fwd */
+	__u32 labels;
+	int result;   /* 0: running, 1: done, -1: not read */
+};
+
+/* The answer section as a state machine, one step per owner-name label or record (one small
+ * body: a loop over labels inside a loop over records is too complex for the verifier). */
+struct answer_state {
+	__u32 off;
+	__u32 len;
+	__u32 count;  /* records in the answer section */
+	__u32 done;   /* records read */
+	__u32 owner;  /* 1: in a record's owner name, 0: at its fixed part */
+	__u64 now;
+	__u64 grace;
+};
+
+struct dns_scratch {
+	__u8 msg[DNS_BUF];
+	__u8 fwd[FWD_LEN];
+	struct corral_dns_key key;
+	struct corral_dns_addr_key akey;
+	struct corral_dns_addr_val aval;
+	/* the loops' states live here, not on the stack: the verifier then does not follow each
+	 * iteration's exact offsets through bpf_loop (it hit its 1M instruction limit) */
+	struct qname_state qs;
+	struct answer_state as;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_scratch);
+} dns_scratch_map SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *n = bpf_map_lookup_elem(&dns_stats, &stat);
+
+	if (n)
+		(*n)++;
+}
+
+/* bpf_loop's context must be on the stack: it only points at the state in the scratch map */
+struct loop_ctx {
+	struct dns_scratch *sc;
+};
+
+static long qname_step(__u64 index, void *ctx)
+{
+	struct dns_scratch *sc = ((struct loop_ctx *)ctx)->sc;
+	struct qname_state *st = &sc->qs;
+	__u32 off = st->off, out = st->out;
+	__u8 c;
+
+	if (off >= st->len || out >= CORRAL_DNS_NAME_MAX - 1)
+		goto fail;
+	c = sc->msg[off & DNS_MASK];
+	if (!st->rem) {
+		if (!c) {
+			st->off = off + 1;
+			st->result = out ? 1 : -1;
+			return 1;
+		}
+		if (c & 0xC0) /* a compression pointer in the question: no resolver sends one */
+			goto fail;
+		if (out)
+			sc->fwd[out++ & FWD_MASK] = '.';
+		st->rem = c;
+		st->labels++;
+		st->off = off + 1;
+		st->out = out;
+		return 0;
+	}
+	if (c >= 'A' && c <= 'Z')
+		c += 'a' - 'A';
+	sc->fwd[out & FWD_MASK] = c;
+	st->out = out + 1;
+	st->off = off + 1;
+	st->rem--;
+	return 0;
+fail:
+	st->result = -1;
+	return 1;
+}
+
+#define DNS_STEPS (DNS_ANSWERS_MAX * 8)
+
+static __always_inline __u32 read16(const __u8 *msg, __u32 off)
+{
+	return ((__u32)msg[off & DNS_MASK] << 8) | msg[(off + 1) & DNS_MASK];
+}
+
+static __always_inline void add_address(struct dns_scratch *sc, __u32 off, __u32 rdlen, __u32 ttl)
+{
+	struct answer_state *st = &sc->as;
+
+	__builtin_memset(sc->akey.addr, 0, sizeof(sc->akey.addr));
+	sc->akey.family = rdlen == 4 ? AF_INET : AF_INET6;
+	for (int i = 0; i < CORRAL_ADDR_LEN; i++) {
+		if (i < rdlen)
+			sc->akey.addr[i] = sc->msg[(off + i) & DNS_MASK];
+	}
+	sc->aval.expires_ns = st->now + (__u64)ttl * NSEC_PER_SEC + st->grace;
+	bpf_map_update_elem(&dns_addrs, &sc->akey, &sc->aval, BPF_ANY);
+	count(CORRAL_DNS_ADDRESSES);
+}
+
+static long answer_step(__u64 index, void *ctx)
+{
+	struct dns_scratch *sc = ((struct loop_ctx *)ctx)->sc;
+	struct answer_state *st = &sc->as;
+	__u32 off = st->off, type, rdlen, ttl;
+	__u8 c;
+
+	if (st->done >= st->count || off >= st->len)
+		return 1;
+	if (st->owner) {
+		c = sc->msg[off & DNS_MASK];
+		if (!c || (c & 0xC0) == 0xC0) {
+			st->off = off + (c ? 2 : 1);
+			st->owner = 0;
+		} else {
+			st->off = off + c + 1;
+		}
+		return 0;
+	}
+	if (off + 10 > st->len)
+		return 1;
+	type = read16(sc->msg, off);
+	ttl = (read16(sc->msg, off + 4) << 16) | read16(sc->msg, off + 6);
+	rdlen = read16(sc->msg, off + 8);
+	off += 10;
+	if (off + rdlen > st->len)
+		return 1;
+	if (ttl > DNS_TTL_MAX)
+		ttl = DNS_TTL_MAX;
+	if ((type == 1 && rdlen == 4) || (type == 28 && rdlen == 16))
+		add_address(sc, off, rdlen, ttl);
+	st->off = off + rdlen;
+	st->done++;
+	st->owner = 1;
+	return 0;
+}
+
+/* fwd (out bytes) reversed into key.name, NUL-terminated: "moc.ianepo.ipa". */
+static __always_inline void reverse_name(struct dns_scratch *sc, __u32 out)
+{
+	for (__u32 i = 0; i < CORRAL_DNS_NAME_MAX - 1; i++) {
+		if (i >= out)
+			break;
+		sc->key.name[i] = sc->fwd[(out - 1 - i) & FWD_MASK];
+	}
+	if (out < CORRAL_DNS_NAME_MAX)
+		sc->key.name[out] = 0;
+}
+
+/* An answer's payload offset, or 0: not UDP from port 53. Every packet the agents' sockets
+ * receive comes here: the headers are read in place (direct packet access) when they are in
+ * the linear part, with one copy otherwise. */
+static __always_inline __u32 dns_payload(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	__u8 hdr[48];
+	__u8 *h = data;
+	__u32 off;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (data + 28 > end) {
+			if (bpf_skb_load_bytes(skb, 0, hdr, 28))
+				return 0;
+			h = hdr;
+		}
+		if (h[9] != IPPROTO_UDP)
+			return 0;
+		off = (h[0] & 0x0F) * 4;
+		if (off != 20) { /* IP options: rare, read the port where it is */
+			__u16 sport;
+
+			if (bpf_skb_load_bytes(skb, off, &sport, 2))
+				return 0;
+			return sport == bpf_htons(DNS_PORT) ? off + 8 : 0;
+		}
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (data + 48 > end) {
+			if (bpf_skb_load_bytes(skb, 0, hdr, 48))
+				return 0;
+			h = hdr;
+		}
+		if (h[6] != IPPROTO_UDP) /* extension headers before UDP: not read */
+			return 0;
+		off = 40;
+	} else {
+		return 0;
+	}
+	return h[off] == 0 && h[off + 1] == DNS_PORT ? off + 8 : 0;
+}
+
+SEC("cgroup_skb/ingress")
+int corral_dns_ingress(struct __sk_buff *skb)
+{
+	struct corral_dns_name_val *name;
+	struct corral_dns_settings *conf;
+	struct dns_scratch *sc;
+	__u32 zero = 0, off, len, out, *list;
+	struct loop_ctx lc;
+	__u64 cgid;
+
+	off = dns_payload(skb);
+	if (!off)
+		return 1;
+	cgid = bpf_skb_cgroup_id(skb);
+	list = bpf_map_lookup_elem(&dns_cgroups, &cgid);
+	sc = bpf_map_lookup_elem(&dns_scratch_map, &zero);
+	conf = bpf_map_lookup_elem(&dns_settings, &zero);
+	if (!list || !sc || !conf)
+		return 1;
+	lc.sc = sc;
+	count(CORRAL_DNS_ANSWERS);
+	if (skb->len <= off + DNS_HEADER)
+		goto unparsed;
+	len = skb->len - off;
+	if (len > DNS_BUF)
+		len = DNS_BUF;
+	/* a length the verifier can bound to 1..DNS_BUF (6.1 drops a "!= 0" test on a copy) */
+	if (bpf_skb_load_bytes(skb, off, sc->msg, ((len - 1) & DNS_MASK) + 1))
+		goto unparsed;
+	/* QR set, one question */
+	if (!(sc->msg[2] & 0x80) || read16(sc->msg, 4) != 1)
+		goto unparsed;
+	__builtin_memset(&sc->qs, 0, sizeof(sc->qs));
+	sc->qs.off = DNS_HEADER;
+	sc->qs.len = len;
+	bpf_loop(CORRAL_DNS_NAME_MAX, qname_step, &lc, 0);
+	out = sc->qs.out;
+	if (sc->qs.result != 1 || out >= CORRAL_DNS_NAME_MAX)
+		goto unparsed;
+	reverse_name(sc, out);
+	sc->key.list = *list;
+	sc->key.prefixlen = 32 + 8 * (out + 1);
+	name = bpf_map_lookup_elem(&dns_names, &sc->key);
+	if (!name || (name->labels && name->labels != sc->qs.labels))
+		return 1;
+	count(CORRAL_DNS_ALLOWED);
+	sc->akey.list = *list;
+	__builtin_memcpy(sc->aval.port, name->port, sizeof(sc->aval.port));
+	sc->as.off = sc->qs.off + 4; /* qtype, qclass */
+	sc->as.len = len;
+	sc->as.count = read16(sc->msg, 6);
+	sc->as.done = 0;
+	sc->as.owner = 1;
+	sc->as.now = bpf_ktime_get_boot_ns();
+	sc->as.grace = conf->grace_ns;
+	bpf_loop(DNS_STEPS, answer_step, &lc, 0);
+	return 1;
+unparsed:
+	count(CORRAL_DNS_UNPARSED);
+	return 1;
+}
