@@ -25,7 +25,7 @@ import pytest
 
 from corral.kernel.loader import Backends, Kernel
 
-from .conftest import Agent, Outcome
+from .conftest import Agent, Outcome, run_in_cgroup
 from .test_guard import _bpf_map_create, _check, _enforce, _expect, libc, outsider  # noqa: F401
 
 SYS_CLONE3 = 435
@@ -508,8 +508,6 @@ def test_attack_raw_socket_via_io_uring(agent: Agent, backends: Backends, sock: 
 def test_attack_io_uring_socket_works_outside(kern: Kernel) -> None:
     """Control for the io_uring helper (not an attack on the guard): a UDP socket via io_uring
     from outside every agent is made (name holds 'attack' for -k)."""
-    from .conftest import run_in_cgroup
-
     out = run_in_cgroup(
         kern.cgroup_root, lambda: _uring_socket(socket.AF_INET, socket.SOCK_DGRAM, 0)
     )
@@ -533,48 +531,8 @@ IORING_OP_WRITE = 23
 
 
 def _run_prepared(cgroup: Path, setup: Any, fn: Any, timeout: float = 60.0) -> Outcome:
-    """As run_in_cgroup, but setup() runs in the child BEFORE it joins the agent's cgroup (as a
-    container runtime's init would: a private mount namespace, bind mounts, a volume)."""
-    import pickle
-
-    from .conftest import _wait
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            setup()
-            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
-            result: tuple[str, Any] = ("ok", fn())
-        except OSError as e:
-            result = ("err", e.errno)
-        except BaseException as e:
-            result = ("exc", repr(e))
-            code = 1
-        os.write(w, pickle.dumps(result))
-        os._exit(code)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    _, status = _wait(pid, timeout)
-    out = Outcome(pid=pid)
-    if os.WIFSIGNALED(status):
-        out.signal = os.WTERMSIG(status)
-    else:
-        out.exit_code = os.WEXITSTATUS(status)
-    if data:
-        kind, val = pickle.loads(data)
-        if kind == "exc":
-            raise AssertionError(f"child failed: {val}")
-        if kind == "err":
-            out.error = val
-        else:
-            out.value = val
-    return out
+    """As run_in_cgroup, with setup() run in the child before it joins the agent's cgroup."""
+    return run_in_cgroup(cgroup, fn, timeout, setup=setup)
 
 
 def _private_ns() -> None:

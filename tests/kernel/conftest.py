@@ -181,14 +181,23 @@ class Outcome:
     exit_code: int | None = None
 
 
-def run_in_cgroup(cgroup: Path, fn: Callable[[], Any], timeout: float = 60.0) -> Outcome:
-    """Forks; the child joins the cgroup, runs fn, and sends back its result or errno."""
+def run_in_cgroup(
+    cgroup: Path,
+    fn: Callable[[], Any],
+    timeout: float = 60.0,
+    setup: Callable[[], Any] | None = None,
+) -> Outcome:
+    """Forks; the child joins the cgroup, runs fn, and sends back its result or errno. setup
+    runs in the child BEFORE it joins (as a container runtime's init would: a private mount
+    namespace, bind mounts, a volume)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         os.close(r)
         code = 0
         try:
+            if setup is not None:
+                setup()
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
             result: tuple[str, Any] = ("ok", fn())
         except OSError as e:
