@@ -7,7 +7,7 @@ CLANG ?= clang
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BPF_OUT := daemon/corral/bpf
-BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o $(BPF_OUT)/dns.bpf.o
+BPF_OBJS := $(BPF_OUT)/corral.bpf.o $(BPF_OUT)/probe.bpf.o
 RULES_OUT := daemon/corral/rules/aibom.yaml
 # systemd: systemd-analyze, which the tests use to verify systemd/corrald.service.
 # curl: the documented way to scrape /metrics over the admin socket (tested).
@@ -116,7 +116,7 @@ realagents-deps: test-deps $(REALAGENTS)/venv/.stamp $(REALAGENTS)/npm/.stamp
 vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
-$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/corral.h bpf/lsm_ret.h bpf/guard.bpf.h bpf/vmlinux.h
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/corral.h bpf/lsm_ret.h bpf/guard.bpf.h bpf/dns.bpf.h bpf/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 	cp bpf/corral.h $(BPF_OUT)/corral.h

@@ -1,8 +1,9 @@
-"""Per-call cost of the DNS program (bpf/dns.bpf.c, cgroup_skb/ingress) on this machine's
-kernel: it runs for every packet a socket in a registered cgroup receives, so its early out
-(not UDP from port 53) is what every packet pays, and an answer's parse is what a lookup pays.
+"""Per-call cost of the DNS reader (bpf/dns.bpf.h, cgroup_skb/ingress at the cgroup root) on
+this machine's kernel: it runs for every packet every socket on the node receives, so its early
+out (not UDP from port 53) is what every packet pays, and an answer's parse what a lookup pays.
 
-Workloads, each a loop of N receives in one child in a fresh cgroup with the program attached:
+Workloads, each a loop of N receives in one child in a fresh cgroup registered as an agent
+(connect in ALERT; its list allows the resolver) of corral's object loaded with Backends.dns:
 - udp-other: a datagram to itself on loopback, from a port that is not 53 (the early out);
 - dns-allowed: a query to dnsmasq on 127.0.0.78 for a name the list allows (parse, LPM hit,
   two dns_addrs updates: A records);
@@ -16,25 +17,27 @@ rounds (min, max).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from bpfkit import BpfObject
-from corral.kernel import dnsmaps
+from corral.kernel import dnsmaps, probe
 from corral.kernel import loader as kernel
+from corral.kernel.loader import AgentConfig, Backends, Kernel
 from tests.kernel import dnsserver
 from tests.kernel.conftest import run_in_cgroup
 
 from . import env, progcost, syscalls
 from .stats import median
 
-OBJ = Path(kernel.__file__).resolve().parents[1] / "bpf" / "dns.bpf.o"
 SERVER = "127.0.0.78"
-LIST = 1
-PROG = "corral_dns_ingress"
+AGENT = 1
+LIST = 3
+PROG = kernel.DNS_PROGRAM
 RECORDS = {"api.example.com": ("192.0.2.10", "192.0.2.11"), "other.example.com": ("192.0.2.30",)}
 TITLE = "## Per-call cost of the DNS program"
 
@@ -65,6 +68,62 @@ WORKLOADS = {
 }
 
 
+def _loop_connect(n: int) -> int:
+    """connects to a port nothing listens on, at an address no list allows (ALERT: refused)."""
+    for _ in range(n):
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s,
+            contextlib.suppress(ConnectionRefusedError),
+        ):
+            s.connect(("127.0.0.86", 9))
+    return n
+
+
+def connect_miss(obj: Path, dns: str, cg: Path, n: int) -> dict[str, float]:
+    """ns per call of each connect program over n connects that miss every list, with obj."""
+    backends = Backends.choose(probe.run_probe().deny).without_guard()
+    k = Kernel(dataclasses.replace(backends, dns=dns), obj_path=obj)
+    try:
+        k.register_cgroup(kernel.cgroup_id(cg), AGENT)
+        modes = {"exec": "off", "open": "off", "connect": "alert"}
+        k.set_agent(AGENT, AgentConfig(modes=modes, lists={"exec": 1, "open": 2, "connect": LIST}))
+        k.activate()
+        s0 = syscalls._prog_stats()
+        out = run_in_cgroup(cg, lambda: _loop_connect(n), timeout=600)
+        s1 = syscalls._prog_stats()
+        assert out.value == n, out
+    finally:
+        k.close()
+    res = {}
+    for prog, (rt, cnt) in s1.items():
+        runs = cnt - s0.get(prog, (0, 0))[1]
+        if "connect" in prog and runs * 2 >= n:
+            res[prog] = (rt - s0.get(prog, (0, 0))[0]) / runs
+    return res
+
+
+def measure_connect(before: str, rounds: int, n: int) -> dict[str, Any]:
+    """The connect programs' miss path before (commit `before`) and after (this tree)."""
+    obj_before = env.BUILD / f"dnscost-before-{before}.bpf.o"
+    obj_before.parent.mkdir(parents=True, exist_ok=True)
+    progcost.build_object(before, obj_before)
+    objs = {"before": (obj_before, "none"), "after": (kernel.object_path(), "cgroup_skb")}
+    samples: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    with env.cgroup("corral-dnscost-connect") as cg:
+        for r in range(rounds):
+            order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
+            for label in order:
+                for prog, ns in connect_miss(*objs[label], cg, n).items():
+                    samples[label].setdefault(prog, []).append(ns)
+    return {
+        "before_commit": before,
+        "ns_per_call": {
+            label: {p: {"median": median(v), "min": min(v), "max": max(v)} for p, v in d.items()}
+            for label, d in samples.items()
+        },
+    }
+
+
 def measure(rounds: int, n: int) -> dict[str, Any]:
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = stats.read_text().strip()
@@ -72,18 +131,20 @@ def measure(rounds: int, n: int) -> dict[str, Any]:
     samples: dict[str, list[float]] = {w: [] for w in WORKLOADS}
     try:
         with dnsserver.dnsmasq(SERVER, RECORDS, 300), env.cgroup("corral-dnscost") as cg:
-            obj = BpfObject.open_file(OBJ)
-            obj.load()
-            link = obj.programs["corral_dns_ingress"].attach_cgroup(cg)
+            backends = Backends.choose(probe.run_probe().deny).without_guard()
+            k = Kernel(dataclasses.replace(backends, dns="cgroup_skb"))
             try:
-                m = obj.maps
-                cgid = kernel.cgroup_id(cg).to_bytes(8, "little")
-                m["dns_cgroups"].update(cgid, LIST.to_bytes(4, "little"))
-                m["dns_settings"].update(b"\0" * 4, dnsmaps.settings_value(30 * 10**9))
+                k.map("dns_settings").update(b"\0" * 4, dnsmaps.settings_value(30 * 10**9))
+                k.register_cgroup(kernel.cgroup_id(cg), AGENT)
+                lists = {"exec": 1, "open": 2, "connect": LIST}
+                modes = {"exec": "off", "open": "off", "connect": "alert"}
+                k.set_agent(AGENT, AgentConfig(modes=modes, lists=lists))
+                k.allow_net(LIST, [(f"{SERVER}/32", 53)])
                 name = "api.example.com"
-                m["dns_names"].update(
+                k.map("dns_names").update(
                     dnsmaps.name_key(LIST, name), dnsmaps.name_value(name, (443,))
                 )
+                k.activate()
                 for r in range(rounds):
                     for w, fn in WORKLOADS.items():
                         s0 = syscalls._prog_stats().get(PROG, (0, 0))
@@ -94,8 +155,7 @@ def measure(rounds: int, n: int) -> dict[str, Any]:
                         samples[w].append((s1[0] - s0[0]) / runs if runs else float("nan"))
                     env.log(f"dnscost: round {r + 1}/{rounds} done")
             finally:
-                link.destroy()
-                obj.close()
+                k.close()
     finally:
         stats.write_text(old)
     return {
@@ -119,8 +179,8 @@ def section(result: dict[str, Any]) -> list[str]:
         f"`python -m bench.dnscost` on the host (kernel {m['kernel']}, "
         f"{m['cores']} CPUs, {m['cpu_model']}; 1-minute load {load['load1']}"
         f"{', noisy: other work ran' if load['noisy'] else ''}), {result['rounds']} rounds of "
-        f"{result['n']} receives per workload; `run_time_ns / run_cnt` of `corral_dns_ingress`, "
-        "median (min-max). The program is new (issue 17, first step): there is no before. "
+        f"{result['n']} receives per workload; `run_time_ns / run_cnt` of `corral_cg_dns_ingress`, "
+        "median (min-max). The program is new (issue 17): there is no before. "
         "udp-other is what every packet an agent's socket receives pays once the program is "
         "attached (its early out); the answers are what a lookup pays.",
         "",
@@ -129,6 +189,28 @@ def section(result: dict[str, Any]) -> list[str]:
     ]
     for w, v in result["ns_per_call"].items():
         lines.append(f"| {w} | {v['median']:.0f} ({v['min']:.0f}-{v['max']:.0f}) |")
+    conn = result.get("connect")
+    if conn:
+        lines += [
+            "",
+            "Connect now looks up `dns_addrs` when the static lists miss (the allowed path is "
+            "unchanged). Its miss path, before "
+            f"(object of {conn['before_commit']}) and after (this commit's), connects to an "
+            "address no list allows (ALERT), same rounds, order alternating. Next: skip the "
+            "lookup where the reader is off (a read-only global the verifier prunes).",
+            "",
+            "| program | before ns per call | after ns per call |",
+            "|---|---|---|",
+        ]
+        b, a = conn["ns_per_call"]["before"], conn["ns_per_call"]["after"]
+        for prog in sorted(set(b) | set(a)):
+            cells = [
+                f"{d[prog]['median']:.0f} ({d[prog]['min']:.0f}-{d[prog]['max']:.0f})"
+                if prog in d
+                else "-"
+                for d in (b, a)
+            ]
+            lines.append(f"| `{prog}` | {cells[0]} | {cells[1]} |")
     return [*lines, ""]
 
 
@@ -137,8 +219,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-n", type=int, default=20000, help="receives per workload and round")
     ap.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
+    ap.add_argument(
+        "--before",
+        default="c02edd0",
+        help="the commit whose object is 'before' for connect (before it consulted the answers)",
+    )
     a = ap.parse_args()
     result = measure(a.rounds, a.n)
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = stats.read_text().strip()
+    stats.write_text("1")
+    try:
+        result["connect"] = measure_connect(a.before, a.rounds, a.n)
+    finally:
+        stats.write_text(old)
     print(json.dumps(result, indent=2))
     if a.write_doc:
         from . import report

@@ -142,10 +142,9 @@ def build_object(commit: str, out: Path) -> None:
     arch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     with tempfile.TemporaryDirectory(prefix="corral-bpf-") as tmp:
         src = Path(tmp)
-        for f in ("corral.bpf.c", "corral.h", "lsm_ret.h", "vmlinux.h", "guard.bpf.h"):
-            if f == "guard.bpf.h" and f not in _git("ls-tree", "--name-only", commit, "bpf/"):
-                continue  # before the tamper guard
-            (src / f).write_text(_git("show", f"{commit}:bpf/{f}"))
+        for path in _git("ls-tree", "--name-only", commit, "bpf/").split():
+            if path.endswith((".h", "corral.bpf.c")):  # guard.bpf.h, dns.bpf.h where present
+                (src / Path(path).name).write_text(_git("show", f"{commit}:{path}"))
         cflags = ["-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-Wall", "-Werror"]
         cmd = ["clang", *cflags, f"-I{src}", "-c", str(src / "corral.bpf.c"), "-o", str(out)]
         r = subprocess.run(cmd, capture_output=True, text=True)

@@ -7,6 +7,7 @@
  *   fmod_ret   fmod_ret/security_bprm_check, security_file_open, security_socket_connect
  *              -> -EPERM where BPF LSM is not active (same decisions as LSM, other attachment)
  *   cgroup     cgroup/connect4/6 (+ sendmsg4/6 for unconnected UDP)         -> EPERM
+ *   (any)      cgroup_skb/ingress: the agents' DNS answers, for connect by name (dns.bpf.h)
  *   tracepoint tp_btf/sched_process_exec (SIGKILL); open (report only): the syscall tracepoints
  *              syscalls/sys_enter_open{,at,at2}, else tp_btf/sys_enter
  * and the tamper guard (guard.bpf.h), on every backend as far as its hooks reach.
@@ -1185,6 +1186,8 @@ int BPF_PROG(corral_tp_sysenter_open, struct pt_regs *regs, long id)
 /* ---- network (connect) -------------------------------------------------------------------- */
 
 /* Looks up the destination with its port, then with port 0 (= any port). */
+#include "dns.bpf.h"
+
 static __always_inline bool net_allowed(struct corral_net_key *k)
 {
 	__u16 port = k->port;
@@ -1230,7 +1233,7 @@ static __always_inline __u8 judge_net(struct subject *s, struct scratch *sc, __u
 	k->prefixlen = NET_KEY_BITS;
 	k->list = s->cfg->list[CORRAL_DIM_CONNECT];
 	k->zero = 0;
-	if (net_allowed(k)) {
+	if (net_allowed(k) || dns_allowed(k)) {
 		if (c)
 			c->allowed++;
 		return CORRAL_VERDICT_ALLOWED;

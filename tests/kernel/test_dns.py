@@ -1,46 +1,45 @@
-"""DNS-aware egress, first step (issue 17): bpf/dns.bpf.c reads the answers a real DNS server
-(dnsmasq, on a loopback address, port 53) sends to a process in a real cgroup, and puts the
-addresses of allowed names into dns_addrs before the process reads them. Real program, real
-cgroup, real packets; the client is dnspython's stub resolver (a real UDP socket)."""
+"""DNS-aware egress (issue 17): corral's object with Backends.dns reads the answers a real DNS
+server (dnsmasq on a loopback address, port 53) sends to an agent in a real cgroup, and connect
+in ENFORCE then allows the addresses of the names the agent's list allows, on their ports only,
+and nothing else. Real programs, real cgroups, real packets, connects that get EPERM or not;
+the client is dnspython's stub resolver (a real UDP socket), like an agent's resolver."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dns.message
 import dns.query
 import pytest
 
-from bpfkit import BpfObject, Map
 from corral.kernel import dnsmaps
-from corral.kernel import loader as kernel
 from corral.kernel.layout import C
+from corral.kernel.loader import Backends, Kernel
 from tests.kernel import dnsserver
-from tests.kernel.conftest import _cleanup_cgroup, run_in_cgroup
+from tests.kernel.conftest import SUPPRESS_NS, Agent, make_agent, run_in_cgroup
 
-OBJ = Path(kernel.__file__).resolve().parents[1] / "bpf" / "dns.bpf.o"
 SERVER = "127.0.0.77"
-LIST = 7
 GRACE_NS = 30 * 1_000_000_000
 TTL = 300
+# loopback addresses the agent may reach only by name
 RECORDS = {
-    "api.example.com": ("192.0.2.10", "2001:db8::10"),
-    "x1.cdn.example.com": ("192.0.2.21",),
-    "a.b.cdn.example.com": ("192.0.2.22",),
-    "other.example.com": ("192.0.2.30",),
+    "api.example.com": ("127.0.0.81", "::1"),
+    "x1.cdn.example.com": ("127.0.0.82",),
+    "a.b.cdn.example.com": ("127.0.0.83",),
+    "other.example.com": ("127.0.0.84",),
 }
+EPERM = "EPERM"
 
 
 @pytest.fixture(scope="module")
 def dnsmasq() -> Iterator[str]:
     extra = [
         "--cname=www.example.com,api.example.com",
-        f"--host-record=forever.example.com,192.0.2.40,{2**31 - 1}",
+        f"--host-record=forever.example.com,127.0.0.85,{2**31 - 1}",
     ]
     try:
         with dnsserver.dnsmasq(SERVER, RECORDS, TTL, extra) as address:
@@ -49,115 +48,150 @@ def dnsmasq() -> Iterator[str]:
         pytest.fail(str(e))
 
 
-@dataclass
+@pytest.fixture(scope="module")
+def kern_dns(backends: Backends) -> Iterator[Kernel]:
+    """corral's object with the DNS reader (no tamper guard: it is not what this tests)."""
+    k = Kernel(
+        dataclasses.replace(backends.without_guard(), dns="cgroup_skb"), suppress_ns=SUPPRESS_NS
+    )
+    k.map("dns_settings").update(b"\0\0\0\0", dnsmaps.settings_value(GRACE_NS))
+    k.activate()
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    """A TCP port listened on at every loopback address the records name."""
+    socks = []
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("0.0.0.0", 0))
+    s.listen(64)
+    socks.append(s)
+    p = s.getsockname()[1]
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s6.bind(("::1", p))
+    s6.listen(64)
+    socks.append(s6)
+    yield p
+    for s in socks:
+        s.close()
+
+
+@dataclasses.dataclass
 class Dns:
-    cgroup: Path
-    maps: dict[str, Map]
+    kern: Kernel
+    agent: Agent
+
+    @property
+    def list(self) -> int:
+        return self.agent.lists["connect"]
 
     def allow(self, name: str, *ports: int) -> None:
-        self.maps["dns_names"].update(
-            dnsmaps.name_key(LIST, name), dnsmaps.name_value(name, ports or (0,))
+        self.kern.map("dns_names").update(
+            dnsmaps.name_key(self.list, name), dnsmaps.name_value(name, ports or (0,))
         )
 
-    def resolve(self, name: str, rdtype: str = "A") -> list[str]:
-        """name resolved from inside the cgroup (dnspython over a real UDP socket)."""
+    def run(self, fn: Callable[[], Any]) -> Any:
+        out = run_in_cgroup(self.agent.cgroup, fn)
+        assert out.signal is None and out.exit_code == 0, out
+        return EPERM if out.error == 1 else out.value if out.error is None else out.error
 
+    def resolve(self, name: str, rdtype: str = "A") -> Any:
         def child() -> list[str]:
             q = dns.message.make_query(name, rdtype)
             r = dns.query.udp(q, SERVER, port=53, timeout=5)
             return sorted(str(rd) for rrset in r.answer for rd in rrset if rrset.rdtype in (1, 28))
 
-        out = run_in_cgroup(self.cgroup, child)
-        assert out.error is None and out.value is not None, out
-        return list(out.value)
+        return self.run(child)
 
-    def expiry(self, address: str) -> tuple[int, tuple[int, ...]] | None:
-        raw = self.maps["dns_addrs"].lookup(dnsmaps.addr_key(LIST, address))
-        return dnsmaps.addr_value(raw) if raw else None
+    def connect(self, address: str, port: int) -> Any:
+        def child() -> str:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect((address, port))
+            return "connected"
+
+        return self.run(child)
+
+    def expiry(self, address: str) -> int | None:
+        raw = self.kern.map("dns_addrs").lookup(dnsmaps.addr_key(self.list, address))
+        return dnsmaps.addr_value(raw)[0] if raw else None
 
     def stat(self, which: int) -> int:
-        per_cpu = self.maps["dns_stats"].lookup_percpu(which.to_bytes(4, "little")) or []
+        per_cpu = self.kern.map("dns_stats").lookup_percpu(which.to_bytes(4, "little")) or []
         return sum(int.from_bytes(v[:8], "little") for v in per_cpu)
 
 
 @pytest.fixture
-def dns_prog(dnsmasq: str) -> Iterator[Dns]:
-    obj = BpfObject.open_file(OBJ)
-    obj.load()
-    cg = kernel.cgroup2_root() / f"corral-dns-{uuid.uuid4().hex[:8]}"
-    cg.mkdir()
-    link = obj.programs["corral_dns_ingress"].attach_cgroup(cg)
-    try:
-        maps = obj.maps
-        maps["dns_cgroups"].update(
-            kernel.cgroup_id(cg).to_bytes(8, "little"), LIST.to_bytes(4, "little")
-        )
-        maps["dns_settings"].update(b"\0\0\0\0", dnsmaps.settings_value(GRACE_NS))
-        yield Dns(cg, maps)
-    finally:
-        link.destroy()
-        obj.close()
-        _cleanup_cgroup(cg)
+def agent_dns(kern_dns: Kernel, dnsmasq: str) -> Iterator[Dns]:
+    """An agent in connect ENFORCE whose list allows only its resolver (UDP 53)."""
+    with make_agent(kern_dns) as a:
+        kern_dns.allow_net(a.lists["connect"], [(f"{SERVER}/32", 53)])
+        a.configure(connect="enforce")
+        yield Dns(kern_dns, a)
 
 
-def test_an_allowed_names_addresses_arrive_before_the_agent_reads_them(dns_prog: Dns) -> None:
-    dns_prog.allow("api.example.com", 443)
-    assert dns_prog.resolve("api.example.com") == ["192.0.2.10"]
-    # the answer was read by the kernel before recv() returned it: the entry is there now
-    hit = dns_prog.expiry("192.0.2.10")
-    assert hit is not None
-    expires, ports = hit
+def test_connect_by_name_is_allowed_after_the_agents_own_answer(agent_dns: Dns, port: int) -> None:
+    agent_dns.allow("api.example.com", port)
+    assert agent_dns.connect("127.0.0.81", port) == EPERM, "before any answer: an address"
+    assert agent_dns.resolve("api.example.com") == ["127.0.0.81"]
+    assert agent_dns.connect("127.0.0.81", port) == "connected"
+    assert agent_dns.connect("127.0.0.81", port + 1 if port < 65535 else port - 1) == EPERM
+    assert agent_dns.resolve("api.example.com", "AAAA") == ["::1"]
+    assert agent_dns.connect("::1", port) == "connected"
+
+
+def test_the_answer_is_there_before_the_agent_reads_it(agent_dns: Dns) -> None:
+    agent_dns.allow("api.example.com", 443)
+    assert agent_dns.resolve("api.example.com") == ["127.0.0.81"]
+    expires = agent_dns.expiry("127.0.0.81")
+    assert expires is not None
     left = expires - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     assert TTL * 10**9 < left <= TTL * 10**9 + GRACE_NS, "TTL plus the grace"
-    assert ports == (443,) * C.CORRAL_DNS_PORTS
-    assert dns_prog.resolve("api.example.com", "AAAA") == ["2001:db8::10"]
-    assert dns_prog.expiry("2001:db8::10") is not None
-    assert dns_prog.stat(C.CORRAL_DNS_ALLOWED) == 2
 
 
-def test_a_hostile_ttl_is_capped_at_a_day(dns_prog: Dns) -> None:
-    dns_prog.allow("forever.example.com", 443)
-    assert dns_prog.resolve("forever.example.com") == ["192.0.2.40"]
-    hit = dns_prog.expiry("192.0.2.40")
-    assert hit is not None
-    left = hit[0] - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    assert left <= 86400 * 10**9 + GRACE_NS
+def test_a_name_not_allowed_opens_nothing(agent_dns: Dns, port: int) -> None:
+    agent_dns.allow("api.example.com", port)
+    assert agent_dns.resolve("other.example.com") == ["127.0.0.84"]
+    assert agent_dns.connect("127.0.0.84", port) == EPERM
+    assert agent_dns.stat(C.CORRAL_DNS_ANSWERS) >= 1
 
 
-def test_a_name_not_allowed_adds_nothing(dns_prog: Dns) -> None:
-    dns_prog.allow("api.example.com", 443)
-    assert dns_prog.resolve("other.example.com") == ["192.0.2.30"]
-    assert dns_prog.expiry("192.0.2.30") is None
-    assert dns_prog.stat(C.CORRAL_DNS_ANSWERS) == 1
-    assert dns_prog.stat(C.CORRAL_DNS_ALLOWED) == 0
+def test_a_cname_chain_gives_the_addresses_at_its_end(agent_dns: Dns, port: int) -> None:
+    agent_dns.allow("www.example.com", port)
+    assert agent_dns.resolve("www.example.com") == ["127.0.0.81"]
+    assert agent_dns.connect("127.0.0.81", port) == "connected"
 
 
-def test_a_cname_chain_gives_the_addresses_at_its_end(dns_prog: Dns) -> None:
-    dns_prog.allow("www.example.com", 443)
-    assert dns_prog.resolve("www.example.com") == ["192.0.2.10"]
-    assert dns_prog.expiry("192.0.2.10") is not None
+def test_a_wildcard_allows_one_label_only(agent_dns: Dns, port: int) -> None:
+    agent_dns.allow("*.cdn.example.com", port)
+    assert agent_dns.resolve("x1.cdn.example.com") == ["127.0.0.82"]
+    assert agent_dns.resolve("a.b.cdn.example.com") == ["127.0.0.83"]
+    assert agent_dns.connect("127.0.0.82", port) == "connected"
+    assert agent_dns.connect("127.0.0.83", port) == EPERM, "two labels in place of the *"
 
 
-def test_a_wildcard_allows_one_label_only(dns_prog: Dns) -> None:
-    dns_prog.allow("*.cdn.example.com", 443)
-    assert dns_prog.resolve("x1.cdn.example.com") == ["192.0.2.21"]
-    assert dns_prog.resolve("a.b.cdn.example.com") == ["192.0.2.22"]
-    assert dns_prog.expiry("192.0.2.21") is not None
-    assert dns_prog.expiry("192.0.2.22") is None, "two labels in place of the *"
+def test_a_hostile_ttl_is_capped_at_a_day(agent_dns: Dns) -> None:
+    agent_dns.allow("forever.example.com", 443)
+    assert agent_dns.resolve("forever.example.com") == ["127.0.0.85"]
+    expires = agent_dns.expiry("127.0.0.85")
+    assert expires is not None
+    assert expires - time.clock_gettime_ns(time.CLOCK_BOOTTIME) <= 86400 * 10**9 + GRACE_NS
 
 
-def test_answers_to_processes_outside_the_cgroup_are_not_read(dns_prog: Dns) -> None:
-    dns_prog.allow("api.example.com", 443)
+def test_answers_to_processes_outside_every_agent_are_not_read(agent_dns: Dns) -> None:
+    agent_dns.allow("api.example.com", 443)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         s.sendto(dnsserver.query("api.example.com"), (SERVER, 53))
         assert s.recv(512)
-    assert dns_prog.expiry("192.0.2.10") is None
-    assert dns_prog.stat(C.CORRAL_DNS_ANSWERS) == 0
+    assert agent_dns.expiry("127.0.0.81") is None
 
 
 def test_names_too_long_for_the_kernel_are_refused_by_the_map_writer() -> None:
     name = ".".join(["a" * 60] * 4) + ".com"  # 248 bytes: fits
-    assert len(dnsmaps.name_key(LIST, name)) > 0
+    assert len(dnsmaps.name_key(1, name)) > 0
     with pytest.raises(dnsmaps.DnsKeyError, match="name buffer"):
-        dnsmaps.name_key(LIST, "b" * 10 + "." + name)
+        dnsmaps.name_key(1, "b" * 10 + "." + name)

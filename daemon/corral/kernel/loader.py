@@ -93,6 +93,7 @@ GUARD_PROGRAMS: dict[str, tuple[str, ...]] = {
 }
 CGROUP_CONNECT = ("corral_cg_connect4", "corral_cg_connect6")
 CGROUP_SENDMSG = ("corral_cg_sendmsg4", "corral_cg_sendmsg6")
+DNS_PROGRAM = "corral_cg_dns_ingress"  # Backends.dns == "cgroup_skb"
 
 COUNTER_FIELDS = ("allowed", "novel", "would_deny", "denied", "suppressed", "dropped")
 _INSERT_BATCH = 1024  # keys per BPF_MAP_UPDATE_BATCH when a list is filled
@@ -160,6 +161,9 @@ class Backends:
     # the tamper guard: "lsm" | "fmod_ret" (denies) | "tracepoint" (raw inet sockets denied,
     # the rest killed after the call) | "cgroup" (raw inet sockets only) | "none"
     guard: str = "none"
+    # DNS-aware egress (bpf/dns.bpf.h): "cgroup_skb" reads agents' DNS answers so connect can
+    # allow by name; "none" (the default until learning by name exists: docs/names.md)
+    dns: str = "none"
 
     @classmethod
     def choose(cls, deny: bool | str | None, *, open_fallback: str = "tracepoint") -> Backends:
@@ -363,6 +367,8 @@ class Kernel:
             wanted |= set(CGROUP_CONNECT)
         wanted |= set(CGROUP_SENDMSG)  # unconnected UDP has no LSM connect hook
         wanted |= set(GUARD_PROGRAMS[self.backends.guard])
+        if self.backends.dns == "cgroup_skb":
+            wanted.add(DNS_PROGRAM)
         return wanted
 
     def activate(self) -> None:

@@ -1,27 +1,20 @@
-// SPDX-License-Identifier: GPL-2.0-only
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * DNS-aware egress, first step (issue 17): read a DNS answer (UDP, source port 53) on the
- * receive path of a registered cgroup's socket, before the application can read it; when the
- * queried name is allowed for that cgroup's list (dns_names), put the answer's A and AAAA
- * addresses into dns_addrs until their TTL plus a grace has passed.
- *
- * Not yet wired into corrald or the connect programs (docs/names.md): dns_cgroups stands in
- * for corral's cgroup -> agent resolution, and nothing reads dns_addrs but the tests.
+ * DNS-aware egress (issue 17), included by corral.bpf.c before the connect programs: read an
+ * agent's DNS answers (UDP from port 53) on its sockets' receive path, before the application
+ * can read them; when the queried name is allowed for the agent's connect list (dns_names),
+ * put the answer's A and AAAA addresses into dns_addrs until their TTL (at most a day) plus a
+ * grace has passed. judge_net allows a connect to such an address on one of the name's ports
+ * (dns_allowed). Attached at the cgroup root with the connect programs where Backends.dns
+ * says so; docs/names.md has the rules and what is not done yet.
  */
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-#include "corral.h"
+#ifndef CORRAL_DNS_BPF_H
+#define CORRAL_DNS_BPF_H
 
-char LICENSE[] SEC("license") = "GPL";
-
-#define AF_INET 2
-#define AF_INET6 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_UDP 17
 #define DNS_PORT 53
-#define NSEC_PER_SEC 1000000000ULL
 
 /* a classic DNS message over UDP; longer (EDNS) answers are read as far as this */
 #define DNS_BUF 512
@@ -33,13 +26,6 @@ char LICENSE[] SEC("license") = "GPL";
 /* the question's name as read, before reversing: a power of two, for masking */
 #define FWD_LEN 256
 #define FWD_MASK (FWD_LEN - 1)
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, CORRAL_MAX_CGROUPS);
-	__type(key, __u64);   /* cgroup id */
-	__type(value, __u32); /* list id */
-} dns_cgroups SEC(".maps");
 
 /* names of every agent's baseline: ~64 per agent */
 struct {
@@ -276,24 +262,51 @@ static __always_inline __u32 dns_payload(struct __sk_buff *skb)
 	return h[off] == 0 && h[off + 1] == DNS_PORT ? off + 8 : 0;
 }
 
+/* The agent of the receiving socket's cgroup (corral's registrations and inheritance, as
+ * resolve_agent for a task; no cache: answers are few). */
+static __always_inline __u32 dns_agent(struct __sk_buff *skb)
+{
+	__u64 cgid = bpf_skb_cgroup_id(skb);
+	struct corral_cgroup_val *v = bpf_map_lookup_elem(&cgroup_agents, &cgid);
+	__u32 agent = 0;
+
+	if (v)
+		return v->agent;
+	for (int level = 0; level < CORRAL_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_skb_ancestor_cgroup_id(skb, level);
+
+		if (!id)
+			break;
+		v = bpf_map_lookup_elem(&cgroup_agents, &id);
+		if (v && (v->flags & CORRAL_CG_INHERIT))
+			agent = v->agent;
+	}
+	return agent;
+}
+
 SEC("cgroup_skb/ingress")
-int corral_dns_ingress(struct __sk_buff *skb)
+int corral_cg_dns_ingress(struct __sk_buff *skb)
 {
 	struct corral_dns_name_val *name;
 	struct corral_dns_settings *conf;
+	struct corral_agent_cfg *cfg;
 	struct dns_scratch *sc;
-	__u32 zero = 0, off, len, out, *list;
+	__u32 zero = 0, off, len, out, agent, list;
 	struct loop_ctx lc;
-	__u64 cgid;
 
 	off = dns_payload(skb);
 	if (!off)
 		return 1;
-	cgid = bpf_skb_cgroup_id(skb);
-	list = bpf_map_lookup_elem(&dns_cgroups, &cgid);
+	agent = dns_agent(skb);
+	if (!agent || agent >= CORRAL_MAX_AGENTS)
+		return 1;
+	cfg = bpf_map_lookup_elem(&agent_cfg, &agent);
+	if (!cfg || !cfg->active || cfg->mode[CORRAL_DIM_CONNECT] == CORRAL_MODE_OFF)
+		return 1;
+	list = cfg->list[CORRAL_DIM_CONNECT];
 	sc = bpf_map_lookup_elem(&dns_scratch_map, &zero);
 	conf = bpf_map_lookup_elem(&dns_settings, &zero);
-	if (!list || !sc || !conf)
+	if (!sc || !conf)
 		return 1;
 	lc.sc = sc;
 	count(CORRAL_DNS_ANSWERS);
@@ -316,13 +329,13 @@ int corral_dns_ingress(struct __sk_buff *skb)
 	if (sc->qs.result != 1 || out >= CORRAL_DNS_NAME_MAX)
 		goto unparsed;
 	reverse_name(sc, out);
-	sc->key.list = *list;
+	sc->key.list = list;
 	sc->key.prefixlen = 32 + 8 * (out + 1);
 	name = bpf_map_lookup_elem(&dns_names, &sc->key);
 	if (!name || (name->labels && name->labels != sc->qs.labels))
 		return 1;
 	count(CORRAL_DNS_ALLOWED);
-	sc->akey.list = *list;
+	sc->akey.list = list;
 	__builtin_memcpy(sc->aval.port, name->port, sizeof(sc->aval.port));
 	sc->as.off = sc->qs.off + 4; /* qtype, qclass */
 	sc->as.len = len;
@@ -337,3 +350,24 @@ unparsed:
 	count(CORRAL_DNS_UNPARSED);
 	return 1;
 }
+
+/* connect: an address an allowed name's answer gave this list, unexpired, on one of its ports */
+static __always_inline bool dns_allowed(struct corral_net_key *k)
+{
+	struct corral_dns_addr_key ak = {};
+	struct corral_dns_addr_val *v;
+
+	ak.list = k->list;
+	ak.family = k->family;
+	__builtin_memcpy(ak.addr, k->addr, sizeof(ak.addr));
+	v = bpf_map_lookup_elem(&dns_addrs, &ak);
+	if (!v || v->expires_ns < bpf_ktime_get_boot_ns())
+		return false;
+	for (int i = 0; i < CORRAL_DNS_PORTS; i++) {
+		if (!v->port[i] || v->port[i] == k->port)
+			return true;
+	}
+	return false;
+}
+
+#endif /* CORRAL_DNS_BPF_H */
