@@ -237,10 +237,7 @@ def main() -> int:
     if a.write_doc:
         from . import report
 
-        data = json.loads(report.DATA.read_text()) if report.DATA.exists() else {}
-        data["dnscost"] = result
-        report.DATA.write_text(json.dumps(data, indent=1, sort_keys=True))
-        progcost.splice(report.DOC, section(result), title=TITLE)
+        report.save_part("dnscost", result, section(result), TITLE)
     return 0
 
 

@@ -221,10 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.write_doc:
         from . import report
 
-        data = json.loads(report.DATA.read_text()) if report.DATA.exists() else {}
-        data["guardcost"] = res
-        report.DATA.write_text(json.dumps(data, indent=1, sort_keys=True))
-        progcost.splice(report.DOC, section(res), title=TITLE)
+        report.save_part("guardcost", res, section(res), TITLE)
     return 0
 
 

@@ -1072,6 +1072,17 @@ def progcost_section(res: dict[str, Any]) -> list[str]:
     return section(res)
 
 
+def save_part(key: str, result: dict[str, Any], lines: list[str], title: str) -> None:
+    """One part's result into results.json (under key) and its section into the document in
+    place, without regenerating the rest (guardcost, dnscost)."""
+    from .progcost import splice
+
+    data = json.loads(DATA.read_text()) if DATA.exists() else {}
+    data[key] = result
+    DATA.write_text(json.dumps(data, indent=1, sort_keys=True))
+    splice(DOC, lines, title=title)
+
+
 def guardcost_section(res: dict[str, Any]) -> list[str]:
     """The tamper guard's cost per call (bench/guardcost.py), kept when the rest is rebuilt."""
     from .guardcost import section
