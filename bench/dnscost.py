@@ -9,7 +9,9 @@ Workloads, each a loop of N receives in one child in a fresh cgroup registered a
   two dns_addrs updates: A records);
 - dns-not-allowed: the same for a name it does not (parse, LPM miss).
 Reported: run_time_ns / run_cnt delta (kernel.bpf_stats_enabled) per workload, median of the
-rounds (min, max).
+rounds (min, max), for this tree's object and the object of --answers-before (same rounds,
+order alternating). The ring buffer is read while the workloads run, as corrald reads it: the
+reader sends every answer to user space.
 
     python -m bench.dnscost [--rounds 5] [-n 20000] [--write-doc]
 """
@@ -22,6 +24,8 @@ import dataclasses
 import json
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,38 +128,71 @@ def measure_connect(before: str, rounds: int, n: int) -> dict[str, Any]:
     }
 
 
-def measure(rounds: int, n: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _loaded(obj: Path, cg: Path) -> Iterator[Kernel]:
+    """corral's object (obj) with the reader, the agent in cg allowed its resolver and one
+    name, and its ring buffer read in a thread as corrald would."""
+    backends = Backends.choose(probe.run_probe().deny).without_guard()
+    k = Kernel(dataclasses.replace(backends, dns="cgroup_skb"), obj_path=obj)
+    stop = threading.Event()
+    reader: threading.Thread | None = None
+    try:
+        k.map("dns_settings").update(b"\0" * 4, dnsmaps.settings_value(30 * 10**9))
+        k.register_cgroup(kernel.cgroup_id(cg), AGENT)
+        lists = {"exec": 1, "open": 2, "connect": LIST}
+        modes = {"exec": "off", "open": "off", "connect": "alert"}
+        k.set_agent(AGENT, AgentConfig(modes=modes, lists=lists))
+        k.allow_net(LIST, [(f"{SERVER}/32", 53)])
+        name = "api.example.com"
+        k.map("dns_names").update(dnsmaps.name_key(LIST, name), dnsmaps.name_value(name, (443,)))
+        k.activate()
+        rb = k.ring_buffer(lambda data: None)
+
+        def drain() -> None:
+            while not stop.is_set():
+                rb.poll(50)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        yield k
+    finally:
+        stop.set()
+        if reader is not None:
+            reader.join(5)
+        k.close()
+
+
+def _round(cg: Path, n: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for w, fn in WORKLOADS.items():
+        s0 = syscalls._prog_stats().get(PROG, (0, 0))
+        res = run_in_cgroup(cg, lambda fn=fn: fn(n), timeout=600)
+        s1 = syscalls._prog_stats().get(PROG, (0, 0))
+        assert res.value == n, res
+        runs = s1[1] - s0[1]
+        out[w] = (s1[0] - s0[0]) / runs if runs else float("nan")
+    return out
+
+
+def measure(rounds: int, n: int, before: str) -> dict[str, Any]:
+    obj_before = env.BUILD / f"dnscost-before-{before}.bpf.o"
+    obj_before.parent.mkdir(parents=True, exist_ok=True)
+    progcost.build_object(before, obj_before)
+    objs = {"before": obj_before, "after": kernel.object_path()}
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = stats.read_text().strip()
     stats.write_text("1")
-    samples: dict[str, list[float]] = {w: [] for w in WORKLOADS}
+    samples: dict[str, dict[str, list[float]]] = {
+        label: {w: [] for w in WORKLOADS} for label in objs
+    }
     try:
         with dnsserver.dnsmasq(SERVER, RECORDS, 300), env.cgroup("corral-dnscost") as cg:
-            backends = Backends.choose(probe.run_probe().deny).without_guard()
-            k = Kernel(dataclasses.replace(backends, dns="cgroup_skb"))
-            try:
-                k.map("dns_settings").update(b"\0" * 4, dnsmaps.settings_value(30 * 10**9))
-                k.register_cgroup(kernel.cgroup_id(cg), AGENT)
-                lists = {"exec": 1, "open": 2, "connect": LIST}
-                modes = {"exec": "off", "open": "off", "connect": "alert"}
-                k.set_agent(AGENT, AgentConfig(modes=modes, lists=lists))
-                k.allow_net(LIST, [(f"{SERVER}/32", 53)])
-                name = "api.example.com"
-                k.map("dns_names").update(
-                    dnsmaps.name_key(LIST, name), dnsmaps.name_value(name, (443,))
-                )
-                k.activate()
-                for r in range(rounds):
-                    for w, fn in WORKLOADS.items():
-                        s0 = syscalls._prog_stats().get(PROG, (0, 0))
-                        out = run_in_cgroup(cg, lambda fn=fn: fn(n), timeout=600)
-                        s1 = syscalls._prog_stats().get(PROG, (0, 0))
-                        assert out.value == n, out
-                        runs = s1[1] - s0[1]
-                        samples[w].append((s1[0] - s0[0]) / runs if runs else float("nan"))
-                    env.log(f"dnscost: round {r + 1}/{rounds} done")
-            finally:
-                k.close()
+            for r in range(rounds):
+                for label in ["before", "after"] if r % 2 == 0 else ["after", "before"]:
+                    with _loaded(objs[label], cg):
+                        for w, ns in _round(cg, n).items():
+                            samples[label][w].append(ns)
+                env.log(f"dnscost: round {r + 1}/{rounds} done")
     finally:
         stats.write_text(old)
     return {
@@ -163,8 +200,10 @@ def measure(rounds: int, n: int) -> dict[str, Any]:
         "load": env.load(),
         "rounds": rounds,
         "n": n,
+        "before_commit": before,
         "ns_per_call": {
-            w: {"median": median(v), "min": min(v), "max": max(v)} for w, v in samples.items()
+            label: {w: {"median": median(v), "min": min(v), "max": max(v)} for w, v in d.items()}
+            for label, d in samples.items()
         },
     }
 
@@ -179,16 +218,25 @@ def section(result: dict[str, Any]) -> list[str]:
         f"`python -m bench.dnscost` on the host (kernel {m['kernel']}, "
         f"{m['cores']} CPUs, {m['cpu_model']}; 1-minute load {load['load1']}"
         f"{', noisy: other work ran' if load['noisy'] else ''}), {result['rounds']} rounds of "
-        f"{result['n']} receives per workload; `run_time_ns / run_cnt` of `corral_cg_dns_ingress`, "
-        "median (min-max). The program is new (issue 17): there is no before. "
-        "udp-other is what every packet an agent's socket receives pays once the program is "
-        "attached (its early out); the answers are what a lookup pays.",
+        f"{result['n']} receives per workload; `run_time_ns / run_cnt` of "
+        "`corral_cg_dns_ingress`, median (min-max), before (object of "
+        f"{result['before_commit']}) and after (this commit's), order alternating, the ring "
+        "buffer read meanwhile. udp-other is what every packet an agent's socket receives pays "
+        "once the program is attached (its early out); the answers are what a lookup pays. "
+        "After: every answer is also sent to user space (a 512-byte message on the ring) and "
+        "an allowed name's answer is taken only from the agent's resolver (one more "
+        "`net_allow` lookup).",
         "",
-        "| workload | ns per call |",
-        "|---|---|",
+        "| workload | before ns per call | after ns per call |",
+        "|---|---|---|",
     ]
-    for w, v in result["ns_per_call"].items():
-        lines.append(f"| {w} | {v['median']:.0f} ({v['min']:.0f}-{v['max']:.0f}) |")
+    by = result["ns_per_call"]
+    for w in by["after"]:
+        cells = [
+            f"{d[w]['median']:.0f} ({d[w]['min']:.0f}-{d[w]['max']:.0f})"
+            for d in (by["before"], by["after"])
+        ]
+        lines.append(f"| {w} | {cells[0]} | {cells[1]} |")
     conn = result.get("connect")
     if conn:
         lines += [
@@ -224,13 +272,20 @@ def main() -> int:
         default="c02edd0",
         help="the commit whose object is 'before' for connect (before it consulted the answers)",
     )
+    ap.add_argument(
+        "--answers-before",
+        default="37550a2",
+        help="the commit whose object is 'before' for the reader (before it reported answers)",
+    )
+    ap.add_argument("--no-connect", action="store_true", help="skip the connect miss path")
     a = ap.parse_args()
-    result = measure(a.rounds, a.n)
+    result = measure(a.rounds, a.n, a.answers_before)
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = stats.read_text().strip()
     stats.write_text("1")
     try:
-        result["connect"] = measure_connect(a.before, a.rounds, a.n)
+        if not a.no_connect:
+            result["connect"] = measure_connect(a.before, a.rounds, a.n)
     finally:
         stats.write_text(old)
     print(json.dumps(result, indent=2))

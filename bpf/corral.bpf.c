@@ -1186,8 +1186,6 @@ int BPF_PROG(corral_tp_sysenter_open, struct pt_regs *regs, long id)
 /* ---- network (connect) -------------------------------------------------------------------- */
 
 /* Looks up the destination with its port, then with port 0 (= any port). */
-#include "dns.bpf.h"
-
 static __always_inline bool net_allowed(struct corral_net_key *k)
 {
 	__u16 port = k->port;
@@ -1202,6 +1200,8 @@ static __always_inline bool net_allowed(struct corral_net_key *k)
 	k->port = port;
 	return false;
 }
+
+#include "dns.bpf.h"
 
 /* Rewrites ::ffff:a.b.c.d into an IPv4 key. */
 static __always_inline void unmap_v4(struct subject *s, struct corral_net_key *k)

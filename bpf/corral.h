@@ -71,6 +71,8 @@ enum corral_event_flag {
  * learns; a kind the operator accepted for an agent (corral_agent_cfg.tamper_allow) passes.
  */
 #define CORRAL_EVENT_TAMPER 3
+/* A DNS answer to an agent's socket (struct corral_dns_event): not a dimension either */
+#define CORRAL_EVENT_DNS 4
 
 enum corral_tamper {
 	CORRAL_TAMPER_NONE = 0,
@@ -279,6 +281,8 @@ struct corral_probe {
  */
 #define CORRAL_DNS_NAME_MAX 252   /* 4 (list) + 252 = 256 = LPM_DATA_SIZE_MAX; longer: not allowed */
 #define CORRAL_DNS_PORTS 4
+/* a classic DNS message over UDP; longer (EDNS) answers are read as far as this */
+#define CORRAL_DNS_MSG_MAX 512
 
 /* map dns_names: LPM trie */
 struct corral_dns_key {
@@ -308,10 +312,34 @@ struct corral_dns_addr_val {
 
 enum corral_dns_stat {
 	CORRAL_DNS_ANSWERS = 0,       /* answers to an agent's socket */
-	CORRAL_DNS_ALLOWED = 1,       /* ... for a name its baseline allows */
+	CORRAL_DNS_ALLOWED = 1,       /* ... for a name its baseline allows, from its resolver */
 	CORRAL_DNS_ADDRESSES = 2,     /* addresses put into dns_addrs */
 	CORRAL_DNS_UNPARSED = 3,      /* answers not read: compressed question, too long, cut */
-	CORRAL_DNS_STATS = 4,
+	CORRAL_DNS_FOREIGN = 4,       /* an allowed name's answer from an address the agent may not
+				       * reach on port 53: not its resolver, never taken */
+	CORRAL_DNS_REPORTED = 5,      /* answers sent to user space (struct corral_dns_event) */
+	CORRAL_DNS_DROPPED = 6,       /* ... lost: rate limit or ring buffer full */
+	CORRAL_DNS_STATS = 7,
+};
+
+/*
+ * ring buffer record of a DNS answer to an agent's socket, for learning by name and for naming
+ * connects: event.dim CORRAL_EVENT_DNS, cgroup_id/agent/mode (the connect dimension's) filled,
+ * family/addr/port the answer's source (its resolver), no task fields (the receive path runs in
+ * no task of the agent's); then the message as received (user space parses it).
+ */
+enum corral_dns_event_flag {
+	CORRAL_DNS_EF_TAKEN = 1,      /* the kernel put its addresses into dns_addrs */
+	CORRAL_DNS_EF_FOREIGN = 2,    /* not from an address the agent may reach on port 53 */
+	CORRAL_DNS_EF_CUT = 4,        /* longer than CORRAL_DNS_MSG_MAX: msg holds its start */
+};
+
+struct corral_dns_event {
+	struct corral_event event;
+	__u16 len;                    /* bytes of msg */
+	__u16 flags;                  /* enum corral_dns_event_flag */
+	__u32 reserved;
+	__u8 msg[CORRAL_DNS_MSG_MAX];
 };
 
 /* map dns_settings: ARRAY of one */

@@ -16,8 +16,7 @@
 #define IPPROTO_UDP 17
 #define DNS_PORT 53
 
-/* a classic DNS message over UDP; longer (EDNS) answers are read as far as this */
-#define DNS_BUF 512
+#define DNS_BUF CORRAL_DNS_MSG_MAX
 #define DNS_MASK (DNS_BUF - 1)
 #define DNS_HEADER 12
 #define DNS_ANSWERS_MAX 16
@@ -82,6 +81,7 @@ struct answer_state {
 
 struct dns_scratch {
 	__u8 msg[DNS_BUF];
+	struct corral_net_key src;  /* the answer's source on port 53, as net_allow holds it */
 	__u8 fwd[FWD_LEN];
 	struct corral_dns_key key;
 	struct corral_dns_addr_key akey;
@@ -284,15 +284,141 @@ static __always_inline __u32 dns_agent(struct __sk_buff *skb)
 	return agent;
 }
 
+/* Is the answer's source an address the agent's list allows on port 53 (its resolver)? Else
+ * anyone on the path who can send from port 53 (the agent itself, bound to a free loopback
+ * address) could tell the kernel which address a name has. */
+static __always_inline bool from_resolver(struct __sk_buff *skb, struct dns_scratch *sc, __u32 list)
+{
+	struct corral_net_key *k = &sc->src;
+
+	__builtin_memset(k, 0, sizeof(*k));
+	k->prefixlen = NET_KEY_BITS;
+	k->list = list;
+	k->port = bpf_htons(DNS_PORT);
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		k->family = AF_INET;
+		if (bpf_skb_load_bytes(skb, 12, k->addr, 4))
+			return false;
+	} else {
+		k->family = AF_INET6;
+		if (bpf_skb_load_bytes(skb, 8, k->addr, 16))
+			return false;
+	}
+	return net_allowed(k);
+}
+
+/* The question's name allowed for the list: its addresses into dns_addrs. Returns the event's
+ * flags (CORRAL_DNS_EF_TAKEN when taken). */
+static __always_inline __u16 take_answer(struct dns_scratch *sc, struct loop_ctx *lc, __u32 list,
+					 __u32 len, bool resolver, __u64 grace)
+{
+	struct corral_dns_name_val *name;
+	__u32 out;
+
+	if (read16(sc->msg, 4) != 1) /* one question */
+		goto unparsed;
+	__builtin_memset(&sc->qs, 0, sizeof(sc->qs));
+	sc->qs.off = DNS_HEADER;
+	sc->qs.len = len;
+	bpf_loop(CORRAL_DNS_NAME_MAX, qname_step, lc, 0);
+	out = sc->qs.out;
+	if (sc->qs.result != 1 || out >= CORRAL_DNS_NAME_MAX)
+		goto unparsed;
+	reverse_name(sc, out);
+	sc->key.list = list;
+	sc->key.prefixlen = 32 + 8 * (out + 1);
+	name = bpf_map_lookup_elem(&dns_names, &sc->key);
+	if (!name || (name->labels && name->labels != sc->qs.labels))
+		return 0;
+	if (!resolver) {
+		count(CORRAL_DNS_FOREIGN);
+		return CORRAL_DNS_EF_FOREIGN;
+	}
+	count(CORRAL_DNS_ALLOWED);
+	sc->akey.list = list;
+	__builtin_memcpy(sc->aval.port, name->port, sizeof(sc->aval.port));
+	sc->as.off = sc->qs.off + 4; /* qtype, qclass */
+	sc->as.len = len;
+	sc->as.count = read16(sc->msg, 6);
+	sc->as.done = 0;
+	sc->as.owner = 1;
+	sc->as.now = bpf_ktime_get_boot_ns();
+	sc->as.grace = grace;
+	bpf_loop(DNS_STEPS, answer_step, lc, 0);
+	return CORRAL_DNS_EF_TAKEN;
+unparsed:
+	count(CORRAL_DNS_UNPARSED);
+	return 0;
+}
+
+/* The agent's event budget (corral_agent_cfg.rate_limit per second per CPU), as may_report. */
+static __always_inline bool dns_rate_ok(__u32 agent, struct corral_agent_cfg *cfg, __u64 now)
+{
+	struct corral_rate *r;
+
+	if (!cfg->rate_limit)
+		return true;
+	r = bpf_map_lookup_elem(&rate, &agent);
+	if (!r)
+		return true;
+	if (now - r->window_start >= NSEC_PER_SEC) {
+		r->window_start = now;
+		r->count = 0;
+	}
+	if (r->count >= cfg->rate_limit)
+		return false;
+	r->count++;
+	return true;
+}
+
+/* The answer to user space: learning by name, connects named in events. */
+static __always_inline void report_answer(struct __sk_buff *skb, struct dns_scratch *sc, __u32 agent,
+					  struct corral_agent_cfg *cfg, __u32 len, __u16 flags)
+{
+	struct corral_dns_event *x;
+	struct corral_event *e;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (!dns_rate_ok(agent, cfg, now)) {
+		count(CORRAL_DNS_DROPPED);
+		return;
+	}
+	x = bpf_ringbuf_reserve(&events, sizeof(*x), 0);
+	if (!x) {
+		count(CORRAL_DNS_DROPPED);
+		return;
+	}
+	e = &x->event;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = now;
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	e->agent = agent;
+	e->dim = CORRAL_EVENT_DNS;
+	e->mode = cfg->mode[CORRAL_DIM_CONNECT];
+	e->backend = CORRAL_BACKEND_CGROUP;
+	e->proto = IPPROTO_UDP;
+	e->family = sc->src.family;
+	e->port = DNS_PORT;
+	__builtin_memcpy(e->addr, sc->src.addr, sizeof(e->addr));
+	e->list = cfg->list[CORRAL_DIM_CONNECT];
+	x->len = len;
+	x->flags = flags;
+	x->reserved = 0;
+	__builtin_memcpy(x->msg, sc->msg, sizeof(x->msg));
+	bpf_ringbuf_submit(x, 0);
+	count(CORRAL_DNS_REPORTED);
+}
+
 SEC("cgroup_skb/ingress")
 int corral_cg_dns_ingress(struct __sk_buff *skb)
 {
-	struct corral_dns_name_val *name;
 	struct corral_dns_settings *conf;
 	struct corral_agent_cfg *cfg;
 	struct dns_scratch *sc;
-	__u32 zero = 0, off, len, out, agent, list;
+	__u32 zero = 0, off, len, agent, list;
 	struct loop_ctx lc;
+	__u16 flags;
+	bool resolver;
 
 	off = dns_payload(skb);
 	if (!off)
@@ -313,38 +439,19 @@ int corral_cg_dns_ingress(struct __sk_buff *skb)
 	if (skb->len <= off + DNS_HEADER)
 		goto unparsed;
 	len = skb->len - off;
+	flags = len > DNS_BUF ? CORRAL_DNS_EF_CUT : 0;
 	if (len > DNS_BUF)
 		len = DNS_BUF;
 	/* a length the verifier can bound to 1..DNS_BUF (6.1 drops a "!= 0" test on a copy) */
 	if (bpf_skb_load_bytes(skb, off, sc->msg, ((len - 1) & DNS_MASK) + 1))
 		goto unparsed;
-	/* QR set, one question */
-	if (!(sc->msg[2] & 0x80) || read16(sc->msg, 4) != 1)
+	if (!(sc->msg[2] & 0x80)) /* QR: a query, not an answer */
 		goto unparsed;
-	__builtin_memset(&sc->qs, 0, sizeof(sc->qs));
-	sc->qs.off = DNS_HEADER;
-	sc->qs.len = len;
-	bpf_loop(CORRAL_DNS_NAME_MAX, qname_step, &lc, 0);
-	out = sc->qs.out;
-	if (sc->qs.result != 1 || out >= CORRAL_DNS_NAME_MAX)
-		goto unparsed;
-	reverse_name(sc, out);
-	sc->key.list = list;
-	sc->key.prefixlen = 32 + 8 * (out + 1);
-	name = bpf_map_lookup_elem(&dns_names, &sc->key);
-	if (!name || (name->labels && name->labels != sc->qs.labels))
-		return 1;
-	count(CORRAL_DNS_ALLOWED);
-	sc->akey.list = list;
-	__builtin_memcpy(sc->aval.port, name->port, sizeof(sc->aval.port));
-	sc->as.off = sc->qs.off + 4; /* qtype, qclass */
-	sc->as.len = len;
-	sc->as.count = read16(sc->msg, 6);
-	sc->as.done = 0;
-	sc->as.owner = 1;
-	sc->as.now = bpf_ktime_get_boot_ns();
-	sc->as.grace = conf->grace_ns;
-	bpf_loop(DNS_STEPS, answer_step, &lc, 0);
+	resolver = from_resolver(skb, sc, list);
+	flags |= take_answer(sc, &lc, list, len, resolver, conf->grace_ns);
+	if (!resolver)
+		flags |= CORRAL_DNS_EF_FOREIGN;
+	report_answer(skb, sc, agent, cfg, len, flags);
 	return 1;
 unparsed:
 	count(CORRAL_DNS_UNPARSED);

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from corral.aibom.rulefile import load_rules
 from corral.api.metrics import NodeMetrics
 from corral.config import Config
 from corral.contract import Services
+from corral.kernel import dnsmaps
 from corral.kernel.loader import Kernel, cgroup2_root
 from corral.kernel.probe import ProbeResult, run_probe
 from corral.kernel.recheck import Capabilities, Rechecker
@@ -45,6 +47,7 @@ from corral.pipeline.deviations import DeviationTracker
 from corral.pipeline.feed import EventFeed
 from corral.pipeline.ingest import Ingest
 from corral.pipeline.learner import Learner
+from corral.pipeline.names import NameBook
 
 log = structlog.get_logger("corral.node")
 
@@ -86,7 +89,8 @@ class Node:
         self.status.recovery = self.recovery
         self.status.maintenance = self.maintenance
         # the event path: one decoder, then each consumer takes its share of every batch
-        decoder = Decoder(state.by_id, state.bindings, self.stats)
+        self.names = NameBook(grace=cfg.kernel.dns_grace)
+        decoder = Decoder(state.by_id, state.bindings, self.stats, self.names)
         self.deviations = DeviationTracker(state.registry_changed)
         self.learner = Learner(
             state.baselines,
@@ -95,6 +99,7 @@ class Node:
             write_failed=sync.writes_failed,
             on_learned=self.tracker.learned,
             push_exec=sync.push_exec,
+            names=self.names,
         )
         self.events = EventFeed(cfg=cfg, decoder=decoder, stats=self.stats, check_agent=state.agent)
         self.maintenance.notify = self.events.notice  # denial bursts into the event stream
@@ -124,9 +129,12 @@ class Node:
         self.status.probe = probe
         _say_what_is_enforced(probe)
         root = Path(cfg.cgroup_root) if cfg.cgroup_root else cgroup2_root()
+        backends = probe.backends()
+        if k.dns == "on":
+            backends = dataclasses.replace(backends, dns="cgroup_skb")
         kernel = await asyncio.to_thread(
             Kernel,
-            probe.backends(),
+            backends,
             cgroup_root=root,
             pin_dir=Path(cfg.pin_dir),
             suppress_ns=int(k.suppress_window * 1e9),
@@ -138,6 +146,7 @@ class Node:
             },
         )
         self.sync.kernel = kernel
+        dnsmaps.set_grace(kernel, k.dns_grace)
         self.deviations.skip_unresolved_opens = kernel.backends.enforcement("open") != "deny"
         self.state.load_registry()
         self.recovery.scan()  # before any list id is handed out (the swaps of _bring_up)

@@ -221,6 +221,13 @@ class KernelConfig:
     # How often the probe re-proves, by effect, that the backends in use still act.
     recheck_interval: float = 300.0
     verify_interval: float = 10.0
+    # Connect by name (docs/names.md): "on" reads the agents' DNS answers in the kernel
+    # (cgroup_skb/ingress), so a baseline can allow api.openai.com:443 whatever its address;
+    # "off" leaves connect to addresses and networks only.
+    dns: str = "on"
+    # How long an answer's addresses stay allowed past their TTL: applications reuse an
+    # address after the TTL (Cilium needed the same); a connect after it needs a new answer.
+    dns_grace: float = 300.0
 
 
 @dataclass
@@ -296,6 +303,7 @@ _DURATION_FIELDS = {
     "dns_refresh",
     "recheck_interval",
     "verify_interval",
+    "dns_grace",
     "burst_window",
     "request_timeout",
 }
@@ -305,6 +313,7 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("auto", "json", "console"),
     "kernel.fallback_open": ("report", "off"),
+    "kernel.dns": ("on", "off"),
 }
 _POSITIVE = {
     "kernel.rate_limit",

@@ -113,7 +113,7 @@ def test_file_format_is_versioned_and_checksummed(tmp_path: Path) -> None:
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(raw)
     header = unpacker.unpack()
-    assert header["magic"] == MAGIC and header["schema"] == 3 and header["agent"] == "demo"
+    assert header["magic"] == MAGIC and header["schema"] == 4 and header["agent"] == "demo"
     assert len(header["sha256"]) == 32 and header["length"] == len(raw) - unpacker.tell()
 
 
@@ -459,7 +459,7 @@ def test_schema_1_files_are_read_and_migrated(tmp_path: Path) -> None:
     assert any(e["event"] == "baseline file migrated" and e["schema_from"] == 1 for e in logs)
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(store.path(b.agent).read_bytes())
-    assert unpacker.unpack()["schema"] == 3  # rewritten in place, crash-safe
+    assert unpacker.unpack()["schema"] == 4  # rewritten in place, crash-safe
     again = store.load("old/agent")
     assert again is not None and encode_payload(again) == encode_payload(b)
 

@@ -475,3 +475,15 @@ async def test_cyclonedx_of_every_kind_validates(tracker_factory: Any) -> None:
 def test_sys_executable_is_an_interpreter() -> None:
     hits = load_rules().classify_exec(sys.executable)
     assert [h.category for h in hits] == ["interpreter"]
+
+
+async def test_an_endpoint_is_named_by_the_agents_own_dns_answer(tracker_factory: Any) -> None:
+    """A connect corrald named from the agent's DNS answer (Event.host, pipeline/names.py)
+    names the endpoint with no lookup of corral's own: an LLM endpoint by its answered name."""
+    t = await tracker_factory(read_proc=False)
+    ev = fake_event("connect", "203.0.113.7", 443)._replace(host="api.openai.com")
+    t.on_event("a", ev)
+    endpoint = t.agent_view("a")["endpoints"][0]
+    assert endpoint["object"] == "203.0.113.7:443"
+    assert endpoint["hostnames"] == ["api.openai.com"]
+    assert endpoint["kind"] == "llm", endpoint

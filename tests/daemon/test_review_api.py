@@ -18,7 +18,7 @@ from tests.daemon.test_api_fakes import DIFF_VIEW, LONG_NAME, FakeController
 ENC = "prod%2FDeployment%2Fchatbot%2Fagent"
 YAML = {"Content-Type": "application/yaml"}
 DOC = b"""\
-apiVersion: corral.io/v2
+apiVersion: corral.io/v3
 kind: Baseline
 metadata:
   name: NAME

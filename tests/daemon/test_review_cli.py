@@ -70,7 +70,7 @@ async def test_export_import_export_through_corralctl(
     r = await ctl_main(capsys, server, "baseline", "export", LONG_NAME)
     assert r.out.encode() == src.read_bytes()
     r = await ctl_main(capsys, server, "baseline", "export", LONG_NAME, "-o", "json")
-    assert r.code == 0 and r.out.startswith('{\n  "apiVersion": "corral.io/v2",')
+    assert r.code == 0 and r.out.startswith('{\n  "apiVersion": "corral.io/v3",')
     js = tmp_path / "out.json"
     js.write_text(r.out)
     r = await ctl_main(capsys, server, "baseline", "import", LONG_NAME, str(js), "-o", "json")

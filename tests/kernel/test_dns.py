@@ -14,13 +14,15 @@ from typing import Any
 
 import dns.message
 import dns.query
+import dns.rrset
 import pytest
 
 from corral.kernel import dnsmaps
 from corral.kernel.layout import C
 from corral.kernel.loader import Backends, Kernel
+from corral.names import answers
 from tests.kernel import dnsserver
-from tests.kernel.conftest import SUPPRESS_NS, Agent, make_agent, run_in_cgroup
+from tests.kernel.conftest import SUPPRESS_NS, Agent, Collector, make_agent, run_in_cgroup
 
 SERVER = "127.0.0.77"
 GRACE_NS = 30 * 1_000_000_000
@@ -195,3 +197,59 @@ def test_names_too_long_for_the_kernel_are_refused_by_the_map_writer() -> None:
     assert len(dnsmaps.name_key(1, name)) > 0
     with pytest.raises(dnsmaps.DnsKeyError, match="name buffer"):
         dnsmaps.name_key(1, "b" * 10 + "." + name)
+
+
+def forged_answer(name: str, address: str) -> bytes:
+    q = dns.message.make_query(name, "A")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(name + ".", TTL, "IN", "A", address))
+    return r.to_wire()
+
+
+def test_an_answer_from_elsewhere_than_the_agents_resolver_is_not_taken(
+    agent_dns: Dns, port: int
+) -> None:
+    """The agent, root, binds a free loopback address on port 53 and sends itself an answer
+    naming an address of its choice for an allowed name: the kernel reads it, counts it
+    foreign and never allows the address."""
+    agent_dns.allow("api.example.com", port)
+    # it may send to itself (127.0.0.1, any port): what it may not reach is 127.0.0.86
+    agent_dns.kern.allow_net(agent_dns.list, [("127.0.0.1/32", 0)])
+    before = agent_dns.stat(C.CORRAL_DNS_FOREIGN)
+
+    def child() -> int:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as me,
+        ):
+            fake.bind(("127.0.0.99", 53))
+            me.bind(("127.0.0.1", 0))
+            me.settimeout(5)
+            fake.sendto(forged_answer("api.example.com", "127.0.0.86"), me.getsockname())
+            return len(me.recv(512))
+
+    assert agent_dns.run(child) > 0, "the application still gets the datagram"
+    assert agent_dns.expiry("127.0.0.86") is None
+    assert agent_dns.stat(C.CORRAL_DNS_FOREIGN) == before + 1
+    assert agent_dns.connect("127.0.0.86", port) == EPERM
+
+
+def test_answers_go_to_user_space_whole(agent_dns: Dns) -> None:
+    """Every answer to an agent's socket reaches the ring as it was received, with its
+    resolver and whether the kernel took it: what learning by name and named events read."""
+    agent_dns.allow("api.example.com", 443)
+    got = Collector(agent_dns.kern, [])
+    try:
+        assert agent_dns.resolve("www.example.com") == ["127.0.0.81"]
+        assert agent_dns.resolve("api.example.com") == ["127.0.0.81"]
+        not_taken = got.wait(lambda e: e.dimension == "dns" and e.agent_id == agent_dns.agent.id)
+        taken = got.wait(lambda e: e.dimension == "dns" and "taken" in e.flags)
+    finally:
+        got.close()
+    assert not_taken.address == SERVER and not_taken.port == 53
+    assert not_taken.mode == "enforce" and not_taken.cgroup_id == agent_dns.agent.cgid
+    assert not_taken.flags == ()
+    a = answers.parse(not_taken.message or b"")
+    assert (a.qname, a.chain) == ("www.example.com", ("api.example.com",))
+    assert a.addresses == (("127.0.0.81", TTL),)
+    assert answers.parse(taken.message or b"").qname == "api.example.com"

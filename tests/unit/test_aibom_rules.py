@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.aibom import rulefile
@@ -407,6 +407,7 @@ PATH_PARTS = ["a", "B", "/", ".", "\n", "site-packages", "Dist-Packages", "node_
 PATH_PARTS += [".GGUF", ".pt", ".safetensors", "x.pth", ".bin"]
 
 
+@settings(deadline=None)  # a property, not a timing: a loaded CI machine took 258 ms once
 @given(
     st.lists(
         st.lists(

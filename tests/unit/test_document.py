@@ -69,7 +69,7 @@ def test_export_is_canonical_and_reviewable() -> None:
     text = export_yaml(learned())
     lines = text.splitlines()
     assert lines[:6] == [
-        "apiVersion: corral.io/v2",
+        "apiVersion: corral.io/v3",
         "kind: Baseline",
         "metadata:",
         "  name: team/demo",
@@ -305,9 +305,9 @@ BAD: list[tuple[str, str]] = [
         "must be a string (quote IPv6 addresses)",
     ),
     (
-        with_spec("exec", "{path: /a}").replace("corral.io/v1", "corral.io/v3"),
-        "apiVersion: 'corral.io/v3' is not supported (this corrald reads corral.io/v1, "
-        "corral.io/v2)",
+        with_spec("exec", "{path: /a}").replace("corral.io/v1", "corral.io/v4"),
+        "apiVersion: 'corral.io/v4' is not supported (this corrald reads corral.io/v1, "
+        "corral.io/v2, corral.io/v3)",
     ),
     (
         with_spec("exec", "{path: /a}").replace("kind: Baseline", "kind: Policy"),

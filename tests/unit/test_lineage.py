@@ -76,6 +76,6 @@ def test_v1_documents_cannot_carry_callers() -> None:
     try:
         document.parse(raw)
     except document.DocumentError as e:
-        assert "need apiVersion corral.io/v2" in str(e)
+        assert "need apiVersion corral.io/v2 or later" in str(e)
     else:
         raise AssertionError("a v1 document with callers was accepted")

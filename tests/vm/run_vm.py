@@ -41,13 +41,13 @@ BOOTS = {
         LSM_APPEND,
         "tests/kernel",
         "not fallback and not lsm_inactive and not host_only",
-        "tests/daemon/test_e2e.py tests/ship/test_demo.py",
+        "tests/daemon/test_e2e.py tests/daemon/test_names_e2e.py tests/ship/test_demo.py",
     ),
     "inactive": (
         "lsm=lockdown,capability",
         "tests/kernel",
         "not fallback and not lsm_active and not host_only",
-        "tests/daemon/test_e2e.py",
+        "tests/daemon/test_e2e.py tests/daemon/test_names_e2e.py",
     ),
 }
 

@@ -181,7 +181,11 @@ class AibomTracker:
             if self.read_proc and self.rules.wants_argv(ev.path):
                 self._submit(CmdlineJob(agent, ev.pid, ev.path, seen))
         elif ev.dimension == "connect" and ev.address is not None and ev.port is not None:
-            self._endpoint(agent, normalise_network(ev.address), ev.port, seen)
+            rec = self._endpoint(agent, normalise_network(ev.address), ev.port, seen)
+            if rec is not None and ev.host and ev.host not in rec["hostnames"]:
+                # the name the agent's own DNS answer gave this address (pipeline/names.py)
+                rec["hostnames"] = sorted({*rec["hostnames"], ev.host})
+                self._dirty.add(agent)
 
     def _inv(self, agent: str) -> Inventory:
         inv = self.inventories.get(agent)
@@ -306,7 +310,7 @@ class AibomTracker:
         rec["command"] = rec["command"] or command
         self._dirty.add(agent)
 
-    def _endpoint(self, agent: str, net: Any, port: int, seen: Sight) -> None:
+    def _endpoint(self, agent: str, net: Any, port: int, seen: Sight) -> dict[str, Any] | None:
         host = net.prefixlen == net.max_prefixlen
         key = format_net(net, port)
         fields = {
@@ -319,6 +323,7 @@ class AibomTracker:
         rec = self._upsert(agent, "endpoints", key, fields.copy, seen)
         if rec is not None and host:
             self._add_names(agent, rec)
+        return rec
 
     def _add_names(self, agent: str, rec: dict[str, Any]) -> None:
         names = self.names.of(rec["address"])

@@ -159,7 +159,7 @@ def render_diff(data: dict[str, Any]) -> str:
         "",
         f"accept rows:    corralctl accept {agent} --index N[,M...] --view {view}{flat}",
         f"accept entries: corralctl accept {agent} --exec PATH --open PATH|DIR/|'GLOB' "
-        "--connect ADDR:PORT|CIDR:PORT",
+        "--connect ADDR:PORT|CIDR:PORT|NAME:PORT",
     ]
     return "\n".join(lines)
 

@@ -471,19 +471,22 @@ def build_parser() -> argparse.ArgumentParser:
         "entries: --exec/--open take a path, a directory ending in / that allows "
         "everything beneath, or a pattern (quote it) where ? is one character and * any run "
         "of characters, neither matching / (the output says how much a directory or a "
-        "pattern allows); --connect takes ADDR:PORT, CIDR:PORT or ADDR:* (every port). "
+        "pattern allows); --connect takes ADDR:PORT, CIDR:PORT, ADDR:* (every port), "
+        "NAME:PORT (the addresses the agent's own DNS answers give for the name, whatever "
+        "they rotate to) or '*.DOMAIN:PORT' (every name one label under DOMAIN). "
         "A named entry must cover at least one deviation and clears all it covers. Without "
         "any of these every pending deviation is accepted as it is. Entries are added to "
         "the kernel's allow-lists at once; nothing is removed.",
         "  corralctl accept demo                                 # everything pending\n"
         "  corralctl accept demo --index 1,3-4 --view 3fa2c1d0\n"
         "  corralctl accept demo --exec /usr/bin/curl --connect 10.0.0.1:443 --open /etc/x\n"
+        "  corralctl accept demo --connect api.openai.com:443     # by name\n"
         "  corralctl accept demo --open /home/app/.cache/        # the whole directory\n"
         "  corralctl accept demo --open '/tmp/agent-*.json'      # one shape of name\n"
         "  corralctl accept demo --entry open:/etc/hosts --entry exec:/usr/bin/git",
     )
     p.add_argument("name", metavar="NAME", help="agent name")
-    for dim, what in (("exec", "PATH"), ("open", "PATH"), ("connect", "ADDR:PORT")):
+    for dim, what in (("exec", "PATH"), ("open", "PATH"), ("connect", "HOST:PORT")):
         p.add_argument(
             f"--{dim}",
             dest=f"accept_{dim}",

@@ -1,6 +1,8 @@
 """Ring-buffer records (struct corral_event in bpf/corral.h) decoded into Python values. An
 exec judged by the LSM or fmod_ret backend is a struct corral_exec_event: the event, then the
-caller's path (exec lineage)."""
+caller's path (exec lineage). A DNS answer to an agent's socket is a struct corral_dns_event:
+the event (dimension "dns", the resolver's address and port), then the message as received
+(parsed above the kernel layer, by corral.names.answers)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from . import layout as layout_mod
-from .layout import BACKENDS, DIMS, EVENT_FLAGS, MODES, TAMPER_EVENT, TAMPER_KINDS, VERDICTS
+from .layout import (
+    BACKENDS,
+    DIMS,
+    DNS_EVENT,
+    DNS_EVENT_FLAGS,
+    EVENT_FLAGS,
+    MODES,
+    TAMPER_EVENT,
+    TAMPER_KINDS,
+    VERDICTS,
+)
 
 
 def boot_offset_ns() -> int:
@@ -52,20 +64,28 @@ class Event(NamedTuple):
     # dimension "tamper" (the tamper guard): its kind (bpf, mount, ptrace, ...); path holds
     # what the kernel said of the attempt
     tamper: str | None = None
+    # dimension "dns": the answer as received (struct corral_dns_event.msg), flags say whether
+    # the kernel took it ("taken"), whether it came from elsewhere than a resolver the agent
+    # may reach ("foreign") and whether it was cut ("cut")
+    message: bytes | None = None
+    # connect: the name the agent's own DNS answer gave this address (corrald fills it in)
+    host: str | None = None
 
     @property
     def object(self) -> str:
-        """The path, or address:port ([v6]:port) for connect."""
-        if self.dimension != "connect":
+        """The path, or address:port ([v6]:port) for connect (dns: the resolver's)."""
+        if self.dimension not in ("connect", DNS_EVENT):
             return self.path or ""
         if self.family == "inet6":
             return f"[{self.address}]:{self.port}"
         return f"{self.address}:{self.port}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field plus "object"."""
+        """Every field plus "object" (the message of a DNS record as hex)."""
         d = self._asdict()
         d["object"] = self.object
+        if self.message is not None:
+            d["message"] = self.message.hex()
         return d
 
 
@@ -114,7 +134,7 @@ def layout() -> Layout:
         packer.size,
         {n: i for i, n in enumerate(names)},
         hot.unpack_from,
-        _byte_names((*DIMS, TAMPER_EVENT), "dim"),
+        _byte_names((*DIMS, TAMPER_EVENT, DNS_EVENT), "dim"),
         _byte_names(VERDICTS, ""),
         _byte_names(MODES, ""),
         flags,
@@ -124,6 +144,28 @@ def layout() -> Layout:
 @cache
 def _exec_size() -> int:
     return layout_mod.sizeof("struct corral_exec_event")
+
+
+@cache
+def _dns_layout() -> tuple[int, int, int]:
+    """(offset of len, offset of flags, offset of msg) in struct corral_dns_event."""
+    f = layout_mod.ffi()
+    return (
+        f.offsetof("struct corral_dns_event", "len"),
+        f.offsetof("struct corral_dns_event", "flags"),
+        f.offsetof("struct corral_dns_event", "msg"),
+    )
+
+
+def dns_message(record: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """A DNS record's message (its len bytes) and flags; (b"", ()) for a short record."""
+    at_len, at_flags, at_msg = _dns_layout()
+    if len(record) < at_msg:
+        return b"", ()
+    n = int.from_bytes(record[at_len : at_len + 2], "little")
+    bits = int.from_bytes(record[at_flags : at_flags + 2], "little")
+    flags = tuple(name for bit, name in sorted(DNS_EVENT_FLAGS.items()) if bits & bit)
+    return record[at_msg : at_msg + n], flags
 
 
 def caller_of(record: bytes) -> str:
@@ -143,6 +185,9 @@ def decode(data: bytes, offset_ns: int | None = None) -> Event:
     if len(data) < lay.size:
         raise ValueError(f"struct corral_event: need {lay.size} bytes, got {len(data)}")
     ev = from_fields(lay.unpack(data), boot_offset_ns() if offset_ns is None else offset_ns)
+    if ev.dimension == DNS_EVENT:
+        msg, flags = dns_message(data)
+        return ev._replace(message=msg, flags=flags)
     return ev._replace(caller=caller_of(data)) if ev.dimension == "exec" else ev
 
 
@@ -184,7 +229,7 @@ def from_fields(
         kind = TAMPER_KINDS[k - 1] if 0 < k <= len(TAMPER_KINDS) else f"kind{k}"
         p = cstr(v[ix["path"]]) if path is None else path
         return Event(*common, p, tamper=kind, **more)
-    if dim != "connect":
+    if dim not in ("connect", DNS_EVENT):
         p = cstr(v[ix["path"]]) if path is None else path
         return Event(*common, p, caller=(caller or "") if dim == "exec" else None, **more)
     raw = v[ix["addr"]]

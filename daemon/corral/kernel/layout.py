@@ -91,6 +91,12 @@ EVENT_FLAGS: dict[int, str] = {
 TAMPER_KINDS = _enum_names("enum corral_tamper", "CORRAL_TAMPER_")[1:]
 # the dim byte of a tamper-guard event: one past the dimensions (not a dimension of its own)
 TAMPER_EVENT = "tamper"
+# the dim byte (CORRAL_EVENT_DNS) of a DNS answer's record (struct corral_dns_event)
+DNS_EVENT = "dns"
+DNS_EVENT_FLAGS: dict[int, str] = {
+    v: n.removeprefix("CORRAL_DNS_EF_").lower()
+    for v, n in ffi().typeof("enum corral_dns_event_flag").elements.items()
+}
 
 
 def tamper_bits(kinds: frozenset[str] | set[str]) -> int:

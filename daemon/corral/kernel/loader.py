@@ -721,8 +721,8 @@ class Kernel:
         return self.map("net_allow").delete_batch(keys)
 
     def _maps_of(self, dim: str) -> list[Map]:
-        if dim == "connect":
-            return [self.map("net_allow")]
+        if dim == "connect":  # addresses, names, and what the names' answers allowed
+            return [self.map("net_allow"), self.map("dns_names"), self.map("dns_addrs")]
         maps = [self._path_map(dim), self._exact_map(dim), self._pattern_map(dim)]
         return [*maps, self.map("exec_callers")] if dim == "exec" else maps
 
@@ -874,7 +874,11 @@ def _seen_object(map_name: str, key: bytes) -> tuple[int, str]:
 @functools.cache
 def _list_reader(map_name: str) -> Any:
     """key bytes -> the allow-list id in it, for one map (read with the header's unpacker)."""
-    ctype = "struct corral_net_key" if map_name == "net_allow" else "struct corral_path_key"
+    ctype = {
+        "net_allow": "struct corral_net_key",
+        "dns_names": "struct corral_dns_key",
+        "dns_addrs": "struct corral_dns_addr_key",
+    }.get(map_name, "struct corral_path_key")
     unpacker, names = layout.unpacker(ctype)
     i = names.index("list")
 

@@ -13,12 +13,15 @@ import structlog
 from corral.contract import BadRequest, Conflict, validate_agent_name
 from corral.kernel.layout import DIMS
 from corral.kernel.loader import AllowListFull
+from corral.names.domains import DomainError
+from corral.names.generalise import check_name_pattern
 from corral.policy import document, review
 from corral.policy.agents import Agent, Deviation
 from corral.policy.baseline import Baseline
 from corral.policy.lineage import caller_list
 from corral.policy.patterns import PatternError, kernel_groups
 from corral.policy.promotion import set_gates
+from corral.policy.rules import is_host_object
 
 from .coverage import refuse_enforce
 from .state import NodeState
@@ -163,6 +166,7 @@ class BaselineService:
         for i, e in enumerate(entries):
             dim, obj, caller = e.get("dimension"), e.get("object"), e.get("caller")
             try:
+                obj = checked_name(str(dim), str(obj))
                 sel = review.selector(str(dim), str(obj), None if caller is None else str(caller))
             except ValueError as err:
                 raise BadRequest(f"entries[{i}] ({dim} {obj}): {err}") from None
@@ -232,6 +236,7 @@ class BaselineService:
         step fails."""
         validate_agent_name(name)
         self._check_capacity(doc)
+        _check_names(doc)
         state = self.state
         agent = state.registry.get(name)
         current = state.baselines.get(name)
@@ -342,3 +347,32 @@ class BaselineService:
             )
         if changed:
             self.sync.k.set_agent(agent.id, self.sync.agent_config(agent))
+
+
+def checked_name(dimension: str, obj: str) -> str:
+    """A connect entry by name as the name rules have it (corral.names: IDNA, no wildcard at
+    or above a registrable domain); anything else unchanged. ValueError says what is wrong."""
+    if dimension != "connect" or not is_host_object(obj):
+        return obj
+    host, _, port = obj.strip().rpartition(":")
+    try:
+        return f"{check_name_pattern(host)}:{port}"
+    except DomainError as e:
+        raise ValueError(str(e)) from None
+
+
+def _check_names(doc: document.Document) -> None:
+    """The document's host entries under the name rules (IDNA-normal, no wildcard at or above
+    a registrable domain); every problem at once, nothing applied."""
+    problems = []
+    for e in doc.entries:
+        if not e.host:
+            continue
+        name = str(e.key[0])
+        try:
+            if check_name_pattern(name) != name:
+                problems.append(f"{e.where}: write the name as {check_name_pattern(name)}")
+        except DomainError as err:
+            problems.append(f"{e.where}: {err}")
+    if problems:
+        raise BadRequest("invalid baseline document: " + "; ".join(problems))

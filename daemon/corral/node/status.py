@@ -9,7 +9,7 @@ from typing import Any
 
 from corral import __version__
 from corral.contract import AgentSample, Sample
-from corral.kernel import guard
+from corral.kernel import dnsmaps, guard
 from corral.kernel.layout import DIMS
 from corral.kernel.probe import ProbeResult
 from corral.kernel.recheck import Rechecker
@@ -80,6 +80,7 @@ class StatusView:
             "capabilities": self.probe.capabilities,
             "exec_lineage": self._lineage(),
             "tamper_guard": self._guard(),
+            "connect_by_name": self._names(),
             "rechecks": self.rechecker.summary() if self.rechecker else None,
             "kernel_verification": self.verifier.summary() if self.verifier else None,
             "promotion": self._promotion(),
@@ -118,6 +119,22 @@ class StatusView:
             "why": "the fallback exec hook runs after the exec replaced the caller: every "
             "program in an agent's baseline is allowed for any of its callers",
         }
+
+    def _names(self) -> dict[str, Any]:
+        """Whether connect baselines can allow names here, and the DNS reader's counters."""
+        k = self.sync.k
+        if k.backends.dns != "cgroup_skb":
+            return {
+                "enforced": False,
+                "why": "kernel.dns is off: connect entries by name allow nothing, connects "
+                "are learned as addresses",
+            }
+        out: dict[str, Any] = {"enforced": True, "reader": "cgroup_skb/ingress"}
+        try:
+            out["answers"] = dnsmaps.stats(k)
+        except Exception as e:  # counters are a view: status must answer without them
+            out["answers_error"] = str(e)
+        return out
 
     def _guard(self) -> dict[str, Any]:
         """What an agent (in ENFORCE in any dimension) suffers here when it tampers."""

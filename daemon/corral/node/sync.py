@@ -9,6 +9,7 @@ import contextlib
 
 import structlog
 
+from corral.kernel import dnsmaps
 from corral.kernel.layout import DIMS
 from corral.kernel.loader import AgentConfig, Kernel
 from corral.policy.agents import Agent
@@ -110,6 +111,7 @@ class KernelSync:
         self.k.set_patterns("open", lists["open"], kernel_groups(b.kernel_patterns("open")))
         self.push_exec(agent, lists["exec"])
         self.k.allow_net(lists["connect"], b.kernel_entries("connect"))
+        dnsmaps.allow_names(self.k, lists["connect"], b.kernel_names())
         self._pushed[agent.name] = (id(b), b.revision)
 
     @property
@@ -177,6 +179,7 @@ class KernelSync:
             self.k.set_patterns("exec", list_id, {})
         self.k.set_callers(lists["exec"], {})
         self.k.remove_net(lists["connect"], b.kernel_entries("connect"))
+        dnsmaps.remove_names(self.k, lists["connect"], list(b.kernel_names()))
 
     def write_modes(self, agent: Agent, modes: dict[str, str]) -> None:
         """One map write switches the agent's modes. The lists are pushed first, and only when

@@ -18,16 +18,19 @@ import structlog
 
 from corral.identity.bindings import Binding
 from corral.kernel import events
-from corral.kernel.layout import TAMPER_EVENT
+from corral.kernel.layout import DNS_EVENT, TAMPER_EVENT
 from corral.policy.agents import Agent
+
+from .names import NameBook
 
 log = structlog.get_logger("corral.pipeline")
 
 # (namespace, pod, container) of an event's cgroup when it was seen
 Pod = tuple[str, str, str]
 NO_POD: Pod = ("", "", "")
-# an event as the ring keeps it: agent name, the record, its path (None for connect),
-# /proc/<pid>/exe, its pod. Strings and bytes only: the garbage collector stops tracking such
+# an event as the ring keeps it: agent name, the record, its path (for connect: the name the
+# agent's DNS answer gave the address, or None), /proc/<pid>/exe, its pod. Strings and bytes
+# only: the garbage collector stops tracking such
 # tuples, and the ring holds thousands of them.
 Item = tuple[str, bytes, "str | None", str, Pod]
 # an exec or connect for the AI-BOM: agent, record, path, comm, its Event if one was built
@@ -55,6 +58,7 @@ class Batch:
     observed: list[tuple[Agent, events.Event]] = field(default_factory=list)  # to learn
     candidates: list[Candidate] = field(default_factory=list)  # execs and connects
     opens: list[str] = field(default_factory=list)  # the opens' paths (AI-BOM pre-filter)
+    answers: list[tuple[Agent, events.Event]] = field(default_factory=list)  # DNS answers
 
 
 class Decoder:
@@ -62,11 +66,17 @@ class Decoder:
     per record, never copied)."""
 
     def __init__(
-        self, agents: Mapping[int, Agent], bindings: Mapping[int, Binding], stats: Stats
+        self,
+        agents: Mapping[int, Agent],
+        bindings: Mapping[int, Binding],
+        stats: Stats,
+        names: NameBook | None = None,
     ) -> None:
         self.agents = agents
         self.bindings = bindings
         self.stats = stats
+        # the agents' DNS answers, taken in ring order: a connect after its answer is named
+        self.names = names or NameBook()
         self.boot_offset = events.boot_offset_ns()
         self.comms: dict[bytes, str] = {}
         self._exes: dict[tuple[int, str], str] = {}
@@ -111,6 +121,16 @@ class Decoder:
             if dim == "connect":
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
+                host = self.names.name_of(agent_id, ev.address)
+                if host is not None:
+                    ev = ev._replace(host=host)
+                    obj = f"{host}:{ev.port}"  # deviations of a name group whatever its address
+                    path = host
+            elif dim == DNS_EVENT:  # rare: an answer, named before the connects that follow
+                ev = events.decode(rec, offset)
+                self.names.answer(ev)
+                batch.answers.append((agent, ev))
+                continue
             elif dim == TAMPER_EVENT:  # rare: the kind leads, what the kernel said of it follows
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 path = ev.path

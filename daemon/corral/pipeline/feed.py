@@ -138,7 +138,11 @@ class EventFeed:
         ev = events.from_fields(events.layout().unpack(raw), self.decoder.boot_offset, path)
         if ev.dimension == "exec":
             ev = ev._replace(caller=events.caller_of(raw))
+        elif ev.dimension == "connect" and path:
+            ev = ev._replace(host=path)  # the name the agent's DNS answer gave the address
         rec = ev.to_dict()
+        if ev.host:
+            rec["object"] = f"{ev.object} ({ev.host})"
         rec.update(
             kind=KERNEL,
             time=self._iso_time(ev.ts_ns),

@@ -1,7 +1,9 @@
 """Consumer: learning (OBSERVE). Novel objects go into the agent's baseline, and the entry that
 now covers each (the exact path or host, or the prefix or network it collapsed into) into its
 kernel list at the end of the batch, one batched write per list, so the kernel stops reporting
-it."""
+it. A connect to an address the agent's own DNS answer named (Event.host, pipeline/names.py) is
+learned by name: the name goes into the list's dns_names, and the addresses its answers gave
+into dns_addrs until they expire."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from corral.kernel import events
+from corral.kernel import dnsmaps, events
 from corral.policy.agents import Agent
 from corral.policy.baseline import PATTERN, Baseline
 from corral.policy.patterns import kernel_groups
 
 from .batch import Batch
+from .names import NameBook
 
 log = structlog.get_logger("corral.pipeline")
 
@@ -34,6 +37,8 @@ class ListWriter(Protocol):
 
     def set_patterns(self, dim: str, list_id: int, groups: dict[str, list[str]]) -> Any: ...
 
+    def map(self, name: str) -> Any: ...
+
 
 class Learner:
     def __init__(
@@ -45,6 +50,7 @@ class Learner:
         write_failed: Callable[[set[str]], None],
         on_learned: OnLearned | None = None,
         push_exec: Callable[[Agent], None] | None = None,
+        names: NameBook | None = None,
     ) -> None:
         self.baselines = baselines
         self.writer = writer  # the kernel once it is loaded
@@ -53,6 +59,7 @@ class Learner:
         self.on_learned = on_learned
         # exec entries go in whole per agent (lineage.py: a program per caller's list)
         self.push_exec = push_exec
+        self.names = names  # the agents' DNS answers (the decoder's)
         self.execs: dict[str, Agent] = {}
         # learned entries waiting for the end of the batch (one write per list)
         self.paths: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
@@ -60,6 +67,8 @@ class Learner:
         # lists whose patterns changed: rewritten whole from the baseline at the end of the batch
         self.patterns: dict[tuple[str, int], Baseline] = {}
         self.learned_by: set[str] = set()
+        # names learned: (agent id, list) -> baseline, names (written with all their ports)
+        self.hosts: dict[tuple[int, int], tuple[Baseline, set[str]]] = {}
 
     def on_batch(self, batch: Batch) -> None:
         try:
@@ -71,13 +80,21 @@ class Learner:
     def learn(self, agent: Agent, ev: events.Event) -> None:
         b = self.baselines[agent.name]
         revision = b.revision
-        if not b.observe(ev):
+        if ev.dimension == "connect" and ev.host:
+            novel = b.observe_host(ev.host, ev.port or 0, ev.ts_ns / 1e9)
+        else:
+            novel = b.observe(ev)
+        if not novel:
             return
         self.changed(agent.name)
         if b.revision == revision:
             return  # recorded as unenforceable (too long, unresolved, port 0): never allowed
         rule: tuple[str, Any] | None = None
-        if ev.dimension == "connect":
+        if ev.dimension == "connect" and ev.host:
+            key = (agent.id, agent.lists["connect"])
+            self.hosts.setdefault(key, (b, set()))[1].add(ev.host)  # no rule: the AI-BOM
+            # derives names from the baseline
+        elif ev.dimension == "connect":
             rule = b.kernel_rule("connect", (ev.address or "", ev.port or 0))
             if rule is not None:
                 self.nets.setdefault(agent.lists["connect"], set()).add(rule)
@@ -109,8 +126,9 @@ class Learner:
         writer = self.writer()
         assert writer is not None
         paths, nets, agents = self.paths, self.nets, self.learned_by
-        patterns, execs = self.patterns, self.execs
+        patterns, execs, hosts = self.patterns, self.execs, self.hosts
         self.paths, self.nets, self.learned_by, self.patterns, self.execs = {}, {}, set(), {}, {}
+        self.hosts = {}
         try:
             for agent in execs.values():
                 assert self.push_exec is not None
@@ -121,6 +139,24 @@ class Learner:
                 writer.set_patterns(dim, list_id, kernel_groups(b.kernel_patterns(dim)))
             for list_id, entries in nets.items():
                 writer.allow_net(list_id, entries)
+            for (agent_id, list_id), (b, names) in hosts.items():
+                self._write_names(writer, agent_id, list_id, b, names)
         except Exception as e:
             log.error("adding learned entries to the kernel failed", error=str(e))
             self.write_failed(agents)
+
+    def _write_names(
+        self, writer: ListWriter, agent_id: int, list_id: int, b: Baseline, names: set[str]
+    ) -> None:
+        """The names into dns_names with every port the baseline has for them; the addresses
+        the agent's answers already gave into dns_addrs (the next answer would, too late for
+        the connects in between)."""
+        ports = b.kernel_names()
+        dnsmaps.allow_names(writer, list_id, {n: ports[n] for n in names if n in ports})
+        if self.names is None:
+            return
+        for name in names:
+            if name not in ports:
+                continue
+            held = self.names.addresses(agent_id, name)
+            dnsmaps.allow_addresses(writer, list_id, held, ports[name])

@@ -31,6 +31,7 @@ from .blob import (
     _blob_rows,
     _compress_entries,
     _decode_entries,
+    _host_of,
     _net_of,
     _path_of,
     _pattern_of,
@@ -49,19 +50,24 @@ from .rules import (
     UNENFORCEABLE_FLAGS,
     BaselineRules,
     Entry,
+    HostKey,
     NetKey,
     Network,
     Source,
     Unenforceable,
+    check_host,
+    format_host,
     format_net,
+    is_host_object,
     net_group,
     net_sort_key,
     normalise_path,
     parent_dirs,
+    parse_host,
     parse_net,
     path_fits,
 )
-from .sets import _EntrySets, _NetSet, _PathSet
+from .sets import _EntrySets, _HostSet, _NetSet, _PathSet
 
 log = structlog.get_logger("corral.baseline")
 
@@ -168,6 +174,10 @@ class Baseline:
         return self._live.net
 
     @property
+    def _hosts(self) -> _HostSet:
+        return self._live.hosts
+
+    @property
     def _unenforceable(self) -> dict[tuple[str, str], Unenforceable]:
         return self._live.unenforceable
 
@@ -251,6 +261,9 @@ class Baseline:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
         t = time.time() if when is None else when
+        if dimension == "connect" and is_host_object(obj):
+            name, port = parse_host(obj)  # type: ignore[arg-type]
+            return self._add_host(name, port, t, source)
         if dimension == "connect":
             net, port = parse_net(obj)  # type: ignore[arg-type]
             return self._add_net(net, port, t, source)
@@ -437,6 +450,57 @@ class Baseline:
         self._novel(when)
         return True
 
+    # ---- connect by name ------------------------------------------------------------------------
+
+    def observe_host(self, name: str, port: int, when: float) -> bool:
+        """Learns a connect to an address the agent's own DNS answer gave for name (the
+        learner knows it from the answer): {name, port} instead of the address. A name the
+        kernel cannot hold is kept as unenforceable."""
+        try:
+            name = check_host(name)
+        except ValueError as e:
+            return self._note_unenforceable(
+                "connect", format_host(name, port), str(e), when, "learned"
+            )
+        if port == 0:
+            why = "port 0 (would allow every port)"
+            return self._note_unenforceable(
+                "connect", format_host(name, port), why, when, "learned"
+            )
+        return self._add_host(name, port, when, "learned")
+
+    def _add_host(self, name: str, port: int, when: float, source: Source) -> bool:
+        covering = self._hosts.match(name, port)
+        if covering is not None:
+            covering.hit(when)
+            return False
+        entry = Entry(when, when, 1, source)
+        covered = [k for k in self._hosts.entries if _host_covers((name, port), k)]
+        if covered:
+            entry = Entry.merged([entry, *(self._hosts.entries.pop(k) for k in covered)])
+            entry.source, entry.origin = source, None
+        self._hosts.entries[(name, port)] = entry
+        self.revision += 1
+        self._novel(when)
+        return True
+
+    def kernel_names(self) -> dict[str, list[int]]:
+        """name (or "*.parent") -> its ports (0: any) for the kernel's dns_names."""
+        out: dict[str, list[int]] = {}
+        for name, port, _ in self.iter_host_entries():
+            out.setdefault(name, []).append(port)
+        return {n: [0] if 0 in ps else sorted(ps) for n, ps in out.items()}
+
+    def host_entries(self) -> list[tuple[str, int, Entry]]:
+        return list(self.iter_host_entries())
+
+    def iter_host_entries(self) -> Iterator[tuple[str, int, Entry]]:
+        """(name, port, entry) sorted by name and port; streamed from the blob at rest."""
+        if self._frozen is not None:
+            return map(_host_of, _blob_rows(self._frozen[0], "hosts"))
+        hs = self._hosts.entries
+        return ((n, p, hs[(n, p)]) for n, p in sorted(hs))
+
     def _aggregate(self, net: Network, port: int) -> None:
         group = net_group(net)
         if group is None:
@@ -464,9 +528,11 @@ class Baseline:
         The caller has validated key (document.py)."""
         for c in sorted(entry.callers or ()):
             self.caller_id(c)
-        if dimension == "connect":
+        if dimension == "connect" and isinstance(key[0], str):
+            self._hosts.entries[key] = entry  # type: ignore[index]
+        elif dimension == "connect":
             assert isinstance(key, tuple)
-            self._net.put(key, entry)
+            self._net.put(key, entry)  # type: ignore[arg-type]
         elif pattern:
             assert isinstance(key, str)
             self._paths[dimension].put_pattern(
@@ -477,8 +543,12 @@ class Baseline:
             self._paths[dimension].put(key, entry, prefix=prefix)
         self.revision += 1
 
-    def entry(self, dimension: str, key: str | NetKey, *, prefix: bool = False) -> Entry | None:
+    def entry(
+        self, dimension: str, key: str | NetKey | HostKey, *, prefix: bool = False
+    ) -> Entry | None:
         """The entry stored under exactly this key (not a covering one), or None."""
+        if dimension == "connect" and isinstance(key[0], str):
+            return self._hosts.entries.get(key)  # type: ignore[arg-type]
         if dimension == "connect":
             return self._net.entries.get(key)  # type: ignore[call-overload]
         ps = self._paths[dimension]
@@ -495,6 +565,7 @@ class Baseline:
             out.update((d, p, True) for p in ps.prefixes)
             out.update((d, p, "pattern") for p in ps.patterns)
         out.update(("connect", k, False) for k in self._net.entries)
+        out.update(("connect", k, "host") for k in self._hosts.entries)
         return out
 
     def record_import(self, record: dict[str, Any]) -> None:
@@ -519,6 +590,12 @@ class Baseline:
         self, dimension: str, obj: str | tuple[str, int] | NetKey, caller: str | None = None
     ) -> Entry | None:
         """The entry that covers obj (for caller, see contains), or None."""
+        if dimension == "connect" and is_host_object(obj):
+            try:
+                name, port = parse_host(obj)  # type: ignore[arg-type]
+            except ValueError:
+                return None
+            return self._hosts.match(name, port)
         if dimension == "connect":
             try:
                 net, port = parse_net(obj)  # type: ignore[arg-type]
@@ -645,8 +722,9 @@ class Baseline:
         if self._frozen is not None:
             return copy.deepcopy(self._frozen[1])
         counts = {d: len(self._paths[d]) for d in PATH_DIMENSIONS}
-        counts["connect"] = len(self._net)
+        counts["connect"] = len(self._net) + len(self._hosts)
         return {
+            "hosts": len(self._hosts),
             "counts": counts,
             "prefixes": {d: len(self._paths[d].prefixes) for d in PATH_DIMENSIONS},
             "patterns": {d: len(self._paths[d].patterns) for d in PATH_DIMENSIONS},
@@ -661,6 +739,7 @@ class Baseline:
             yield from ps.prefixes.values()
             yield from ps.patterns.values()
         yield from self._net.entries.values()
+        yield from self._hosts.entries.values()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, sorted for diff-friendly output."""
@@ -691,6 +770,10 @@ class Baseline:
             }
             for n, p, e in self.net_entries()
         ]
+        out["connect"] += [
+            {"object": format_host(n, p), "kind": "name", "host": n, "port": p, **e.to_dict()}
+            for n, p, e in self.host_entries()
+        ]
         out["unenforceable"] = [
             {"dimension": u.dimension, "object": u.object, "reason": u.reason, **u.entry.to_dict()}
             for u in self.unenforceable
@@ -698,3 +781,16 @@ class Baseline:
         out["annotations"] = dict(sorted(self.annotations.items()))
         out["imports"] = [dict(r) for r in self.imports]
         return out
+
+
+def _host_covers(wide: HostKey, key: HostKey) -> bool:
+    """Does the new entry wide make key redundant? Same name, or one label under a wildcard;
+    same port, or wide allows any port."""
+    if wide == key:
+        return False
+    (wn, wp), (n, p) = wide, key
+    if wp not in (0, p):
+        return False
+    if n == wn:
+        return True
+    return wn.startswith("*.") and not n.startswith("*.") and n.split(".", 1)[-1] == wn[2:]

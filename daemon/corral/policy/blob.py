@@ -4,9 +4,10 @@ baseline keeps its entries in (_BlobWriter, _blob_rows).
 
 Files are schema-versioned. Schema 2 added ``origin`` to each entry and ``imports``/
 ``annotations`` to the payload; schema 3 the path pattern tables (``exec_patterns``,
-``open_patterns``). Older files are read (entries without origin, no imports, no patterns)
-and rewritten as the current schema on the next save (BaselineStore, store.py); a corrald that
-reads only older schemas refuses a schema 3 file instead of dropping its patterns.
+``open_patterns``); schema 4 the connect entries by name (``hosts``). Older files are read
+(entries without origin, no imports, no patterns, no names) and rewritten as the current
+schema on the next save (BaselineStore, store.py); a corrald that reads only older schemas
+refuses a newer file instead of dropping what it cannot hold.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from .rules import (
 if TYPE_CHECKING:
     from .baseline import Baseline
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
 MAGIC = "corral-baseline"
 # zlib level of resting baselines: 6 keeps 10,000 entries in ~12 % fewer bytes than 1 for ~3 ms
 # more per freeze (bench/footprint: 30.4 against 34.5 KB)
@@ -82,7 +83,14 @@ def _entry_of(row: list[Any]) -> Entry:
 
 
 PATTERN_TABLES = {d: f"{d}_patterns" for d in PATH_DIMENSIONS}
-_ENTRY_TABLES = (*PATH_DIMENSIONS, "connect", "unenforceable", *PATTERN_TABLES.values())
+_ENTRY_TABLES = (
+    *PATH_DIMENSIONS,
+    "connect",
+    "unenforceable",
+    *PATTERN_TABLES.values(),
+    "hosts",
+)
+_LATER_TABLES = {*PATTERN_TABLES.values(), "hosts"}  # absent from older schemas
 _PATTERN_DIMS = {t: d for d, t in PATTERN_TABLES.items()}
 
 
@@ -105,6 +113,17 @@ def _pattern_of(row: list[Any]) -> tuple[str, Entry]:
 
 def _net_row(net: Network, port: int, e: Entry) -> list[Any]:
     return [str(net), port, *_entry_row(e)]
+
+
+def _host_row(name: str, port: int, e: Entry) -> list[Any]:
+    return [name, port, *_entry_row(e)]
+
+
+def _host_of(row: list[Any]) -> tuple[str, int, Entry]:
+    name, port, *rest = row
+    if not isinstance(name, str) or not isinstance(port, int):
+        raise ValueError("bad host row")
+    return name, port, _entry_of(rest)
 
 
 def _unenforceable_row(u: Unenforceable) -> list[Any]:
@@ -137,6 +156,9 @@ def _entry_rows(b: Baseline, table: str) -> tuple[int, Iterator[list[Any]]]:
     if table in _PATTERN_DIMS:
         pats = b.pattern_entries(_PATTERN_DIMS[table])
         return len(pats), (_pattern_row(*p) for p in pats)
+    if table == "hosts":
+        hosts = b.host_entries()
+        return len(hosts), (_host_row(*h) for h in hosts)
     unenf = b.unenforceable
     return len(unenf), (_unenforceable_row(u) for u in unenf)
 
@@ -226,7 +248,7 @@ def _blob_rows(blob: bytes, table: str) -> Iterator[list[Any]]:
 def _taken(data: dict[str, Any], table: str) -> Iterator[Any]:
     """The rows of data[table], each let go once taken: decoding never holds the decoded
     rows and the entries made from them at the same time."""
-    rows = data.get(table, []) if table in _PATTERN_DIMS else data[table]  # absent before 3
+    rows = data.get(table, []) if table in _LATER_TABLES else data[table]
     data[table] = []
     rows.reverse()
     while rows:
@@ -251,6 +273,9 @@ def _decode_entries(b: Baseline, data: dict[str, Any]) -> None:
         for row in _taken(data, table):
             glob, e = _pattern_of(row)
             ps.put_pattern(glob, e, learned=e.source == "learned")
+    for row in _taken(data, "hosts"):
+        name, port, e = _host_of(row)
+        b._hosts.entries[(name, port)] = e
 
 
 def encode_payload(b: Baseline) -> bytes:
@@ -370,6 +395,9 @@ def _canonical_row(table: str, row: list[Any]) -> tuple[Any, list[Any], Entry]:
     if table in _PATTERN_DIMS:
         glob, e = _pattern_of(row)
         return glob, _pattern_row(glob, e), e
+    if table == "hosts":
+        name, port, e = _host_of(row)
+        return (name, port), _host_row(name, port, e), e
     u = _unenforceable_of(row)
     return (u.dimension, u.object), _unenforceable_row(u), u.entry
 
@@ -397,8 +425,9 @@ class _Tally:
 
     def counts(self) -> dict[str, Any]:
         counts = {d: self.rows[d] + self.patterns[d] for d in PATH_DIMENSIONS}
-        counts["connect"] = self.rows["connect"]
+        counts["connect"] = self.rows["connect"] + self.rows["hosts"]
         return {
+            "hosts": self.rows["hosts"],
             "counts": counts,
             "prefixes": dict(self.prefixes),
             "patterns": dict(self.patterns),

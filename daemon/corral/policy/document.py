@@ -4,7 +4,7 @@
 (API: GET /v1/agents/{name}/baseline?format=export, PUT /v1/agents/{name}/baseline). The
 format, in YAML (JSON with the same fields is accepted and produced too)::
 
-    apiVersion: corral.io/v2
+    apiVersion: corral.io/v3
     kind: Baseline
     metadata:
       name: demo                              # the agent
@@ -26,6 +26,8 @@ format, in YAML (JSON with the same fields is accepted and produced too)::
       - {address: 127.0.0.1, port: 18080, source: learned}
       - {network: 10.1.2.0/24, port: 443, source: accepted}
       - {address: 10.0.0.1, port: any, source: imported}      # every port
+      - {host: api.openai.com, port: 443, source: learned}     # by name (docs/names.md)
+      - {host: '*.s3.amazonaws.com', port: 443, source: accepted}  # one label for the *
 
 Exports are canonical: fixed field order, entries sorted (paths bytewise, addresses
 numerically), one entry per line, no timestamps or hit counts, so a git diff of two exports
@@ -41,8 +43,11 @@ allowed the agent (`corralctl tamper NAME --allow KIND`), sorted, written only w
 some.
 
 ``corral.io/v2`` added ``pattern`` entries and exec ``callers`` (exec lineage: the program is
-allowed only when one of them runs it; without callers, for any caller); ``corral.io/v1``
-documents (neither) are read as before, and exports are v2.
+allowed only when one of them runs it; without callers, for any caller); ``corral.io/v3``
+connect entries by name (``host``: the addresses the agent's own DNS answers give for it).
+``corral.io/v1`` and ``v2`` documents are read as before, and exports are v3. A host is
+checked here as the kernel holds names (rules.check_host); the name rules proper (IDNA, no
+wildcard at or above a registrable domain) are applied by the importer (corral.names).
 
 Paths whose bytes are not UTF-8 are written base64-encoded with ``encoding: base64``.
 Validation collects every problem (up to PROBLEMS_MAX) and names each by its place in the
@@ -75,9 +80,11 @@ from .rules import (
     SOURCES,
     BaselineRules,
     Entry,
+    HostKey,
     NetKey,
     Network,
     Source,
+    check_host,
     normalise_network,
     normalise_path,
     path_bytes,
@@ -85,8 +92,9 @@ from .rules import (
     path_max,
 )
 
-API_VERSION = "corral.io/v2"
-API_VERSIONS: tuple[str, ...] = ("corral.io/v1", API_VERSION)  # readable
+API_VERSION = "corral.io/v3"
+API_VERSIONS: tuple[str, ...] = ("corral.io/v1", "corral.io/v2", API_VERSION)  # readable
+PATTERN_SINCE = "corral.io/v2"  # pattern entries and exec callers
 KIND = "Baseline"
 DIMS: tuple[str, ...] = ("exec", "open", "connect")
 STRATEGIES: tuple[str, ...] = ("merge", "replace")
@@ -105,7 +113,7 @@ GATE_FIELDS: dict[str, str] = {
     "".join(w if i == 0 else w.title() for i, w in enumerate(g.split("_"))): g for g in GATES
 }
 _PATH_FIELDS = ("path", "prefix", "pattern", "relative", "encoding", "callers", "source")
-_NET_FIELDS = ("address", "network", "port", "source")
+_NET_FIELDS = ("address", "network", "host", "port", "source")
 
 Strategy = Literal["merge", "replace"]
 
@@ -127,12 +135,13 @@ class DocEntry:
     """One validated entry: a path (exact or "dir/" prefix) or a (network, port)."""
 
     dimension: str
-    key: str | NetKey
+    key: str | NetKey | HostKey
     prefix: bool
     source: Source | None  # as declared; None when the document gave none
     where: str  # e.g. "spec.exec[3]"
     pattern: bool = False
     callers: tuple[str, ...] | None = None  # exec lineage; None: any caller
+    host: bool = False  # connect by name: key is (name or "*.parent", port)
 
 
 @dataclass
@@ -219,6 +228,14 @@ def _net_item(net: Network, port: int, source: Source) -> _Flow:
     return item
 
 
+def _host_item(name: str, port: int, source: Source) -> _Flow:
+    item = _Flow()
+    item["host"] = name
+    item["port"] = port if port else ANY_PORT
+    item["source"] = source
+    return item
+
+
 def export(
     b: Baseline,
     *,
@@ -251,6 +268,7 @@ def export(
         items.sort(key=lambda t: (t[0].encode("utf-8", "surrogateescape"), str(t[1])))
         spec[d] = [_path_item(p, pre, e.declared_source, e.callers) for p, pre, e in items]
     spec["connect"] = [_net_item(n, p, e.declared_source) for n, p, e in b.net_entries()]
+    spec["connect"] += [_host_item(n, p, e.declared_source) for n, p, e in b.host_entries()]
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
 
@@ -370,8 +388,11 @@ def parse(raw: bytes, fmt: Literal["yaml", "json"] = "yaml") -> Document:
             )
             if entry is None:
                 continue
-            if (entry.pattern or entry.callers) and api != API_VERSION:
-                p.add(where, f"pattern and callers need apiVersion {API_VERSION}")
+            if (entry.pattern or entry.callers) and api == "corral.io/v1":
+                p.add(where, f"pattern and callers need apiVersion {PATTERN_SINCE} or later")
+                continue
+            if entry.host and api != API_VERSION:
+                p.add(where, f"host entries need apiVersion {API_VERSION}")
                 continue
             ident = (dim, entry.key, "pattern" if entry.pattern else entry.prefix)
             if ident in seen:
@@ -613,15 +634,35 @@ def _path_problem(value: str, kind: str, relative: bool) -> str | None:
 
 
 def _net_entry(item: Any, where: str, p: _Problems) -> DocEntry | None:
-    kind = _one_of(item, ("address", "network"), _NET_FIELDS, where, p)
+    kind = _one_of(item, ("address", "network", "host"), _NET_FIELDS, where, p)
     if kind is None:
         return None
     ok, source = _source(item, where, p)
+    if kind == "host":
+        return _host_entry(item, where, p, ok, source)
     net = _network(item[kind], kind, where, p)
     port = _port(item.get("port"), where, p)
     if net is None or port is None or not ok:
         return None
     return DocEntry("connect", (net, port), False, source, where)
+
+
+def _host_entry(
+    item: dict[str, Any], where: str, p: _Problems, ok: bool, source: Source | None
+) -> DocEntry | None:
+    port = _port(item.get("port"), where, p)
+    value = item["host"]
+    if not isinstance(value, str):
+        p.add(where, f"host must be a string, not {value!r}")
+        return None
+    try:
+        name = check_host(value)
+    except ValueError as e:
+        p.add(where, str(e))
+        return None
+    if port is None or not ok:
+        return None
+    return DocEntry("connect", (name, port), False, source, where, host=True)
 
 
 def _network(value: Any, kind: str, where: str, p: _Problems) -> Network | None:

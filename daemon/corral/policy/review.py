@@ -38,12 +38,16 @@ from .agents import Deviation
 from .baseline import Baseline
 from .rules import (
     PATH_DIMENSIONS,
+    HostKey,
     NetKey,
     Network,
+    format_host,
     format_net,
+    is_host_object,
     net_group,
     net_sort_key,
     normalise_path,
+    parse_host,
     parse_net,
     path_fits,
 )
@@ -209,17 +213,24 @@ class Selector:
     net: NetKey | None = None
     pattern: bool = False
     caller: str | None = None  # exec: allow for this caller only (None: any caller)
+    host: HostKey | None = None  # connect by name: (name or "*.parent", port)
 
     @property
-    def key(self) -> str | NetKey:
+    def key(self) -> str | NetKey | HostKey:
+        if self.host is not None:
+            return self.host
         return self.net if self.net is not None else self.path
 
     @property
     def object(self) -> str:
+        if self.host is not None:
+            return format_host(*self.host)
         return format_net(*self.net) if self.net is not None else self.path
 
     @property
     def kind(self) -> str:
+        if self.host is not None:
+            return "wildcard" if self.host[0].startswith("*.") else "name"
         if self.net is not None:
             return "host" if self.net[0].prefixlen == self.net[0].max_prefixlen else "network"
         if self.pattern:
@@ -237,6 +248,15 @@ class Selector:
         return self._widens() + anyone
 
     def _widens(self) -> str:
+        if self.host is not None:
+            name, port = self.host
+            wide = (
+                f"allows every name one label under {name[2:]} (a.{name[2:]}, not a.b.{name[2:]})"
+                if name.startswith("*.")
+                else ""
+            )
+            ports = f"every port of {name}" if port == 0 else ""
+            return "; ".join(x for x in (wide, ports and f"allows {ports}") if x)
         if self.pattern:
             return pat.widening(self.path)
         if self.prefix:
@@ -254,6 +274,8 @@ class Selector:
     def covers(self, d: Deviation) -> bool:
         if d.dimension != self.dimension:
             return False
+        if self.host is not None:
+            return _host_covers(self.host, d.object)
         if self.net is not None:
             try:
                 net, port = parse_net(d.object)
@@ -277,6 +299,8 @@ def selector(dimension: str, obj: str, caller: str | None = None) -> Selector:
         raise ValueError("a caller goes with exec entries only")
     if caller is not None and (not caller.startswith("/") or "\0" in caller):
         raise ValueError(f"a caller is the absolute path of an executable, not {caller!r}")
+    if dimension == "connect" and is_host_object(obj):
+        return Selector("connect", host=parse_host(obj))
     if dimension == "connect":
         return Selector("connect", net=parse_net(obj))
     if dimension not in PATH_DIMENSIONS:
@@ -305,8 +329,30 @@ def exact(d: Deviation) -> Selector | None:
     if d.dimension != "connect":
         path = normalise_path(d.object) if d.object.startswith("/") else d.object
         return Selector(d.dimension, path=path, caller=d.caller or None)
+    if is_host_object(d.object):
+        try:
+            name, port = parse_host(d.object)
+        except ValueError:
+            return None
+        return Selector("connect", host=(name, port)) if port else None
     try:
         net, port = parse_net(d.object)
     except ValueError:
         return None
     return Selector("connect", net=(net, port)) if port else None
+
+
+def _host_covers(host: HostKey, obj: str) -> bool:
+    """Does the name entry cover a deviation's object ("name:port")?"""
+    if not is_host_object(obj):
+        return False
+    try:
+        name, port = parse_host(obj)
+    except ValueError:
+        return False
+    sname, sport = host
+    if sport not in (0, port):
+        return False
+    if sname.startswith("*."):
+        return "." in name and name.split(".", 1)[1] == sname[2:]
+    return name == sname

@@ -73,6 +73,7 @@ Source: TypeAlias = Literal["learned", "accepted", "imported"]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 NetKey: TypeAlias = tuple[Network, int]
+HostKey: TypeAlias = tuple[str, int]  # (name or "*.parent" wildcard, port)
 
 DEFAULT_COLLAPSE_THRESHOLD = 20
 DEFAULT_COLLAPSE_MIN_DEPTH = 3
@@ -261,6 +262,67 @@ def _truncate(net: Network, plen: int) -> Network:
     if net.version == 4:
         return ipaddress.IPv4Network((base, plen))
     return ipaddress.IPv6Network((base, plen))
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}")
+HOST_MAX = 253
+
+
+def is_address(text: str) -> bool:
+    """Is text an address or CIDR (else it may be a name)?"""
+    try:
+        ipaddress.ip_network(text.strip("[]"), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def check_host(name: str) -> str:
+    """A connect entry's name as the kernel holds it: lower case, no final dot, letters,
+    digits, "-" and "_" in labels of 1-63, at most 253 bytes, and at most one wildcard, a whole
+    first label ("*.s3.amazonaws.com"). The name rules proper (IDNA, registrable domains,
+    which wildcards are too wide) are corral.names': callers apply them first."""
+    n = name.strip().rstrip(".").lower()
+    if (
+        not n
+        or len(n) > HOST_MAX
+        or not _HOST.fullmatch(n)
+        or n.count(".") < (2 if n.startswith("*.") else 0)
+    ):
+        raise ValueError(
+            f"{name!r} is not a name the kernel can hold (labels of letters, digits, '-' "
+            "and '_', at most 253 bytes; a wildcard only as a whole first label: *.example.com)"
+        )
+    return n
+
+
+def parse_host(obj: str | tuple[str, int]) -> HostKey:
+    """("api.openai.com", 443) or "api.openai.com:443" ("*" or 0: any port) -> (name, port)."""
+    if isinstance(obj, tuple):
+        name, port = obj
+    else:
+        name, sep, port_s = obj.strip().rpartition(":")
+        if not sep or not name:
+            raise ValueError(f"{obj!r} is not name:port")
+        port = 0 if port_s == "*" else int(port_s)
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return check_host(name), int(port)
+
+
+def is_host_object(obj: object) -> bool:
+    """A connect object that names a host ("api.openai.com:443"), not an address."""
+    if isinstance(obj, tuple):
+        return isinstance(obj[0], str) and not is_address(obj[0])
+    if not isinstance(obj, str):
+        return False
+    host = obj.strip().rpartition(":")[0]
+    return bool(host) and not host.startswith("[") and not is_address(host)
+
+
+def format_host(name: str, port: int) -> str:
+    return f"{name}:{'*' if port == 0 else port}"
 
 
 def net_sort_key(key: NetKey) -> tuple[int, int, int, int]:

@@ -12,6 +12,7 @@ from .rules import (
     PATH_DIMENSIONS,
     BaselineRules,
     Entry,
+    HostKey,
     NetKey,
     Network,
     Unenforceable,
@@ -249,9 +250,44 @@ class _NetSet:
 
 
 @dataclass
+class _HostSet:
+    """Connect entries by name: (name, port) -> entry; port 0 = any port. A name is exact
+    ("api.openai.com") or a wildcard ("*.s3.amazonaws.com": one label in place of the "*"),
+    as the kernel's dns_names holds them."""
+
+    entries: dict[HostKey, Entry] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def match_key(self, name: str, port: int) -> HostKey | None:
+        """The name, then its one-label wildcard; each on the port, then on any port."""
+        wildcard = "*." + name.split(".", 1)[1] if "." in name else None
+        for n in (name, wildcard):
+            if n is None:
+                continue
+            for p in (port, 0) if port else (0,):
+                if (n, p) in self.entries:
+                    return (n, p)
+        return None
+
+    def match(self, name: str, port: int) -> Entry | None:
+        key = self.match_key(name, port)
+        return None if key is None else self.entries[key]
+
+    def ports(self) -> dict[str, list[int]]:
+        """name -> its ports, sorted (0: any port, and then the only one that matters)."""
+        out: dict[str, list[int]] = {}
+        for name, port in sorted(self.entries):
+            out.setdefault(name, []).append(port)
+        return {n: [0] if 0 in ps else ps for n, ps in out.items()}
+
+
+@dataclass
 class _EntrySets:
     paths: dict[str, _PathSet] = field(
         default_factory=lambda: {d: _PathSet() for d in PATH_DIMENSIONS}
     )
     net: _NetSet = field(default_factory=_NetSet)
+    hosts: _HostSet = field(default_factory=_HostSet)
     unenforceable: dict[tuple[str, str], Unenforceable] = field(default_factory=dict)

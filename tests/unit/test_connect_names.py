@@ -1,0 +1,186 @@
+"""Connect entries by name (issue 17) above the kernel: the baseline's host entries and how
+they cover, store (schema 4) and rest; review selectors and `accept --connect NAME:PORT`;
+documents corral.io/v3 (v2 still read); the name book the decoder keeps from the agents'
+own DNS answers. The kernel side is tests/kernel/test_dns.py, end to end
+tests/daemon/test_names_e2e.py."""
+
+from __future__ import annotations
+
+import time
+
+import dns.message
+import dns.rrset
+import pytest
+
+from corral.contract import BadRequest
+from corral.kernel.events import Event
+from corral.node.baselines import _check_names, checked_name
+from corral.pipeline.names import NameBook
+from corral.policy import document, review
+from corral.policy.agents import Deviation
+from corral.policy.baseline import Baseline
+from corral.policy.blob import decode_file, encode_file
+from corral.policy.rules import BaselineRules, check_host, is_host_object, parse_host
+
+
+def test_host_objects_are_told_from_addresses() -> None:
+    assert is_host_object("api.openai.com:443")
+    assert is_host_object(("api.openai.com", 443))
+    for addr in ("1.2.3.4:443", "[::1]:443", "10.0.0.0/24:443", ("1.2.3.4", 443)):
+        assert not is_host_object(addr)
+    assert parse_host("API.OpenAI.com.:443") == ("api.openai.com", 443)
+    assert parse_host("x.example.com:*") == ("x.example.com", 0)
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "*.com", "a.*.example.com", "-a.example.com", "a..b", "a b.com", "x" * 254]
+)
+def test_names_the_kernel_cannot_hold_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="kernel can hold"):
+        check_host(bad)
+
+
+def test_learned_names_cover_their_ports_and_wildcards_one_label() -> None:
+    b = Baseline("a")
+    assert b.observe_host("api.openai.com", 443, 1.0)
+    assert not b.observe_host("api.openai.com", 443, 2.0), "a hit"
+    assert b.contains("connect", "api.openai.com:443")
+    assert not b.contains("connect", "api.openai.com:80")
+    assert not b.contains("connect", "x.api.openai.com:443")
+    assert b.add("connect", "*.s3.amazonaws.com:443")
+    assert not b.add("connect", "b1.s3.amazonaws.com:443"), "covered by the wildcard"
+    assert b.contains("connect", "b2.s3.amazonaws.com:443")
+    assert not b.contains("connect", "a.b2.s3.amazonaws.com:443"), "one label, never two"
+    assert not b.contains("connect", "s3.amazonaws.com:443")
+    assert b.kernel_names() == {"*.s3.amazonaws.com": [443], "api.openai.com": [443]}
+    revision = b.revision
+    b.observe_host("api.openai.com", 0, 3.0)
+    assert b.revision == revision, "port 0 is never learned: noted as unenforceable"
+    assert [u.reason for u in b.unenforceable] == ["port 0 (would allow every port)"]
+
+
+def test_a_wildcard_or_any_port_swallows_what_it_covers() -> None:
+    b = Baseline("a")
+    b.add("connect", "b1.s3.amazonaws.com:443", when=1.0)
+    b.add("connect", "b2.s3.amazonaws.com:443", when=2.0)
+    b.add("connect", "b3.s3.amazonaws.com:80", when=2.0)
+    b.add("connect", "*.s3.amazonaws.com:443", when=3.0)
+    names = b.kernel_names()
+    assert names == {"*.s3.amazonaws.com": [443], "b3.s3.amazonaws.com": [80]}
+    merged = b.entry("connect", ("*.s3.amazonaws.com", 443))
+    assert merged is not None and merged.hits == 3 and merged.first_seen == 1.0
+    b.add("connect", "b3.s3.amazonaws.com:*")
+    assert b.kernel_names()["b3.s3.amazonaws.com"] == [0]
+
+
+def test_names_are_stored_and_rest_as_schema_4() -> None:
+    b = Baseline("a")
+    b.observe_host("api.openai.com", 443, 1.0)
+    b.add("connect", "10.0.0.1:443")
+    again = decode_file(encode_file(b), BaselineRules())
+    assert again.kernel_names() == {"api.openai.com": [443]}
+    assert again.summary()["counts"]["connect"] == 2
+    again.freeze()
+    assert again.kernel_names() == {"api.openai.com": [443]}, "streamed from the blob"
+    assert again.summary()["counts"]["connect"] == 2
+    rows = {r["object"]: r["kind"] for r in again.to_dict()["connect"]}
+    assert rows == {"10.0.0.1:443": "host", "api.openai.com:443": "name"}
+    rested = decode_file(encode_file(again), BaselineRules(), rest=True)
+    assert rested.frozen and rested.kernel_names() == {"api.openai.com": [443]}
+
+
+def _deviation(obj: str) -> Deviation:
+    return Deviation("connect", obj, 1, 1.0, 1.0, "denied", "python3")
+
+
+def test_accepting_a_name_covers_its_deviations() -> None:
+    sel = review.selector("connect", "api.example.com:443")
+    assert (sel.kind, sel.object, sel.widens) == ("name", "api.example.com:443", "")
+    assert sel.covers(_deviation("api.example.com:443"))
+    assert not sel.covers(_deviation("api.example.com:80"))
+    assert not sel.covers(_deviation("127.0.0.1:443"))
+    wide = review.selector("connect", "*.example.com:*")
+    assert wide.kind == "wildcard" and "one label under example.com" in wide.widens
+    assert "every port" in wide.widens
+    assert wide.covers(_deviation("api.example.com:8443"))
+    assert not wide.covers(_deviation("a.api.example.com:8443"))
+    exact = review.exact(_deviation("api.example.com:443"))
+    assert exact is not None and exact.host == ("api.example.com", 443)
+
+
+def test_the_operator_gives_names_under_the_name_rules() -> None:
+    assert checked_name("connect", "API.Example.COM:443") == "api.example.com:443"
+    assert checked_name("connect", "10.0.0.1:443") == "10.0.0.1:443"
+    assert checked_name("open", "/x.com:1") == "/x.com:1"
+    with pytest.raises(ValueError, match="other owners"):
+        checked_name("connect", "*.co.uk:443")
+
+
+def test_documents_v3_carry_names_and_v2_still_reads() -> None:
+    b = Baseline("a")
+    b.observe_host("api.openai.com", 443, 1.0)
+    b.add("connect", "*.s3.amazonaws.com:*")
+    text = document.dump_yaml(document.export(b))
+    assert "apiVersion: corral.io/v3" in text
+    assert "{host: api.openai.com, port: 443, source: learned}" in text
+    doc = document.parse(text.encode())
+    p = document.plan(doc, None, agent="a", strategy="replace", rules=BaselineRules(), now=5.0)
+    assert p.baseline.kernel_names() == {"*.s3.amazonaws.com": [0], "api.openai.com": [443]}
+    assert document.dump_yaml(document.export(p.baseline)) == text, "export->import->export"
+    v2 = text.replace("corral.io/v3", "corral.io/v2")
+    with pytest.raises(BadRequest, match=r"host entries need apiVersion corral\.io/v3"):
+        document.parse(v2.encode())
+    no_names = "apiVersion: corral.io/v2\nkind: Baseline\nmetadata: {name: a}\nspec: {}\n"
+    assert document.parse(no_names.encode()).entries == []
+    bad = text.replace("api.openai.com", "api..openai.com")
+    with pytest.raises(BadRequest, match="kernel can hold"):
+        document.parse(bad.encode())
+    wide = text.replace("'*.s3.amazonaws.com'", "'*.co.uk'")
+    assert "*.co.uk" in wide
+    with pytest.raises(BadRequest, match="other owners"):
+        _check_names(document.parse(wide.encode()))
+
+
+def _answer(name: str, address: str, ttl: int = 60) -> bytes:
+    r = dns.message.make_response(dns.message.make_query(name, "A"))
+    r.answer.append(dns.rrset.from_text(name + ".", ttl, "IN", "A", address))
+    return r.to_wire()
+
+
+def _dns_event(msg: bytes, mode: str = "enforce", flags: tuple[str, ...] = ()) -> Event:
+    return Event(
+        0, 1, 7, 0, 0, 0, 0, "", "dns", "allowed", mode, "cgroup", flags, 0,
+        None, "inet", "127.0.0.53", 53, 17, message=msg,
+    )  # fmt: skip
+
+
+def test_the_name_book_names_an_address_for_its_ttl_plus_the_grace() -> None:
+    book = NameBook(grace=0.2)
+    assert book.answer(_dns_event(_answer("api.example.com", "10.1.1.1", ttl=0))) is not None
+    assert book.name_of(7, "10.1.1.1") == "api.example.com"
+    assert book.name_of(8, "10.1.1.1") is None, "per agent"
+    assert [a for a, _ in book.addresses(7, "api.example.com")] == ["10.1.1.1"]
+    time.sleep(0.3)
+    assert book.name_of(7, "10.1.1.1") is None, "expired"
+
+
+def test_the_name_book_ignores_foreign_answers_unless_the_agent_learns() -> None:
+    book = NameBook()
+    assert book.answer(_dns_event(_answer("x.example.com", "10.2.2.2"), flags=("foreign",))) is None
+    assert book.name_of(7, "10.2.2.2") is None and book.foreign == 1
+    book.answer(_dns_event(_answer("x.example.com", "10.2.2.2"), "observe", ("foreign",)))
+    assert book.name_of(7, "10.2.2.2") == "x.example.com"
+    assert book.answer(_dns_event(b"\x00garbage")) is None and book.unreadable == 1
+
+
+def test_the_name_book_is_bounded_per_agent() -> None:
+    book = NameBook(per_agent=3)
+    for i in range(5):
+        book.answer(_dns_event(_answer(f"n{i}.example.com", f"10.3.3.{i}")))
+    assert [book.name_of(7, f"10.3.3.{i}") for i in range(5)] == [
+        None,
+        None,
+        "n2.example.com",
+        "n3.example.com",
+        "n4.example.com",
+    ]
