@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * DNS-aware egress (issue 17), included by corral.bpf.c before the connect programs: read an
- * agent's DNS answers (UDP from port 53) on its sockets' receive path, before the application
+ * agent's DNS answers (UDP or TCP from port 53) on its sockets' receive path, before the application
  * can read them; when the queried name is allowed for the agent's connect list (dns_names),
  * put the answer's A and AAAA addresses into dns_addrs until their TTL (at most a day) plus a
  * grace has passed. judge_net allows a connect to such an address on one of the name's ports
@@ -15,6 +15,7 @@
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_UDP 17
 #define DNS_PORT 53
+#define LOOPBACK_IFINDEX 1 /* lo is the first device of every network namespace */
 
 #define DNS_BUF CORRAL_DNS_MSG_MAX
 #define DNS_MASK (DNS_BUF - 1)
@@ -221,31 +222,48 @@ static __always_inline void reverse_name(struct dns_scratch *sc, __u32 out)
 		sc->key.name[out] = 0;
 }
 
-/* An answer's payload offset, or 0: not UDP from port 53. Every packet the agents' sockets
- * receive comes here: the headers are read in place (direct packet access) when they are in
- * the linear part, with one copy otherwise. */
-static __always_inline __u32 dns_payload(struct __sk_buff *skb)
+/* The DNS message's offset after a UDP or TCP header at off (TCP: after the message's 2-byte
+ * length too; *tcp says so). */
+static __always_inline __u32 l4_payload(struct __sk_buff *skb, __u32 off, __u8 proto, bool *tcp)
+{
+	__u8 doff;
+
+	if (proto == IPPROTO_UDP)
+		return off + 8;
+	if (bpf_skb_load_bytes(skb, off + 12, &doff, 1))
+		return 0;
+	*tcp = true;
+	return off + (doff >> 4) * 4 + 2;
+}
+
+/* An answer's payload offset, or 0: not UDP or TCP from port 53. Every packet the agents'
+ * sockets receive comes here: the headers are read in place (direct packet access) when they
+ * are in the linear part, with one copy otherwise. */
+static __always_inline __u32 dns_payload(struct __sk_buff *skb, bool *tcp)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	__u8 hdr[48];
 	__u8 *h = data;
 	__u32 off;
+	__u8 proto;
 
+	*tcp = false;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (data + 28 > end) {
 			if (bpf_skb_load_bytes(skb, 0, hdr, 28))
 				return 0;
 			h = hdr;
 		}
-		if (h[9] != IPPROTO_UDP)
+		proto = h[9];
+		if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
 			return 0;
 		off = (h[0] & 0x0F) * 4;
 		if (off != 20) { /* IP options: rare, read the port where it is */
 			__u16 sport;
 
-			if (bpf_skb_load_bytes(skb, off, &sport, 2))
+			if (bpf_skb_load_bytes(skb, off, &sport, 2) || sport != bpf_htons(DNS_PORT))
 				return 0;
-			return sport == bpf_htons(DNS_PORT) ? off + 8 : 0;
+			return l4_payload(skb, off, proto, tcp);
 		}
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (data + 48 > end) {
@@ -253,13 +271,17 @@ static __always_inline __u32 dns_payload(struct __sk_buff *skb)
 				return 0;
 			h = hdr;
 		}
-		if (h[6] != IPPROTO_UDP) /* extension headers before UDP: not read */
+		proto = h[6];
+		/* extension headers before UDP or TCP: not read */
+		if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
 			return 0;
 		off = 40;
 	} else {
 		return 0;
 	}
-	return h[off] == 0 && h[off + 1] == DNS_PORT ? off + 8 : 0;
+	if (h[off] != 0 || h[off + 1] != DNS_PORT)
+		return 0;
+	return l4_payload(skb, off, proto, tcp);
 }
 
 /* The agent of the receiving socket's cgroup (corral's registrations and inheritance, as
@@ -286,10 +308,13 @@ static __always_inline __u32 dns_agent(struct __sk_buff *skb)
 
 /* Is the answer's source an address the agent's list allows on port 53 (its resolver)? Else
  * anyone on the path who can send from port 53 (the agent itself, bound to a free loopback
- * address) could tell the kernel which address a name has. */
+ * address) could tell the kernel which address a name has. A resolver that is not a loopback
+ * address never answers through the loopback device: a packet there with its address was sent
+ * by a local process that bound it (IP_TRANSPARENT, as root). */
 static __always_inline bool from_resolver(struct __sk_buff *skb, struct dns_scratch *sc, __u32 list)
 {
 	struct corral_net_key *k = &sc->src;
+	bool lo_src;
 
 	__builtin_memset(k, 0, sizeof(*k));
 	k->prefixlen = NET_KEY_BITS;
@@ -299,11 +324,17 @@ static __always_inline bool from_resolver(struct __sk_buff *skb, struct dns_scra
 		k->family = AF_INET;
 		if (bpf_skb_load_bytes(skb, 12, k->addr, 4))
 			return false;
+		lo_src = k->addr[0] == 127;
 	} else {
+		__u32 *w = (__u32 *)k->addr;
+
 		k->family = AF_INET6;
 		if (bpf_skb_load_bytes(skb, 8, k->addr, 16))
 			return false;
+		lo_src = !w[0] && !w[1] && !w[2] && w[3] == bpf_htonl(1);
 	}
+	if (skb->ifindex == LOOPBACK_IFINDEX && !lo_src)
+		return false;
 	return net_allowed(k);
 }
 
@@ -417,11 +448,11 @@ int corral_cg_dns_ingress(struct __sk_buff *skb)
 	struct dns_scratch *sc;
 	__u32 zero = 0, off, len, agent, list;
 	struct loop_ctx lc;
-	__u16 flags;
-	bool resolver;
+	__u16 flags, framed;
+	bool resolver, tcp;
 
-	off = dns_payload(skb);
-	if (!off)
+	off = dns_payload(skb, &tcp);
+	if (!off || (tcp && skb->len < off + DNS_HEADER)) /* TCP: a segment with no message */
 		return 1;
 	agent = dns_agent(skb);
 	if (!agent || agent >= CORRAL_MAX_AGENTS)
@@ -439,6 +470,9 @@ int corral_cg_dns_ingress(struct __sk_buff *skb)
 	if (skb->len <= off + DNS_HEADER)
 		goto unparsed;
 	len = skb->len - off;
+	/* TCP: only a message whole in this segment (its length says so) is read */
+	if (tcp && (bpf_skb_load_bytes(skb, off - 2, &framed, 2) || bpf_ntohs(framed) != len))
+		goto unparsed;
 	flags = len > DNS_BUF ? CORRAL_DNS_EF_CUT : 0;
 	if (len > DNS_BUF)
 		len = DNS_BUF;

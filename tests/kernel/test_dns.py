@@ -99,10 +99,11 @@ class Dns:
         assert out.signal is None and out.exit_code == 0, out
         return EPERM if out.error == 1 else out.value if out.error is None else out.error
 
-    def resolve(self, name: str, rdtype: str = "A") -> Any:
+    def resolve(self, name: str, rdtype: str = "A", tcp: bool = False) -> Any:
         def child() -> list[str]:
             q = dns.message.make_query(name, rdtype)
-            r = dns.query.udp(q, SERVER, port=53, timeout=5)
+            query = dns.query.tcp if tcp else dns.query.udp
+            r = query(q, SERVER, port=53, timeout=5)
             return sorted(str(rd) for rrset in r.answer for rd in rrset if rrset.rdtype in (1, 28))
 
         return self.run(child)
@@ -253,3 +254,45 @@ def test_answers_go_to_user_space_whole(agent_dns: Dns) -> None:
     assert (a.qname, a.chain) == ("www.example.com", ("api.example.com",))
     assert a.addresses == (("127.0.0.81", TTL),)
     assert answers.parse(taken.message or b"").qname == "api.example.com"
+
+
+def test_an_answer_forged_from_a_remote_resolvers_address_on_loopback_is_not_taken(
+    agent_dns: Dns, port: int
+) -> None:
+    """The agent's resolver is remote (a pod's cluster DNS, 10.96.0.10 here): the agent, root,
+    binds that address with IP_TRANSPARENT (CAP_NET_ADMIN; IP_FREEBIND alone gets ENETUNREACH
+    for a local destination) on port 53 and sends itself an answer through loopback. Its
+    source is the resolver's, but a remote resolver never answers through the loopback
+    device: not taken."""
+    agent_dns.allow("api.example.com", port)
+    agent_dns.kern.allow_net(agent_dns.list, [("10.96.0.10/32", 53), ("127.0.0.1/32", 0)])
+    before = agent_dns.stat(C.CORRAL_DNS_FOREIGN)
+
+    def child() -> int:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as me,
+        ):
+            fake.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+            fake.bind(("10.96.0.10", 53))
+            me.bind(("127.0.0.1", 0))
+            me.settimeout(5)
+            fake.sendto(forged_answer("api.example.com", "127.0.0.87"), me.getsockname())
+            data, source = me.recvfrom(512)
+            assert source == ("10.96.0.10", 53), source
+            return len(data)
+
+    out = run_in_cgroup(agent_dns.agent.cgroup, child)
+    assert out.error is None and out.value > 0, f"the forged datagram arrives: {out}"
+    assert agent_dns.expiry("127.0.0.87") is None
+    assert agent_dns.stat(C.CORRAL_DNS_FOREIGN) == before + 1
+    assert agent_dns.connect("127.0.0.87", port) == EPERM
+
+
+def test_an_answer_over_tcp_counts_as_one_over_udp(agent_dns: Dns, port: int) -> None:
+    """DNS over TCP (truncated UDP answers are retried so, and some resolvers always use it):
+    the message after its 2-byte length, whole in its segment."""
+    agent_dns.allow("api.example.com", port)
+    assert agent_dns.connect("127.0.0.81", port) == EPERM
+    assert agent_dns.resolve("api.example.com", tcp=True) == ["127.0.0.81"]
+    assert agent_dns.connect("127.0.0.81", port) == "connected"

@@ -184,3 +184,11 @@ def test_the_name_book_is_bounded_per_agent() -> None:
         "n3.example.com",
         "n4.example.com",
     ]
+
+
+def test_encrypted_dns_is_named_in_diff() -> None:
+    rows = review.rows([_deviation("1.1.1.1:443"), _deviation("10.0.0.9:853")])
+    notes = {r.object: r.note for r in rows}
+    assert notes["1.1.1.1:443"].startswith("DNS over HTTPS: corral cannot read these answers")
+    assert notes["10.0.0.9:853"].startswith("DNS over TLS")
+    assert review.encrypted_dns_note("10.0.0.9:443") == ""

@@ -149,7 +149,36 @@ def _exact_row(d: Deviation, sort_key: Any) -> Row:
         )
     elif d.dimension in PATH_DIMENSIONS and not path_fits(d.object, prefix=False):
         note = "longer than the kernel's path limit: can never be allowed"
+    elif d.dimension == "connect":
+        note = encrypted_dns_note(d.object)
     return Row(d.dimension, d.object, "exact", [d], sort_key, note)
+
+
+# Public resolvers that answer DNS over HTTPS on 443 (and over TLS on 853): answers corral
+# cannot read, so names resolved through them are never learned as names
+DOH_RESOLVERS = frozenset({
+    "1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4", "9.9.9.9", "149.112.112.112",
+    "208.67.222.222", "208.67.220.220", "94.140.14.14", "94.140.15.15",
+    "2606:4700:4700::1111", "2606:4700:4700::1001", "2001:4860:4860::8888",
+    "2001:4860:4860::8844", "2620:fe::fe", "2620:fe::9",
+})  # fmt: skip
+
+
+def encrypted_dns_note(obj: str) -> str:
+    """A note for a connect that looks like DNS over TLS (port 853) or over HTTPS (a public
+    resolver's 443): its answers are encrypted, corral cannot learn names from them."""
+    try:
+        net, port = parse_net(obj)
+    except ValueError:
+        return ""
+    address = str(net.network_address)
+    if port == 853 or (port == 443 and address in DOH_RESOLVERS):
+        kind = "TLS" if port == 853 else "HTTPS"
+        return (
+            f"DNS over {kind}: corral cannot read these answers, so names the agent resolves "
+            "this way stay addresses (connect by name needs plain DNS to its resolver)"
+        )
+    return ""
 
 
 def _path_rows(dim: str, devs: list[Deviation], flat: bool) -> list[Row]:
