@@ -485,7 +485,10 @@ int corral_cg_dns_ingress(struct __sk_buff *skb)
 	flags |= take_answer(sc, &lc, list, len, resolver, conf->grace_ns);
 	if (!resolver)
 		flags |= CORRAL_DNS_EF_FOREIGN;
-	report_answer(skb, sc, agent, cfg, len, flags);
+	/* user space learns from every answer while the agent learns; after, it needs the names
+	 * the kernel did not take (to name what is denied or would be) */
+	if (cfg->mode[CORRAL_DIM_CONNECT] == CORRAL_MODE_OBSERVE || !(flags & CORRAL_DNS_EF_TAKEN))
+		report_answer(skb, sc, agent, cfg, len, flags);
 	return 1;
 unparsed:
 	count(CORRAL_DNS_UNPARSED);

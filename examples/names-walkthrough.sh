@@ -33,13 +33,15 @@ listener=$!
 trap 'kill $listener ${pid:-} 2>/dev/null || true' EXIT
 run() { echo "\$ corralctl run --agent $AGENT -- python3 examples/name_agent.py $*"; "$CTL" run --agent "$AGENT" -- "$PY" examples/name_agent.py "$@" || true; }
 say() { echo "\$ corralctl $*"; "$CTL" "$@"; echo; }
+# a command's table, its header and its connect rows only
+connects() { echo "\$ corralctl $* | grep -E 'OBJECT|connect'"; "$CTL" "$@" | grep -E 'OBJECT|connect'; echo; }
 
 echo "# 1. learn: api.example.com answers 127.0.0.81"
 serve 127.0.0.81
 run api.example.com "$PORT"
 run api.example.com "$PORT"
 sleep 1
-say baseline "$AGENT"
+connects baseline "$AGENT"
 echo "# 2. the name's address rotates to 127.0.0.82; connect goes to enforce"
 serve 127.0.0.82
 say mode "$AGENT" --connect enforce
@@ -54,5 +56,8 @@ try:
 except OSError as e:
     print(e)" || true
 sleep 1
-say events --agent "$AGENT" --limit 2
+connects events --agent "$AGENT" --limit 50
 say diff "$AGENT"
+echo "# 4. the operator allows the new name (not its address of the day)"
+say accept "$AGENT" --connect "other.example.com:$PORT"
+run other.example.com "$PORT"

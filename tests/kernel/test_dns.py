@@ -17,7 +17,7 @@ import dns.query
 import dns.rrset
 import pytest
 
-from corral.kernel import dnsmaps
+from corral.kernel import dnsmaps, events
 from corral.kernel.layout import C
 from corral.kernel.loader import Backends, Kernel
 from corral.names import answers
@@ -236,15 +236,31 @@ def test_an_answer_from_elsewhere_than_the_agents_resolver_is_not_taken(
 
 
 def test_answers_go_to_user_space_whole(agent_dns: Dns) -> None:
-    """Every answer to an agent's socket reaches the ring as it was received, with its
-    resolver and whether the kernel took it: what learning by name and named events read."""
+    """Answers reach the ring as received, with their resolver and whether the kernel took
+    them: all of them while the agent learns (learning by name), after that those the kernel
+    did not take (what names a denied connect). What learning and named events read."""
     agent_dns.allow("api.example.com", 443)
     got = Collector(agent_dns.kern, [])
+    mine = agent_dns.agent.id
+
+    def answers_for(name: str) -> list[events.Event]:
+        got.drain()
+        return [
+            e
+            for e in got.got
+            if e.dimension == "dns"
+            and e.agent_id == mine
+            and answers.parse(e.message or b"").qname == name
+        ]
+
     try:
         assert agent_dns.resolve("www.example.com") == ["127.0.0.81"]
         assert agent_dns.resolve("api.example.com") == ["127.0.0.81"]
-        not_taken = got.wait(lambda e: e.dimension == "dns" and e.agent_id == agent_dns.agent.id)
-        taken = got.wait(lambda e: e.dimension == "dns" and "taken" in e.flags)
+        (not_taken,) = answers_for("www.example.com")
+        assert answers_for("api.example.com") == [], "taken in enforce: not sent"
+        agent_dns.agent.configure(connect="observe")
+        assert agent_dns.resolve("api.example.com") == ["127.0.0.81"]
+        (taken,) = answers_for("api.example.com")
     finally:
         got.close()
     assert not_taken.address == SERVER and not_taken.port == 53
@@ -253,7 +269,7 @@ def test_answers_go_to_user_space_whole(agent_dns: Dns) -> None:
     a = answers.parse(not_taken.message or b"")
     assert (a.qname, a.chain) == ("www.example.com", ("api.example.com",))
     assert a.addresses == (("127.0.0.81", TTL),)
-    assert answers.parse(taken.message or b"").qname == "api.example.com"
+    assert taken.flags == ("taken",) and taken.mode == "observe"
 
 
 def test_an_answer_forged_from_a_remote_resolvers_address_on_loopback_is_not_taken(
