@@ -85,9 +85,11 @@ enum corral_tamper {
 	CORRAL_TAMPER_BPFFS = 7,      /* unlink or rename on a bpf filesystem (corral's pins) */
 	CORRAL_TAMPER_SIGNAL = 8,     /* a signal to corrald */
 	CORRAL_TAMPER_PRCTL = 9,      /* prctl(PR_SET_MM): replacing the executable exec lineage reads */
+	CORRAL_TAMPER_DNS_SERVER = 10, /* binding port 53: answering its own queries as its resolver,
+				       * which connect by name trusts */
 };
 
-#define CORRAL_TAMPER_KINDS 10
+#define CORRAL_TAMPER_KINDS 11
 
 enum corral_cgroup_flag {
 	CORRAL_CG_INHERIT = 1,     /* descendants of this cgroup get its agent */

@@ -51,6 +51,14 @@ struct {
 	__type(value, struct corral_dns_settings);
 } dns_settings SEC(".maps");
 
+/* answers' own event budget per agent: a flood of answers never takes its denials' budget */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CORRAL_MAX_AGENTS);
+	__type(key, __u32);
+	__type(value, struct corral_rate);
+} dns_rate SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CORRAL_DNS_STATS);
@@ -382,14 +390,15 @@ unparsed:
 	return 0;
 }
 
-/* The agent's event budget (corral_agent_cfg.rate_limit per second per CPU), as may_report. */
+/* The agent's budget for answers (corral_agent_cfg.rate_limit per second per CPU), apart from
+ * its other events' (may_report). */
 static __always_inline bool dns_rate_ok(__u32 agent, struct corral_agent_cfg *cfg, __u64 now)
 {
 	struct corral_rate *r;
 
 	if (!cfg->rate_limit)
 		return true;
-	r = bpf_map_lookup_elem(&rate, &agent);
+	r = bpf_map_lookup_elem(&dns_rate, &agent);
 	if (!r)
 		return true;
 	if (now - r->window_start >= NSEC_PER_SEC) {

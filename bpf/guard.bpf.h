@@ -716,6 +716,39 @@ int corral_cg_guard_sock(struct bpf_sock *sk)
 }
 
 /*
+ * Port 53: connect by name trusts answers from the agent's resolver's address and port (dns.bpf.h);
+ * an agent that can send from port 53 (its own server, bound beside the real one, in a network
+ * namespace of its own, or on the resolver's address with IP_TRANSPARENT) could answer itself.
+ * cgroup/bind runs on every backend, for every network namespace.
+ */
+static __always_inline int guard_bind(struct bpf_sock_addr *ctx)
+{
+	static const char fmt[] = "bind(family=%d, port=%d)";
+	__u64 a[2];
+	struct subject s;
+
+	if (ctx->user_port != bpf_htons(53))
+		return 1;
+	if (!guard_init(&s, CORRAL_TAMPER_DNS_SERVER, CORRAL_BACKEND_CGROUP, false))
+		return 1;
+	a[0] = ctx->user_family;
+	a[1] = 53;
+	return guard_act(&s, CORRAL_TAMPER_DNS_SERVER, true, false, false, fmt, a, sizeof(a)) ? 0 : 1;
+}
+
+SEC("cgroup/bind4")
+int corral_cg_guard_bind4(struct bpf_sock_addr *ctx)
+{
+	return guard_bind(ctx);
+}
+
+SEC("cgroup/bind6")
+int corral_cg_guard_bind6(struct bpf_sock_addr *ctx)
+{
+	return guard_bind(ctx);
+}
+
+/*
  * Syscall tracepoints cannot fail a call: an agent in ENFORCE is killed, and the call it made
  * completes first (a map write through bpf() lands, and corrald's verification puts it back).
  */

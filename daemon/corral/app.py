@@ -100,6 +100,7 @@ class Node:
             on_learned=self.tracker.learned,
             push_exec=sync.push_exec,
             names=self.names,
+            name_collapse_threshold=cfg.learning.name_collapse_threshold,
         )
         self.events = EventFeed(cfg=cfg, decoder=decoder, stats=self.stats, check_agent=state.agent)
         self.maintenance.notify = self.events.notice  # denial bursts into the event stream

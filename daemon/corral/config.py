@@ -203,6 +203,9 @@ class LearningConfig:
     collapse_threshold: int = 20
     collapse_min_depth: int = 3
     net_collapse_threshold: int = 16
+    # More than this many names one label under the same parent, on the same port, become
+    # "*.parent" (never at or above a registrable domain: docs/names.md)
+    name_collapse_threshold: int = 8
     save_interval: float = 5.0
 
 
@@ -321,6 +324,7 @@ _POSITIVE = {
     "learning.collapse_threshold",
     "learning.collapse_min_depth",
     "learning.net_collapse_threshold",
+    "learning.name_collapse_threshold",
     "max_request_bytes",
     "max_import_bytes",
     "max_connections",

@@ -29,6 +29,7 @@ from .conftest import Agent, Collector, Outcome, run_in_cgroup
 
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 PR_SET_MM, PR_SET_MM_EXE_FILE, PR_SET_NAME = 35, 13, 15
 SYS_PIDFD_GETFD = 438
@@ -303,6 +304,41 @@ def test_ordinary_sockets_still_work(agent: Agent) -> None:
         return "ok"
 
     assert agent.run(udp).value == "ok"
+
+
+def _bind(family: int, address: str, port: int) -> str:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((address, port))
+    return "bound"
+
+
+@pytest.mark.parametrize(
+    ("family", "address"),
+    [(socket.AF_INET, "127.0.0.199"), (socket.AF_INET6, "::1"), (socket.AF_INET, "0.0.0.0")],
+)
+def test_binding_port_53(agent: Agent, collector: Collector, family: int, address: str) -> None:
+    """Connect by name trusts what comes from the resolver's address and port 53: an agent
+    that may bind port 53 answers itself (beside the real resolver with SO_REUSEADDR, in a
+    network namespace of its own, on the resolver's address with IP_TRANSPARENT: red team of
+    2026-12-07). cgroup/bind denies it on every backend; other ports stay free."""
+    _enforce(agent)
+    out = agent.run(lambda: _bind(family, address, 53))
+    assert out.error == errno.EPERM, out
+    ev = _tamper_event(collector, out.pid, "dns-server")
+    assert ev.verdict == "denied" and ev.path == f"bind(family={family}, port=53)"
+    assert agent.run(lambda: _bind(family, address, 0)).value == "bound"
+
+
+def test_binding_port_53_in_a_network_namespace_of_its_own(agent: Agent) -> None:
+    """The red team's first route: unshare a network namespace, serve DNS on the resolver's
+    address there. cgroup programs judge every namespace's binds."""
+    _enforce(agent)
+
+    def own_namespace() -> str:
+        _check(libc.unshare(CLONE_NEWNET))
+        return _bind(socket.AF_INET, "127.0.0.1", 53)
+
+    assert agent.run(own_namespace).error == errno.EPERM
 
 
 @pytest.fixture

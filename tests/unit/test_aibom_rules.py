@@ -384,6 +384,7 @@ def test_exec_prefilter_changes_no_answer(rules: aibom.Rules, argv: list[str] | 
             assert rules.classify_exec(exe, argv) == ref.classify_exec(exe, argv), exe
 
 
+@settings(deadline=None)  # a property, not a timing (a loaded CI machine ran past 200 ms)
 @given(
     st.lists(
         st.sampled_from(

@@ -192,3 +192,68 @@ def test_encrypted_dns_is_named_in_diff() -> None:
     assert notes["1.1.1.1:443"].startswith("DNS over HTTPS: corral cannot read these answers")
     assert notes["10.0.0.9:853"].startswith("DNS over TLS")
     assert review.encrypted_dns_note("10.0.0.9:443") == ""
+
+
+def test_many_names_under_one_parent_collapse_into_its_wildcard() -> None:
+    """More than the threshold of names one label under a parent on one port become
+    "*.parent" (merged, the names gone); never a wildcard at or above a registrable domain."""
+    from corral.names.generalise import parent_wildcard
+    from corral.pipeline.learner import Learner
+
+    assert parent_wildcard("b1.s3.amazonaws.com") == "*.s3.amazonaws.com"
+    assert parent_wildcard("openai.com") is None, "*.com"
+    assert parent_wildcard("foo.co.uk") is None, "*.co.uk"
+    assert parent_wildcard("db.default.svc.cluster.local") is None, "no registrable domain"
+    learner = Learner({}, lambda: None, changed=lambda _: None, write_failed=lambda _: None,
+                      name_collapse_threshold=3)  # fmt: skip
+    b = Baseline("a")
+    held = []
+    for i in range(1, 5):
+        name = f"b{i}.s3.amazonaws.com"
+        b.observe_host(name, 443, float(i))
+        held.append(learner._collapse_name(b, name, 443, float(i)))
+    assert held[:3] == ["b1.s3.amazonaws.com", "b2.s3.amazonaws.com", "b3.s3.amazonaws.com"]
+    assert held[3] == "*.s3.amazonaws.com"
+    assert b.kernel_names() == {"*.s3.amazonaws.com": [443]}
+    wide = b.entry("connect", ("*.s3.amazonaws.com", 443))
+    assert wide is not None and wide.hits == 4 and wide.source == "learned"
+    assert not b.observe_host("b9.s3.amazonaws.com", 443, 9.0), "a hit of the wildcard"
+    assert not b.contains("connect", "b9.s3.amazonaws.com:80"), "its port only"
+    assert not b.contains("connect", "x.b9.s3.amazonaws.com:443"), "one label only"
+    b.observe_host("other.example.com", 443, 10.0)
+    assert learner._collapse_name(b, "other.example.com", 443, 10.0) == "other.example.com"
+
+
+def test_an_answer_that_breaks_the_parser_never_stops_the_event_path() -> None:
+    """Red team, 2026-12-07: an A record of another class than IN (opaque data to dnspython)
+    raised AttributeError out of the decoder and ended corrald's event task for every agent.
+    Now it is a stray record, and anything else the parser raises is counted, not raised."""
+    r = dns.message.make_response(dns.message.make_query("api.example.com", "A"))
+    r.answer.append(dns.rrset.from_text("api.example.com.", 60, 254, "A", "\\# 4 0a000001"))
+    book = NameBook()
+    a = book.answer(_dns_event(r.to_wire()))
+    assert a is not None and a.addresses == () and a.stray == 1
+
+
+def test_a_foreign_answer_names_a_learned_connect_but_never_reaches_the_kernel() -> None:
+    """Red team, 2026-12-07: a forged answer while learning named the connect (as meant) and
+    its address went into the kernel with the learned name, allowed for a day in enforce."""
+    book = NameBook()
+    book.answer(_dns_event(_answer("api.openai.com", "10.6.6.6"), "observe", ("foreign",)))
+    book.answer(_dns_event(_answer("api.openai.com", "10.7.7.7"), "observe"))
+    assert book.name_of(7, "10.6.6.6") == "api.openai.com"
+    assert [a for a, _ in book.addresses(7, "api.openai.com")] == ["10.7.7.7"]
+
+
+def test_one_agent_cannot_flood_the_parser() -> None:
+    """Red team, 2026-12-07: ~2 ms of dnspython per big answer at the kernel's budget (per
+    CPU) stalled corrald for seconds. Answers beyond PARSE_PER_SECOND per agent are counted."""
+    from corral.pipeline import names
+
+    book = NameBook()
+    msg = _answer("x.example.com", "10.8.8.8")
+    for _ in range(names.PARSE_PER_SECOND + 50):
+        book.answer(_dns_event(msg))
+    assert 0 < book.skipped <= 50 + names.PARSE_PER_SECOND
+    other = _dns_event(msg)._replace(agent_id=8)
+    assert book.answer(other) is not None, "another agent's budget is its own"

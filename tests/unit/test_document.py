@@ -355,7 +355,7 @@ BAD: list[tuple[str, str]] = [
     (
         with_spec("exec", "{path: /a}") + "  tamperAllow: [mount, mnt]\n",
         "spec.tamperAllow[1]: 'mnt' is not a tamper kind (expected: bpf, mount, chroot, ptrace, "
-        "raw-socket, cgroup, bpffs, signal, prctl)",
+        "raw-socket, cgroup, bpffs, signal, prctl, dns-server)",
     ),
     (
         with_spec("exec", "{path: /a}") + "  tamperAllow: mount\n",

@@ -71,8 +71,14 @@ def test_status_says_per_kind_what_happens() -> None:
     lsm = guard.enforcement("lsm", {})
     assert set(lsm) == set(layout.TAMPER_KINDS)
     assert all(
-        v == "denied with EPERM (BPF LSM)" for k, v in lsm.items() if k not in ("mount", "chroot")
+        v == "denied with EPERM (BPF LSM)"
+        for k, v in lsm.items()
+        if k not in ("mount", "chroot", "dns-server")
     )
+    for backend in ("lsm", "fmod_ret", "tracepoint", "cgroup"):
+        assert guard.enforcement(backend, {})["dns-server"] == guard.CGROUP_DENIED
+    gone = {"corral_cg_guard_bind6": "Permission denied"}
+    assert guard.enforcement("lsm", gone)["dns-server"].endswith("except bind6 (hook not attached)")
     assert (
         lsm["chroot"]
         == "denied with EPERM (BPF LSM); setns into a mount namespace: " + guard.KILLED

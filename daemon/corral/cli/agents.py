@@ -34,6 +34,7 @@ TAMPER_KINDS = {
     "bpffs": "unlink or rename on a bpf filesystem (corral's pins)",
     "signal": "a signal to corrald",
     "prctl": "prctl(PR_SET_MM): replacing the executable that exec lineage reads",
+    "dns-server": "binding port 53: answering its own DNS queries, which connect by name trusts",
 }
 
 

@@ -22,6 +22,9 @@ _DENY_HOOKS = {
     "signal": ("kill", "sigio"),
     "prctl": ("prctl",),
 }
+# cgroup programs every guard backend attaches (loader.GUARD_CGROUP), by kind
+_CGROUP_HOOKS = {"dns-server": ("bind4", "bind6")}
+CGROUP_DENIED = "denied with EPERM (cgroup/bind4, bind6: binding port 53)"
 _TRACEPOINT_HOOKS = {
     "bpf": ("bpf",),
     "mount": ("mount", "umount", "move_mount", "pivot_root", *NEW_MOUNT_API),
@@ -42,7 +45,12 @@ def enforcement(guard: str, unattached: dict[str, str], error: str = "") -> dict
     if guard in ("lsm", "fmod_ret"):
         prefix = "corral_lsm_guard_" if guard == "lsm" else "corral_fmod_guard_"
         verb = "denied with EPERM (BPF LSM)" if guard == "lsm" else "denied with EPERM (fmod_ret)"
-        out = {k: _hooks_state(verb, prefix, _DENY_HOOKS[k], unattached) for k in TAMPER_KINDS}
+        out = {
+            k: _hooks_state(verb, prefix, _DENY_HOOKS[k], unattached)
+            for k in TAMPER_KINDS
+            if k not in _CGROUP_HOOKS
+        }
+        out |= _cgroup_kinds(unattached)
         api = _hooks_state(KILLED, "corral_tp_guard_", NEW_MOUNT_API, unattached)
         out["mount"] += (
             "; opening a file through a detached mount: denied; the new mount API (fsopen, "
@@ -54,6 +62,7 @@ def enforcement(guard: str, unattached: dict[str, str], error: str = "") -> dict
     out = dict.fromkeys(TAMPER_KINDS, UNSEEN if not error else f"not guarded: {error}")
     if guard == "none":
         return out
+    out |= _cgroup_kinds(unattached)
     sock = "corral_cg_guard_sock"
     raw = "raw inet sockets denied with EPERM (cgroup/sock_create)"
     out["raw-socket"] = f"{raw}; AF_PACKET not seen" if sock not in unattached else UNSEEN
@@ -72,6 +81,13 @@ def enforcement(guard: str, unattached: dict[str, str], error: str = "") -> dict
         else:
             out[kind] = state
     return out
+
+
+def _cgroup_kinds(unattached: dict[str, str]) -> dict[str, str]:
+    return {
+        k: _hooks_state(CGROUP_DENIED, "corral_cg_guard_", hooks, unattached)
+        for k, hooks in _CGROUP_HOOKS.items()
+    }
 
 
 def _hooks_state(verb: str, prefix: str, hooks: tuple[str, ...], unattached: dict[str, str]) -> str:

@@ -76,19 +76,27 @@ TP_GUARDS = (
     "socket", "kill", "tgkill", "tkill", "clone3", *TP_EVERYWHERE,
 )  # fmt: skip
 GUARD_EXEMPT = ("corral_guard_attach", "corral_guard_fork", "corral_guard_exec")
+# cgroup programs of the guard every backend attaches (sock_addr works wherever corral runs)
+GUARD_CGROUP = ("corral_cg_guard_bind4", "corral_cg_guard_bind6")
 _TP_EVERYWHERE = tuple(f"corral_tp_guard_{n}" for n in TP_EVERYWHERE)
 GUARD_PROGRAMS: dict[str, tuple[str, ...]] = {
-    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS) + _TP_EVERYWHERE + GUARD_EXEMPT,
+    "lsm": tuple(f"corral_lsm_guard_{h}" for h in GUARD_HOOKS)
+    + _TP_EVERYWHERE
+    + GUARD_EXEMPT
+    + GUARD_CGROUP,
     "fmod_ret": tuple(f"corral_fmod_guard_{h}" for h in GUARD_HOOKS)
     + _TP_EVERYWHERE
-    + GUARD_EXEMPT,
+    + GUARD_EXEMPT
+    + GUARD_CGROUP,
     # the fallback: raw inet sockets denied; the rest killed after the call (syscall tracepoints)
     "tracepoint": (
         "corral_cg_guard_sock",
         *(f"corral_tp_guard_{n}" for n in TP_GUARDS),
         *GUARD_EXEMPT,
+        *GUARD_CGROUP,
     ),
-    "cgroup": ("corral_cg_guard_sock",),  # no syscall tracepoints: raw inet sockets only
+    # no syscall tracepoints: raw inet sockets and port 53 only
+    "cgroup": ("corral_cg_guard_sock", *GUARD_CGROUP),
     "none": (),
 }
 CGROUP_CONNECT = ("corral_cg_connect4", "corral_cg_connect6")

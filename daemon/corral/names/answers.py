@@ -17,6 +17,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 from .domains import DomainError, normalise
@@ -77,6 +78,9 @@ def _follow(msg: dns.message.Message, start: dns.name.Name, qname: str, qtype: s
     stray = 0
     for rrset in msg.answer:
         if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            continue
+        if rrset.rdclass != dns.rdataclass.IN:  # another class's "A" is opaque data
+            stray += len(rrset)
             continue
         if rrset.name != owner:
             stray += len(rrset)

@@ -77,6 +77,19 @@ def _masked(pattern: str, fixed: int) -> str:
     return ".".join(pattern.split(".")[-fixed:])
 
 
+def parent_wildcard(name: str) -> str | None:
+    """ "*.parent" for a name one label under parent, when that wildcard stays inside the
+    name's registrable domain ("b1.s3.amazonaws.com" -> "*.s3.amazonaws.com", "api.openai.com"
+    -> "*.openai.com"); None where it would not ("openai.com" -> "*.com"), for a name with no
+    registrable domain ("db.default.svc.cluster.local"), or for a pattern."""
+    if "." not in name or is_pattern(name):
+        return None
+    try:
+        return check_name_pattern("*." + name.split(".", 1)[1])
+    except DomainError:
+        return None
+
+
 def generalise_name(known: str, name: str) -> str | None:
     """The least general pattern covering known (a name or a learned pattern) and name, or
     None when the evidence does not justify one (module docstring)."""

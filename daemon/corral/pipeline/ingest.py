@@ -36,8 +36,15 @@ class Ingest:
         self.consumers = list(consumers)
 
     def on_batch(self, records: list[bytes]) -> None:
-        """One ring-buffer batch: every record waiting at a wakeup."""
-        batch = self.decoder.decode(records)
+        """One ring-buffer batch: every record waiting at a wakeup. A batch the decoder cannot
+        take is logged and counted lost: the ring is read on (an agent writes what some
+        records carry, a DNS message for one; nothing it writes may stop the event path)."""
+        try:
+            batch = self.decoder.decode(records)
+        except Exception as e:
+            self.decoder.stats.lost += len(records)
+            log.error("a ring batch could not be decoded", records=len(records), error=repr(e))
+            return
         for consumer in self.consumers:
             try:
                 consumer.on_batch(batch)

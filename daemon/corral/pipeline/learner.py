@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import structlog
 
 from corral.kernel import dnsmaps, events
+from corral.names.generalise import parent_wildcard
 from corral.policy.agents import Agent
 from corral.policy.baseline import PATTERN, Baseline
 from corral.policy.patterns import kernel_groups
@@ -51,6 +52,7 @@ class Learner:
         on_learned: OnLearned | None = None,
         push_exec: Callable[[Agent], None] | None = None,
         names: NameBook | None = None,
+        name_collapse_threshold: int = 8,
     ) -> None:
         self.baselines = baselines
         self.writer = writer  # the kernel once it is loaded
@@ -60,6 +62,7 @@ class Learner:
         # exec entries go in whole per agent (lineage.py: a program per caller's list)
         self.push_exec = push_exec
         self.names = names  # the agents' DNS answers (the decoder's)
+        self.name_collapse_threshold = name_collapse_threshold
         self.execs: dict[str, Agent] = {}
         # learned entries waiting for the end of the batch (one write per list)
         self.paths: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
@@ -92,8 +95,9 @@ class Learner:
         rule: tuple[str, Any] | None = None
         if ev.dimension == "connect" and ev.host:
             key = (agent.id, agent.lists["connect"])
-            self.hosts.setdefault(key, (b, set()))[1].add(ev.host)  # no rule: the AI-BOM
-            # derives names from the baseline
+            learned = self.hosts.setdefault(key, (b, set()))[1]
+            learned.add(self._collapse_name(b, ev.host, ev.port or 0, ev.ts_ns / 1e9))
+            # no rule: the AI-BOM derives names from the baseline
         elif ev.dimension == "connect":
             rule = b.kernel_rule("connect", (ev.address or "", ev.port or 0))
             if rule is not None:
@@ -117,6 +121,19 @@ class Learner:
                 self.on_learned(agent.name, b, revision, ev.dimension, rule)
             except Exception as e:  # the inventory must never disturb learning or enforcement
                 log.error("AI-BOM update failed", agent=agent.name, error=str(e))
+
+    def _collapse_name(self, b: Baseline, name: str, port: int, when: float) -> str:
+        """The name as the baseline now holds it: "*.parent" once more than the threshold of
+        names one label under parent were learned on this port (names.parent_wildcard says
+        where a wildcard may go), else the name."""
+        wildcard = parent_wildcard(name)
+        if wildcard is None:
+            return name
+        if len(b.hosts_under(wildcard[2:], port)) <= self.name_collapse_threshold:
+            return name
+        b.collapse_hosts(wildcard, port)
+        log.info("names collapsed into a wildcard", agent=b.agent, wildcard=wildcard, port=port)
+        return wildcard
 
     def flush(self) -> None:
         """Writes the queued learned entries into the kernel lists. A failure (a full map) is

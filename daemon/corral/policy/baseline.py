@@ -484,6 +484,27 @@ class Baseline:
         self._novel(when)
         return True
 
+    def hosts_under(self, parent: str, port: int) -> list[str]:
+        """The exact names one label under parent held on this port ("*.parent" collapse)."""
+        return [
+            n for n, p in self._hosts.entries if p == port and n.split(".", 1)[-1] == parent
+            and not n.startswith("*.")
+        ]  # fmt: skip
+
+    def collapse_hosts(self, wildcard: str, port: int) -> bool:
+        """Learning's collapse: the names one label under "*.parent" on port become that
+        wildcard, one learned entry holding their hits and times (the caller checked, with the
+        name rules, that the wildcard may be)."""
+        parent = wildcard.removeprefix("*.")
+        covered = [(n, port) for n in self.hosts_under(parent, port)]
+        if not covered or (wildcard, port) in self._hosts.entries:
+            return False
+        merged = Entry.merged([self._hosts.entries.pop(k) for k in covered])
+        merged.source, merged.origin = "learned", None
+        self._hosts.entries[(wildcard, port)] = merged
+        self.revision += 1
+        return True
+
     def kernel_names(self) -> dict[str, list[int]]:
         """name (or "*.parent") -> its ports (0: any) for the kernel's dns_names."""
         out: dict[str, list[int]] = {}
