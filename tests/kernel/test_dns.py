@@ -6,7 +6,9 @@ the client is dnspython's stub resolver (a real UDP socket), like an agent's res
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -312,3 +314,66 @@ def test_an_answer_over_tcp_counts_as_one_over_udp(agent_dns: Dns, port: int) ->
     assert agent_dns.connect("127.0.0.81", port) == EPERM
     assert agent_dns.resolve("api.example.com", tcp=True) == ["127.0.0.81"]
     assert agent_dns.connect("127.0.0.81", port) == "connected"
+
+
+def test_an_answered_address_expires_after_its_ttl_and_the_grace(kern_dns: Kernel) -> None:
+    """TTL 1 s, grace 1 s (set for this test): allowed at once, denied once both passed."""
+    extra = ["--host-record=brief.example.com,127.0.0.88,1"]
+    with (
+        make_agent(kern_dns) as a,
+        dnsserver.dnsmasq("127.0.0.79", {"x.example": ("127.0.0.1",)}, 1, extra),
+    ):
+        kern_dns.allow_net(a.lists["connect"], [("127.0.0.79/32", 53)])
+        a.configure(connect="enforce")
+        kern_dns.map("dns_settings").update(b"\0\0\0\0", dnsmaps.settings_value(10**9))
+        try:
+            d = Dns(kern_dns, a)
+            with socket.socket() as srv:
+                srv.bind(("127.0.0.88", 0))
+                srv.listen(8)
+                port = srv.getsockname()[1]
+                d.allow("brief.example.com", port)
+
+                def resolve() -> list[str]:
+                    q = dns.message.make_query("brief.example.com", "A")
+                    r = dns.query.udp(q, "127.0.0.79", port=53, timeout=5)
+                    return [str(rd) for rrset in r.answer for rd in rrset]
+
+                assert d.run(resolve) == ["127.0.0.88"]
+                assert d.connect("127.0.0.88", port) == "connected"
+                time.sleep(2.5)
+                assert d.connect("127.0.0.88", port) == EPERM, "TTL 1 s + grace 1 s passed"
+        finally:
+            kern_dns.map("dns_settings").update(b"\0\0\0\0", dnsmaps.settings_value(GRACE_NS))
+
+
+def _private_resolv_conf(server: str) -> None:
+    """As a container runtime gives a pod its resolv.conf: a mount namespace of the child's
+    own (before it joins the agent's cgroup), with /etc/resolv.conf naming server."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x00020000) or libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None):
+        raise OSError(ctypes.get_errno(), "unshare/mount")
+    path = "/tmp/corral-test-resolv.conf"
+    with open(path, "w") as f:
+        f.write(f"nameserver {server}\noptions attempts:1 timeout:3\n")
+    target = os.path.realpath("/etc/resolv.conf")
+    if not os.path.exists(target):  # a dangling link (a VM without resolved): give it a file
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    if libc.mount(path.encode(), target.encode(), None, 0x1000, None):  # MS_BIND
+        raise OSError(ctypes.get_errno(), "bind resolv.conf")
+
+
+def test_glibcs_resolver_through_resolv_conf(agent_dns: Dns, port: int) -> None:
+    """The agent resolves as most agents do, with glibc's getaddrinfo and the resolv.conf its
+    runtime gave it: a connected UDP socket to the resolver, then connect by name."""
+    agent_dns.allow("api.example.com", port)
+
+    def child() -> str:
+        infos = socket.getaddrinfo("api.example.com", port, socket.AF_INET, socket.SOCK_STREAM)
+        address = infos[0][4][0]
+        with socket.create_connection((address, port), timeout=5):
+            return f"{address} connected"
+
+    out = run_in_cgroup(agent_dns.agent.cgroup, child, setup=lambda: _private_resolv_conf(SERVER))
+    assert out.value == "127.0.0.81 connected", out
