@@ -242,6 +242,8 @@ def test_a_foreign_answer_names_a_learned_connect_but_never_reaches_the_kernel()
     book.answer(_dns_event(_answer("api.openai.com", "10.6.6.6"), "observe", ("foreign",)))
     book.answer(_dns_event(_answer("api.openai.com", "10.7.7.7"), "observe"))
     assert book.name_of(7, "10.6.6.6") == "api.openai.com"
+    assert book.name_of(7, "10.6.6.6", learning=False) is None, "no forged name in enforce"
+    assert book.name_of(7, "10.7.7.7", learning=False) == "api.openai.com"
     assert [a for a, _ in book.addresses(7, "api.openai.com")] == ["10.7.7.7"]
 
 

@@ -121,7 +121,8 @@ class Decoder:
             if dim == "connect":
                 ev = events.from_fields(unpack(rec), offset, None, comm)
                 obj = ev.object
-                host = self.names.name_of(agent_id, ev.address)
+                learning = agent.modes.get("connect") == "observe"
+                host = self.names.name_of(agent_id, ev.address, learning)
                 if host is not None:
                     ev = ev._replace(host=host)
                     obj = f"{host}:{ev.port}"  # deviations of a name group whatever its address

@@ -82,8 +82,10 @@ class NameBook:
         self._budget[agent_id] = (start, used + 1)
         return True
 
-    def name_of(self, agent_id: int, address: str | None) -> str | None:
-        """The name the agent's latest answer gave for address, while it is valid."""
+    def name_of(self, agent_id: int, address: str | None, learning: bool = True) -> str | None:
+        """The name the agent's latest answer gave for address, while it is valid; once the
+        agent no longer learns, only a name its resolver gave (a forged one would label a
+        denied connect with a name an operator may trust)."""
         book = self._names.get(agent_id)
         if not book or address is None:
             return None
@@ -93,7 +95,7 @@ class NameBook:
         if hit[1] < time.monotonic():
             del book[address]
             return None
-        return hit[0]
+        return hit[0] if learning or hit[2] else None
 
     def addresses(self, agent_id: int, name: str) -> list[tuple[str, float]]:
         """(address, seconds left) the agent's resolver gave for name, still valid: what may
