@@ -211,7 +211,7 @@ def test_many_names_under_one_parent_collapse_into_its_wildcard() -> None:
     for i in range(1, 5):
         name = f"b{i}.s3.amazonaws.com"
         b.observe_host(name, 443, float(i))
-        held.append(learner._collapse_name(b, name, 443, float(i)))
+        held.append(learner._collapse_name(b, name, 443))
     assert held[:3] == ["b1.s3.amazonaws.com", "b2.s3.amazonaws.com", "b3.s3.amazonaws.com"]
     assert held[3] == "*.s3.amazonaws.com"
     assert b.kernel_names() == {"*.s3.amazonaws.com": [443]}
@@ -221,7 +221,7 @@ def test_many_names_under_one_parent_collapse_into_its_wildcard() -> None:
     assert not b.contains("connect", "b9.s3.amazonaws.com:80"), "its port only"
     assert not b.contains("connect", "x.b9.s3.amazonaws.com:443"), "one label only"
     b.observe_host("other.example.com", 443, 10.0)
-    assert learner._collapse_name(b, "other.example.com", 443, 10.0) == "other.example.com"
+    assert learner._collapse_name(b, "other.example.com", 443) == "other.example.com"
 
 
 def test_an_answer_that_breaks_the_parser_never_stops_the_event_path() -> None:

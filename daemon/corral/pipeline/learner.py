@@ -96,7 +96,7 @@ class Learner:
         if ev.dimension == "connect" and ev.host:
             key = (agent.id, agent.lists["connect"])
             learned = self.hosts.setdefault(key, (b, set()))[1]
-            learned.add(self._collapse_name(b, ev.host, ev.port or 0, ev.ts_ns / 1e9))
+            learned.add(self._collapse_name(b, ev.host, ev.port or 0))
             # no rule: the AI-BOM derives names from the baseline
         elif ev.dimension == "connect":
             rule = b.kernel_rule("connect", (ev.address or "", ev.port or 0))
@@ -122,7 +122,7 @@ class Learner:
             except Exception as e:  # the inventory must never disturb learning or enforcement
                 log.error("AI-BOM update failed", agent=agent.name, error=str(e))
 
-    def _collapse_name(self, b: Baseline, name: str, port: int, when: float) -> str:
+    def _collapse_name(self, b: Baseline, name: str, port: int) -> str:
         """The name as the baseline now holds it: "*.parent" once more than the threshold of
         names one label under parent were learned on this port (names.parent_wildcard says
         where a wildcard may go), else the name."""

@@ -58,6 +58,7 @@ from .rules import (
     check_host,
     format_host,
     format_net,
+    host_covers,
     is_host_object,
     net_group,
     net_sort_key,
@@ -475,7 +476,8 @@ class Baseline:
             covering.hit(when)
             return False
         entry = Entry(when, when, 1, source)
-        covered = [k for k in self._hosts.entries if _host_covers((name, port), k)]
+        new = (name, port)
+        covered = [k for k in self._hosts.entries if k != new and host_covers(new, k)]
         if covered:
             entry = Entry.merged([entry, *(self._hosts.entries.pop(k) for k in covered)])
             entry.source, entry.origin = source, None
@@ -803,15 +805,3 @@ class Baseline:
         out["imports"] = [dict(r) for r in self.imports]
         return out
 
-
-def _host_covers(wide: HostKey, key: HostKey) -> bool:
-    """Does the new entry wide make key redundant? Same name, or one label under a wildcard;
-    same port, or wide allows any port."""
-    if wide == key:
-        return False
-    (wn, wp), (n, p) = wide, key
-    if wp not in (0, p):
-        return False
-    if n == wn:
-        return True
-    return wn.startswith("*.") and not n.startswith("*.") and n.split(".", 1)[-1] == wn[2:]

@@ -43,6 +43,7 @@ from .rules import (
     Network,
     format_host,
     format_net,
+    host_covers,
     is_host_object,
     net_group,
     net_sort_key,
@@ -371,17 +372,12 @@ def exact(d: Deviation) -> Selector | None:
     return Selector("connect", net=(net, port)) if port else None
 
 
+
 def _host_covers(host: HostKey, obj: str) -> bool:
     """Does the name entry cover a deviation's object ("name:port")?"""
     if not is_host_object(obj):
         return False
     try:
-        name, port = parse_host(obj)
+        return host_covers(host, parse_host(obj))
     except ValueError:
         return False
-    sname, sport = host
-    if sport not in (0, port):
-        return False
-    if sname.startswith("*."):
-        return "." in name and name.split(".", 1)[1] == sname[2:]
-    return name == sname

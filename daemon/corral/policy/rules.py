@@ -321,6 +321,17 @@ def is_host_object(obj: object) -> bool:
     return bool(host) and not host.startswith("[") and not is_address(host)
 
 
+def host_covers(entry: HostKey, key: HostKey) -> bool:
+    """Does a name entry allow key? The same name, or a name one label under a "*.parent"
+    wildcard (never two, never the parent itself); its port, or any port when it has 0."""
+    (ename, eport), (name, port) = entry, key
+    if eport not in (0, port):
+        return False
+    if ename.startswith("*."):
+        return not name.startswith("*.") and name.split(".", 1)[-1] == ename[2:] and "." in name
+    return name == ename
+
+
 def format_host(name: str, port: int) -> str:
     return f"{name}:{'*' if port == 0 else port}"
 
