@@ -804,4 +804,3 @@ class Baseline:
         out["annotations"] = dict(sorted(self.annotations.items()))
         out["imports"] = [dict(r) for r in self.imports]
         return out
-

@@ -372,7 +372,6 @@ def exact(d: Deviation) -> Selector | None:
     return Selector("connect", net=(net, port)) if port else None
 
 
-
 def _host_covers(host: HostKey, obj: str) -> bool:
     """Does the name entry cover a deviation's object ("name:port")?"""
     if not is_host_object(obj):
