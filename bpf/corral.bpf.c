@@ -889,6 +889,28 @@ static __always_inline int decide_exec(struct subject *s, struct linux_binprm *b
 	return blocks(judge_path(s, sc, true, false, true)) ? -EPERM : 0;
 }
 
+#define MNT_INTERNAL 0x4000
+#define MNT_NS_INTERNAL (-22L) /* ERR_PTR(-EINVAL) */
+
+/*
+ * An open the kernel makes of a file on a private clone of a mount (clone_private_mount):
+ * overlayfs's layers. From 6.8 overlayfs opens the backing file of each file opened on it
+ * (backing_file_open) and security_file_open judges that open too, by the layer's path (relative
+ * to the layer: `/x` for a container's or virtme's `/tmp/x`), so allowed files were denied; its
+ * copy-up and readdir open layer files likewise on every kernel. The open the agent asked for
+ * (the overlay's file, by the path it named) was judged just before. Such a mount has the mnt_ns
+ * MNT_NS_INTERNAL without the MNT_INTERNAL flag: kern_mount's (pipes, memfds, nsfs) have both
+ * and stay judged; no process names a path on a private clone.
+ */
+static __always_inline bool layer_open(struct file *file)
+{
+	struct vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
+	struct mount *m = (void *)vm - bpf_core_field_offset(struct mount, mnt);
+
+	return (long)BPF_CORE_READ(m, mnt_ns) == MNT_NS_INTERNAL &&
+	       !(BPF_CORE_READ(vm, mnt_flags) & MNT_INTERNAL);
+}
+
 /* The open decision, shared by the LSM and fmod_ret backends. */
 static __always_inline int decide_open(struct subject *s, struct file *file)
 {
@@ -925,7 +947,7 @@ int BPF_PROG(corral_lsm_open, struct file *file, int ret)
 	if (ret)
 		return lsm_ret(ret);
 	/* execve's own open of the program (and a script's interpreter) is judged by the exec hook */
-	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN)
+	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN || layer_open(file))
 		return 0;
 	if (!subject_init(&s, CORRAL_DIM_OPEN, CORRAL_BACKEND_LSM))
 		return 0;
@@ -954,7 +976,7 @@ int BPF_PROG(corral_fmod_open, struct file *file, int ret)
 {
 	struct subject s;
 
-	if (ret)
+	if (ret || layer_open(file))
 		return lsm_ret(ret);
 	if (BPF_CORE_READ(file, f_flags) & FMODE_EXEC_OPEN) {
 		if (subject_init(&s, CORRAL_DIM_EXEC, CORRAL_BACKEND_FMOD_RET))

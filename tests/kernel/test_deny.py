@@ -14,7 +14,8 @@ import pytest
 from corral.kernel import layout, probe
 from corral.kernel.keys import path_key
 
-from .conftest import Agent, Collector, connect_child, open_child
+from .conftest import Agent, Collector, connect_child, open_child, run_in_cgroup
+from .test_guard import CLONE_NEWNS, MS_PRIVATE, MS_REC, _check, libc
 
 pytestmark = pytest.mark.deny
 
@@ -133,3 +134,43 @@ def test_proc_normalised_entry_enforced(agent: Agent) -> None:
 
     assert agent.run(read("stat")).value == "opened"
     assert agent.run(read("environ")).error == errno.EPERM
+
+
+def test_overlayfs_files_are_judged_by_the_path_the_agent_named(
+    agent: Agent, workdir: Path
+) -> None:
+    """An agent on overlayfs (a container's root; virtme's /tmp): from 6.8 the kernel opens each
+    overlay file's backing file too, and copy-up opens the lower file, on a private clone of the
+    layer's mount, whose paths (`/f`, relative to the layer) no baseline has. Only the open the
+    agent asked for is judged: the allowed directory opens, reads, copies up and creates; a file
+    beside it is still denied."""
+    for d in ("lower", "upper", "work", "merged"):
+        (workdir / d).mkdir()
+    (workdir / "lower" / "f").write_text("lower-data")
+    (workdir / "lower" / "secret").write_text("s")
+    merged = workdir / "merged"
+    allowed = [str(merged), f"{merged}/f", f"{merged}/f.new"]
+    agent.kern.allow_paths("open", agent.lists["open"], allowed)
+    agent.configure(open="enforce")
+
+    def setup() -> None:  # as a container runtime does, before the agent joins its cgroup
+        _check(libc.unshare(CLONE_NEWNS))
+        _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+        opts = f"lowerdir={workdir}/lower,upperdir={workdir}/upper,workdir={workdir}/work"
+        _check(libc.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts.encode()))
+
+    def go() -> str:
+        data = (merged / "f").read_text()
+        with open(merged / "f", "a") as f:  # copy-up: the kernel opens the lower file
+            f.write("+")
+        (merged / "f.new").write_text("n")
+        listed = sorted(os.listdir(merged))
+        try:
+            (merged / "secret").read_text()
+            secret = "read"
+        except PermissionError:
+            secret = "EPERM"
+        return f"{data} {(merged / 'f').read_text()} {listed} secret {secret}"
+
+    out = run_in_cgroup(agent.cgroup, go, setup=setup)
+    assert out.value == "lower-data lower-data+ ['f', 'f.new', 'secret'] secret EPERM", out
