@@ -58,7 +58,6 @@ class Batch:
     observed: list[tuple[Agent, events.Event]] = field(default_factory=list)  # to learn
     candidates: list[Candidate] = field(default_factory=list)  # execs and connects
     opens: list[str] = field(default_factory=list)  # the opens' paths (AI-BOM pre-filter)
-    answers: list[tuple[Agent, events.Event]] = field(default_factory=list)  # DNS answers
 
 
 class Decoder:
@@ -130,7 +129,6 @@ class Decoder:
             elif dim == DNS_EVENT:  # rare: an answer, named before the connects that follow
                 ev = events.decode(rec, offset)
                 self.names.answer(ev)
-                batch.answers.append((agent, ev))
                 continue
             elif dim == TAMPER_EVENT:  # rare: the kind leads, what the kernel said of it follows
                 ev = events.from_fields(unpack(rec), offset, None, comm)
